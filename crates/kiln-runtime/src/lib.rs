@@ -1,1 +1,18 @@
+//! kiln-runtime: a pure-Rust interpreter for TensorFlow Lite models, the crate a deployment
+//! embeds. It depends on `kiln-tflite` only. A model is validated (indices, shapes, buffer
+//! sizes, operator order) and every operator prepared before anything runs; intermediate
+//! tensors share one arena planned from their lifetimes; constant weights are borrowed from
+//! the file's bytes.
 
+mod arena;
+mod error;
+mod interpreter;
+mod kernels;
+mod tensor;
+mod validate;
+
+pub use arena::ARENA_ALIGNMENT;
+pub use error::RuntimeError;
+pub use interpreter::Interpreter;
+pub use kernels::operator_name;
+pub use tensor::TensorInfo;

@@ -1,0 +1,309 @@
+//! The interpreter: loads a model, validates it, prepares kernels, plans the arena, and runs.
+
+use kiln_tflite::{Model, SharedBytes, TensorType};
+
+use crate::arena::{self, AlignedBytes, ArenaPlan, Lifetime};
+use crate::error::RuntimeError;
+use crate::kernels::{In, Kernel, Out};
+use crate::tensor::{TensorInfo, as_f32, is_aligned_for_words};
+use crate::validate::validate;
+
+/// Where a tensor's bytes live.
+enum Storage {
+    /// Constant data borrowed from the model file.
+    Borrowed(SharedBytes),
+    /// Constant data copied because the file did not align it.
+    Copied(AlignedBytes),
+    /// A range of the arena.
+    Arena { offset: usize, len: usize },
+    /// Neither constant nor used by the graph.
+    None,
+}
+
+struct Step {
+    kernel: Kernel,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+}
+
+pub struct Interpreter {
+    model: Model,
+    tensors: Vec<TensorInfo>,
+    storage: Vec<Storage>,
+    steps: Vec<Step>,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+    plan: ArenaPlan,
+    arena: AlignedBytes,
+}
+
+impl Interpreter {
+    /// Reads, validates and prepares a `.tflite` file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, RuntimeError> {
+        Self::new(Model::read_file(path)?)
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, RuntimeError> {
+        Self::new(Model::from_bytes(bytes)?)
+    }
+
+    pub fn new(model: Model) -> Result<Self, RuntimeError> {
+        validate(&model)?;
+        let subgraph = &model.subgraphs[0];
+        let tensors: Vec<TensorInfo> = subgraph
+            .tensors
+            .iter()
+            .map(|t| TensorInfo {
+                name: t.name.clone(),
+                shape: t.shape.iter().map(|&d| d as usize).collect(),
+                dtype: t.dtype,
+                quantization: t.quantization.clone().filter(|q| q.is_affine()),
+            })
+            .collect();
+        let index = |t: i32| usize::try_from(t).ok();
+
+        let mut steps = Vec::with_capacity(subgraph.operators.len());
+        for (op_index, op) in subgraph.operators.iter().enumerate() {
+            let code = model
+                .opcode_of(op)
+                .ok_or_else(|| RuntimeError::InvalidModel("bad opcode".into()))?;
+            steps.push(Step {
+                kernel: Kernel::prepare(op_index, code, op, &tensors)?,
+                inputs: op.inputs.iter().map(|&t| index(t)).collect(),
+                outputs: op.outputs.iter().filter_map(|&t| index(t)).collect(),
+            });
+        }
+        let inputs: Vec<usize> = subgraph.inputs.iter().filter_map(|&t| index(t)).collect();
+        let outputs: Vec<usize> = subgraph.outputs.iter().filter_map(|&t| index(t)).collect();
+
+        let mut storage: Vec<Storage> = Vec::with_capacity(tensors.len());
+        for tensor in &subgraph.tensors {
+            let buffer = &model.buffers[tensor.buffer as usize].data;
+            storage.push(if buffer.is_empty() {
+                Storage::None
+            } else if is_aligned_for_words(buffer.as_slice()) {
+                Storage::Borrowed(buffer.clone())
+            } else {
+                let mut copy = AlignedBytes::zeroed(buffer.len());
+                copy.as_mut_slice().copy_from_slice(buffer.as_slice());
+                Storage::Copied(copy)
+            });
+        }
+
+        let lifetimes = lifetimes(&tensors, &storage, &steps, &inputs, &outputs);
+        let plan = arena::plan(tensors.len(), &lifetimes);
+        for life in &lifetimes {
+            if let Some(offset) = plan.offsets[life.tensor] {
+                storage[life.tensor] = Storage::Arena {
+                    offset,
+                    len: life.bytes,
+                };
+            }
+        }
+        let arena = AlignedBytes::zeroed(plan.size);
+        Ok(Self {
+            model,
+            tensors,
+            storage,
+            steps,
+            inputs,
+            outputs,
+            plan,
+            arena,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Bytes of the one arena holding every intermediate tensor.
+    pub fn arena_bytes(&self) -> usize {
+        self.plan.size
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
+    pub fn output_count(&self) -> usize {
+        self.outputs.len()
+    }
+
+    pub fn input_info(&self, i: usize) -> Result<&TensorInfo, RuntimeError> {
+        let t = self.inputs.get(i).ok_or(RuntimeError::NoSuchTensor {
+            kind: "input",
+            index: i,
+            count: self.inputs.len(),
+        })?;
+        Ok(&self.tensors[*t])
+    }
+
+    pub fn output_info(&self, i: usize) -> Result<&TensorInfo, RuntimeError> {
+        let t = self.outputs.get(i).ok_or(RuntimeError::NoSuchTensor {
+            kind: "output",
+            index: i,
+            count: self.outputs.len(),
+        })?;
+        Ok(&self.tensors[*t])
+    }
+
+    /// Copies raw little-endian bytes into input `i`; the length must match exactly.
+    pub fn set_input(&mut self, i: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let info = self.input_info(i)?;
+        if bytes.len() != info.byte_size() {
+            return Err(RuntimeError::BadInput {
+                index: i,
+                name: info.name.clone(),
+                reason: format!(
+                    "got {} bytes; the input is {} {:?} ({} bytes)",
+                    bytes.len(),
+                    info.dtype,
+                    info.shape,
+                    info.byte_size()
+                ),
+            });
+        }
+        let t = self.inputs[i];
+        match self.storage[t] {
+            Storage::Arena { offset, len } => {
+                self.arena.as_mut_slice()[offset..offset + len].copy_from_slice(bytes)
+            }
+            _ => {
+                return Err(RuntimeError::InvalidModel(format!(
+                    "input tensor {t} has no arena storage"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_input_f32(&mut self, i: usize, values: &[f32]) -> Result<(), RuntimeError> {
+        let info = self.input_info(i)?;
+        if info.dtype != TensorType::Float32 {
+            return Err(RuntimeError::BadInput {
+                index: i,
+                name: info.name.clone(),
+                reason: format!("the input is {}, not FLOAT32", info.dtype),
+            });
+        }
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.set_input(i, &bytes)
+    }
+
+    /// The bytes of output `i` after the last invoke.
+    pub fn output(&self, i: usize) -> Result<&[u8], RuntimeError> {
+        self.output_info(i)?;
+        Ok(self.tensor_bytes(self.outputs[i]))
+    }
+
+    pub fn output_f32(&self, i: usize) -> Result<&[f32], RuntimeError> {
+        let info = self.output_info(i)?;
+        if info.dtype != TensorType::Float32 {
+            return Err(RuntimeError::NoSuchTensor {
+                kind: "FLOAT32 output",
+                index: i,
+                count: 0,
+            });
+        }
+        Ok(as_f32(self.output(i)?))
+    }
+
+    fn tensor_bytes(&self, t: usize) -> &[u8] {
+        match &self.storage[t] {
+            Storage::Borrowed(bytes) => bytes.as_slice(),
+            Storage::Copied(bytes) => bytes.as_slice(),
+            Storage::Arena { offset, len } => &self.arena.as_slice()[*offset..*offset + *len],
+            Storage::None => &[],
+        }
+    }
+
+    /// Runs every operator once on the current inputs.
+    pub fn invoke(&mut self) -> Result<(), RuntimeError> {
+        let arena_ptr = self.arena.as_mut_slice().as_mut_ptr();
+        let arena_len = self.arena.len();
+        for step in &self.steps {
+            let inputs: Vec<Option<In<'_>>> = step
+                .inputs
+                .iter()
+                .map(|t| {
+                    t.map(|t| In {
+                        data: match &self.storage[t] {
+                            Storage::Borrowed(bytes) => bytes.as_slice(),
+                            Storage::Copied(bytes) => bytes.as_slice(),
+                            // SAFETY: in bounds (planned within the arena); the plan keeps tensors
+                            // live at the same step disjoint, and an operator's outputs are never its
+                            // inputs (validated), so no mutable slice below aliases this one.
+                            Storage::Arena { offset, len } => unsafe {
+                                std::slice::from_raw_parts(
+                                    arena_ptr.add(*offset).cast_const(),
+                                    *len,
+                                )
+                            },
+                            Storage::None => &[],
+                        },
+                    })
+                })
+                .collect();
+            let mut outputs: Vec<Out<'_>> = Vec::with_capacity(step.outputs.len());
+            for &t in &step.outputs {
+                let Storage::Arena { offset, len } = self.storage[t] else {
+                    return Err(RuntimeError::InvalidModel(format!(
+                        "output tensor {t} has no arena storage"
+                    )));
+                };
+                assert!(offset + len <= arena_len, "arena plan out of bounds");
+                // SAFETY: see above; distinct outputs of one step are distinct live tensors.
+                let data = unsafe { std::slice::from_raw_parts_mut(arena_ptr.add(offset), len) };
+                outputs.push(Out { data });
+            }
+            step.kernel.eval(&inputs, &mut outputs);
+        }
+        Ok(())
+    }
+}
+
+/// The steps during which each non-constant tensor must keep its value. Step 0 is the first
+/// operator; graph inputs are live from the start, graph outputs to the end.
+fn lifetimes(
+    tensors: &[TensorInfo],
+    storage: &[Storage],
+    steps: &[Step],
+    inputs: &[usize],
+    outputs: &[usize],
+) -> Vec<Lifetime> {
+    let end = steps.len();
+    let mut span: Vec<Option<(usize, usize)>> = vec![None; tensors.len()];
+    let mut touch = |t: usize, step: usize| {
+        if matches!(storage[t], Storage::None) {
+            let (first, last) = span[t].get_or_insert((step, step));
+            *first = (*first).min(step);
+            *last = (*last).max(step);
+        }
+    };
+    for &t in inputs {
+        touch(t, 0);
+    }
+    for (i, step) in steps.iter().enumerate() {
+        for &t in step.inputs.iter().flatten() {
+            touch(t, i);
+        }
+        for &t in &step.outputs {
+            touch(t, i);
+        }
+    }
+    for &t in outputs {
+        touch(t, end);
+    }
+    span.iter()
+        .enumerate()
+        .filter_map(|(t, s)| {
+            s.map(|(first_step, last_step)| Lifetime {
+                tensor: t,
+                bytes: tensors[t].byte_size(),
+                first_step,
+                last_step,
+            })
+        })
+        .collect()
+}

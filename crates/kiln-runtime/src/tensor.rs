@@ -1,0 +1,49 @@
+//! Typed views over raw tensor bytes, and the static facts about each tensor the kernels use.
+
+use kiln_tflite::{Quantization, TensorType};
+
+/// What a kernel knows about a tensor besides its data.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: TensorType,
+    pub quantization: Option<Quantization>,
+}
+
+impl TensorInfo {
+    pub fn num_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn byte_size(&self) -> usize {
+        self.num_elements() * self.dtype.element_size().unwrap_or(0)
+    }
+}
+
+/// Reinterprets bytes as `f32`s. The arena and borrowed weights are aligned by construction
+/// (the loader copies any misaligned constant), so a misaligned slice is a bug, not bad input.
+pub fn as_f32(bytes: &[u8]) -> &[f32] {
+    // SAFETY: every bit pattern is a valid f32; align_to only yields the aligned middle part.
+    let (prefix, floats, suffix) = unsafe { bytes.align_to::<f32>() };
+    assert!(
+        prefix.is_empty() && suffix.is_empty(),
+        "tensor data is not 4-byte aligned"
+    );
+    floats
+}
+
+pub fn as_f32_mut(bytes: &mut [u8]) -> &mut [f32] {
+    // SAFETY: as in `as_f32`; the slice is uniquely borrowed.
+    let (prefix, floats, suffix) = unsafe { bytes.align_to_mut::<f32>() };
+    assert!(
+        prefix.is_empty() && suffix.is_empty(),
+        "tensor data is not 4-byte aligned"
+    );
+    floats
+}
+
+/// Whether a slice can be viewed as 4-byte elements in place.
+pub fn is_aligned_for_words(bytes: &[u8]) -> bool {
+    (bytes.as_ptr() as usize).is_multiple_of(16)
+}
