@@ -1,1 +1,90 @@
-fn main() {}
+//! `pipeline`: Kiln's command line.
+
+mod config;
+mod infer;
+mod inspect;
+mod npy;
+mod recipe;
+mod report;
+mod run;
+mod verify;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Train, compress, export and verify TFLite models from a config"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a config's pipeline: data → train → export → verify → report.
+    Run {
+        config: PathBuf,
+        /// Run directory (default: artifacts/<name>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config value, e.g. --set train.epochs=2 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Run a .tflite on .npy (or .npz, one array per input) inputs with kiln-runtime.
+    Infer {
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Show a .tflite's operators, tensors, quantization, sizes and arena.
+    Inspect {
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            out,
+            overrides,
+        } => run::run(&config, out, &overrides).map(|dir| {
+            println!("{}", dir.display());
+        }),
+        Command::Infer {
+            model,
+            input,
+            output,
+        } => infer::run(&model, &input, &output),
+        Command::Inspect { model, json } => inspect::run(&model, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

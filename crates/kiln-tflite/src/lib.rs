@@ -8,6 +8,7 @@ mod generated;
 mod model;
 mod op_names;
 mod options;
+mod padding;
 mod read;
 mod types;
 mod write;
@@ -17,6 +18,7 @@ pub use error::FormatError;
 pub use model::*;
 pub use op_names::builtin_operator_name;
 pub use options::*;
+pub use padding::window;
 pub use types::{Activation, BuiltinOp, Padding, TensorType};
 pub use write::write_atomically;
 

@@ -1,11 +1,10 @@
 //! CONV_2D, float32: NHWC input, OHWI filter, optional bias, SAME/VALID padding, strides,
 //! dilation and a fused activation.
 
-use kiln_tflite::{BuiltinOptions, TensorType};
+use kiln_tflite::{BuiltinOptions, TensorType, window};
 
 use super::dot::dot;
 use super::fused_activation::FloatClamp;
-use super::padding::window;
 use super::{In, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};

@@ -1,9 +1,8 @@
 //! MAX_POOL_2D, float32: NHWC, SAME/VALID padding (padded cells never win), fused activation.
 
-use kiln_tflite::{BuiltinOptions, TensorType};
+use kiln_tflite::{BuiltinOptions, TensorType, window};
 
 use super::fused_activation::FloatClamp;
-use super::padding::window;
 use super::{In, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};

@@ -6,7 +6,6 @@ mod dot;
 mod fully_connected;
 mod fused_activation;
 mod max_pool_2d;
-mod padding;
 mod reshape;
 
 use kiln_tflite::{BuiltinOp, Operator, OperatorCode, TensorType};

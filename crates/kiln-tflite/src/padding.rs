@@ -1,6 +1,7 @@
-//! Output size and leading padding for SAME/VALID windows, as TFLite computes them.
+//! Output size and leading padding of a SAME/VALID window, as TFLite computes them: used by
+//! lowering (to declare output shapes) and by the runtime (to run the window).
 
-use kiln_tflite::Padding;
+use crate::Padding;
 
 /// (output size, padding before) for one spatial dimension.
 pub fn window(

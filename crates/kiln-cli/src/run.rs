@@ -1,0 +1,218 @@
+//! `pipeline run`: config → data → train → export → verify → report, in a run directory.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use kiln_data::{ColorMode, ColumnNames, ImageDataset, read_parquet_images};
+use kiln_nn::{Classifier, SmallCnnConfig};
+use kiln_train::{TrainSettings, predict, train};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use tracing::info;
+
+use crate::config::{self, Architecture, ColorConfig, LoadedConfig, Schedule};
+use crate::recipe::{self, Stage};
+use crate::report::{self, DatasetReport, Parity, Report, VariantReport};
+use crate::verify::verify_variant;
+
+pub const FP32_FILE: &str = "model_fp32.tflite";
+
+pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<PathBuf> {
+    let loaded = config::load(config_path, overrides)?;
+    let config = &loaded.config;
+    let recipe_path = loaded.resolve(&config.pipeline);
+    let recipe = recipe::load(&recipe_path)?;
+    if recipe.stages.contains(&Stage::Verify) && !recipe.stages.contains(&Stage::Export) {
+        bail!(
+            "{}: `verify` needs `export` before it",
+            recipe_path.display()
+        );
+    }
+    let run_dir = out.unwrap_or_else(|| PathBuf::from("artifacts").join(&config.name));
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    kiln_tflite::write_atomically(
+        &run_dir.join("config.toml"),
+        loaded.effective_toml.as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
+    info!(run_dir = %run_dir.display(), stages = ?recipe.stages, "starting run '{}'", config.name);
+    if let Some(description) = &recipe.description {
+        info!("recipe {}: {description}", recipe_path.display());
+    }
+
+    let started = Instant::now();
+    let (train_set, test_set) = load_data(&loaded)?;
+    info!(
+        train = train_set.len(),
+        test = test_set.len(),
+        classes = train_set.class_names.len(),
+        skipped = train_set.skipped + test_set.skipped,
+        "data loaded ({}×{}×{})",
+        train_set.height,
+        train_set.width,
+        train_set.channels
+    );
+
+    // Train (always first: the recipe checks it).
+    let device = config.train.backend.device();
+    device.seed(config.seed);
+    let autodiff = device.clone().autodiff();
+    let model_config = match config.model.architecture {
+        Architecture::SmallCnn => {
+            let mut c = SmallCnnConfig::new(
+                [train_set.height, train_set.width, train_set.channels],
+                train_set.class_names.len(),
+            );
+            c.conv1_filters = config.model.conv1_filters.unwrap_or(c.conv1_filters);
+            c.conv2_filters = config.model.conv2_filters.unwrap_or(c.conv2_filters);
+            c.dense_units = config.model.dense_units.unwrap_or(c.dense_units);
+            c
+        }
+    };
+    let model = model_config
+        .init(&autodiff)
+        .context("cannot build the model")?;
+    let settings = TrainSettings {
+        epochs: config.train.epochs,
+        batch_size: config.train.batch_size,
+        learning_rate: config.train.learning_rate,
+        cosine_decay: config.train.schedule == Schedule::Cosine,
+        augment_shift: config.train.augment_shift,
+        seed: config.seed,
+        checkpoint_dir: Some(run_dir.clone()),
+        progress: std::io::stderr().is_terminal(),
+    };
+    let train_started = Instant::now();
+    let (model, history) = train(model, &train_set, &settings, &autodiff, |e| {
+        info!(
+            "epoch {}/{}: loss {:.4}, train accuracy {:.2}%, lr {:.2e}, {:.1}s",
+            e.epoch,
+            settings.epochs,
+            e.loss,
+            100.0 * e.accuracy,
+            e.learning_rate,
+            e.seconds
+        )
+    })
+    .context("training failed")?;
+    let train_seconds = train_started.elapsed().as_secs_f64();
+    let model = model.valid();
+
+    let burn_logits = predict(&model, &test_set, &device).context("evaluating the Burn model")?;
+    let classes = test_set.class_names.len();
+    let burn_accuracy = kiln_train::accuracy(&burn_logits, &test_set.labels, classes);
+    info!("Burn model test accuracy {:.2}%", 100.0 * burn_accuracy);
+
+    let mut variants = Vec::new();
+    if recipe.stages.contains(&Stage::Export) {
+        let description = format!(
+            "Kiln {} ({:?}) trained by `pipeline run`",
+            config.name, config.model.architecture
+        );
+        let tflite = model
+            .lower(&description)
+            .context("lowering the model to TFLite")?;
+        let path = run_dir.join(FP32_FILE);
+        tflite
+            .write_file(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        info!("exported {}", path.display());
+        let mut variant = VariantReport::for_file("fp32", &run_dir, FP32_FILE)?;
+        if recipe.stages.contains(&Stage::Verify) {
+            let verified =
+                verify_variant(&path, &test_set, &burn_logits, config.verify.latency_runs)?;
+            info!(
+                "fp32 verified: accuracy {:.2}%, max |Burn − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
+                100.0 * verified.accuracy,
+                verified.max_abs_diff,
+                100.0 * verified.argmax_agreement,
+                verified.latency_ms_p50
+            );
+            variant.accuracy = Some(verified.accuracy);
+            variant.latency_ms_p50 = Some(verified.latency_ms_p50);
+            variant.parity = Some(Parity {
+                reference: "burn".into(),
+                max_abs_diff: verified.max_abs_diff,
+                argmax_agreement: verified.argmax_agreement,
+            });
+        }
+        variants.push(variant);
+    }
+
+    if recipe.stages.contains(&Stage::Report) {
+        let report = Report {
+            name: config.name.clone(),
+            config_sha256: report::sha256_hex(loaded.effective_toml.as_bytes()),
+            seed: config.seed,
+            backend: config.train.backend.name().into(),
+            stages: recipe
+                .stages
+                .iter()
+                .map(|s| format!("{s:?}").to_lowercase())
+                .collect(),
+            dataset: DatasetReport::new(&loaded, &train_set, &test_set)?,
+            training: report::TrainingReport {
+                seconds: train_seconds,
+                burn_test_accuracy: burn_accuracy,
+                epochs: history,
+            },
+            variants,
+            total_seconds: started.elapsed().as_secs_f64(),
+        };
+        report.write(&run_dir)?;
+        info!(
+            "wrote {} and {}",
+            run_dir.join("report.json").display(),
+            run_dir.join("report.md").display()
+        );
+    }
+    Ok(run_dir)
+}
+
+fn load_data(loaded: &LoadedConfig) -> Result<(ImageDataset, ImageDataset)> {
+    let data = &loaded.config.data;
+    let columns = ColumnNames {
+        image: data.image_column.clone(),
+        label: data.label_column.clone(),
+    };
+    let color = match data.color {
+        ColorConfig::Grayscale => ColorMode::Grayscale,
+        ColorConfig::Rgb => ColorMode::Rgb,
+    };
+    let size = data.image_size.map(|[h, w]| (h, w));
+    let read = |paths: &[PathBuf], split: &str| -> Result<ImageDataset> {
+        let paths: Vec<PathBuf> = paths.iter().map(|p| loaded.resolve(p)).collect();
+        read_parquet_images(&paths, &columns, color, size)
+            .with_context(|| format!("loading the {split} split"))
+    };
+    let mut train_set = read(&data.train, "train")?;
+    let mut test_set = read(&data.test, "test")?;
+    if test_set.class_names.len() > train_set.class_names.len() {
+        train_set.class_names = test_set.class_names.clone();
+    }
+    let seed = loaded.config.seed;
+    train_set = limit(train_set, data.limit_train, seed);
+    test_set = limit(test_set, data.limit_test, seed.wrapping_add(1));
+    if train_set.is_empty() || test_set.is_empty() {
+        bail!("the train and test splits must both hold at least one decodable image");
+    }
+    Ok((train_set, test_set))
+}
+
+/// The first `n` rows after a seeded shuffle (a uniform sample that keeps class balance on average).
+fn limit(data: ImageDataset, n: Option<usize>, seed: u64) -> ImageDataset {
+    match n {
+        Some(n) if n < data.len() => {
+            let mut indices: Vec<usize> = (0..data.len()).collect();
+            indices.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            indices.truncate(n);
+            indices.sort_unstable();
+            data.subset(&indices)
+        }
+        _ => data,
+    }
+}

@@ -1,0 +1,123 @@
+//! Helpers shared by the workspace-level tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+pub fn pipeline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(args)
+        .current_dir(repo_root())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the pipeline binary")
+}
+
+/// A fresh directory under the target dir, removed first if a previous run left it.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Trains a tiny quickstart model (a few hundred digits, one epoch) into `dir`.
+pub fn tiny_quickstart_run(dir: &Path) -> PathBuf {
+    let out = pipeline(&[
+        "run",
+        "configs/quickstart.toml",
+        "--out",
+        dir.to_str().expect("utf-8 path"),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.limit_train=512",
+        "--set",
+        "data.limit_test=64",
+        "--set",
+        "verify.latency_runs=5",
+    ]);
+    assert!(
+        out.status.success(),
+        "pipeline run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.to_path_buf()
+}
+
+/// The Python with ai-edge-litert: $KILN_LITERT_PYTHON, else the repo's .venv.
+pub fn litert_python() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("KILN_LITERT_PYTHON") {
+        return Some(PathBuf::from(path));
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+/// Writes a float32 .npy of shape `shape` (C order) for test inputs.
+pub fn write_f32_npy(path: &Path, shape: &[usize], values: &[f32]) {
+    let dims = shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}{}), }}",
+        if shape.len() == 1 { "," } else { "" }
+    );
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.push_str(&" ".repeat(pad));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("write npy");
+}
+
+/// Reads a little-endian float32 .npy: (shape, values).
+pub fn read_f32_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).expect("read npy");
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).expect("header");
+    assert!(header.contains("'<f4'"), "not float32: {header}");
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("shape");
+    let shape = shape_text
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
+    let values = bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (shape, values)
+}
+
+/// Deterministic pseudo-random floats in [0, 1) (a small LCG: tests need no rand crate).
+pub fn uniform_inputs(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32) / (1u64 << 24) as f32
+        })
+        .collect()
+}
