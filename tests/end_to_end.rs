@@ -12,7 +12,7 @@ fn quickstart_trains_exports_verifies_and_reports() {
     let report: Value =
         serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
 
-    assert_eq!(report["dataset"]["train_rows"], 512);
+    assert_eq!(report["dataset"]["train_rows"], 1024);
     assert_eq!(report["dataset"]["test_rows"], 64);
     assert_eq!(report["dataset"]["classes"].as_array().unwrap().len(), 10);
     assert_eq!(report["config_sha256"].as_str().unwrap().len(), 64);
@@ -24,8 +24,8 @@ fn quickstart_trains_exports_verifies_and_reports() {
         .len();
     assert_eq!(fp32["bytes"].as_u64().unwrap(), bytes);
     assert!(fp32["gzip_bytes"].as_u64().unwrap() < bytes);
-    // One epoch on 512 digits already learns far above chance (10%).
-    assert!(fp32["accuracy"].as_f64().unwrap() > 0.5, "{fp32}");
+    // Two epochs on 1,024 digits learn far above chance (10%).
+    assert!(fp32["accuracy"].as_f64().unwrap() > 0.6, "{fp32}");
     assert!(fp32["latency_ms_p50"].as_f64().unwrap() > 0.0);
     assert_eq!(
         fp32["parity"]["argmax_agreement"].as_f64().unwrap(),

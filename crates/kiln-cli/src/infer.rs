@@ -61,7 +61,7 @@ pub fn run(model_path: &Path, input_path: &Path, output_path: &Path) -> Result<(
     // every input carries N rows (N invokes, outputs stacked).
     let mut rows: Option<usize> = None;
     for (i, array) in inputs.iter().enumerate() {
-        let info = interpreter.input_info(i)?;
+        let info = interpreter.input_info(i)?.clone();
         if array.dtype != info.dtype {
             bail!(
                 "input {i} ('{}') must be {} but {} holds {}; convert it, e.g. x.astype(np.{})",
@@ -78,6 +78,10 @@ pub fn run(model_path: &Path, input_path: &Path, output_path: &Path) -> Result<(
             && array.shape.len() == info.shape.len()
             && array.shape[1..] == info.shape[1..]
         {
+            array.shape[0]
+        } else if let Some(row_shape) = resizable_row(&interpreter, i, &array.shape) {
+            // The model declares dynamic dimensions (stored as 1): size them from the data.
+            interpreter.resize_input(i, &row_shape)?;
             array.shape[0]
         } else {
             bail!(
@@ -118,14 +122,12 @@ pub fn run(model_path: &Path, input_path: &Path, output_path: &Path) -> Result<(
         .enumerate()
     {
         let info = interpreter.output_info(i)?;
+        // N batch-1 invokes stack along the batch dimension.
         let mut shape = info.shape.clone();
-        if rows > 1
-            || (shape.first() == Some(&1) && inputs.iter().any(|a| a.shape.first() != Some(&1)))
-        {
-            if shape.is_empty() {
-                shape.push(rows);
-            } else {
-                shape[0] *= rows;
+        if rows > 1 {
+            match shape.first_mut() {
+                Some(batch) => *batch *= rows,
+                None => shape.push(rows),
             }
         }
         arrays.push((name, NpyArray::new(info.dtype, shape, data)));
@@ -144,6 +146,23 @@ pub fn run(model_path: &Path, input_path: &Path, output_path: &Path) -> Result<(
     kiln_tflite::write_atomically(output_path, &bytes)
         .with_context(|| format!("cannot write {}", output_path.display()))?;
     Ok(())
+}
+
+/// The batch-1 shape for rows of `data_shape` ([N, ...]), when input `i`'s shape signature
+/// allows it (its dynamic dimensions are -1).
+fn resizable_row(interpreter: &Interpreter, i: usize, data_shape: &[usize]) -> Option<Vec<usize>> {
+    let subgraph = &interpreter.model().subgraphs[0];
+    let tensor = &subgraph.tensors[usize::try_from(*subgraph.inputs.get(i)?).ok()?];
+    let signature = tensor.shape_signature.as_ref()?;
+    let mut row = data_shape.to_vec();
+    *row.first_mut()? = 1;
+    let fits = signature.len() == row.len()
+        && signature
+            .iter()
+            .zip(&row)
+            .all(|(&s, &d)| s == -1 || s as usize == d)
+        && signature.first().is_some_and(|&b| b == 1 || b == -1);
+    fits.then_some(row)
 }
 
 fn numpy_name(dtype: kiln_tflite::TensorType) -> String {

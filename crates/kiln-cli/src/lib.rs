@@ -1,1 +1,11 @@
+//! The `pipeline` command's library: config, stages, verification, reports and numeric I/O.
+//! The binary (`main.rs`) only parses arguments and reports errors.
 
+pub mod config;
+pub mod infer;
+pub mod inspect;
+pub mod npy;
+pub mod recipe;
+pub mod report;
+pub mod run;
+pub mod verify;

@@ -1,13 +1,6 @@
 //! `pipeline`: Kiln's command line.
 
-mod config;
-mod infer;
-mod inspect;
-mod npy;
-mod recipe;
-mod report;
-mod run;
-mod verify;
+use kiln_cli::{infer, inspect, run};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -58,7 +58,6 @@ impl NpyArray {
         Self { dtype, shape, data }
     }
 
-    #[cfg(test)]
     pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Self {
         Self::new(
             TensorType::Float32,

@@ -4,7 +4,7 @@ use kiln_tflite::{Model, SharedBytes, TensorType};
 
 use crate::arena::{self, AlignedBytes, ArenaPlan, Lifetime};
 use crate::error::RuntimeError;
-use crate::kernels::{In, Kernel, Out};
+use crate::kernels::{self, In, Kernel, Out};
 use crate::tensor::{TensorInfo, as_f32, is_aligned_for_words};
 use crate::validate::validate;
 
@@ -58,59 +58,134 @@ impl Interpreter {
                 shape: t.shape.iter().map(|&d| d as usize).collect(),
                 dtype: t.dtype,
                 quantization: t.quantization.clone().filter(|q| q.is_affine()),
+                sparse: t.sparsity.is_some(),
             })
             .collect();
         let index = |t: i32| usize::try_from(t).ok();
+        let inputs: Vec<usize> = subgraph.inputs.iter().filter_map(|&t| index(t)).collect();
+        let outputs: Vec<usize> = subgraph.outputs.iter().filter_map(|&t| index(t)).collect();
+        let constants = subgraph
+            .tensors
+            .iter()
+            .map(|tensor| {
+                let buffer = &model.buffers[tensor.buffer as usize].data;
+                if buffer.is_empty() {
+                    Storage::None
+                } else if is_aligned_for_words(buffer.as_slice()) {
+                    Storage::Borrowed(buffer.clone())
+                } else {
+                    let mut copy = AlignedBytes::zeroed(buffer.len());
+                    copy.as_mut_slice().copy_from_slice(buffer.as_slice());
+                    Storage::Copied(copy)
+                }
+            })
+            .collect();
+        let mut interpreter = Self {
+            model,
+            tensors,
+            storage: constants,
+            steps: Vec::new(),
+            inputs,
+            outputs,
+            plan: ArenaPlan::default(),
+            arena: AlignedBytes::zeroed(0),
+        };
+        interpreter.allocate()?;
+        Ok(interpreter)
+    }
 
+    /// Gives input `i` a new shape (e.g. a dynamic dimension the converter stored as 1) and
+    /// re-prepares the graph: every operator recomputes its output shapes, as in TFLite.
+    pub fn resize_input(&mut self, i: usize, shape: &[usize]) -> Result<(), RuntimeError> {
+        let t = *self.inputs.get(i).ok_or(RuntimeError::NoSuchTensor {
+            kind: "input",
+            index: i,
+            count: self.inputs.len(),
+        })?;
+        let declared = &self.model.subgraphs[0].tensors[t];
+        let signature = declared.shape_signature.as_ref().unwrap_or(&declared.shape);
+        let fits = signature.len() == shape.len()
+            && signature
+                .iter()
+                .zip(shape)
+                .all(|(&s, &d)| s == -1 || s as usize == d);
+        if !fits {
+            return Err(RuntimeError::BadInput {
+                index: i,
+                name: self.tensors[t].name.clone(),
+                reason: format!(
+                    "cannot resize to {shape:?}: the model's shape signature is {signature:?} (-1 = resizable)"
+                ),
+            });
+        }
+        self.tensors[t].shape = shape.to_vec();
+        self.allocate()
+    }
+
+    /// Prepares every operator in order (each computes its outputs' shapes from its inputs'),
+    /// then plans the arena for the resulting sizes.
+    fn allocate(&mut self) -> Result<(), RuntimeError> {
+        let model = &self.model;
+        let subgraph = &model.subgraphs[0];
+        // Values known before running: small integer constants (shapes, axes, paddings) and
+        // whatever operators such as SHAPE compute at prepare time.
+        let mut values: Vec<Option<Vec<u8>>> = subgraph
+            .tensors
+            .iter()
+            .map(|t| {
+                let data = model.tensor_data(t);
+                let small_int = matches!(t.dtype, TensorType::Int32 | TensorType::Int64)
+                    && data.len() <= 1 << 16;
+                (small_int && !data.is_empty()).then(|| data.to_vec())
+            })
+            .collect();
+        let index = |t: i32| usize::try_from(t).ok();
         let mut steps = Vec::with_capacity(subgraph.operators.len());
         for (op_index, op) in subgraph.operators.iter().enumerate() {
             let code = model
                 .opcode_of(op)
                 .ok_or_else(|| RuntimeError::InvalidModel("bad opcode".into()))?;
+            let prepared = kernels::prepare(op_index, code, op, &self.tensors, &values)?;
+            for (&t, out) in op.outputs.iter().zip(prepared.outputs) {
+                let Some(t) = index(t) else { continue };
+                if let Some(shape) = out.shape {
+                    self.tensors[t].shape = shape;
+                }
+                if let Some(value) = out.value {
+                    values[t] = Some(value);
+                }
+            }
             steps.push(Step {
-                kernel: Kernel::prepare(op_index, code, op, &tensors)?,
+                kernel: prepared.kernel,
                 inputs: op.inputs.iter().map(|&t| index(t)).collect(),
                 outputs: op.outputs.iter().filter_map(|&t| index(t)).collect(),
             });
         }
-        let inputs: Vec<usize> = subgraph.inputs.iter().filter_map(|&t| index(t)).collect();
-        let outputs: Vec<usize> = subgraph.outputs.iter().filter_map(|&t| index(t)).collect();
-
-        let mut storage: Vec<Storage> = Vec::with_capacity(tensors.len());
-        for tensor in &subgraph.tensors {
-            let buffer = &model.buffers[tensor.buffer as usize].data;
-            storage.push(if buffer.is_empty() {
-                Storage::None
-            } else if is_aligned_for_words(buffer.as_slice()) {
-                Storage::Borrowed(buffer.clone())
-            } else {
-                let mut copy = AlignedBytes::zeroed(buffer.len());
-                copy.as_mut_slice().copy_from_slice(buffer.as_slice());
-                Storage::Copied(copy)
-            });
+        for storage in self.storage.iter_mut() {
+            if matches!(storage, Storage::Arena { .. }) {
+                *storage = Storage::None;
+            }
         }
-
-        let lifetimes = lifetimes(&tensors, &storage, &steps, &inputs, &outputs);
-        let plan = arena::plan(tensors.len(), &lifetimes);
+        let lifetimes = lifetimes(
+            &self.tensors,
+            &self.storage,
+            &steps,
+            &self.inputs,
+            &self.outputs,
+        );
+        let plan = arena::plan(self.tensors.len(), &lifetimes);
         for life in &lifetimes {
             if let Some(offset) = plan.offsets[life.tensor] {
-                storage[life.tensor] = Storage::Arena {
+                self.storage[life.tensor] = Storage::Arena {
                     offset,
                     len: life.bytes,
                 };
             }
         }
-        let arena = AlignedBytes::zeroed(plan.size);
-        Ok(Self {
-            model,
-            tensors,
-            storage,
-            steps,
-            inputs,
-            outputs,
-            plan,
-            arena,
-        })
+        self.arena = AlignedBytes::zeroed(plan.size);
+        self.plan = plan;
+        self.steps = steps;
+        Ok(())
     }
 
     pub fn model(&self) -> &Model {

@@ -9,6 +9,8 @@ pub struct TensorInfo {
     pub shape: Vec<usize>,
     pub dtype: TensorType,
     pub quantization: Option<Quantization>,
+    /// Constant data stored in a sparse format (only DENSIFY reads it).
+    pub sparse: bool,
 }
 
 impl TensorInfo {

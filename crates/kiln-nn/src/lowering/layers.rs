@@ -68,6 +68,9 @@ pub fn lower_conv2d(
     Ok(graph.conv2d(name, input, filter, bias, conv.stride, padding, activation))
 }
 
+/// Maps Burn's [in, out] dense weight (and the output width) to TFLite's [out, in] weight.
+pub type WeightReorder<'a> = &'a dyn Fn(&[f32], usize) -> Vec<f32>;
+
 /// FULLY_CONNECTED from a Burn `Linear`. `reorder` maps Burn's [in, out] weight to TFLite's
 /// [out, in] when the input features are not in the same order on both sides (after a flatten).
 pub fn lower_linear(
@@ -76,7 +79,7 @@ pub fn lower_linear(
     linear: &Linear,
     input: TensorId,
     activation: Activation,
-    reorder: Option<&dyn Fn(&[f32], usize) -> Vec<f32>>,
+    reorder: Option<WeightReorder<'_>>,
 ) -> Result<TensorId, LowerError> {
     let weight = linear.weight.val();
     let [rows, cols] = weight.dims();

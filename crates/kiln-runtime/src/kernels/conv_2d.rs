@@ -5,7 +5,7 @@ use kiln_tflite::{BuiltinOptions, TensorType, window};
 
 use super::dot::dot;
 use super::fused_activation::FloatClamp;
-use super::{In, Out, Prep};
+use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};
 
@@ -34,14 +34,19 @@ fn positive(prep: &Prep<'_>, what: &str, value: i32) -> Result<usize, RuntimeErr
         .ok_or_else(|| prep.bad(&format!("{what} must be positive, is {value}")))
 }
 
+pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
+    Ok(Box::new(Conv2D::new(prep)?))
+}
+
 impl Conv2D {
-    pub fn prepare(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
+    fn new(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
         prep.expect_arity(2..=3, 1)?;
         let BuiltinOptions::Conv2D(options) = &prep.op.options else {
             return Err(prep.bad("missing Conv2DOptions"));
         };
         let (input, filter, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
-        for tensor in [input, filter, output] {
+        prep.require_type(output, &[TensorType::Float32])?;
+        for tensor in [input, filter] {
             prep.require_type(tensor, &[TensorType::Float32])?;
             prep.require_rank(tensor, 4)?;
         }
@@ -78,7 +83,7 @@ impl Conv2D {
         }
         let (out_h, pad_h) = window(options.padding, in_h, filter_h, stride.0, dilation.0);
         let (out_w, pad_w) = window(options.padding, in_w, filter_w, stride.1, dilation.1);
-        prep.require_shape(output, &[batches, out_h, out_w, out_c])?;
+        prep.set_output_shape(0, vec![batches, out_h, out_w, out_c]);
         Ok(Self {
             batches,
             in_h,
@@ -97,7 +102,25 @@ impl Conv2D {
         })
     }
 
-    pub fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+    fn gather_patch(&self, image: &[f32], oy: usize, ox: usize, patch: &mut [f32]) {
+        let c = self.in_c;
+        for ky in 0..self.filter_h {
+            let iy = (oy * self.stride.0 + ky * self.dilation.0) as isize - self.pad.0 as isize;
+            for kx in 0..self.filter_w {
+                let ix = (ox * self.stride.1 + kx * self.dilation.1) as isize - self.pad.1 as isize;
+                let dst = &mut patch[(ky * self.filter_w + kx) * c..][..c];
+                if iy < 0 || ix < 0 || iy as usize >= self.in_h || ix as usize >= self.in_w {
+                    dst.fill(0.0);
+                } else {
+                    dst.copy_from_slice(&image[(iy as usize * self.in_w + ix as usize) * c..][..c]);
+                }
+            }
+        }
+    }
+}
+
+impl OpKernel for Conv2D {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let (Some(input), Some(filter)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
         };
@@ -129,22 +152,6 @@ impl Conv2D {
                         output[out_index] = self.clamp.apply(acc);
                         out_index += 1;
                     }
-                }
-            }
-        }
-    }
-
-    fn gather_patch(&self, image: &[f32], oy: usize, ox: usize, patch: &mut [f32]) {
-        let c = self.in_c;
-        for ky in 0..self.filter_h {
-            let iy = (oy * self.stride.0 + ky * self.dilation.0) as isize - self.pad.0 as isize;
-            for kx in 0..self.filter_w {
-                let ix = (ox * self.stride.1 + kx * self.dilation.1) as isize - self.pad.1 as isize;
-                let dst = &mut patch[(ky * self.filter_w + kx) * c..][..c];
-                if iy < 0 || ix < 0 || iy as usize >= self.in_h || ix as usize >= self.in_w {
-                    dst.fill(0.0);
-                } else {
-                    dst.copy_from_slice(&image[(iy as usize * self.in_w + ix as usize) * c..][..c]);
                 }
             }
         }

@@ -5,7 +5,7 @@ use kiln_tflite::{BuiltinOptions, TensorType};
 
 use super::dot::dot;
 use super::fused_activation::FloatClamp;
-use super::{In, Out, Prep};
+use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};
 
@@ -18,8 +18,12 @@ pub struct FullyConnected {
     clamp: FloatClamp,
 }
 
+pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
+    Ok(Box::new(FullyConnected::new(prep)?))
+}
+
 impl FullyConnected {
-    pub fn prepare(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
+    fn new(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
         prep.expect_arity(2..=3, 1)?;
         let BuiltinOptions::FullyConnected(options) = &prep.op.options else {
             return Err(prep.bad("missing FullyConnectedOptions"));
@@ -58,7 +62,7 @@ impl FullyConnected {
         } else {
             vec![batches, out_features]
         };
-        prep.require_shape(output, &expected)?;
+        prep.set_output_shape(0, expected);
         Ok(Self {
             batches,
             in_features,
@@ -67,8 +71,10 @@ impl FullyConnected {
             clamp: FloatClamp::prepare(prep, options.activation)?,
         })
     }
+}
 
-    pub fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+impl OpKernel for FullyConnected {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let (Some(input), Some(weights)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
         };

@@ -3,7 +3,7 @@
 use kiln_tflite::{BuiltinOptions, TensorType, window};
 
 use super::fused_activation::FloatClamp;
-use super::{In, Out, Prep};
+use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};
 
@@ -21,17 +21,20 @@ pub struct MaxPool2D {
     clamp: FloatClamp,
 }
 
+pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
+    Ok(Box::new(MaxPool2D::new(prep)?))
+}
+
 impl MaxPool2D {
-    pub fn prepare(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
+    fn new(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
         prep.expect_arity(1..=1, 1)?;
         let BuiltinOptions::Pool2D(options) = &prep.op.options else {
             return Err(prep.bad("missing Pool2DOptions"));
         };
         let (input, output) = (prep.input(0)?, prep.output(0)?);
-        for tensor in [input, output] {
-            prep.require_type(tensor, &[TensorType::Float32])?;
-            prep.require_rank(tensor, 4)?;
-        }
+        prep.require_type(output, &[TensorType::Float32])?;
+        prep.require_type(input, &[TensorType::Float32])?;
+        prep.require_rank(input, 4)?;
         let [batches, in_h, in_w, channels] = input.shape[..] else {
             unreachable!("rank checked")
         };
@@ -51,7 +54,7 @@ impl MaxPool2D {
         );
         let (out_h, pad_h) = window(options.padding, in_h, filter.0, stride.0, 1);
         let (out_w, pad_w) = window(options.padding, in_w, filter.1, stride.1, 1);
-        prep.require_shape(output, &[batches, out_h, out_w, channels])?;
+        prep.set_output_shape(0, vec![batches, out_h, out_w, channels]);
         Ok(Self {
             batches,
             in_h,
@@ -65,8 +68,10 @@ impl MaxPool2D {
             clamp: FloatClamp::prepare(prep, options.activation)?,
         })
     }
+}
 
-    pub fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+impl OpKernel for MaxPool2D {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let Some(input) = &inputs[0] else {
             unreachable!("prepared")
         };

@@ -7,6 +7,9 @@ mod fully_connected;
 mod fused_activation;
 mod max_pool_2d;
 mod reshape;
+mod shape;
+
+use std::cell::RefCell;
 
 use kiln_tflite::{BuiltinOp, Operator, OperatorCode, TensorType};
 
@@ -23,72 +26,112 @@ pub struct Out<'a> {
     pub data: &'a mut [u8],
 }
 
-/// A prepared operator.
-#[derive(Debug)]
-pub enum Kernel {
-    Conv2D(conv_2d::Conv2D),
-    MaxPool2D(max_pool_2d::MaxPool2D),
-    FullyConnected(fully_connected::FullyConnected),
-    Reshape(reshape::Reshape),
+/// A prepared operator: parameters derived once at load time, evaluated on every invoke.
+pub trait OpKernel: std::fmt::Debug + Send + Sync {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]);
 }
 
-/// Highest version of each operator this runtime implements; versions grow when TFLite adds
-/// types or options, so a newer one may mean semantics we would get wrong.
-fn max_supported_version(op: BuiltinOp) -> Option<i32> {
-    Some(match op {
-        BuiltinOp::CONV_2D => 8,
-        BuiltinOp::MAX_POOL_2D => 3,
-        BuiltinOp::FULLY_CONNECTED => 13,
-        BuiltinOp::RESHAPE => 3,
-        _ => return None,
+pub type Kernel = Box<dyn OpKernel>;
+
+type PrepareFn = fn(&Prep<'_>) -> Result<Kernel, RuntimeError>;
+
+/// An operator this runtime implements, up to the highest version it understands (versions
+/// grow when TFLite adds types or options, so a newer one may mean semantics we would get
+/// wrong). Each operator's kernels (all element types) live in one file.
+struct Registration {
+    op: BuiltinOp,
+    max_version: i32,
+    prepare: PrepareFn,
+}
+
+const REGISTRY: &[Registration] = &[
+    Registration {
+        op: BuiltinOp::CONV_2D,
+        max_version: 8,
+        prepare: conv_2d::prepare,
+    },
+    Registration {
+        op: BuiltinOp::FULLY_CONNECTED,
+        max_version: 13,
+        prepare: fully_connected::prepare,
+    },
+    Registration {
+        op: BuiltinOp::MAX_POOL_2D,
+        max_version: 3,
+        prepare: max_pool_2d::prepare,
+    },
+    Registration {
+        op: BuiltinOp::RESHAPE,
+        max_version: 3,
+        prepare: reshape::prepare,
+    },
+    Registration {
+        op: BuiltinOp::SHAPE,
+        max_version: 1,
+        prepare: shape::prepare,
+    },
+];
+
+/// What preparing an operator decided: its kernel and the shape (and, for operators whose
+/// result is known before running, like SHAPE, the value) of each output.
+pub struct Prepared {
+    pub kernel: Kernel,
+    pub outputs: Vec<PreparedOutput>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PreparedOutput {
+    pub shape: Option<Vec<usize>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Prepares operator `op_index` for execution, or names why it cannot run. `values` holds
+/// the bytes of every tensor whose value is known before running (small integer constants
+/// and the outputs of operators such as SHAPE).
+pub fn prepare(
+    op_index: usize,
+    code: &OperatorCode,
+    op: &Operator,
+    tensors: &[TensorInfo],
+    values: &[Option<Vec<u8>>],
+) -> Result<Prepared, RuntimeError> {
+    let prep = Prep {
+        op_index,
+        name: operator_name(code),
+        version: code.version,
+        op,
+        tensors,
+        values,
+        outputs: RefCell::new(vec![PreparedOutput::default(); op.outputs.len()]),
+    };
+    if code.builtin == BuiltinOp::CUSTOM {
+        return Err(prep.unsupported("custom operators are not supported"));
+    }
+    let Some(registration) = REGISTRY.iter().find(|r| r.op == code.builtin) else {
+        return Err(prep.unsupported("kiln-runtime does not implement this operator"));
+    };
+    // Sparse constants are only meaningful to operators that decode them.
+    if code.builtin != BuiltinOp::DENSIFY
+        && let Some(sparse) = (0..op.inputs.len())
+            .filter_map(|i| prep.optional_input(i))
+            .find(|t| t.sparse)
+    {
+        return Err(prep.unsupported(&format!(
+            "input '{}' is stored sparse; kiln-runtime reads sparse weights only through DENSIFY",
+            sparse.name
+        )));
+    }
+    if code.version < 1 || code.version > registration.max_version {
+        return Err(prep.unsupported(&format!(
+            "kiln-runtime implements versions 1 to {}",
+            registration.max_version
+        )));
+    }
+    let kernel = (registration.prepare)(&prep)?;
+    Ok(Prepared {
+        kernel,
+        outputs: prep.outputs.into_inner(),
     })
-}
-
-impl Kernel {
-    pub fn prepare(
-        op_index: usize,
-        code: &OperatorCode,
-        op: &Operator,
-        tensors: &[TensorInfo],
-    ) -> Result<Kernel, RuntimeError> {
-        let prep = Prep {
-            op_index,
-            name: operator_name(code),
-            version: code.version,
-            op,
-            tensors,
-        };
-        if code.builtin == BuiltinOp::CUSTOM {
-            return Err(prep.unsupported("custom operators are not supported"));
-        }
-        match max_supported_version(code.builtin) {
-            None => return Err(prep.unsupported("kiln-runtime does not implement this operator")),
-            Some(max) if code.version < 1 || code.version > max => {
-                return Err(
-                    prep.unsupported(&format!("kiln-runtime implements versions 1 to {max}"))
-                );
-            }
-            Some(_) => {}
-        }
-        Ok(match code.builtin {
-            BuiltinOp::CONV_2D => Kernel::Conv2D(conv_2d::Conv2D::prepare(&prep)?),
-            BuiltinOp::MAX_POOL_2D => Kernel::MaxPool2D(max_pool_2d::MaxPool2D::prepare(&prep)?),
-            BuiltinOp::FULLY_CONNECTED => {
-                Kernel::FullyConnected(fully_connected::FullyConnected::prepare(&prep)?)
-            }
-            BuiltinOp::RESHAPE => Kernel::Reshape(reshape::Reshape::prepare(&prep)?),
-            _ => return Err(prep.unsupported("kiln-runtime does not implement this operator")),
-        })
-    }
-
-    pub fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        match self {
-            Kernel::Conv2D(k) => k.eval(inputs, outputs),
-            Kernel::MaxPool2D(k) => k.eval(inputs, outputs),
-            Kernel::FullyConnected(k) => k.eval(inputs, outputs),
-            Kernel::Reshape(k) => k.eval(inputs, outputs),
-        }
-    }
 }
 
 pub fn operator_name(code: &OperatorCode) -> String {
@@ -105,6 +148,8 @@ pub struct Prep<'a> {
     pub version: i32,
     pub op: &'a Operator,
     pub tensors: &'a [TensorInfo],
+    values: &'a [Option<Vec<u8>>],
+    outputs: RefCell<Vec<PreparedOutput>>,
 }
 
 impl<'a> Prep<'a> {
@@ -191,6 +236,57 @@ impl<'a> Prep<'a> {
             )));
         }
         Ok(())
+    }
+
+    /// The bytes of input `i` when known before running (a constant, or computed at prepare).
+    pub fn input_value(&self, i: usize) -> Option<&'a [u8]> {
+        let index = usize::try_from(*self.op.inputs.get(i)?).ok()?;
+        self.values.get(index)?.as_deref()
+    }
+
+    /// Input `i` as int32 values known before running (shapes, axes, paddings, ...).
+    pub fn input_i32s(&self, i: usize) -> Result<Option<Vec<i32>>, RuntimeError> {
+        let Some(info) = self.optional_input(i) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.input_value(i) else {
+            return Ok(None);
+        };
+        match info.dtype {
+            TensorType::Int32 => Ok(Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )),
+            TensorType::Int64 => bytes
+                .chunks_exact(8)
+                .map(|b| {
+                    let v = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                    i32::try_from(v)
+                        .map_err(|_| self.bad(&format!("input {i} holds {v}, out of range")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            other => Err(self.bad(&format!(
+                "input {i} ('{}') must be INT32 or INT64, is {other}",
+                info.name
+            ))),
+        }
+    }
+
+    /// Declares output `i`'s shape (operators compute their output shapes, as in TFLite).
+    pub fn set_output_shape(&self, i: usize, shape: Vec<usize>) {
+        if let Some(out) = self.outputs.borrow_mut().get_mut(i) {
+            out.shape = Some(shape);
+        }
+    }
+
+    /// Declares output `i`'s value, known before running.
+    pub fn set_output_value(&self, i: usize, value: Vec<u8>) {
+        if let Some(out) = self.outputs.borrow_mut().get_mut(i) {
+            out.value = Some(value);
+        }
     }
 
     pub fn require_shape(

@@ -1,44 +1,81 @@
-//! RESHAPE: the same elements under a new shape (from the options or a shape tensor; the
-//! output tensor's static shape is what the file declares and is checked against both).
+//! RESHAPE: the same elements under a new shape. The target comes from the shape tensor
+//! (input 1) when its value is known, else from the options; one dimension may be -1.
 
-use super::{In, Out, Prep};
+use kiln_tflite::BuiltinOptions;
+
+use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 
 #[derive(Debug)]
-pub struct Reshape {
+struct Reshape {
     bytes: usize,
 }
 
-impl Reshape {
-    pub fn prepare(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
-        prep.expect_arity(1..=2, 1)?;
-        let (input, output) = (prep.input(0)?, prep.output(0)?);
-        if input.dtype != output.dtype {
-            return Err(prep.bad(&format!(
-                "input '{}' is {} but output '{}' is {}",
-                input.name, input.dtype, output.name, output.dtype
-            )));
-        }
-        if input.dtype.element_size().is_none() {
-            return Err(prep.unsupported(&format!("tensor type {} is not supported", input.dtype)));
-        }
-        if input.num_elements() != output.num_elements() {
-            return Err(prep.bad(&format!(
-                "cannot reshape '{}' {:?} ({} elements) to '{}' {:?} ({} elements)",
-                input.name,
-                input.shape,
-                input.num_elements(),
-                output.name,
-                output.shape,
-                output.num_elements()
-            )));
-        }
-        Ok(Self {
-            bytes: input.byte_size(),
-        })
+pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
+    prep.expect_arity(1..=2, 1)?;
+    let (input, output) = (prep.input(0)?, prep.output(0)?);
+    if input.dtype != output.dtype {
+        return Err(prep.bad(&format!(
+            "input '{}' is {} but output '{}' is {}",
+            input.name, input.dtype, output.name, output.dtype
+        )));
     }
+    if input.dtype.element_size().is_none() {
+        return Err(prep.unsupported(&format!("tensor type {} is not supported", input.dtype)));
+    }
+    let from_options = match &prep.op.options {
+        BuiltinOptions::Reshape {
+            new_shape: Some(shape),
+        } if !shape.is_empty() => Some(shape.clone()),
+        _ => None,
+    };
+    // TFLite prefers a 1-D shape tensor over the options when both are present.
+    let target = match (prep.optional_input(1), prep.input_i32s(1)?) {
+        (Some(info), Some(values)) if info.shape.len() == 1 => values,
+        (Some(info), None) if from_options.is_none() => {
+            return Err(prep.unsupported(&format!(
+                "the target shape '{}' is only known while running (a data-dependent reshape)",
+                info.name
+            )));
+        }
+        _ => from_options.unwrap_or_else(|| output.shape.iter().map(|&d| d as i32).collect()),
+    };
+    let shape = resolve(prep, &target, input.num_elements())?;
+    prep.set_output_shape(0, shape);
+    Ok(Box::new(Reshape {
+        bytes: input.byte_size(),
+    }))
+}
 
-    pub fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+/// Replaces a single -1 by the size that keeps the element count.
+fn resolve(prep: &Prep<'_>, target: &[i32], elements: usize) -> Result<Vec<usize>, RuntimeError> {
+    let wildcards = target.iter().filter(|&&d| d == -1).count();
+    if wildcards > 1 || target.iter().any(|&d| d < -1) {
+        return Err(prep.bad(&format!("invalid target shape {target:?}")));
+    }
+    let known: usize = target
+        .iter()
+        .filter(|&&d| d >= 0)
+        .map(|&d| d as usize)
+        .product();
+    let shape: Vec<usize> = target
+        .iter()
+        .map(|&d| {
+            if d == -1 {
+                elements.checked_div(known).unwrap_or(0)
+            } else {
+                d as usize
+            }
+        })
+        .collect();
+    if shape.iter().product::<usize>() != elements {
+        return Err(prep.bad(&format!("cannot reshape {elements} elements to {target:?}")));
+    }
+    Ok(shape)
+}
+
+impl OpKernel for Reshape {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let Some(input) = &inputs[0] else {
             unreachable!("prepared")
         };
