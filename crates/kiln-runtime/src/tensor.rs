@@ -45,6 +45,16 @@ pub fn as_f32_mut(bytes: &mut [u8]) -> &mut [f32] {
     floats
 }
 
+pub fn as_i32(bytes: &[u8]) -> &[i32] {
+    // SAFETY: every bit pattern is a valid i32; align_to only yields the aligned middle part.
+    let (prefix, ints, suffix) = unsafe { bytes.align_to::<i32>() };
+    assert!(
+        prefix.is_empty() && suffix.is_empty(),
+        "tensor data is not 4-byte aligned"
+    );
+    ints
+}
+
 /// Whether a slice can be viewed as 4-byte elements in place.
 pub fn is_aligned_for_words(bytes: &[u8]) -> bool {
     (bytes.as_ptr() as usize).is_multiple_of(16)

@@ -1,30 +1,36 @@
-//! CONV_2D, float32: NHWC input, OHWI filter, optional bias, SAME/VALID padding, strides,
-//! dilation and a fused activation.
+//! CONV_2D: NHWC input, OHWI filter (grouped when the filter holds fewer input channels than
+//! the input), optional bias, SAME/VALID padding, strides, dilation and a fused activation.
+//! Three arithmetics: float32; int8/uint8 with per-channel or per-tensor filter scales and an
+//! int32 bias, requantized as TFLite's reference kernels do; and hybrid (dynamic range:
+//! float input and output, int8 filter, the input quantized per batch on the fly).
 
-use kiln_tflite::{BuiltinOptions, TensorType, window};
+use kiln_tflite::{BuiltinOptions, Conv2DOptions, TensorType, window};
 
 use super::dot::dot;
 use super::fused_activation::FloatClamp;
+use super::quant::{
+    QuantizedMultiplier, activation_range, filter_quantization, load_q,
+    multiply_by_quantized_multiplier, output_multipliers, per_tensor, quantize_floats, store_q,
+};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
-use crate::tensor::{as_f32, as_f32_mut};
+use crate::tensor::{TensorInfo, as_f32, as_f32_mut, as_i32};
 
+/// Where each output pixel's receptive field lies in the input.
 #[derive(Debug)]
-pub struct Conv2D {
-    batches: usize,
-    in_h: usize,
-    in_w: usize,
-    in_c: usize,
-    out_h: usize,
-    out_w: usize,
-    out_c: usize,
-    filter_h: usize,
-    filter_w: usize,
-    stride: (usize, usize),
-    dilation: (usize, usize),
-    pad: (usize, usize),
-    clamp: FloatClamp,
-    has_bias: bool,
+pub(super) struct Geometry {
+    pub batches: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub out_c: usize,
+    pub filter_h: usize,
+    pub filter_w: usize,
+    pub stride: (usize, usize),
+    pub dilation: (usize, usize),
+    pub pad: (usize, usize),
 }
 
 fn positive(prep: &Prep<'_>, what: &str, value: i32) -> Result<usize, RuntimeError> {
@@ -34,56 +40,35 @@ fn positive(prep: &Prep<'_>, what: &str, value: i32) -> Result<usize, RuntimeErr
         .ok_or_else(|| prep.bad(&format!("{what} must be positive, is {value}")))
 }
 
-pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    Ok(Box::new(Conv2D::new(prep)?))
-}
-
-impl Conv2D {
-    fn new(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
-        prep.expect_arity(2..=3, 1)?;
-        let BuiltinOptions::Conv2D(options) = &prep.op.options else {
-            return Err(prep.bad("missing Conv2DOptions"));
-        };
-        let (input, filter, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
-        prep.require_type(output, &[TensorType::Float32])?;
-        for tensor in [input, filter] {
-            prep.require_type(tensor, &[TensorType::Float32])?;
-            prep.require_rank(tensor, 4)?;
-        }
+impl Geometry {
+    /// Geometry for an NHWC input and a filter of spatial size `filter` producing `out_c` channels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        prep: &Prep<'_>,
+        input: &TensorInfo,
+        filter: (usize, usize),
+        out_c: usize,
+        padding: kiln_tflite::Padding,
+        stride: (i32, i32),
+        dilation: (i32, i32),
+    ) -> Result<Self, RuntimeError> {
+        prep.require_rank(input, 4)?;
         let [batches, in_h, in_w, in_c] = input.shape[..] else {
             unreachable!("rank checked")
         };
-        let [out_c, filter_h, filter_w, filter_c] = filter.shape[..] else {
-            unreachable!("rank checked")
-        };
-        if filter_c != in_c {
-            return Err(prep.unsupported(&format!(
-                "filter '{}' has {filter_c} input channels but the input has {in_c} (grouped convolution)",
-                filter.name
-            )));
-        }
-        let has_bias = match prep.optional_input(2) {
-            Some(bias) => {
-                prep.require_type(bias, &[TensorType::Float32])?;
-                prep.require_shape(bias, &[out_c])?;
-                true
-            }
-            None => false,
-        };
-        let stride = (
-            positive(prep, "stride_h", options.stride_h)?,
-            positive(prep, "stride_w", options.stride_w)?,
-        );
-        let dilation = (
-            positive(prep, "dilation_h", options.dilation_h)?,
-            positive(prep, "dilation_w", options.dilation_w)?,
-        );
-        if filter_h == 0 || filter_w == 0 {
+        if filter.0 == 0 || filter.1 == 0 {
             return Err(prep.bad("the filter has an empty spatial size"));
         }
-        let (out_h, pad_h) = window(options.padding, in_h, filter_h, stride.0, dilation.0);
-        let (out_w, pad_w) = window(options.padding, in_w, filter_w, stride.1, dilation.1);
-        prep.set_output_shape(0, vec![batches, out_h, out_w, out_c]);
+        let stride = (
+            positive(prep, "stride_h", stride.0)?,
+            positive(prep, "stride_w", stride.1)?,
+        );
+        let dilation = (
+            positive(prep, "dilation_h", dilation.0)?,
+            positive(prep, "dilation_w", dilation.1)?,
+        );
+        let (out_h, pad_h) = window(padding, in_h, filter.0, stride.0, dilation.0);
+        let (out_w, pad_w) = window(padding, in_w, filter.1, stride.1, dilation.1);
         Ok(Self {
             batches,
             in_h,
@@ -92,27 +77,262 @@ impl Conv2D {
             out_h,
             out_w,
             out_c,
-            filter_h,
-            filter_w,
+            filter_h: filter.0,
+            filter_w: filter.1,
             stride,
             dilation,
             pad: (pad_h, pad_w),
-            clamp: FloatClamp::prepare(prep, options.activation)?,
-            has_bias,
         })
     }
 
-    fn gather_patch(&self, image: &[f32], oy: usize, ox: usize, patch: &mut [f32]) {
-        let c = self.in_c;
-        for ky in 0..self.filter_h {
-            let iy = (oy * self.stride.0 + ky * self.dilation.0) as isize - self.pad.0 as isize;
-            for kx in 0..self.filter_w {
-                let ix = (ox * self.stride.1 + kx * self.dilation.1) as isize - self.pad.1 as isize;
-                let dst = &mut patch[(ky * self.filter_w + kx) * c..][..c];
-                if iy < 0 || ix < 0 || iy as usize >= self.in_h || ix as usize >= self.in_w {
-                    dst.fill(0.0);
-                } else {
-                    dst.copy_from_slice(&image[(iy as usize * self.in_w + ix as usize) * c..][..c]);
+    pub fn output_shape(&self) -> Vec<usize> {
+        vec![self.batches, self.out_h, self.out_w, self.out_c]
+    }
+
+    /// Input pixel (row, column) under filter tap (ky, kx) of output pixel (oy, ox), if inside.
+    #[inline]
+    pub fn tap(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let iy = (oy * self.stride.0 + ky * self.dilation.0).checked_sub(self.pad.0)?;
+        let ix = (ox * self.stride.1 + kx * self.dilation.1).checked_sub(self.pad.1)?;
+        (iy < self.in_h && ix < self.in_w).then_some((iy, ix))
+    }
+}
+
+#[derive(Debug)]
+enum Arithmetic {
+    Float {
+        clamp: FloatClamp,
+    },
+    Quantized {
+        input_offset: i32,
+        filter_offset: i32,
+        output_offset: i32,
+        multipliers: Vec<QuantizedMultiplier>,
+        range: (i32, i32),
+        input_signed: bool,
+        filter_signed: bool,
+    },
+    Hybrid {
+        filter_scales: Vec<f32>,
+        asymmetric_inputs: bool,
+        clamp: FloatClamp,
+    },
+}
+
+#[derive(Debug)]
+struct Conv2D {
+    geometry: Geometry,
+    /// Input channels each filter sees (the input's channels over the number of groups).
+    group_c: usize,
+    has_bias: bool,
+    arithmetic: Arithmetic,
+}
+
+pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
+    prep.expect_arity(2..=3, 1)?;
+    let BuiltinOptions::Conv2D(options) = &prep.op.options else {
+        return Err(prep.bad("missing Conv2DOptions"));
+    };
+    let (input, filter, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
+    prep.require_rank(filter, 4)?;
+    let [out_c, filter_h, filter_w, group_c] = filter.shape[..] else {
+        unreachable!("rank checked")
+    };
+    let geometry = geometry(prep, input, options, (filter_h, filter_w), out_c)?;
+    if group_c == 0
+        || !geometry.in_c.is_multiple_of(group_c)
+        || !out_c.is_multiple_of(geometry.in_c / group_c)
+    {
+        return Err(prep.bad(&format!(
+            "filter '{}' has {group_c} input channels, which does not divide the input's {} into groups of {out_c} outputs",
+            filter.name, geometry.in_c
+        )));
+    }
+    let bias = prep.optional_input(2);
+    let arithmetic = arithmetic(prep, input, filter, bias, output, options, out_c)?;
+    prep.set_output_shape(0, geometry.output_shape());
+    Ok(Box::new(Conv2D {
+        geometry,
+        group_c,
+        has_bias: bias.is_some(),
+        arithmetic,
+    }))
+}
+
+fn geometry(
+    prep: &Prep<'_>,
+    input: &TensorInfo,
+    options: &Conv2DOptions,
+    filter: (usize, usize),
+    out_c: usize,
+) -> Result<Geometry, RuntimeError> {
+    Geometry::new(
+        prep,
+        input,
+        filter,
+        out_c,
+        options.padding,
+        (options.stride_h, options.stride_w),
+        (options.dilation_h, options.dilation_w),
+    )
+}
+
+fn arithmetic(
+    prep: &Prep<'_>,
+    input: &TensorInfo,
+    filter: &TensorInfo,
+    bias: Option<&TensorInfo>,
+    output: &TensorInfo,
+    options: &Conv2DOptions,
+    out_c: usize,
+) -> Result<Arithmetic, RuntimeError> {
+    use TensorType::{Float32, Int8, Int32, UInt8};
+    let check_bias = |dtype: TensorType| -> Result<(), RuntimeError> {
+        if let Some(bias) = bias {
+            prep.require_type(bias, &[dtype])?;
+            prep.require_shape(bias, &[out_c])?;
+        }
+        Ok(())
+    };
+    match (input.dtype, filter.dtype) {
+        (Float32, Float32) => {
+            prep.require_type(output, &[Float32])?;
+            check_bias(Float32)?;
+            Ok(Arithmetic::Float { clamp: FloatClamp::prepare(prep, options.activation)? })
+        }
+        (Float32, Int8) => {
+            prep.require_type(output, &[Float32])?;
+            check_bias(Float32)?;
+            let filter_q = filter_quantization(prep, filter, 0, out_c)?;
+            let per_channel = filter.quantization.as_ref().is_some_and(|q| q.scale.len() > 1);
+            Ok(Arithmetic::Hybrid {
+                filter_scales: filter_q.scales,
+                asymmetric_inputs: per_channel,
+                clamp: FloatClamp::prepare(prep, options.activation)?,
+            })
+        }
+        (Int8 | UInt8, Int8 | UInt8) => {
+            prep.require_type(output, &[input.dtype])?;
+            check_bias(Int32)?;
+            let (input_scale, input_zero) = per_tensor(prep, input)?;
+            let (output_scale, output_zero) = per_tensor(prep, output)?;
+            let filter_q = filter_quantization(prep, filter, 0, out_c)?;
+            Ok(Arithmetic::Quantized {
+                input_offset: -input_zero,
+                filter_offset: -filter_q.zero_point,
+                output_offset: output_zero,
+                multipliers: output_multipliers(input_scale, &filter_q.scales, output_scale),
+                range: activation_range(prep, options.activation, output)?,
+                input_signed: input.dtype == Int8,
+                filter_signed: filter.dtype == Int8,
+            })
+        }
+        _ => Err(prep.unsupported(&format!(
+            "input {} with filter {} (supported: FLOAT32/FLOAT32, INT8|UINT8 quantized, FLOAT32 input with INT8 filter)",
+            input.dtype, filter.dtype
+        ))),
+    }
+}
+
+impl Conv2D {
+    fn groups(&self) -> usize {
+        self.geometry.in_c / self.group_c
+    }
+
+    /// Gathers the receptive field of output pixel (oy, ox) for the channels of `group` into
+    /// `patch`, in the filter's (h, w, c) order; taps outside the image contribute zero.
+    fn gather<T: Copy + Default>(
+        &self,
+        image: &[T],
+        oy: usize,
+        ox: usize,
+        group: usize,
+        patch: &mut [T],
+    ) {
+        let g = &self.geometry;
+        let c = self.group_c;
+        for ky in 0..g.filter_h {
+            for kx in 0..g.filter_w {
+                let dst = &mut patch[(ky * g.filter_w + kx) * c..][..c];
+                match g.tap(oy, ox, ky, kx) {
+                    Some((iy, ix)) => {
+                        dst.copy_from_slice(&image[(iy * g.in_w + ix) * g.in_c + group * c..][..c])
+                    }
+                    None => dst.fill(T::default()),
+                }
+            }
+        }
+    }
+
+    fn eval_float(
+        &self,
+        input: &[f32],
+        filter: &[f32],
+        bias: Option<&[f32]>,
+        output: &mut [f32],
+        clamp: FloatClamp,
+    ) {
+        let g = &self.geometry;
+        let patch_len = g.filter_h * g.filter_w * self.group_c;
+        let outputs_per_group = g.out_c / self.groups();
+        let mut patch = vec![0.0f32; patch_len];
+        let mut out_index = 0;
+        for b in 0..g.batches {
+            let image = &input[b * g.in_h * g.in_w * g.in_c..][..g.in_h * g.in_w * g.in_c];
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    let mut gathered = usize::MAX;
+                    for oc in 0..g.out_c {
+                        let group = oc / outputs_per_group;
+                        if group != gathered {
+                            self.gather(image, oy, ox, group, &mut patch);
+                            gathered = group;
+                        }
+                        let acc = dot(&patch, &filter[oc * patch_len..][..patch_len])
+                            + bias.map_or(0.0, |b| b[oc]);
+                        output[out_index] = clamp.apply(acc);
+                        out_index += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Integer accumulation shared by the quantized and hybrid paths: `image` holds each batch's
+    /// input already offset (input − zero point); `visit(b, oc, acc, index)` finishes an output.
+    fn accumulate(
+        &self,
+        image_of: &dyn Fn(usize) -> Vec<i32>,
+        filter: &[u8],
+        filter_signed: bool,
+        filter_offset: i32,
+        mut finish: impl FnMut(usize, usize, i32, usize),
+    ) {
+        let g = &self.geometry;
+        let patch_len = g.filter_h * g.filter_w * self.group_c;
+        let outputs_per_group = g.out_c / self.groups();
+        let mut patch = vec![0i32; patch_len];
+        let mut out_index = 0;
+        for b in 0..g.batches {
+            let image = image_of(b);
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    let mut gathered = usize::MAX;
+                    for oc in 0..g.out_c {
+                        let group = oc / outputs_per_group;
+                        if group != gathered {
+                            self.gather(&image, oy, ox, group, &mut patch);
+                            gathered = group;
+                        }
+                        let row = &filter[oc * patch_len..][..patch_len];
+                        let mut acc = 0i32;
+                        for (k, &x) in patch.iter().enumerate() {
+                            let w = load_q(row, filter_signed, k) + filter_offset;
+                            acc = acc.wrapping_add(w.wrapping_mul(x));
+                        }
+                        finish(b, oc, acc, out_index);
+                        out_index += 1;
+                    }
                 }
             }
         }
@@ -124,35 +344,79 @@ impl OpKernel for Conv2D {
         let (Some(input), Some(filter)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
         };
-        let input = as_f32(input.data);
-        let filter = as_f32(filter.data);
         let bias = if self.has_bias {
-            inputs
-                .get(2)
-                .and_then(|b| b.as_ref())
-                .map(|b| as_f32(b.data))
+            inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
         } else {
             None
         };
-        let output = as_f32_mut(outputs[0].data);
-        let patch_len = self.filter_h * self.filter_w * self.in_c;
-        // The receptive field of one output pixel, gathered contiguously in the filter's
-        // (h, w, c) order so each output channel is one dot product.
-        let mut patch = vec![0.0f32; patch_len];
-        let mut out_index = 0;
-        for b in 0..self.batches {
-            let image = &input[b * self.in_h * self.in_w * self.in_c..]
-                [..self.in_h * self.in_w * self.in_c];
-            for oy in 0..self.out_h {
-                for ox in 0..self.out_w {
-                    self.gather_patch(image, oy, ox, &mut patch);
-                    for oc in 0..self.out_c {
-                        let weights = &filter[oc * patch_len..][..patch_len];
-                        let acc = dot(&patch, weights) + bias.map_or(0.0, |bias| bias[oc]);
-                        output[out_index] = self.clamp.apply(acc);
-                        out_index += 1;
-                    }
+        let g = &self.geometry;
+        let image_len = g.in_h * g.in_w * g.in_c;
+        match &self.arithmetic {
+            Arithmetic::Float { clamp } => self.eval_float(
+                as_f32(input.data),
+                as_f32(filter.data),
+                bias.map(as_f32),
+                as_f32_mut(outputs[0].data),
+                *clamp,
+            ),
+            Arithmetic::Quantized {
+                input_offset,
+                filter_offset,
+                output_offset,
+                multipliers,
+                range,
+                input_signed,
+                filter_signed,
+            } => {
+                let data = input.data;
+                let image_of = |b: usize| -> Vec<i32> {
+                    (0..image_len)
+                        .map(|i| load_q(data, *input_signed, b * image_len + i) + input_offset)
+                        .collect()
+                };
+                let bias = bias.map(as_i32);
+                let output = &mut *outputs[0].data;
+                self.accumulate(
+                    &image_of,
+                    filter.data,
+                    *filter_signed,
+                    *filter_offset,
+                    |_, oc, acc, index| {
+                        let acc = acc.wrapping_add(bias.map_or(0, |b| b[oc]));
+                        let value = multiply_by_quantized_multiplier(acc, multipliers[oc])
+                            .saturating_add(*output_offset);
+                        store_q(output, index, value.clamp(range.0, range.1));
+                    },
+                );
+            }
+            Arithmetic::Hybrid {
+                filter_scales,
+                asymmetric_inputs,
+                clamp,
+            } => {
+                let input = as_f32(input.data);
+                // Each batch is quantized on its own, as TFLite's hybrid kernels do.
+                let mut input_scales = vec![0.0f32; g.batches];
+                let mut images = Vec::with_capacity(g.batches);
+                for b in 0..g.batches {
+                    let mut q = vec![0i32; image_len];
+                    let (scale, zero_point) = quantize_floats(
+                        &input[b * image_len..][..image_len],
+                        *asymmetric_inputs,
+                        &mut q,
+                    );
+                    q.iter_mut().for_each(|v| *v -= zero_point);
+                    input_scales[b] = scale;
+                    images.push(q);
                 }
+                let image_of = |b: usize| images[b].clone();
+                let bias = bias.map(as_f32);
+                let output = as_f32_mut(outputs[0].data);
+                self.accumulate(&image_of, filter.data, true, 0, |b, oc, acc, index| {
+                    let value = acc as f32 * filter_scales[oc] * input_scales[b]
+                        + bias.map_or(0.0, |bias| bias[oc]);
+                    output[index] = clamp.apply(value);
+                });
             }
         }
     }

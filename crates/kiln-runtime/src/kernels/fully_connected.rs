@@ -1,76 +1,144 @@
-//! FULLY_CONNECTED, float32: weights [out, in], optional bias, input flattened to
-//! [batch, in] (keep_num_dims keeps the input's leading dimensions), fused activation.
+//! FULLY_CONNECTED: weights [out, in], optional bias, input flattened to [batch, in]
+//! (keep_num_dims keeps the input's leading dimensions), fused activation. Float32;
+//! int8/uint8 with per-tensor or per-channel weight scales; hybrid (float input, int8 weights,
+//! each input row quantized on the fly, symmetric or asymmetric per the options).
+//!
+//! Unlike CONV_2D, LiteRT's reference FULLY_CONNECTED rescales its int32 accumulator in
+//! double precision — round(acc × input_scale × weight_scale / output_scale) — rather than
+//! with a fixed-point multiplier; the two differ by one step on ties, and the converter
+//! fixtures show which one LiteRT 2.3.0 runs.
 
 use kiln_tflite::{BuiltinOptions, TensorType};
 
 use super::dot::dot;
 use super::fused_activation::FloatClamp;
+use super::quant::{
+    activation_range, filter_quantization, load_q, per_tensor, quantize_floats, store_q,
+};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
-use crate::tensor::{as_f32, as_f32_mut};
+use crate::tensor::{as_f32, as_f32_mut, as_i32};
 
 #[derive(Debug)]
-pub struct FullyConnected {
+enum Arithmetic {
+    Float {
+        clamp: FloatClamp,
+    },
+    Quantized {
+        input_offset: i32,
+        weight_offset: i32,
+        output_offset: i32,
+        /// input_scale × weight_scale[o] / output_scale, in double precision.
+        output_scales: Vec<f64>,
+        range: (i32, i32),
+        input_signed: bool,
+        weight_signed: bool,
+    },
+    Hybrid {
+        weight_scales: Vec<f32>,
+        asymmetric_inputs: bool,
+        clamp: FloatClamp,
+    },
+}
+
+#[derive(Debug)]
+struct FullyConnected {
     batches: usize,
     in_features: usize,
     out_features: usize,
     has_bias: bool,
-    clamp: FloatClamp,
+    arithmetic: Arithmetic,
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    Ok(Box::new(FullyConnected::new(prep)?))
-}
-
-impl FullyConnected {
-    fn new(prep: &Prep<'_>) -> Result<Self, RuntimeError> {
-        prep.expect_arity(2..=3, 1)?;
-        let BuiltinOptions::FullyConnected(options) = &prep.op.options else {
-            return Err(prep.bad("missing FullyConnectedOptions"));
-        };
-        if options.weights_format != 0 {
-            return Err(prep.unsupported("shuffled weight formats are not supported"));
+    use TensorType::{Float32, Int8, Int32, UInt8};
+    prep.expect_arity(2..=3, 1)?;
+    let BuiltinOptions::FullyConnected(options) = &prep.op.options else {
+        return Err(prep.bad("missing FullyConnectedOptions"));
+    };
+    if options.weights_format != 0 {
+        return Err(prep.unsupported("shuffled weight formats are not supported"));
+    }
+    let (input, weights, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
+    prep.require_rank(weights, 2)?;
+    let (out_features, in_features) = (weights.shape[0], weights.shape[1]);
+    let total = input.num_elements();
+    if in_features == 0 || !total.is_multiple_of(in_features) {
+        return Err(prep.bad(&format!(
+            "input '{}' of shape {:?} cannot be split into rows of {in_features} features",
+            input.name, input.shape
+        )));
+    }
+    let batches = total / in_features;
+    let bias = prep.optional_input(2);
+    let check_bias = |dtype: TensorType| -> Result<(), RuntimeError> {
+        if let Some(bias) = bias {
+            prep.require_type(bias, &[dtype])?;
+            prep.require_shape(bias, &[out_features])?;
         }
-        let (input, weights, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
-        for tensor in [input, weights, output] {
-            prep.require_type(tensor, &[TensorType::Float32])?;
+        Ok(())
+    };
+    let arithmetic = match (input.dtype, weights.dtype) {
+        (Float32, Float32) => {
+            prep.require_type(output, &[Float32])?;
+            check_bias(Float32)?;
+            Arithmetic::Float {
+                clamp: FloatClamp::prepare(prep, options.activation)?,
+            }
         }
-        prep.require_rank(weights, 2)?;
-        let (out_features, in_features) = (weights.shape[0], weights.shape[1]);
-        let total = input.num_elements();
-        if in_features == 0 || !total.is_multiple_of(in_features) {
-            return Err(prep.bad(&format!(
-                "input '{}' of shape {:?} cannot be split into rows of {in_features} features",
-                input.name, input.shape
+        (Float32, Int8) => {
+            prep.require_type(output, &[Float32])?;
+            check_bias(Float32)?;
+            Arithmetic::Hybrid {
+                weight_scales: filter_quantization(prep, weights, 0, out_features)?.scales,
+                asymmetric_inputs: options.asymmetric_quantize_inputs,
+                clamp: FloatClamp::prepare(prep, options.activation)?,
+            }
+        }
+        (Int8 | UInt8, Int8 | UInt8) => {
+            prep.require_type(output, &[input.dtype])?;
+            check_bias(Int32)?;
+            let (input_scale, input_zero) = per_tensor(prep, input)?;
+            let (output_scale, output_zero) = per_tensor(prep, output)?;
+            let weight_q = filter_quantization(prep, weights, 0, out_features)?;
+            Arithmetic::Quantized {
+                input_offset: -input_zero,
+                weight_offset: -weight_q.zero_point,
+                output_offset: output_zero,
+                output_scales: weight_q
+                    .scales
+                    .iter()
+                    .map(|&w| f64::from(input_scale) * f64::from(w) / f64::from(output_scale))
+                    .collect(),
+                range: activation_range(prep, options.activation, output)?,
+                input_signed: input.dtype == Int8,
+                weight_signed: weights.dtype == Int8,
+            }
+        }
+        _ => {
+            return Err(prep.unsupported(&format!(
+                "input {} with weights {}",
+                input.dtype, weights.dtype
             )));
         }
-        let batches = total / in_features;
-        let has_bias = match prep.optional_input(2) {
-            Some(bias) => {
-                prep.require_type(bias, &[TensorType::Float32])?;
-                prep.require_shape(bias, &[out_features])?;
-                true
-            }
-            None => false,
-        };
-        let expected: Vec<usize> = if options.keep_num_dims {
-            let mut shape = input.shape.clone();
-            if let Some(last) = shape.last_mut() {
-                *last = out_features;
-            }
-            shape
-        } else {
-            vec![batches, out_features]
-        };
-        prep.set_output_shape(0, expected);
-        Ok(Self {
-            batches,
-            in_features,
-            out_features,
-            has_bias,
-            clamp: FloatClamp::prepare(prep, options.activation)?,
-        })
-    }
+    };
+    let shape = if options.keep_num_dims {
+        let mut shape = input.shape.clone();
+        if let Some(last) = shape.last_mut() {
+            *last = out_features;
+        }
+        shape
+    } else {
+        vec![batches, out_features]
+    };
+    prep.set_output_shape(0, shape);
+    Ok(Box::new(FullyConnected {
+        batches,
+        in_features,
+        out_features,
+        has_bias: bias.is_some(),
+        arithmetic,
+    }))
 }
 
 impl OpKernel for FullyConnected {
@@ -78,23 +146,82 @@ impl OpKernel for FullyConnected {
         let (Some(input), Some(weights)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
         };
-        let input = as_f32(input.data);
-        let weights = as_f32(weights.data);
         let bias = if self.has_bias {
-            inputs
-                .get(2)
-                .and_then(|b| b.as_ref())
-                .map(|b| as_f32(b.data))
+            inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
         } else {
             None
         };
-        let output = as_f32_mut(outputs[0].data);
-        for b in 0..self.batches {
-            let row = &input[b * self.in_features..][..self.in_features];
-            for o in 0..self.out_features {
-                let acc = dot(row, &weights[o * self.in_features..][..self.in_features])
-                    + bias.map_or(0.0, |bias| bias[o]);
-                output[b * self.out_features + o] = self.clamp.apply(acc);
+        let (n_in, n_out) = (self.in_features, self.out_features);
+        match &self.arithmetic {
+            Arithmetic::Float { clamp } => {
+                let (input, weights) = (as_f32(input.data), as_f32(weights.data));
+                let bias = bias.map(as_f32);
+                let output = as_f32_mut(outputs[0].data);
+                for b in 0..self.batches {
+                    let row = &input[b * n_in..][..n_in];
+                    for o in 0..n_out {
+                        let acc = dot(row, &weights[o * n_in..][..n_in])
+                            + bias.map_or(0.0, |bias| bias[o]);
+                        output[b * n_out + o] = clamp.apply(acc);
+                    }
+                }
+            }
+            Arithmetic::Quantized {
+                input_offset,
+                weight_offset,
+                output_offset,
+                output_scales,
+                range,
+                input_signed,
+                weight_signed,
+            } => {
+                let bias = bias.map(as_i32);
+                let output = &mut *outputs[0].data;
+                let mut row = vec![0i32; n_in];
+                for b in 0..self.batches {
+                    for (k, x) in row.iter_mut().enumerate() {
+                        *x = load_q(input.data, *input_signed, b * n_in + k) + input_offset;
+                    }
+                    for o in 0..n_out {
+                        let mut acc = 0i32;
+                        for (k, &x) in row.iter().enumerate() {
+                            let w =
+                                load_q(weights.data, *weight_signed, o * n_in + k) + weight_offset;
+                            acc = acc.wrapping_add(w.wrapping_mul(x));
+                        }
+                        let acc = acc.wrapping_add(bias.map_or(0, |bias| bias[o]));
+                        // f64::round rounds half away from zero, like C's round().
+                        let scaled = (f64::from(acc) * output_scales[o]).round() as i32;
+                        let value = scaled.saturating_add(*output_offset);
+                        store_q(output, b * n_out + o, value.clamp(range.0, range.1));
+                    }
+                }
+            }
+            Arithmetic::Hybrid {
+                weight_scales,
+                asymmetric_inputs,
+                clamp,
+            } => {
+                let input = as_f32(input.data);
+                let bias = bias.map(as_f32);
+                let output = as_f32_mut(outputs[0].data);
+                let mut row = vec![0i32; n_in];
+                for b in 0..self.batches {
+                    let (scale, zero_point) =
+                        quantize_floats(&input[b * n_in..][..n_in], *asymmetric_inputs, &mut row);
+                    for o in 0..n_out {
+                        let mut acc = 0i32;
+                        for (k, &x) in row.iter().enumerate() {
+                            acc = acc.wrapping_add(
+                                load_q(weights.data, true, o * n_in + k)
+                                    .wrapping_mul(x - zero_point),
+                            );
+                        }
+                        let value = bias.map_or(0.0, |bias| bias[o])
+                            + acc as f32 * scale * weight_scales[o];
+                        output[b * n_out + o] = clamp.apply(value);
+                    }
+                }
             }
         }
     }

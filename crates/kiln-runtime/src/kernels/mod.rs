@@ -1,13 +1,23 @@
 //! Operator kernels. Each operator is prepared once at load time (inputs, types and shapes
 //! checked, parameters derived), then evaluated on every invoke without further checks.
 
+mod add;
+mod average_pool_2d;
+mod binary;
 mod conv_2d;
+mod depthwise_conv_2d;
+mod dequantize;
 mod dot;
 mod fully_connected;
 mod fused_activation;
 mod max_pool_2d;
+mod mul;
+mod pooling;
+pub mod quant;
+mod quantize;
 mod reshape;
 mod shape;
+mod sub;
 
 use std::cell::RefCell;
 
@@ -46,9 +56,44 @@ struct Registration {
 
 const REGISTRY: &[Registration] = &[
     Registration {
+        op: BuiltinOp::QUANTIZE,
+        max_version: 3,
+        prepare: quantize::prepare,
+    },
+    Registration {
+        op: BuiltinOp::DEQUANTIZE,
+        max_version: 6,
+        prepare: dequantize::prepare,
+    },
+    Registration {
+        op: BuiltinOp::AVERAGE_POOL_2D,
+        max_version: 3,
+        prepare: average_pool_2d::prepare,
+    },
+    Registration {
+        op: BuiltinOp::ADD,
+        max_version: 5,
+        prepare: add::prepare,
+    },
+    Registration {
+        op: BuiltinOp::SUB,
+        max_version: 5,
+        prepare: sub::prepare,
+    },
+    Registration {
+        op: BuiltinOp::MUL,
+        max_version: 7,
+        prepare: mul::prepare,
+    },
+    Registration {
         op: BuiltinOp::CONV_2D,
         max_version: 8,
         prepare: conv_2d::prepare,
+    },
+    Registration {
+        op: BuiltinOp::DEPTHWISE_CONV_2D,
+        max_version: 7,
+        prepare: depthwise_conv_2d::prepare,
     },
     Registration {
         op: BuiltinOp::FULLY_CONNECTED,

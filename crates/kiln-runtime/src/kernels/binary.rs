@@ -1,0 +1,236 @@
+//! Shared machinery of the element-wise binary operators (ADD, SUB, MUL): NumPy-style
+//! broadcasting and the quantized rescaling ADD and SUB use (inputs brought to a common
+//! scale with a left shift of 20, as TFLite's reference kernels do).
+
+use kiln_tflite::{Activation, TensorType};
+
+use super::fused_activation::FloatClamp;
+use super::quant::{
+    QuantizedMultiplier, activation_range, load_q,
+    multiply_by_quantized_multiplier_smaller_than_one, per_tensor, quantize_multiplier,
+};
+use super::{In, Out, Prep};
+use crate::error::RuntimeError;
+use crate::tensor::{TensorInfo, as_f32, as_f32_mut};
+
+/// For each output element, the indices of the two inputs it combines.
+#[derive(Debug)]
+pub struct Broadcast {
+    pub output_shape: Vec<usize>,
+    pairs: Vec<(u32, u32)>,
+}
+
+impl Broadcast {
+    pub fn new(prep: &Prep<'_>, a: &TensorInfo, b: &TensorInfo) -> Result<Self, RuntimeError> {
+        let rank = a.shape.len().max(b.shape.len());
+        let pad = |shape: &[usize]| -> Vec<usize> {
+            let mut padded = vec![1; rank - shape.len()];
+            padded.extend_from_slice(shape);
+            padded
+        };
+        let (sa, sb) = (pad(&a.shape), pad(&b.shape));
+        let mut output_shape = Vec::with_capacity(rank);
+        for (&x, &y) in sa.iter().zip(&sb) {
+            output_shape.push(match (x, y) {
+                (x, y) if x == y => x,
+                (1, y) => y,
+                (x, 1) => x,
+                _ => {
+                    return Err(prep.bad(&format!(
+                        "cannot broadcast '{}' {:?} with '{}' {:?}",
+                        a.name, a.shape, b.name, b.shape
+                    )));
+                }
+            });
+        }
+        let strides = |shape: &[usize]| -> Vec<usize> {
+            let mut strides = vec![0; rank];
+            let mut step = 1;
+            for d in (0..rank).rev() {
+                strides[d] = if shape[d] == 1 { 0 } else { step };
+                step *= shape[d];
+            }
+            strides
+        };
+        let (ta, tb) = (strides(&sa), strides(&sb));
+        let total: usize = output_shape.iter().product();
+        if total > u32::MAX as usize {
+            return Err(prep.unsupported("tensors over 2^32 elements"));
+        }
+        let mut pairs = Vec::with_capacity(total);
+        let mut index = vec![0usize; rank];
+        for _ in 0..total {
+            let ia: usize = index.iter().zip(&ta).map(|(i, s)| i * s).sum();
+            let ib: usize = index.iter().zip(&tb).map(|(i, s)| i * s).sum();
+            pairs.push((ia as u32, ib as u32));
+            for d in (0..rank).rev() {
+                index[d] += 1;
+                if index[d] < output_shape[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        Ok(Self {
+            output_shape,
+            pairs,
+        })
+    }
+
+    pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.pairs.iter().map(|&(a, b)| (a as usize, b as usize))
+    }
+}
+
+/// Float32 element-wise kernel: `f(a, b)` then the fused activation.
+pub fn eval_float(
+    broadcast: &Broadcast,
+    clamp: FloatClamp,
+    inputs: &[Option<In<'_>>],
+    outputs: &mut [Out<'_>],
+    f: impl Fn(f32, f32) -> f32,
+) {
+    let (Some(a), Some(b)) = (&inputs[0], &inputs[1]) else {
+        unreachable!("prepared")
+    };
+    let (a, b) = (as_f32(a.data), as_f32(b.data));
+    let output = as_f32_mut(outputs[0].data);
+    for (o, (ia, ib)) in output.iter_mut().zip(broadcast.pairs()) {
+        *o = clamp.apply(f(a[ia], b[ib]));
+    }
+}
+
+/// Int32 element-wise kernel (shapes, indices): wrapping arithmetic, then the activation's
+/// integer clamp.
+pub fn eval_int32(
+    broadcast: &Broadcast,
+    range: (i32, i32),
+    inputs: &[Option<In<'_>>],
+    outputs: &mut [Out<'_>],
+    f: impl Fn(i32, i32) -> i32,
+) {
+    let (Some(a), Some(b)) = (&inputs[0], &inputs[1]) else {
+        unreachable!("prepared")
+    };
+    let read = |data: &[u8], i: usize| {
+        i32::from_le_bytes([
+            data[4 * i],
+            data[4 * i + 1],
+            data[4 * i + 2],
+            data[4 * i + 3],
+        ])
+    };
+    for (o, (ia, ib)) in broadcast.pairs().enumerate() {
+        let value = f(read(a.data, ia), read(b.data, ib)).clamp(range.0, range.1);
+        outputs[0].data[4 * o..4 * o + 4].copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// The integer clamp of a fused activation on an INT32 output.
+pub fn int32_range(prep: &Prep<'_>, activation: Activation) -> Result<(i32, i32), RuntimeError> {
+    Ok(match activation {
+        Activation::None => (i32::MIN, i32::MAX),
+        Activation::Relu => (0, i32::MAX),
+        Activation::Relu6 => (0, 6),
+        Activation::ReluN1To1 => (-1, 1),
+        other => {
+            return Err(prep.unsupported(&format!("fused activation {} on INT32", other.name())));
+        }
+    })
+}
+
+/// Quantized ADD/SUB parameters (TFLite's PrepareGeneralSubOp for 8-bit types).
+#[derive(Debug)]
+pub struct AddSubParams {
+    input_offsets: (i32, i32),
+    input_multipliers: (QuantizedMultiplier, QuantizedMultiplier),
+    output_offset: i32,
+    output_multiplier: QuantizedMultiplier,
+    range: (i32, i32),
+    signed: bool,
+}
+
+const LEFT_SHIFT: i32 = 20;
+
+impl AddSubParams {
+    pub fn new(
+        prep: &Prep<'_>,
+        a: &TensorInfo,
+        b: &TensorInfo,
+        output: &TensorInfo,
+        activation: Activation,
+    ) -> Result<Self, RuntimeError> {
+        let (sa, za) = per_tensor(prep, a)?;
+        let (sb, zb) = per_tensor(prep, b)?;
+        let (so, zo) = per_tensor(prep, output)?;
+        // `2 * max(float, float)` is exact in float; the divisions happen in double.
+        let twice_max = f64::from(2.0 * sa.max(sb));
+        Ok(Self {
+            input_offsets: (-za, -zb),
+            input_multipliers: (
+                quantize_multiplier(f64::from(sa) / twice_max),
+                quantize_multiplier(f64::from(sb) / twice_max),
+            ),
+            output_offset: zo,
+            output_multiplier: quantize_multiplier(
+                twice_max / (f64::from(1u32 << LEFT_SHIFT) * f64::from(so)),
+            ),
+            range: activation_range(prep, activation, output)?,
+            signed: output.dtype == TensorType::Int8,
+        })
+    }
+
+    /// Runs ADD (`subtract` false) or SUB over 8-bit inputs.
+    pub fn eval(
+        &self,
+        broadcast: &Broadcast,
+        subtract: bool,
+        inputs: &[Option<In<'_>>],
+        outputs: &mut [Out<'_>],
+    ) {
+        let (Some(a), Some(b)) = (&inputs[0], &inputs[1]) else {
+            unreachable!("prepared")
+        };
+        let scale = |value: i32, offset: i32, m: QuantizedMultiplier| {
+            multiply_by_quantized_multiplier_smaller_than_one(
+                (value + offset) * (1 << LEFT_SHIFT),
+                m,
+            )
+        };
+        for (o, (ia, ib)) in broadcast.pairs().enumerate() {
+            let x = scale(
+                load_q(a.data, self.signed, ia),
+                self.input_offsets.0,
+                self.input_multipliers.0,
+            );
+            let y = scale(
+                load_q(b.data, self.signed, ib),
+                self.input_offsets.1,
+                self.input_multipliers.1,
+            );
+            let raw = if subtract {
+                x.wrapping_sub(y)
+            } else {
+                x.wrapping_add(y)
+            };
+            let value =
+                multiply_by_quantized_multiplier_smaller_than_one(raw, self.output_multiplier)
+                    .saturating_add(self.output_offset);
+            outputs[0].data[o] = value.clamp(self.range.0, self.range.1) as u8;
+        }
+    }
+}
+
+/// Checks the two inputs and the output share a supported element type.
+pub fn common_type(prep: &Prep<'_>, allowed: &[TensorType]) -> Result<TensorType, RuntimeError> {
+    prep.expect_arity(2..=2, 1)?;
+    let (a, b, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
+    prep.require_type(a, allowed)?;
+    if b.dtype != a.dtype || output.dtype != a.dtype {
+        return Err(prep.bad(&format!(
+            "inputs and output must share one type, have {}, {} and {}",
+            a.dtype, b.dtype, output.dtype
+        )));
+    }
+    Ok(a.dtype)
+}

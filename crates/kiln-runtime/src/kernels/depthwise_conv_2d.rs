@@ -1,0 +1,251 @@
+//! DEPTHWISE_CONV_2D: each input channel convolved with its own `depth_multiplier` filters;
+//! filter [1, H, W, C × multiplier]. Float32; int8/uint8 per-channel (axis 3) requantization as
+//! TFLite's reference kernels; hybrid (float input, int8 filter, input quantized per batch).
+
+use kiln_tflite::{BuiltinOptions, TensorType};
+
+use super::conv_2d::Geometry;
+use super::fused_activation::FloatClamp;
+use super::quant::{
+    QuantizedMultiplier, activation_range, filter_quantization, load_q,
+    multiply_by_quantized_multiplier, output_multipliers, per_tensor, quantize_floats, store_q,
+};
+use super::{In, Kernel, OpKernel, Out, Prep};
+use crate::error::RuntimeError;
+use crate::tensor::{as_f32, as_f32_mut, as_i32};
+
+#[derive(Debug)]
+enum Arithmetic {
+    Float {
+        clamp: FloatClamp,
+    },
+    Quantized {
+        input_offset: i32,
+        filter_offset: i32,
+        output_offset: i32,
+        multipliers: Vec<QuantizedMultiplier>,
+        range: (i32, i32),
+        input_signed: bool,
+        filter_signed: bool,
+    },
+    Hybrid {
+        filter_scales: Vec<f32>,
+        clamp: FloatClamp,
+    },
+}
+
+#[derive(Debug)]
+struct DepthwiseConv2D {
+    geometry: Geometry,
+    multiplier: usize,
+    has_bias: bool,
+    arithmetic: Arithmetic,
+}
+
+pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
+    use TensorType::{Float32, Int8, Int32, UInt8};
+    prep.expect_arity(2..=3, 1)?;
+    let BuiltinOptions::DepthwiseConv2D(options) = &prep.op.options else {
+        return Err(prep.bad("missing DepthwiseConv2DOptions"));
+    };
+    let (input, filter, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
+    prep.require_rank(filter, 4)?;
+    let [one, filter_h, filter_w, out_c] = filter.shape[..] else {
+        unreachable!("rank checked")
+    };
+    if one != 1 {
+        return Err(prep.bad(&format!(
+            "filter '{}' must have shape [1, H, W, C], has {:?}",
+            filter.name, filter.shape
+        )));
+    }
+    let geometry = Geometry::new(
+        prep,
+        input,
+        (filter_h, filter_w),
+        out_c,
+        options.padding,
+        (options.stride_h, options.stride_w),
+        (options.dilation_h, options.dilation_w),
+    )?;
+    let in_c = geometry.in_c;
+    if in_c == 0 || !out_c.is_multiple_of(in_c) {
+        return Err(prep.bad(&format!(
+            "filter channels {out_c} are not a multiple of the input's {in_c}"
+        )));
+    }
+    let multiplier = out_c / in_c;
+    // depth_multiplier in the options is informational in TFLite (older files set 0).
+    if options.depth_multiplier > 0 && options.depth_multiplier as usize != multiplier {
+        return Err(prep.bad(&format!(
+            "depth_multiplier {} disagrees with the filter ({out_c} channels for {in_c} inputs)",
+            options.depth_multiplier
+        )));
+    }
+    let bias = prep.optional_input(2);
+    let check_bias = |dtype: TensorType| -> Result<(), RuntimeError> {
+        if let Some(bias) = bias {
+            prep.require_type(bias, &[dtype])?;
+            prep.require_shape(bias, &[out_c])?;
+        }
+        Ok(())
+    };
+    let arithmetic = match (input.dtype, filter.dtype) {
+        (Float32, Float32) => {
+            prep.require_type(output, &[Float32])?;
+            check_bias(Float32)?;
+            Arithmetic::Float {
+                clamp: FloatClamp::prepare(prep, options.activation)?,
+            }
+        }
+        (Float32, Int8) => {
+            prep.require_type(output, &[Float32])?;
+            check_bias(Float32)?;
+            Arithmetic::Hybrid {
+                filter_scales: filter_quantization(prep, filter, 3, out_c)?.scales,
+                clamp: FloatClamp::prepare(prep, options.activation)?,
+            }
+        }
+        (Int8 | UInt8, Int8 | UInt8) => {
+            prep.require_type(output, &[input.dtype])?;
+            check_bias(Int32)?;
+            let (input_scale, input_zero) = per_tensor(prep, input)?;
+            let (output_scale, output_zero) = per_tensor(prep, output)?;
+            let filter_q = filter_quantization(prep, filter, 3, out_c)?;
+            Arithmetic::Quantized {
+                input_offset: -input_zero,
+                filter_offset: -filter_q.zero_point,
+                output_offset: output_zero,
+                multipliers: output_multipliers(input_scale, &filter_q.scales, output_scale),
+                range: activation_range(prep, options.activation, output)?,
+                input_signed: input.dtype == Int8,
+                filter_signed: filter.dtype == Int8,
+            }
+        }
+        _ => {
+            return Err(prep.unsupported(&format!(
+                "input {} with filter {}",
+                input.dtype, filter.dtype
+            )));
+        }
+    };
+    prep.set_output_shape(0, geometry.output_shape());
+    Ok(Box::new(DepthwiseConv2D {
+        geometry,
+        multiplier,
+        has_bias: bias.is_some(),
+        arithmetic,
+    }))
+}
+
+impl DepthwiseConv2D {
+    /// Calls `visit(b, index, oc, taps)` for every output element, where `taps` lists
+    /// (input element index, filter element index) of the taps inside the image.
+    fn for_each_output(&self, mut visit: impl FnMut(usize, usize, usize, &[(usize, usize)])) {
+        let g = &self.geometry;
+        let mut taps = Vec::with_capacity(g.filter_h * g.filter_w);
+        let mut index = 0;
+        for b in 0..g.batches {
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    for ic in 0..g.in_c {
+                        for m in 0..self.multiplier {
+                            let oc = ic * self.multiplier + m;
+                            taps.clear();
+                            for ky in 0..g.filter_h {
+                                for kx in 0..g.filter_w {
+                                    if let Some((iy, ix)) = g.tap(oy, ox, ky, kx) {
+                                        let input_index =
+                                            ((b * g.in_h + iy) * g.in_w + ix) * g.in_c + ic;
+                                        let filter_index = (ky * g.filter_w + kx) * g.out_c + oc;
+                                        taps.push((input_index, filter_index));
+                                    }
+                                }
+                            }
+                            visit(b, index, oc, &taps);
+                            index += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl OpKernel for DepthwiseConv2D {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+        let (Some(input), Some(filter)) = (&inputs[0], &inputs[1]) else {
+            unreachable!("prepared")
+        };
+        let bias = if self.has_bias {
+            inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
+        } else {
+            None
+        };
+        match &self.arithmetic {
+            Arithmetic::Float { clamp } => {
+                let (input, filter) = (as_f32(input.data), as_f32(filter.data));
+                let bias = bias.map(as_f32);
+                let output = as_f32_mut(outputs[0].data);
+                self.for_each_output(|_, index, oc, taps| {
+                    let acc: f32 = taps.iter().map(|&(i, f)| input[i] * filter[f]).sum();
+                    output[index] = clamp.apply(acc + bias.map_or(0.0, |b| b[oc]));
+                });
+            }
+            Arithmetic::Quantized {
+                input_offset,
+                filter_offset,
+                output_offset,
+                multipliers,
+                range,
+                input_signed,
+                filter_signed,
+            } => {
+                let bias = bias.map(as_i32);
+                let output = &mut *outputs[0].data;
+                self.for_each_output(|_, index, oc, taps| {
+                    let mut acc = 0i32;
+                    for &(i, f) in taps {
+                        let x = load_q(input.data, *input_signed, i) + input_offset;
+                        let w = load_q(filter.data, *filter_signed, f) + filter_offset;
+                        acc = acc.wrapping_add(w.wrapping_mul(x));
+                    }
+                    let acc = acc.wrapping_add(bias.map_or(0, |b| b[oc]));
+                    let value = multiply_by_quantized_multiplier(acc, multipliers[oc])
+                        .saturating_add(*output_offset);
+                    store_q(output, index, value.clamp(range.0, range.1));
+                });
+            }
+            Arithmetic::Hybrid {
+                filter_scales,
+                clamp,
+            } => {
+                let g = &self.geometry;
+                let image_len = g.in_h * g.in_w * g.in_c;
+                let input = as_f32(input.data);
+                // Each batch quantized asymmetrically on its own, as TFLite's hybrid kernel does.
+                let mut quantized = vec![0i32; input.len()];
+                let mut input_scales = vec![0.0f32; g.batches];
+                for b in 0..g.batches {
+                    let q = &mut quantized[b * image_len..][..image_len];
+                    let (scale, zero_point) =
+                        quantize_floats(&input[b * image_len..][..image_len], true, q);
+                    q.iter_mut().for_each(|v| *v -= zero_point);
+                    input_scales[b] = scale;
+                }
+                let bias = bias.map(as_f32);
+                let output = as_f32_mut(outputs[0].data);
+                self.for_each_output(|b, index, oc, taps| {
+                    let mut acc = 0i32;
+                    for &(i, f) in taps {
+                        acc = acc
+                            .wrapping_add(load_q(filter.data, true, f).wrapping_mul(quantized[i]));
+                    }
+                    let value = acc as f32 * input_scales[b] * filter_scales[oc]
+                        + bias.map_or(0.0, |b| b[oc]);
+                    output[index] = clamp.apply(value);
+                });
+            }
+        }
+    }
+}

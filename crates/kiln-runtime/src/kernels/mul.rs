@@ -1,0 +1,98 @@
+//! MUL: element-wise a × b with broadcasting and a fused activation; float32, int32, and
+//! int8/uint8 (one requantization of the product by input1 × input2 / output scale).
+
+use kiln_tflite::{BuiltinOptions, TensorType};
+
+use super::binary::{Broadcast, common_type, eval_float, eval_int32, int32_range};
+use super::fused_activation::FloatClamp;
+use super::quant::{
+    QuantizedMultiplier, activation_range, load_q, multiply_by_quantized_multiplier, per_tensor,
+    quantize_multiplier,
+};
+use super::{In, Kernel, OpKernel, Out, Prep};
+use crate::error::RuntimeError;
+
+#[derive(Debug)]
+enum Arithmetic {
+    Float(FloatClamp),
+    Int32((i32, i32)),
+    Quantized {
+        input_offsets: (i32, i32),
+        output_offset: i32,
+        multiplier: QuantizedMultiplier,
+        range: (i32, i32),
+        signed: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Mul {
+    broadcast: Broadcast,
+    arithmetic: Arithmetic,
+}
+
+pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
+    use TensorType::{Float32, Int8, Int32, UInt8};
+    let dtype = common_type(prep, &[Float32, Int32, Int8, UInt8])?;
+    let activation = match &prep.op.options {
+        BuiltinOptions::Mul { activation } => *activation,
+        BuiltinOptions::None => Default::default(),
+        _ => return Err(prep.bad("unexpected options")),
+    };
+    let (a, b, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
+    let broadcast = Broadcast::new(prep, a, b)?;
+    let arithmetic = match dtype {
+        Float32 => Arithmetic::Float(FloatClamp::prepare(prep, activation)?),
+        Int32 => Arithmetic::Int32(int32_range(prep, activation)?),
+        _ => {
+            let (sa, za) = per_tensor(prep, a)?;
+            let (sb, zb) = per_tensor(prep, b)?;
+            let (so, zo) = per_tensor(prep, output)?;
+            Arithmetic::Quantized {
+                input_offsets: (-za, -zb),
+                output_offset: zo,
+                multiplier: quantize_multiplier(f64::from(sa) * f64::from(sb) / f64::from(so)),
+                range: activation_range(prep, activation, output)?,
+                signed: dtype == Int8,
+            }
+        }
+    };
+    prep.set_output_shape(0, broadcast.output_shape.clone());
+    Ok(Box::new(Mul {
+        broadcast,
+        arithmetic,
+    }))
+}
+
+impl OpKernel for Mul {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+        match &self.arithmetic {
+            Arithmetic::Float(clamp) => {
+                eval_float(&self.broadcast, *clamp, inputs, outputs, |x, y| x * y)
+            }
+            Arithmetic::Int32(range) => {
+                eval_int32(&self.broadcast, *range, inputs, outputs, |x, y| {
+                    x.wrapping_mul(y)
+                })
+            }
+            Arithmetic::Quantized {
+                input_offsets,
+                output_offset,
+                multiplier,
+                range,
+                signed,
+            } => {
+                let (Some(a), Some(b)) = (&inputs[0], &inputs[1]) else {
+                    unreachable!("prepared")
+                };
+                for (o, (ia, ib)) in self.broadcast.pairs().enumerate() {
+                    let x = load_q(a.data, *signed, ia) + input_offsets.0;
+                    let y = load_q(b.data, *signed, ib) + input_offsets.1;
+                    let value = multiply_by_quantized_multiplier(x * y, *multiplier)
+                        .saturating_add(*output_offset);
+                    outputs[0].data[o] = value.clamp(range.0, range.1) as u8;
+                }
+            }
+        }
+    }
+}

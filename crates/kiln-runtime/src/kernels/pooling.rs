@@ -1,0 +1,123 @@
+//! What AVERAGE_POOL_2D and MAX_POOL_2D share: the window geometry (padded cells are never
+//! part of a window, as in TFLite) and the per-type output clamp.
+
+use kiln_tflite::{BuiltinOptions, TensorType, window};
+
+use super::Prep;
+use super::fused_activation::FloatClamp;
+use super::quant::{activation_range, per_tensor};
+use crate::error::RuntimeError;
+
+#[derive(Debug)]
+pub struct PoolGeometry {
+    pub batches: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub channels: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    filter: (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+}
+
+#[derive(Debug)]
+pub enum PoolArithmetic {
+    Float(FloatClamp),
+    /// 8-bit: the output keeps the input's scale and zero point; the range is the clamp.
+    Quantized {
+        range: (i32, i32),
+        signed: bool,
+    },
+}
+
+impl PoolGeometry {
+    pub fn prepare(prep: &Prep<'_>) -> Result<(Self, PoolArithmetic), RuntimeError> {
+        prep.expect_arity(1..=1, 1)?;
+        let BuiltinOptions::Pool2D(options) = &prep.op.options else {
+            return Err(prep.bad("missing Pool2DOptions"));
+        };
+        let (input, output) = (prep.input(0)?, prep.output(0)?);
+        prep.require_type(
+            input,
+            &[TensorType::Float32, TensorType::Int8, TensorType::UInt8],
+        )?;
+        prep.require_type(output, &[input.dtype])?;
+        prep.require_rank(input, 4)?;
+        let [batches, in_h, in_w, channels] = input.shape[..] else {
+            unreachable!("rank checked")
+        };
+        let positive = |what: &str, v: i32| {
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| prep.bad(&format!("{what} must be positive, is {v}")))
+        };
+        let filter = (
+            positive("filter_height", options.filter_h)?,
+            positive("filter_width", options.filter_w)?,
+        );
+        let stride = (
+            positive("stride_h", options.stride_h)?,
+            positive("stride_w", options.stride_w)?,
+        );
+        let (out_h, pad_h) = window(options.padding, in_h, filter.0, stride.0, 1);
+        let (out_w, pad_w) = window(options.padding, in_w, filter.1, stride.1, 1);
+        let arithmetic = if input.dtype == TensorType::Float32 {
+            PoolArithmetic::Float(FloatClamp::prepare(prep, options.activation)?)
+        } else {
+            let input_q = per_tensor(prep, input)?;
+            let output_q = per_tensor(prep, output)?;
+            if input_q != output_q {
+                return Err(prep.unsupported(&format!(
+                    "output '{}' must keep the input's scale and zero point",
+                    output.name
+                )));
+            }
+            PoolArithmetic::Quantized {
+                range: activation_range(prep, options.activation, output)?,
+                signed: input.dtype == TensorType::Int8,
+            }
+        };
+        prep.set_output_shape(0, vec![batches, out_h, out_w, channels]);
+        let geometry = Self {
+            batches,
+            in_h,
+            in_w,
+            channels,
+            out_h,
+            out_w,
+            filter,
+            stride,
+            pad: (pad_h, pad_w),
+        };
+        Ok((geometry, arithmetic))
+    }
+
+    /// Calls `visit(output pixel index, input pixel indices of its window)` for every output
+    /// pixel; indices count pixels (multiply by `channels` for elements).
+    pub fn for_each_window(&self, mut visit: impl FnMut(usize, &[usize])) {
+        let mut cells = Vec::with_capacity(self.filter.0 * self.filter.1);
+        let mut pixel = 0;
+        for b in 0..self.batches {
+            for oy in 0..self.out_h {
+                let y0 = (oy * self.stride.0) as isize - self.pad.0 as isize;
+                let ys = y0.max(0) as usize
+                    ..((y0 + self.filter.0 as isize).max(0) as usize).min(self.in_h);
+                for ox in 0..self.out_w {
+                    let x0 = (ox * self.stride.1) as isize - self.pad.1 as isize;
+                    let xs = x0.max(0) as usize
+                        ..((x0 + self.filter.1 as isize).max(0) as usize).min(self.in_w);
+                    cells.clear();
+                    for y in ys.clone() {
+                        for x in xs.clone() {
+                            cells.push((b * self.in_h + y) * self.in_w + x);
+                        }
+                    }
+                    visit(pixel, &cells);
+                    pixel += 1;
+                }
+            }
+        }
+    }
+}
