@@ -81,6 +81,15 @@ impl AlignedBytes {
         }
     }
 
+    /// Like `zeroed`, but reports an allocation failure instead of aborting.
+    pub fn try_zeroed(len: usize) -> Result<Self, std::collections::TryReserveError> {
+        let count = len.div_ceil(ARENA_ALIGNMENT);
+        let mut blocks = Vec::new();
+        blocks.try_reserve_exact(count)?;
+        blocks.resize(count, Block([0; ARENA_ALIGNMENT]));
+        Ok(Self { blocks, len })
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `Block` is plain bytes with no padding; `len` ≤ blocks × block size.
         unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.len) }

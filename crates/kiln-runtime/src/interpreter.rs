@@ -59,6 +59,7 @@ impl Interpreter {
                 dtype: t.dtype,
                 quantization: t.quantization.clone().filter(|q| q.is_affine()),
                 sparse: t.sparsity.is_some(),
+                sparsity: t.sparsity.clone(),
             })
             .collect();
         let index = |t: i32| usize::try_from(t).ok();
@@ -127,8 +128,9 @@ impl Interpreter {
     fn allocate(&mut self) -> Result<(), RuntimeError> {
         let model = &self.model;
         let subgraph = &model.subgraphs[0];
-        // Values known before running: small integer constants (shapes, axes, paddings) and
-        // whatever operators such as SHAPE compute at prepare time.
+        // Values known before running: small integer constants (shapes, axes, paddings), sparse
+        // constants (DENSIFY expands them at prepare) and whatever operators such as SHAPE
+        // compute at prepare time.
         let mut values: Vec<Option<Vec<u8>>> = subgraph
             .tensors
             .iter()
@@ -136,7 +138,7 @@ impl Interpreter {
                 let data = model.tensor_data(t);
                 let small_int = matches!(t.dtype, TensorType::Int32 | TensorType::Int64)
                     && data.len() <= 1 << 16;
-                (small_int && !data.is_empty()).then(|| data.to_vec())
+                ((small_int || t.sparsity.is_some()) && !data.is_empty()).then(|| data.to_vec())
             })
             .collect();
         let index = |t: i32| usize::try_from(t).ok();
@@ -182,7 +184,21 @@ impl Interpreter {
                 };
             }
         }
-        self.arena = AlignedBytes::zeroed(plan.size);
+        if lifetimes
+            .iter()
+            .any(|l| l.bytes > crate::validate::MAX_TENSOR_BYTES)
+        {
+            return Err(RuntimeError::InvalidModel(format!(
+                "an operator output exceeds {} bytes",
+                crate::validate::MAX_TENSOR_BYTES
+            )));
+        }
+        self.arena = AlignedBytes::try_zeroed(plan.size).map_err(|_| {
+            RuntimeError::InvalidModel(format!(
+                "cannot allocate the {}-byte arena the model needs",
+                plan.size
+            ))
+        })?;
         self.plan = plan;
         self.steps = steps;
         Ok(())

@@ -6,6 +6,10 @@ use kiln_tflite::{Model, SCHEMA_VERSION, Subgraph, Tensor};
 
 use crate::error::RuntimeError;
 
+/// The largest tensor kiln-runtime accepts (2 GiB, the flatbuffer limit): a corrupt shape
+/// must be an error, not an allocation that aborts the process.
+pub const MAX_TENSOR_BYTES: usize = 1 << 31;
+
 fn invalid(msg: String) -> RuntimeError {
     RuntimeError::InvalidModel(msg)
 }

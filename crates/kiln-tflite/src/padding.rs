@@ -11,14 +11,26 @@ pub fn window(
     stride: usize,
     dilation: usize,
 ) -> (usize, usize) {
-    let effective = (filter - 1) * dilation + 1;
+    // Saturating arithmetic: a corrupt file's zero or huge sizes must not overflow.
+    let stride = stride.max(1);
+    let effective = filter
+        .saturating_sub(1)
+        .saturating_mul(dilation)
+        .saturating_add(1);
     match padding {
         Padding::Same => {
             let out = input.div_ceil(stride);
-            let needed = ((out - 1) * stride + effective).saturating_sub(input);
+            let needed = out
+                .saturating_sub(1)
+                .saturating_mul(stride)
+                .saturating_add(effective)
+                .saturating_sub(input);
             (out, needed / 2)
         }
-        Padding::Valid => ((input + stride).saturating_sub(effective) / stride, 0),
+        Padding::Valid => (
+            input.saturating_add(stride).saturating_sub(effective) / stride,
+            0,
+        ),
     }
 }
 
@@ -36,5 +48,7 @@ mod tests {
         assert_eq!(window(Padding::Same, 28, 2, 2, 1), (14, 0));
         assert_eq!(window(Padding::Same, 5, 3, 2, 1), (3, 1));
         assert_eq!(window(Padding::Valid, 2, 3, 1, 1), (0, 0));
+        assert_eq!(window(Padding::Same, 0, 3, 1, 1), (0, 1));
+        assert_eq!(window(Padding::Valid, usize::MAX, 0, 0, usize::MAX).1, 0);
     }
 }

@@ -13,11 +13,13 @@ use super::{In, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut};
 
-/// For each output element, the indices of the two inputs it combines.
+/// For each output element, the indices of the two inputs it combines (NumPy broadcasting),
+/// computed on the fly so no index table proportional to the output is allocated.
 #[derive(Debug)]
 pub struct Broadcast {
     pub output_shape: Vec<usize>,
-    pairs: Vec<(u32, u32)>,
+    strides_a: Vec<usize>,
+    strides_b: Vec<usize>,
 }
 
 impl Broadcast {
@@ -52,33 +54,35 @@ impl Broadcast {
             }
             strides
         };
-        let (ta, tb) = (strides(&sa), strides(&sb));
-        let total: usize = output_shape.iter().product();
-        if total > u32::MAX as usize {
-            return Err(prep.unsupported("tensors over 2^32 elements"));
-        }
-        let mut pairs = Vec::with_capacity(total);
-        let mut index = vec![0usize; rank];
-        for _ in 0..total {
-            let ia: usize = index.iter().zip(&ta).map(|(i, s)| i * s).sum();
-            let ib: usize = index.iter().zip(&tb).map(|(i, s)| i * s).sum();
-            pairs.push((ia as u32, ib as u32));
-            for d in (0..rank).rev() {
-                index[d] += 1;
-                if index[d] < output_shape[d] {
-                    break;
-                }
-                index[d] = 0;
-            }
-        }
         Ok(Self {
+            strides_a: strides(&sa),
+            strides_b: strides(&sb),
             output_shape,
-            pairs,
         })
     }
 
     pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.pairs.iter().map(|&(a, b)| (a as usize, b as usize))
+        let total: usize = self.output_shape.iter().product();
+        let rank = self.output_shape.len();
+        let mut index = vec![0usize; rank];
+        let (mut ia, mut ib) = (0usize, 0usize);
+        (0..total).map(move |n| {
+            if n > 0 {
+                // Advance the multi-index like an odometer, updating both offsets.
+                for d in (0..rank).rev() {
+                    index[d] += 1;
+                    ia += self.strides_a[d];
+                    ib += self.strides_b[d];
+                    if index[d] < self.output_shape[d] {
+                        break;
+                    }
+                    ia -= self.strides_a[d] * index[d];
+                    ib -= self.strides_b[d] * index[d];
+                    index[d] = 0;
+                }
+            }
+            (ia, ib)
+        })
     }
 }
 
@@ -193,7 +197,7 @@ impl AddSubParams {
         };
         let scale = |value: i32, offset: i32, m: QuantizedMultiplier| {
             multiply_by_quantized_multiplier_smaller_than_one(
-                (value + offset) * (1 << LEFT_SHIFT),
+                value.wrapping_add(offset).wrapping_mul(1 << LEFT_SHIFT),
                 m,
             )
         };

@@ -3,6 +3,7 @@
 
 use kiln_tflite::TensorType;
 
+use super::quant::checked_zero_point;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::as_f32_mut;
@@ -42,8 +43,8 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
             } else {
                 q.zero_point
                     .iter()
-                    .map(|&z| i32::try_from(z).unwrap_or(0))
-                    .collect()
+                    .map(|&z| checked_zero_point(prep, input, z))
+                    .collect::<Result<_, _>>()?
             };
             let inner = if q.scale.len() > 1 {
                 let axis = usize::try_from(q.quantized_dimension)

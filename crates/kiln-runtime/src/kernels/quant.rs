@@ -71,7 +71,8 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 
 /// gemmlowp's RoundingDivideByPOT: x / 2^exponent rounded half away from zero.
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
-    debug_assert!((0..=31).contains(&exponent));
+    // Valid models keep exponents in 0..=31; a corrupt file's absurd scale is clamped rather
+    // than allowed to overflow the shift.
     let exponent = exponent.clamp(0, 31);
     let mask = ((1i64 << exponent) - 1) as i32;
     let remainder = x & mask;
@@ -81,10 +82,13 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
 
 /// TFLite's MultiplyByQuantizedMultiplier (double rounding): x × M.
 pub fn multiply_by_quantized_multiplier(x: i32, m: QuantizedMultiplier) -> i32 {
-    let left_shift = m.shift.max(0);
+    let left_shift = m.shift.clamp(0, 31);
     let right_shift = (-m.shift).max(0);
     rounding_divide_by_pot(
-        saturating_rounding_doubling_high_mul(x.wrapping_mul(1 << left_shift), m.multiplier),
+        saturating_rounding_doubling_high_mul(
+            x.wrapping_mul(1i32.wrapping_shl(left_shift as u32)),
+            m.multiplier,
+        ),
         right_shift,
     )
 }
@@ -123,14 +127,25 @@ pub fn per_tensor(prep: &Prep<'_>, tensor: &TensorInfo) -> Result<(f32, i32), Ru
             q.scale.len()
         )));
     }
-    let zero_point = q.zero_point.first().copied().unwrap_or(0);
-    let zero_point = i32::try_from(zero_point).map_err(|_| {
-        prep.bad(&format!(
-            "tensor '{}' zero point {zero_point} out of range",
-            tensor.name
-        ))
-    })?;
+    let zero_point = checked_zero_point(prep, tensor, q.zero_point.first().copied().unwrap_or(0))?;
     Ok((q.scale[0], zero_point))
+}
+
+/// A zero point, checked to lie in its tensor type's range (as TFLite requires), so the
+/// integer arithmetic built on it cannot overflow.
+pub fn checked_zero_point(
+    prep: &Prep<'_>,
+    tensor: &TensorInfo,
+    zero_point: i64,
+) -> Result<i32, RuntimeError> {
+    let (lo, hi) = type_range(tensor.dtype).unwrap_or((i32::MIN, i32::MAX));
+    match i32::try_from(zero_point) {
+        Ok(z) if (lo..=hi).contains(&z) => Ok(z),
+        _ => Err(prep.bad(&format!(
+            "tensor '{}' ({}) has zero point {zero_point}, outside the type's range {lo}..={hi}",
+            tensor.name, tensor.dtype
+        ))),
+    }
 }
 
 /// The clamp a fused activation becomes in the quantized domain of the output
@@ -212,8 +227,7 @@ pub fn filter_quantization(
             filter.name
         )));
     }
-    let zero_point =
-        i32::try_from(zero_point).map_err(|_| prep.bad("filter zero point out of range"))?;
+    let zero_point = checked_zero_point(prep, filter, zero_point)?;
     Ok(FilterQuantization { scales, zero_point })
 }
 
