@@ -36,8 +36,7 @@ fn output_names(interpreter: &Interpreter) -> Result<Vec<String>> {
 }
 
 pub fn run(model_path: &Path, input_path: &Path, output_path: &Path) -> Result<()> {
-    let mut interpreter = Interpreter::from_file(model_path)
-        .with_context(|| format!("cannot load {}", model_path.display()))?;
+    let mut interpreter = crate::model_file::interpreter(model_path)?;
     let inputs: Vec<NpyArray> = if is_npz(input_path) {
         read_npz(input_path)?.into_iter().map(|(_, a)| a).collect()
     } else {

@@ -9,7 +9,7 @@ use kiln_tflite::Model;
 use serde_json::{Value, json};
 
 pub fn run(path: &Path, as_json: bool) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::model_file::map(path)?;
     let file_bytes = bytes.len();
     let model =
         Model::from_bytes(bytes).with_context(|| format!("cannot read {}", path.display()))?;

@@ -1,9 +1,11 @@
 //! The `pipeline` command's library: config, stages, verification, reports and numeric I/O.
 //! The binary (`main.rs`) only parses arguments and reports errors.
 
+pub mod bench;
 pub mod config;
 pub mod infer;
 pub mod inspect;
+pub mod model_file;
 pub mod npy;
 pub mod recipe;
 pub mod report;

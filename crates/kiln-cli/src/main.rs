@@ -1,6 +1,6 @@
 //! `pipeline`: Kiln's command line.
 
-use kiln_cli::{infer, inspect, run};
+use kiln_cli::{bench, infer, inspect, run};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,6 +45,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time kiln-runtime on a .tflite: p50/p90 latency over repeated invokes, arena bytes.
+    Bench {
+        model: PathBuf,
+        /// Timed invokes (after a warm-up of a tenth as many).
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +81,7 @@ fn main() -> ExitCode {
             output,
         } => infer::run(&model, &input, &output),
         Command::Inspect { model, json } => inspect::run(&model, json),
+        Command::Bench { model, runs, json } => bench::run(&model, runs, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use kiln_data::ImageDataset;
-use kiln_runtime::Interpreter;
 use kiln_train::argmax_rows;
 
 pub struct Verified {
@@ -22,8 +21,7 @@ pub fn verify_variant(
     reference_logits: &[f32],
     latency_runs: usize,
 ) -> Result<Verified> {
-    let mut interpreter = Interpreter::from_file(path)
-        .with_context(|| format!("kiln-runtime cannot load {}", path.display()))?;
+    let mut interpreter = crate::model_file::interpreter(path)?;
     let classes = test.class_names.len();
     let mut logits = Vec::with_capacity(test.len() * classes);
     let mut latencies = Vec::with_capacity(test.len());

@@ -47,6 +47,16 @@ impl Interpreter {
         Self::new(Model::from_bytes(bytes)?)
     }
 
+    /// Loads from shared bytes (e.g. a memory map): constant weights stay in those bytes.
+    pub fn from_shared(bytes: SharedBytes) -> Result<Self, RuntimeError> {
+        Self::new(Model::from_bytes(bytes)?)
+    }
+
+    /// Whether constant tensor `t`'s data is borrowed from the model's bytes (not copied).
+    pub fn constant_is_borrowed(&self, t: usize) -> bool {
+        matches!(self.storage.get(t), Some(Storage::Borrowed(_)))
+    }
+
     pub fn new(model: Model) -> Result<Self, RuntimeError> {
         validate(&model)?;
         let subgraph = &model.subgraphs[0];

@@ -1,6 +1,6 @@
 //! Typed views over raw tensor bytes, and the static facts about each tensor the kernels use.
 
-use kiln_tflite::{Quantization, TensorType};
+use kiln_tflite::{Quantization, Sparsity, TensorType};
 
 /// What a kernel knows about a tensor besides its data.
 #[derive(Clone, Debug)]
@@ -11,6 +11,8 @@ pub struct TensorInfo {
     pub quantization: Option<Quantization>,
     /// Constant data stored in a sparse format (only DENSIFY reads it).
     pub sparse: bool,
+    /// The sparse format's parameters, when `sparse`.
+    pub sparsity: Option<Sparsity>,
 }
 
 impl TensorInfo {
@@ -55,7 +57,8 @@ pub fn as_i32(bytes: &[u8]) -> &[i32] {
     ints
 }
 
-/// Whether a slice can be viewed as 4-byte elements in place.
+/// Whether constant data can be read in place: kernels view it as 4-byte elements (f32/i32;
+/// wider types are read byte-wise), so 4-byte alignment is what matters.
 pub fn is_aligned_for_words(bytes: &[u8]) -> bool {
-    (bytes.as_ptr() as usize).is_multiple_of(16)
+    (bytes.as_ptr() as usize).is_multiple_of(4)
 }
