@@ -15,35 +15,7 @@ use kiln_tflite::TensorType;
 use serde_json::Value;
 use support::*;
 
-const NOT_YET_SUPPORTED: &[&str] = &[
-    "activations_f32",
-    "activations_int8",
-    "binary_f32",
-    "binary_int8",
-    "conv_int8",
-    "depth_to_space_f32",
-    "depth_to_space_int8",
-    "depthwise_f32",
-    "depthwise_int8",
-    "dynamic_shape_squeeze_f32",
-    "dynamic_shape_squeeze_int8",
-    "fc_f32",
-    "fc_int8",
-    "fc_int8_per_tensor",
-    "hybrid_dynamic_range",
-    "pool_pad_mean_f32",
-    "pool_pad_mean_int8",
-    "resize_bilinear_f32",
-    "resize_bilinear_int8",
-    "smallnet_float16",
-    "smallnet_int8_float_io",
-    "smallnet_uint8_io",
-    "sparse_block_fc_f32",
-    "sparse_densify_f32",
-    "sparse_densify_int8",
-    "tensor_ops_f32",
-    "tensor_ops_int8",
-];
+const NOT_YET_SUPPORTED: &[&str] = &["sparse_block_fc_f32"];
 
 fn arrays(path: &Path) -> Vec<NpyArray> {
     if path.extension().is_some_and(|e| e == "npz") {
@@ -187,4 +159,43 @@ fn converter_fixtures_match_litert() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Rewrites the first operator code of a fixture, writes the file, and returns `pipeline
+/// infer`'s stderr (which must be a failure).
+fn infer_with_opcode(builtin: kiln_tflite::BuiltinOp, version: i32, name: &str) -> String {
+    let root = repo_root().join("tests/fixtures/conv_f32");
+    let mut model = kiln_tflite::Model::read_file(&root.join("model.tflite")).unwrap();
+    model.operator_codes[0].builtin = builtin;
+    model.operator_codes[0].version = version;
+    let path = scratch_dir(name).join("model.tflite");
+    model.write_file(&path).unwrap();
+    let output = path.with_file_name("y.npz");
+    let out = pipeline(&[
+        "infer",
+        path.to_str().unwrap(),
+        "--input",
+        root.join("input.npy").to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{name}: must fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn unknown_operators_and_versions_are_named() {
+    let stderr = infer_with_opcode(kiln_tflite::BuiltinOp(126), 1, "unknown-op");
+    assert!(
+        stderr.contains("BATCH_MATMUL") && stderr.contains("version 1"),
+        "{stderr}"
+    );
+    let stderr = infer_with_opcode(kiln_tflite::BuiltinOp::CONV_2D, 99, "unknown-version");
+    assert!(
+        stderr.contains("CONV_2D") && stderr.contains("version 99"),
+        "{stderr}"
+    );
+    let stderr = infer_with_opcode(kiln_tflite::BuiltinOp(5000), 1, "undefined-op");
+    assert!(stderr.contains("BUILTIN_5000"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
 }

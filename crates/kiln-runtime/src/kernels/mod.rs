@@ -4,20 +4,40 @@
 mod add;
 mod average_pool_2d;
 mod binary;
+mod concatenation;
 mod conv_2d;
+mod densify;
+mod depth_to_space;
 mod depthwise_conv_2d;
 mod dequantize;
 mod dot;
 mod fully_connected;
 mod fused_activation;
+mod hard_swish;
+mod layout;
+mod leaky_relu;
+mod logistic;
+mod lut;
 mod max_pool_2d;
+mod mean;
 mod mul;
+mod pack;
+mod pad;
+mod padv2;
 mod pooling;
+mod prelu;
 pub mod quant;
 mod quantize;
+mod relu;
 mod reshape;
+mod resize_bilinear;
 mod shape;
+mod softmax;
+mod squeeze;
+mod strided_slice;
 mod sub;
+mod tanh;
+mod transpose;
 
 use std::cell::RefCell;
 
@@ -107,13 +127,115 @@ const REGISTRY: &[Registration] = &[
     },
     Registration {
         op: BuiltinOp::RESHAPE,
-        max_version: 3,
+        max_version: 1,
         prepare: reshape::prepare,
     },
     Registration {
         op: BuiltinOp::SHAPE,
         max_version: 1,
         prepare: shape::prepare,
+    },
+    // Data-movement operators.
+    Registration {
+        op: BuiltinOp::SQUEEZE,
+        max_version: 2,
+        prepare: squeeze::prepare,
+    },
+    Registration {
+        op: BuiltinOp::TRANSPOSE,
+        max_version: 9,
+        prepare: transpose::prepare,
+    },
+    Registration {
+        op: BuiltinOp::STRIDED_SLICE,
+        max_version: 8,
+        prepare: strided_slice::prepare,
+    },
+    Registration {
+        op: BuiltinOp::PACK,
+        max_version: 5,
+        prepare: pack::prepare,
+    },
+    Registration {
+        op: BuiltinOp::CONCATENATION,
+        max_version: 7,
+        prepare: concatenation::prepare,
+    },
+    Registration {
+        op: BuiltinOp::PAD,
+        max_version: 6,
+        prepare: pad::prepare,
+    },
+    Registration {
+        op: BuiltinOp::PADV2,
+        max_version: 6,
+        prepare: padv2::prepare,
+    },
+    Registration {
+        op: BuiltinOp::DEPTH_TO_SPACE,
+        max_version: 2,
+        prepare: depth_to_space::prepare,
+    },
+    Registration {
+        op: BuiltinOp::DENSIFY,
+        max_version: 1,
+        prepare: densify::prepare,
+    },
+    // Activations, SOFTMAX, MEAN and RESIZE_BILINEAR.
+    Registration {
+        op: BuiltinOp::HARD_SWISH,
+        max_version: 1,
+        prepare: hard_swish::prepare,
+    },
+    Registration {
+        op: BuiltinOp::LEAKY_RELU,
+        max_version: 2,
+        prepare: leaky_relu::prepare,
+    },
+    Registration {
+        op: BuiltinOp::LOGISTIC,
+        max_version: 3,
+        prepare: logistic::prepare,
+    },
+    Registration {
+        op: BuiltinOp::MEAN,
+        max_version: 3,
+        prepare: mean::prepare,
+    },
+    Registration {
+        op: BuiltinOp::PRELU,
+        max_version: 1,
+        prepare: prelu::prepare,
+    },
+    Registration {
+        op: BuiltinOp::RELU,
+        max_version: 3,
+        prepare: relu::prepare_relu,
+    },
+    Registration {
+        op: BuiltinOp::RELU6,
+        max_version: 3,
+        prepare: relu::prepare_relu6,
+    },
+    Registration {
+        op: BuiltinOp::RELU_N1_TO_1,
+        max_version: 1,
+        prepare: relu::prepare_relu_n1_to_1,
+    },
+    Registration {
+        op: BuiltinOp::RESIZE_BILINEAR,
+        max_version: 4,
+        prepare: resize_bilinear::prepare,
+    },
+    Registration {
+        op: BuiltinOp::SOFTMAX,
+        max_version: 4,
+        prepare: softmax::prepare,
+    },
+    Registration {
+        op: BuiltinOp::TANH,
+        max_version: 3,
+        prepare: tanh::prepare,
     },
 ];
 
