@@ -1,10 +1,7 @@
 //! Files written by the official TFLite converter (tests/fixtures, made by TF 2.21) run
 //! through `pipeline infer` and match LiteRT 2.3.0: int8/uint8 bit-exact with the reference
 //! kernels, float32 (and float16 weights) within 1e-5 relative, dynamic-range within 5e-3.
-//!
-//! Fixtures whose operators kiln-runtime does not run yet are listed in `NOT_YET_SUPPORTED`:
-//! they must fail cleanly, with an error naming an operator. A listed fixture that starts
-//! passing fails the test, so the list only shrinks.
+//! Every fixture must pass.
 
 mod support;
 
@@ -14,8 +11,6 @@ use kiln_cli::npy::{NpyArray, read_npy, read_npz};
 use kiln_tflite::TensorType;
 use serde_json::Value;
 use support::*;
-
-const NOT_YET_SUPPORTED: &[&str] = &["sparse_block_fc_f32"];
 
 fn arrays(path: &Path) -> Vec<NpyArray> {
     if path.extension().is_some_and(|e| e == "npz") {
@@ -108,18 +103,9 @@ fn converter_fixtures_match_litert() {
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         assert!(!stderr.contains("panicked"), "{name}: panicked:\n{stderr}");
-        let expected_unsupported = NOT_YET_SUPPORTED.contains(&name);
         if !out.status.success() {
-            if expected_unsupported && stderr.contains("unsupported operator") {
-                continue;
-            }
             failures.push(format!("{name}: {stderr}"));
             continue;
-        }
-        if expected_unsupported {
-            failures.push(format!(
-                "{name}: now runs — remove it from NOT_YET_SUPPORTED"
-            ));
         }
         let kind = fixture["kind"].as_str().unwrap();
         let tolerance = fixture["tolerance"].as_str().unwrap();
@@ -153,6 +139,10 @@ fn converter_fixtures_match_litert() {
         }
     }
     eprintln!("{} fixtures pass: {}", passed.len(), passed.join(", "));
+    assert!(
+        passed.len() >= 28,
+        "expected all 28 converter fixtures to run"
+    );
     assert!(
         failures.is_empty(),
         "{} fixture problems:\n{}",

@@ -50,7 +50,7 @@ impl OpKernel for Densify {
 }
 
 /// The dense bytes of a sparse tensor of `shape` whose stored values are `values`.
-fn densify(
+pub(super) fn densify(
     sparsity: &Sparsity,
     shape: &[usize],
     elem: usize,

@@ -10,12 +10,14 @@
 
 use kiln_tflite::{BuiltinOptions, TensorType};
 
+use super::densify::densify;
 use super::dot::dot;
 use super::fused_activation::FloatClamp;
 use super::quant::{
     activation_range, filter_quantization, load_q, per_tensor, quantize_floats, store_q,
 };
 use super::{In, Kernel, OpKernel, Out, Prep};
+use crate::arena::AlignedBytes;
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
 
@@ -43,6 +45,8 @@ enum Arithmetic {
 
 #[derive(Debug)]
 struct FullyConnected {
+    /// Weights stored sparse in the file (FULLY_CONNECTED v8+), densified once at prepare.
+    dense_weights: Option<AlignedBytes>,
     batches: usize,
     in_features: usize,
     out_features: usize,
@@ -70,6 +74,24 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         )));
     }
     let batches = total / in_features;
+    let dense_weights = match &weights.sparsity {
+        Some(sparsity) => {
+            let element_size = weights.dtype.element_size().unwrap_or(1);
+            let values = prep.input_value(1).ok_or_else(|| {
+                prep.bad(&format!(
+                    "sparse weights '{}' must be a constant",
+                    weights.name
+                ))
+            })?;
+            let dense = densify(sparsity, &weights.shape, element_size, values)
+                .map_err(|e| prep.bad(&format!("sparse weights '{}': {e}", weights.name)))?;
+            let mut aligned = AlignedBytes::try_zeroed(dense.len())
+                .map_err(|_| prep.bad("cannot allocate the densified weights"))?;
+            aligned.as_mut_slice().copy_from_slice(&dense);
+            Some(aligned)
+        }
+        None => None,
+    };
     let bias = prep.optional_input(2);
     let check_bias = |dtype: TensorType| -> Result<(), RuntimeError> {
         if let Some(bias) = bias {
@@ -133,6 +155,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     };
     prep.set_output_shape(0, shape);
     Ok(Box::new(FullyConnected {
+        dense_weights,
         batches,
         in_features,
         out_features,
@@ -145,6 +168,12 @@ impl OpKernel for FullyConnected {
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let (Some(input), Some(weights)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
+        };
+        let weights = In {
+            data: self
+                .dense_weights
+                .as_ref()
+                .map_or(weights.data, AlignedBytes::as_slice),
         };
         let bias = if self.has_bias {
             inputs.get(2).and_then(Option::as_ref).map(|b| b.data)

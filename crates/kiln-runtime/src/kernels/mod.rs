@@ -277,14 +277,20 @@ pub fn prepare(
     let Some(registration) = REGISTRY.iter().find(|r| r.op == code.builtin) else {
         return Err(prep.unsupported("kiln-runtime does not implement this operator"));
     };
-    // Sparse constants are only meaningful to operators that decode them.
-    if code.builtin != BuiltinOp::DENSIFY
-        && let Some(sparse) = (0..op.inputs.len())
-            .filter_map(|i| prep.optional_input(i))
-            .find(|t| t.sparse)
+    // Sparse constants are only meaningful to operators that decode them: DENSIFY, and
+    // FULLY_CONNECTED's weights (input 1).
+    let reads_sparse = |slot: usize| match code.builtin {
+        BuiltinOp::DENSIFY => true,
+        BuiltinOp::FULLY_CONNECTED => slot == 1,
+        _ => false,
+    };
+    if let Some(sparse) = (0..op.inputs.len())
+        .filter(|&slot| !reads_sparse(slot))
+        .filter_map(|slot| prep.optional_input(slot))
+        .find(|t| t.sparse)
     {
         return Err(prep.unsupported(&format!(
-            "input '{}' is stored sparse; kiln-runtime reads sparse weights only through DENSIFY",
+            "input '{}' is stored sparse; only DENSIFY and FULLY_CONNECTED weights may be",
             sparse.name
         )));
     }
