@@ -323,30 +323,27 @@ impl Interpreter {
     pub fn invoke(&mut self) -> Result<(), RuntimeError> {
         let arena_ptr = self.arena.as_mut_slice().as_mut_ptr();
         let arena_len = self.arena.len();
+        // Reused across operators: no allocation per operator per invoke.
+        let mut inputs: Vec<Option<In<'_>>> = Vec::with_capacity(8);
+        let mut outputs: Vec<Out<'_>> = Vec::with_capacity(4);
         for step in &self.steps {
-            let inputs: Vec<Option<In<'_>>> = step
-                .inputs
-                .iter()
-                .map(|t| {
-                    t.map(|t| In {
-                        data: match &self.storage[t] {
-                            Storage::Borrowed(bytes) => bytes.as_slice(),
-                            Storage::Copied(bytes) => bytes.as_slice(),
-                            // SAFETY: in bounds (planned within the arena); the plan keeps tensors
-                            // live at the same step disjoint, and an operator's outputs are never its
-                            // inputs (validated), so no mutable slice below aliases this one.
-                            Storage::Arena { offset, len } => unsafe {
-                                std::slice::from_raw_parts(
-                                    arena_ptr.add(*offset).cast_const(),
-                                    *len,
-                                )
-                            },
-                            Storage::None => &[],
+            inputs.clear();
+            outputs.clear();
+            inputs.extend(step.inputs.iter().map(|t| {
+                t.map(|t| In {
+                    data: match &self.storage[t] {
+                        Storage::Borrowed(bytes) => bytes.as_slice(),
+                        Storage::Copied(bytes) => bytes.as_slice(),
+                        // SAFETY: in bounds (planned within the arena); the plan keeps tensors
+                        // live at the same step disjoint, and an operator's outputs are never its
+                        // inputs (validated), so no mutable slice below aliases this one.
+                        Storage::Arena { offset, len } => unsafe {
+                            std::slice::from_raw_parts(arena_ptr.add(*offset).cast_const(), *len)
                         },
-                    })
+                        Storage::None => &[],
+                    },
                 })
-                .collect();
-            let mut outputs: Vec<Out<'_>> = Vec::with_capacity(step.outputs.len());
+            }));
             for &t in &step.outputs {
                 let Storage::Arena { offset, len } = self.storage[t] else {
                     return Err(RuntimeError::InvalidModel(format!(

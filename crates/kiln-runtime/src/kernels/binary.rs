@@ -61,28 +61,60 @@ impl Broadcast {
         })
     }
 
-    pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let total: usize = self.output_shape.iter().product();
+    /// Calls `f(output index, a index, b index)` for every output element in order. The
+    /// innermost dimension runs as a tight loop; outer dimensions advance an odometer.
+    #[inline]
+    pub fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
         let rank = self.output_shape.len();
-        let mut index = vec![0usize; rank];
-        let (mut ia, mut ib) = (0usize, 0usize);
-        (0..total).map(move |n| {
-            if n > 0 {
-                // Advance the multi-index like an odometer, updating both offsets.
-                for d in (0..rank).rev() {
-                    index[d] += 1;
-                    ia += self.strides_a[d];
-                    ib += self.strides_b[d];
-                    if index[d] < self.output_shape[d] {
-                        break;
-                    }
-                    ia -= self.strides_a[d] * index[d];
-                    ib -= self.strides_b[d] * index[d];
-                    index[d] = 0;
-                }
+        let total: usize = self.output_shape.iter().product();
+        if total == 0 {
+            return;
+        }
+        if rank == 0 {
+            f(0, 0, 0);
+            return;
+        }
+        // No broadcasting on either side (the common case): one flat loop.
+        let contiguous = |strides: &[usize]| {
+            let mut step = 1;
+            strides
+                .iter()
+                .zip(&self.output_shape)
+                .rev()
+                .all(|(&s, &d)| {
+                    let ok = s == step || d == 1;
+                    step *= d;
+                    ok
+                })
+        };
+        if contiguous(&self.strides_a) && contiguous(&self.strides_b) {
+            for i in 0..total {
+                f(i, i, i);
             }
-            (ia, ib)
-        })
+            return;
+        }
+        let inner = self.output_shape[rank - 1];
+        let (step_a, step_b) = (self.strides_a[rank - 1], self.strides_b[rank - 1]);
+        let mut index = vec![0usize; rank - 1];
+        let (mut base_a, mut base_b) = (0usize, 0usize);
+        let mut o = 0;
+        for _ in 0..total / inner {
+            for k in 0..inner {
+                f(o + k, base_a + k * step_a, base_b + k * step_b);
+            }
+            o += inner;
+            for d in (0..rank - 1).rev() {
+                index[d] += 1;
+                base_a += self.strides_a[d];
+                base_b += self.strides_b[d];
+                if index[d] < self.output_shape[d] {
+                    break;
+                }
+                base_a -= self.strides_a[d] * index[d];
+                base_b -= self.strides_b[d] * index[d];
+                index[d] = 0;
+            }
+        }
     }
 }
 
@@ -99,9 +131,7 @@ pub fn eval_float(
     };
     let (a, b) = (as_f32(a.data), as_f32(b.data));
     let output = as_f32_mut(outputs[0].data);
-    for (o, (ia, ib)) in output.iter_mut().zip(broadcast.pairs()) {
-        *o = clamp.apply(f(a[ia], b[ib]));
-    }
+    broadcast.for_each(|o, ia, ib| output[o] = clamp.apply(f(a[ia], b[ib])));
 }
 
 /// Int32 element-wise kernel (shapes, indices): wrapping arithmetic, then the activation's
@@ -124,10 +154,11 @@ pub fn eval_int32(
             data[4 * i + 3],
         ])
     };
-    for (o, (ia, ib)) in broadcast.pairs().enumerate() {
+    let output = &mut *outputs[0].data;
+    broadcast.for_each(|o, ia, ib| {
         let value = f(read(a.data, ia), read(b.data, ib)).clamp(range.0, range.1);
-        outputs[0].data[4 * o..4 * o + 4].copy_from_slice(&value.to_le_bytes());
-    }
+        output[4 * o..4 * o + 4].copy_from_slice(&value.to_le_bytes());
+    });
 }
 
 /// The integer clamp of a fused activation on an INT32 output.
@@ -201,7 +232,8 @@ impl AddSubParams {
                 m,
             )
         };
-        for (o, (ia, ib)) in broadcast.pairs().enumerate() {
+        let output = &mut *outputs[0].data;
+        broadcast.for_each(|o, ia, ib| {
             let x = scale(
                 load_q(a.data, self.signed, ia),
                 self.input_offsets.0,
@@ -220,8 +252,8 @@ impl AddSubParams {
             let value =
                 multiply_by_quantized_multiplier_smaller_than_one(raw, self.output_multiplier)
                     .saturating_add(self.output_offset);
-            outputs[0].data[o] = value.clamp(self.range.0, self.range.1) as u8;
-        }
+            output[o] = value.clamp(self.range.0, self.range.1) as u8;
+        });
     }
 }
 

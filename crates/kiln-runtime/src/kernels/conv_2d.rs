@@ -6,7 +6,7 @@
 
 use kiln_tflite::{BuiltinOptions, Conv2DOptions, TensorType, window};
 
-use super::dot::dot;
+use super::dot::{dot, dot_q8};
 use super::fused_activation::FloatClamp;
 use super::quant::{
     QuantizedMultiplier, activation_range, filter_quantization, load_q,
@@ -325,11 +325,7 @@ impl Conv2D {
                             gathered = group;
                         }
                         let row = &filter[oc * patch_len..][..patch_len];
-                        let mut acc = 0i32;
-                        for (k, &x) in patch.iter().enumerate() {
-                            let w = load_q(row, filter_signed, k) + filter_offset;
-                            acc = acc.wrapping_add(w.wrapping_mul(x));
-                        }
+                        let acc = dot_q8(&patch, row, filter_signed, filter_offset);
                         finish(b, oc, acc, out_index);
                         out_index += 1;
                     }

@@ -139,37 +139,73 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
 }
 
 impl DepthwiseConv2D {
-    /// Calls `visit(b, index, oc, taps)` for every output element, where `taps` lists
-    /// (input element index, filter element index) of the taps inside the image.
-    fn for_each_output(&self, mut visit: impl FnMut(usize, usize, usize, &[(usize, usize)])) {
+    /// For every output pixel: `acc` (one slot per output channel) receives
+    /// Σ over the filter taps inside the image of input[channel] × filter[tap, out channel],
+    /// taps in (ky, kx) order as TFLite sums them; then `finish(batch, pixel index, acc)`.
+    fn convolve<T>(&self, input: &[T], filter: &[T], mut finish: impl FnMut(usize, usize, &[T]))
+    where
+        T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<Output = T>,
+    {
         let g = &self.geometry;
-        let mut taps = Vec::with_capacity(g.filter_h * g.filter_w);
-        let mut index = 0;
+        let (in_c, out_c, multiplier) = (g.in_c, g.out_c, self.multiplier);
+        let mut acc = vec![T::default(); out_c];
+        let mut pixel = 0;
         for b in 0..g.batches {
             for oy in 0..g.out_h {
                 for ox in 0..g.out_w {
-                    for ic in 0..g.in_c {
-                        for m in 0..self.multiplier {
-                            let oc = ic * self.multiplier + m;
-                            taps.clear();
-                            for ky in 0..g.filter_h {
-                                for kx in 0..g.filter_w {
-                                    if let Some((iy, ix)) = g.tap(oy, ox, ky, kx) {
-                                        let input_index =
-                                            ((b * g.in_h + iy) * g.in_w + ix) * g.in_c + ic;
-                                        let filter_index = (ky * g.filter_w + kx) * g.out_c + oc;
-                                        taps.push((input_index, filter_index));
+                    acc.fill(T::default());
+                    for ky in 0..g.filter_h {
+                        for kx in 0..g.filter_w {
+                            let Some((iy, ix)) = g.tap(oy, ox, ky, kx) else {
+                                continue;
+                            };
+                            let x = &input[((b * g.in_h + iy) * g.in_w + ix) * in_c..][..in_c];
+                            let w = &filter[(ky * g.filter_w + kx) * out_c..][..out_c];
+                            if multiplier == 1 {
+                                for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+                                    *a = *a + xv * wv;
+                                }
+                            } else {
+                                for (ic, &xv) in x.iter().enumerate() {
+                                    let lanes = ic * multiplier..(ic + 1) * multiplier;
+                                    for (a, &wv) in acc[lanes.clone()].iter_mut().zip(&w[lanes]) {
+                                        *a = *a + xv * wv;
                                     }
                                 }
                             }
-                            visit(b, index, oc, &taps);
-                            index += 1;
                         }
                     }
+                    finish(b, pixel, &acc);
+                    pixel += 1;
                 }
             }
         }
     }
+}
+
+/// Wrapping i32 so the integer paths share `convolve` with floats without overflow panics
+/// (TFLite's int32 accumulators wrap too).
+#[derive(Clone, Copy, Default)]
+struct Wrapping(i32);
+
+impl std::ops::Add for Wrapping {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self(self.0.wrapping_add(other.0))
+    }
+}
+
+impl std::ops::Mul for Wrapping {
+    type Output = Self;
+    fn mul(self, other: Self) -> Self {
+        Self(self.0.wrapping_mul(other.0))
+    }
+}
+
+fn widen(data: &[u8], signed: bool, offset: i32) -> Vec<Wrapping> {
+    (0..data.len())
+        .map(|i| Wrapping(load_q(data, signed, i) + offset))
+        .collect()
 }
 
 impl OpKernel for DepthwiseConv2D {
@@ -182,14 +218,15 @@ impl OpKernel for DepthwiseConv2D {
         } else {
             None
         };
+        let out_c = self.geometry.out_c;
         match &self.arithmetic {
             Arithmetic::Float { clamp } => {
-                let (input, filter) = (as_f32(input.data), as_f32(filter.data));
                 let bias = bias.map(as_f32);
                 let output = as_f32_mut(outputs[0].data);
-                self.for_each_output(|_, index, oc, taps| {
-                    let acc: f32 = taps.iter().map(|&(i, f)| input[i] * filter[f]).sum();
-                    output[index] = clamp.apply(acc + bias.map_or(0.0, |b| b[oc]));
+                self.convolve(as_f32(input.data), as_f32(filter.data), |_, pixel, acc| {
+                    for (oc, &a) in acc.iter().enumerate() {
+                        output[pixel * out_c + oc] = clamp.apply(a + bias.map_or(0.0, |b| b[oc]));
+                    }
                 });
             }
             Arithmetic::Quantized {
@@ -203,17 +240,15 @@ impl OpKernel for DepthwiseConv2D {
             } => {
                 let bias = bias.map(as_i32);
                 let output = &mut *outputs[0].data;
-                self.for_each_output(|_, index, oc, taps| {
-                    let mut acc = 0i32;
-                    for &(i, f) in taps {
-                        let x = load_q(input.data, *input_signed, i) + input_offset;
-                        let w = load_q(filter.data, *filter_signed, f) + filter_offset;
-                        acc = acc.wrapping_add(w.wrapping_mul(x));
+                let x = widen(input.data, *input_signed, *input_offset);
+                let w = widen(filter.data, *filter_signed, *filter_offset);
+                self.convolve(&x, &w, |_, pixel, acc| {
+                    for (oc, a) in acc.iter().enumerate() {
+                        let a = a.0.wrapping_add(bias.map_or(0, |b| b[oc]));
+                        let value = multiply_by_quantized_multiplier(a, multipliers[oc])
+                            .saturating_add(*output_offset);
+                        store_q(output, pixel * out_c + oc, value.clamp(range.0, range.1));
                     }
-                    let acc = acc.wrapping_add(bias.map_or(0, |b| b[oc]));
-                    let value = multiply_by_quantized_multiplier(acc, multipliers[oc])
-                        .saturating_add(*output_offset);
-                    store_q(output, index, value.clamp(range.0, range.1));
                 });
             }
             Arithmetic::Hybrid {
@@ -233,17 +268,16 @@ impl OpKernel for DepthwiseConv2D {
                     q.iter_mut().for_each(|v| *v -= zero_point);
                     input_scales[b] = scale;
                 }
+                let x: Vec<Wrapping> = quantized.into_iter().map(Wrapping).collect();
+                let w = widen(filter.data, true, 0);
                 let bias = bias.map(as_f32);
                 let output = as_f32_mut(outputs[0].data);
-                self.for_each_output(|b, index, oc, taps| {
-                    let mut acc = 0i32;
-                    for &(i, f) in taps {
-                        acc = acc
-                            .wrapping_add(load_q(filter.data, true, f).wrapping_mul(quantized[i]));
+                self.convolve(&x, &w, |b, pixel, acc| {
+                    for (oc, a) in acc.iter().enumerate() {
+                        let value = a.0 as f32 * input_scales[b] * filter_scales[oc]
+                            + bias.map_or(0.0, |b| b[oc]);
+                        output[pixel * out_c + oc] = clamp.apply(value);
                     }
-                    let value = acc as f32 * input_scales[b] * filter_scales[oc]
-                        + bias.map_or(0.0, |b| b[oc]);
-                    output[index] = clamp.apply(value);
                 });
             }
         }

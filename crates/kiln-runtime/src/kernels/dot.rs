@@ -29,3 +29,69 @@ mod tests {
         assert!((super::dot(&a, &b) - naive).abs() < 1e-4);
     }
 }
+
+/// Σ (w[k] + weight_offset) × x[k] over 8-bit weights (int8 when `signed`, else uint8) and
+/// i32 activations, with wrapping arithmetic like TFLite's int32 accumulators. The offset is
+/// applied once through Σx so the inner loops stay branch-free and vectorise.
+pub fn dot_q8(x: &[i32], weights: &[u8], signed: bool, weight_offset: i32) -> i32 {
+    let n = x.len().min(weights.len());
+    let (x, weights) = (&x[..n], &weights[..n]);
+    let mut acc = [0i32; 8];
+    let mut xs = x.chunks_exact(8);
+    let mut ws = weights.chunks_exact(8);
+    if signed {
+        for (cx, cw) in (&mut xs).zip(&mut ws) {
+            for k in 0..8 {
+                acc[k] = acc[k].wrapping_add(i32::from(cw[k] as i8).wrapping_mul(cx[k]));
+            }
+        }
+    } else {
+        for (cx, cw) in (&mut xs).zip(&mut ws) {
+            for k in 0..8 {
+                acc[k] = acc[k].wrapping_add(i32::from(cw[k]).wrapping_mul(cx[k]));
+            }
+        }
+    }
+    let mut sum = acc.iter().fold(0i32, |s, &a| s.wrapping_add(a));
+    for (&v, &w) in xs.remainder().iter().zip(ws.remainder()) {
+        let w = if signed {
+            i32::from(w as i8)
+        } else {
+            i32::from(w)
+        };
+        sum = sum.wrapping_add(w.wrapping_mul(v));
+    }
+    if weight_offset != 0 {
+        let total = x.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+        sum = sum.wrapping_add(weight_offset.wrapping_mul(total));
+    }
+    sum
+}
+
+#[cfg(test)]
+mod q8_tests {
+    #[test]
+    fn matches_naive_sum_for_both_signs_and_offsets() {
+        let x: Vec<i32> = (0..37).map(|i| i * 7 - 100).collect();
+        let w: Vec<u8> = (0..37).map(|i| (i * 53 % 256) as u8).collect();
+        for (signed, offset) in [(true, 0), (false, -128), (false, 0), (true, 3)] {
+            let naive: i32 = x
+                .iter()
+                .zip(&w)
+                .map(|(&v, &b)| {
+                    (if signed {
+                        i32::from(b as i8)
+                    } else {
+                        i32::from(b)
+                    } + offset)
+                        * v
+                })
+                .sum();
+            assert_eq!(
+                super::dot_q8(&x, &w, signed, offset),
+                naive,
+                "signed {signed} offset {offset}"
+            );
+        }
+    }
+}

@@ -11,7 +11,7 @@
 use kiln_tflite::{BuiltinOptions, TensorType};
 
 use super::densify::densify;
-use super::dot::dot;
+use super::dot::{dot, dot_q8};
 use super::fused_activation::FloatClamp;
 use super::quant::{
     activation_range, filter_quantization, load_q, per_tensor, quantize_floats, store_q,
@@ -212,12 +212,12 @@ impl OpKernel for FullyConnected {
                         *x = load_q(input.data, *input_signed, b * n_in + k) + input_offset;
                     }
                     for o in 0..n_out {
-                        let mut acc = 0i32;
-                        for (k, &x) in row.iter().enumerate() {
-                            let w =
-                                load_q(weights.data, *weight_signed, o * n_in + k) + weight_offset;
-                            acc = acc.wrapping_add(w.wrapping_mul(x));
-                        }
+                        let acc = dot_q8(
+                            &row,
+                            &weights.data[o * n_in..][..n_in],
+                            *weight_signed,
+                            *weight_offset,
+                        );
                         let acc = acc.wrapping_add(bias.map_or(0, |bias| bias[o]));
                         // f64::round rounds half away from zero, like C's round().
                         let scaled = (f64::from(acc) * output_scales[o]).round() as i32;
@@ -238,14 +238,9 @@ impl OpKernel for FullyConnected {
                 for b in 0..self.batches {
                     let (scale, zero_point) =
                         quantize_floats(&input[b * n_in..][..n_in], *asymmetric_inputs, &mut row);
+                    row.iter_mut().for_each(|x| *x -= zero_point);
                     for o in 0..n_out {
-                        let mut acc = 0i32;
-                        for (k, &x) in row.iter().enumerate() {
-                            acc = acc.wrapping_add(
-                                load_q(weights.data, true, o * n_in + k)
-                                    .wrapping_mul(x - zero_point),
-                            );
-                        }
+                        let acc = dot_q8(&row, &weights.data[o * n_in..][..n_in], true, 0);
                         let value = bias.map_or(0.0, |bias| bias[o])
                             + acc as f32 * scale * weight_scales[o];
                         output[b * n_out + o] = clamp.apply(value);

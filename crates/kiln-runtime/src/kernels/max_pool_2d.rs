@@ -58,3 +58,45 @@ impl OpKernel for MaxPool2D {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::{BuiltinOptions, Padding, Pool2DOptions, TensorType};
+
+    use super::super::layout::testing::{run, tensor};
+    use super::*;
+
+    /// Fuzzer finding: a filter of i32::MAX × i32::MAX made the window buffer ask for
+    /// 2^62 cells (a multi-exabyte allocation that aborts). With SAME padding the window simply
+    /// covers the whole input, as in TFLite.
+    #[test]
+    fn a_filter_larger_than_the_input_covers_the_input() {
+        let options = Pool2DOptions {
+            padding: Padding::Same,
+            stride_w: 1,
+            stride_h: 1,
+            filter_w: i32::MAX,
+            filter_h: i32::MAX,
+            ..Pool2DOptions::default()
+        };
+        let input: Vec<u8> = [1.0f32, 4.0, -2.0, 3.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let out = run(
+            prepare,
+            BuiltinOptions::Pool2D(options),
+            vec![Some(tensor(TensorType::Float32, &[1, 2, 2, 1]))],
+            tensor(TensorType::Float32, &[]),
+            &[&input],
+        )
+        .expect("prepares");
+        assert_eq!(out.shape, [1, 2, 2, 1]);
+        let values: Vec<f32> = out
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(values, [4.0; 4]);
+    }
+}

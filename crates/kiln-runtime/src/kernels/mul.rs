@@ -85,13 +85,14 @@ impl OpKernel for Mul {
                 let (Some(a), Some(b)) = (&inputs[0], &inputs[1]) else {
                     unreachable!("prepared")
                 };
-                for (o, (ia, ib)) in self.broadcast.pairs().enumerate() {
+                let output = &mut *outputs[0].data;
+                self.broadcast.for_each(|o, ia, ib| {
                     let x = load_q(a.data, *signed, ia) + input_offsets.0;
                     let y = load_q(b.data, *signed, ib) + input_offsets.1;
                     let value = multiply_by_quantized_multiplier(x * y, *multiplier)
                         .saturating_add(*output_offset);
-                    outputs[0].data[o] = value.clamp(range.0, range.1) as u8;
-                }
+                    output[o] = value.clamp(range.0, range.1) as u8;
+                });
             }
         }
     }

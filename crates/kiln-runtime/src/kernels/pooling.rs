@@ -97,7 +97,10 @@ impl PoolGeometry {
     /// Calls `visit(output pixel index, input pixel indices of its window)` for every output
     /// pixel; indices count pixels (multiply by `channels` for elements).
     pub fn for_each_window(&self, mut visit: impl FnMut(usize, &[usize])) {
-        let mut cells = Vec::with_capacity(self.filter.0 * self.filter.1);
+        // A window never holds more cells than the input plane, whatever the (file-given)
+        // filter size: sizing by the filter alone lets a corrupt one request exabytes.
+        let mut cells =
+            Vec::with_capacity(self.filter.0.min(self.in_h) * self.filter.1.min(self.in_w));
         let mut pixel = 0;
         for b in 0..self.batches {
             for oy in 0..self.out_h {
