@@ -153,30 +153,46 @@ impl Interpreter {
             .collect();
         let index = |t: i32| usize::try_from(t).ok();
         let mut steps = Vec::with_capacity(subgraph.operators.len());
+        let mut folded_outputs = Vec::new();
         for (op_index, op) in subgraph.operators.iter().enumerate() {
             let code = model
                 .opcode_of(op)
                 .ok_or_else(|| RuntimeError::InvalidModel("bad opcode".into()))?;
             let prepared = kernels::prepare(op_index, code, op, &self.tensors, &values)?;
+            // An operator whose every output is known at prepare (SHAPE and the integer ops
+            // that follow it, DENSIFY) is folded: its outputs become constants and it never
+            // runs — as TFLite evaluates such operators only once.
+            let folded =
+                !prepared.outputs.is_empty() && prepared.outputs.iter().all(|o| o.value.is_some());
             for (&t, out) in op.outputs.iter().zip(prepared.outputs) {
                 let Some(t) = index(t) else { continue };
                 if let Some(shape) = out.shape {
                     self.tensors[t].shape = shape;
                 }
                 if let Some(value) = out.value {
+                    if folded {
+                        folded_outputs.push((t, aligned_copy(&value)?));
+                    }
                     values[t] = Some(value);
                 }
             }
-            steps.push(Step {
-                kernel: prepared.kernel,
-                inputs: op.inputs.iter().map(|&t| index(t)).collect(),
-                outputs: op.outputs.iter().filter_map(|&t| index(t)).collect(),
-            });
+            if !folded {
+                steps.push(Step {
+                    kernel: prepared.kernel,
+                    inputs: op.inputs.iter().map(|&t| index(t)).collect(),
+                    outputs: op.outputs.iter().filter_map(|&t| index(t)).collect(),
+                });
+            }
         }
-        for storage in self.storage.iter_mut() {
-            if matches!(storage, Storage::Arena { .. }) {
+        // Tensors without file data get their storage anew: arena ranges and folded values
+        // both depend on the shapes just prepared.
+        for (t, storage) in self.storage.iter_mut().enumerate() {
+            if model.tensor_data(&subgraph.tensors[t]).is_empty() {
                 *storage = Storage::None;
             }
+        }
+        for (t, bytes) in folded_outputs {
+            self.storage[t] = Storage::Copied(bytes);
         }
         let lifetimes = lifetimes(
             &self.tensors,
@@ -359,6 +375,17 @@ impl Interpreter {
         }
         Ok(())
     }
+}
+
+fn aligned_copy(bytes: &[u8]) -> Result<AlignedBytes, RuntimeError> {
+    let mut copy = AlignedBytes::try_zeroed(bytes.len()).map_err(|_| {
+        RuntimeError::InvalidModel(format!(
+            "cannot allocate {} bytes for a folded tensor",
+            bytes.len()
+        ))
+    })?;
+    copy.as_mut_slice().copy_from_slice(bytes);
+    Ok(copy)
 }
 
 /// The steps during which each non-constant tensor must keep its value. Step 0 is the first

@@ -6,7 +6,7 @@
 
 use kiln_tflite::{BuiltinOptions, Conv2DOptions, TensorType, window};
 
-use super::dot::{dot, dot_q8};
+use super::dot::{dot, dot_i32};
 use super::fused_activation::FloatClamp;
 use super::quant::{
     QuantizedMultiplier, activation_range, filter_quantization, load_q,
@@ -312,6 +312,10 @@ impl Conv2D {
         let patch_len = g.filter_h * g.filter_w * self.group_c;
         let outputs_per_group = g.out_c / self.groups();
         let mut patch = vec![0i32; patch_len];
+        // Every weight is reused at each output pixel: widen the filter once.
+        let filter: Vec<i32> = (0..filter.len())
+            .map(|i| load_q(filter, filter_signed, i) + filter_offset)
+            .collect();
         let mut out_index = 0;
         for b in 0..g.batches {
             let image = image_of(b);
@@ -324,8 +328,7 @@ impl Conv2D {
                             self.gather(&image, oy, ox, group, &mut patch);
                             gathered = group;
                         }
-                        let row = &filter[oc * patch_len..][..patch_len];
-                        let acc = dot_q8(&patch, row, filter_signed, filter_offset);
+                        let acc = dot_i32(&patch, &filter[oc * patch_len..][..patch_len]);
                         finish(b, oc, acc, out_index);
                         out_index += 1;
                     }

@@ -1,5 +1,5 @@
 //! DENSIFY: expands a constant stored sparse (TACO format) into a dense tensor, once, at
-//! prepare time; eval copies the result. FLOAT32, FLOAT16, INT8 — TFLite's list.
+//! prepare time; the interpreter then folds the operator into that constant. FLOAT32, FLOAT16, INT8 — TFLite's list.
 //!
 //! The format (TFLite's `internal::sparsity::FormatConverter`): a tensor of rank n may be cut
 //! into blocks along the dimensions in `block_map` (ascending), adding k block dimensions.
@@ -40,6 +40,8 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     let dense = densify(sparsity, &input.shape, elem, values)
         .map_err(|e| prep.bad(&format!("sparse tensor '{}': {e}", input.name)))?;
     prep.set_output_shape(0, input.shape.clone());
+    // The dense value is known now: the interpreter folds this operator into a constant.
+    prep.set_output_value(0, dense.clone());
     Ok(Box::new(Densify { dense }))
 }
 

@@ -149,6 +149,8 @@ impl DepthwiseConv2D {
         let g = &self.geometry;
         let (in_c, out_c, multiplier) = (g.in_c, g.out_c, self.multiplier);
         let mut acc = vec![T::default(); out_c];
+        // Output channel oc reads input channel oc / multiplier.
+        let input_channel: Vec<usize> = (0..out_c).map(|oc| oc / multiplier).collect();
         let mut pixel = 0;
         for b in 0..g.batches {
             for oy in 0..g.out_h {
@@ -166,11 +168,8 @@ impl DepthwiseConv2D {
                                     *a = *a + xv * wv;
                                 }
                             } else {
-                                for (ic, &xv) in x.iter().enumerate() {
-                                    let lanes = ic * multiplier..(ic + 1) * multiplier;
-                                    for (a, &wv) in acc[lanes.clone()].iter_mut().zip(&w[lanes]) {
-                                        *a = *a + xv * wv;
-                                    }
+                                for ((a, &wv), &ic) in acc.iter_mut().zip(w).zip(&input_channel) {
+                                    *a = *a + x[ic] * wv;
                                 }
                             }
                         }

@@ -95,3 +95,23 @@ mod q8_tests {
         }
     }
 }
+
+/// Σ a[k] × b[k] over i32 with wrapping arithmetic (TFLite's int32 accumulators), eight
+/// independent lanes so it vectorises.
+pub fn dot_i32(a: &[i32], b: &[i32]) -> i32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0i32; 8];
+    let mut chunks_a = a.chunks_exact(8);
+    let mut chunks_b = b.chunks_exact(8);
+    for (ca, cb) in (&mut chunks_a).zip(&mut chunks_b) {
+        for k in 0..8 {
+            acc[k] = acc[k].wrapping_add(ca[k].wrapping_mul(cb[k]));
+        }
+    }
+    let mut sum = acc.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+    for (&x, &y) in chunks_a.remainder().iter().zip(chunks_b.remainder()) {
+        sum = sum.wrapping_add(x.wrapping_mul(y));
+    }
+    sum
+}
