@@ -1,9 +1,10 @@
-//! ADD: element-wise a + b with broadcasting and a fused activation; float32, int32, and
-//! int8/uint8 with TFLite's reference rescaling (see `binary`).
+//! ADD (and, through `prepare_add_or_sub`, SUB): element-wise a ± b with broadcasting and a
+//! fused activation; float32, int32, and int8/uint8 with TFLite's reference rescaling (see
+//! `binary`).
 
-use kiln_tflite::{BuiltinOptions, TensorType};
-
-use super::binary::{AddSubParams, Broadcast, common_type, eval_float, eval_int32, int32_range};
+use super::binary::{
+    AddSubParams, Broadcast, ElementwiseType, eval_float, eval_int32, prepare_elementwise,
+};
 use super::fused_activation::FloatClamp;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
@@ -16,45 +17,56 @@ enum Arithmetic {
 }
 
 #[derive(Debug)]
-struct Add {
+struct AddOrSub {
+    subtract: bool,
     broadcast: Broadcast,
     arithmetic: Arithmetic,
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    use TensorType::{Float32, Int8, Int32, UInt8};
-    let dtype = common_type(prep, &[Float32, Int32, Int8, UInt8])?;
-    let activation = match &prep.op.options {
-        BuiltinOptions::Add { activation } => *activation,
-        BuiltinOptions::None => Default::default(),
-        _ => return Err(prep.bad("unexpected options")),
+    prepare_add_or_sub(prep, false)
+}
+
+pub(super) fn prepare_add_or_sub(prep: &Prep<'_>, subtract: bool) -> Result<Kernel, RuntimeError> {
+    let elementwise = prepare_elementwise(prep)?;
+    let arithmetic = match elementwise.dtype {
+        ElementwiseType::Float(clamp) => Arithmetic::Float(clamp),
+        ElementwiseType::Int32(range) => Arithmetic::Int32(range),
+        ElementwiseType::Quantized => {
+            let (a, b, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
+            Arithmetic::Quantized(AddSubParams::new(
+                prep,
+                a,
+                b,
+                output,
+                elementwise.activation,
+            )?)
+        }
     };
-    let (a, b, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
-    let broadcast = Broadcast::new(prep, a, b)?;
-    let arithmetic = match dtype {
-        Float32 => Arithmetic::Float(FloatClamp::prepare(prep, activation)?),
-        Int32 => Arithmetic::Int32(int32_range(prep, activation)?),
-        _ => Arithmetic::Quantized(AddSubParams::new(prep, a, b, output, activation)?),
-    };
-    prep.set_output_shape(0, broadcast.output_shape.clone());
-    Ok(Box::new(Add {
-        broadcast,
+    Ok(Box::new(AddOrSub {
+        subtract,
+        broadcast: elementwise.broadcast,
         arithmetic,
     }))
 }
 
-impl OpKernel for Add {
+impl OpKernel for AddOrSub {
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        match &self.arithmetic {
-            Arithmetic::Float(clamp) => {
-                eval_float(&self.broadcast, *clamp, inputs, outputs, |x, y| x + y)
+        let b = &self.broadcast;
+        match (&self.arithmetic, self.subtract) {
+            (Arithmetic::Float(clamp), false) => {
+                eval_float(b, *clamp, inputs, outputs, |x, y| x + y)
             }
-            Arithmetic::Int32(range) => {
-                eval_int32(&self.broadcast, *range, inputs, outputs, |x, y| {
-                    x.wrapping_add(y)
-                })
+            (Arithmetic::Float(clamp), true) => {
+                eval_float(b, *clamp, inputs, outputs, |x, y| x - y)
             }
-            Arithmetic::Quantized(params) => params.eval(&self.broadcast, false, inputs, outputs),
+            (Arithmetic::Int32(range), false) => {
+                eval_int32(b, *range, inputs, outputs, i32::wrapping_add)
+            }
+            (Arithmetic::Int32(range), true) => {
+                eval_int32(b, *range, inputs, outputs, i32::wrapping_sub)
+            }
+            (Arithmetic::Quantized(params), subtract) => params.eval(b, subtract, inputs, outputs),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! broadcasting and the quantized rescaling ADD and SUB use (inputs brought to a common
 //! scale with a left shift of 20, as TFLite's reference kernels do).
 
-use kiln_tflite::{Activation, TensorType};
+use kiln_tflite::{Activation, BuiltinOptions, TensorType};
 
 use super::fused_activation::FloatClamp;
 use super::quant::{
@@ -255,6 +255,46 @@ impl AddSubParams {
             output[o] = value.clamp(self.range.0, self.range.1) as u8;
         });
     }
+}
+
+/// How an element-wise operator computes, decided by its (shared) element type.
+pub enum ElementwiseType {
+    Float(FloatClamp),
+    Int32((i32, i32)),
+    /// int8 or uint8: the operator sets up its own rescaling.
+    Quantized,
+}
+
+pub struct Elementwise {
+    pub dtype: ElementwiseType,
+    pub activation: Activation,
+    pub broadcast: Broadcast,
+}
+
+/// What ADD, SUB and MUL check alike: two inputs and an output of one supported type, the
+/// fused activation, and the broadcast shape (set as the output's shape).
+pub fn prepare_elementwise(prep: &Prep<'_>) -> Result<Elementwise, RuntimeError> {
+    use TensorType::{Float32, Int8, Int32, UInt8};
+    let dtype = common_type(prep, &[Float32, Int32, Int8, UInt8])?;
+    let activation = match &prep.op.options {
+        BuiltinOptions::Add { activation }
+        | BuiltinOptions::Sub { activation }
+        | BuiltinOptions::Mul { activation } => *activation,
+        BuiltinOptions::None => Activation::None,
+        _ => return Err(prep.bad("unexpected options")),
+    };
+    let broadcast = Broadcast::new(prep, prep.input(0)?, prep.input(1)?)?;
+    prep.set_output_shape(0, broadcast.output_shape.clone());
+    let dtype = match dtype {
+        Float32 => ElementwiseType::Float(FloatClamp::prepare(prep, activation)?),
+        Int32 => ElementwiseType::Int32(int32_range(prep, activation)?),
+        _ => ElementwiseType::Quantized,
+    };
+    Ok(Elementwise {
+        dtype,
+        activation,
+        broadcast,
+    })
 }
 
 /// Checks the two inputs and the output share a supported element type.

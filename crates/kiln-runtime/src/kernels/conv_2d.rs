@@ -4,14 +4,12 @@
 //! int32 bias, requantized as TFLite's reference kernels do; and hybrid (dynamic range:
 //! float input and output, int8 filter, the input quantized per batch on the fly).
 
-use kiln_tflite::{BuiltinOptions, Conv2DOptions, TensorType, window};
+use kiln_tflite::{BuiltinOptions, Conv2DOptions, window};
 
 use super::dot::{dot, dot_i32};
 use super::fused_activation::FloatClamp;
-use super::quant::{
-    QuantizedMultiplier, activation_range, filter_quantization, load_q,
-    multiply_by_quantized_multiplier, output_multipliers, per_tensor, quantize_floats, store_q,
-};
+use super::quant::{load_q, quantize_floats, store_q};
+use super::weighted::{self, Arithmetic, WeightedOp};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut, as_i32};
@@ -99,27 +97,6 @@ impl Geometry {
 }
 
 #[derive(Debug)]
-enum Arithmetic {
-    Float {
-        clamp: FloatClamp,
-    },
-    Quantized {
-        input_offset: i32,
-        filter_offset: i32,
-        output_offset: i32,
-        multipliers: Vec<QuantizedMultiplier>,
-        range: (i32, i32),
-        input_signed: bool,
-        filter_signed: bool,
-    },
-    Hybrid {
-        filter_scales: Vec<f32>,
-        asymmetric_inputs: bool,
-        clamp: FloatClamp,
-    },
-}
-
-#[derive(Debug)]
 struct Conv2D {
     geometry: Geometry,
     /// Input channels each filter sees (the input's channels over the number of groups).
@@ -149,7 +126,24 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         )));
     }
     let bias = prep.optional_input(2);
-    let arithmetic = arithmetic(prep, input, filter, bias, output, options, out_c)?;
+    let arithmetic = weighted::prepare(
+        prep,
+        &WeightedOp {
+            input,
+            filter,
+            bias,
+            output,
+            activation: options.activation,
+            channels: out_c,
+            channel_axis: 0,
+            double_precision_rescale: false,
+            // TFLite quantizes hybrid inputs asymmetrically for per-channel filters only.
+            hybrid_asymmetric: filter
+                .quantization
+                .as_ref()
+                .is_some_and(|q| q.scale.len() > 1),
+        },
+    )?;
     prep.set_output_shape(0, geometry.output_shape());
     Ok(Box::new(Conv2D {
         geometry,
@@ -175,63 +169,6 @@ fn geometry(
         (options.stride_h, options.stride_w),
         (options.dilation_h, options.dilation_w),
     )
-}
-
-fn arithmetic(
-    prep: &Prep<'_>,
-    input: &TensorInfo,
-    filter: &TensorInfo,
-    bias: Option<&TensorInfo>,
-    output: &TensorInfo,
-    options: &Conv2DOptions,
-    out_c: usize,
-) -> Result<Arithmetic, RuntimeError> {
-    use TensorType::{Float32, Int8, Int32, UInt8};
-    let check_bias = |dtype: TensorType| -> Result<(), RuntimeError> {
-        if let Some(bias) = bias {
-            prep.require_type(bias, &[dtype])?;
-            prep.require_shape(bias, &[out_c])?;
-        }
-        Ok(())
-    };
-    match (input.dtype, filter.dtype) {
-        (Float32, Float32) => {
-            prep.require_type(output, &[Float32])?;
-            check_bias(Float32)?;
-            Ok(Arithmetic::Float { clamp: FloatClamp::prepare(prep, options.activation)? })
-        }
-        (Float32, Int8) => {
-            prep.require_type(output, &[Float32])?;
-            check_bias(Float32)?;
-            let filter_q = filter_quantization(prep, filter, 0, out_c)?;
-            let per_channel = filter.quantization.as_ref().is_some_and(|q| q.scale.len() > 1);
-            Ok(Arithmetic::Hybrid {
-                filter_scales: filter_q.scales,
-                asymmetric_inputs: per_channel,
-                clamp: FloatClamp::prepare(prep, options.activation)?,
-            })
-        }
-        (Int8 | UInt8, Int8 | UInt8) => {
-            prep.require_type(output, &[input.dtype])?;
-            check_bias(Int32)?;
-            let (input_scale, input_zero) = per_tensor(prep, input)?;
-            let (output_scale, output_zero) = per_tensor(prep, output)?;
-            let filter_q = filter_quantization(prep, filter, 0, out_c)?;
-            Ok(Arithmetic::Quantized {
-                input_offset: -input_zero,
-                filter_offset: -filter_q.zero_point,
-                output_offset: output_zero,
-                multipliers: output_multipliers(input_scale, &filter_q.scales, output_scale),
-                range: activation_range(prep, options.activation, output)?,
-                input_signed: input.dtype == Int8,
-                filter_signed: filter.dtype == Int8,
-            })
-        }
-        _ => Err(prep.unsupported(&format!(
-            "input {} with filter {} (supported: FLOAT32/FLOAT32, INT8|UINT8 quantized, FLOAT32 input with INT8 filter)",
-            input.dtype, filter.dtype
-        ))),
-    }
 }
 
 impl Conv2D {
@@ -358,19 +295,11 @@ impl OpKernel for Conv2D {
                 as_f32_mut(outputs[0].data),
                 *clamp,
             ),
-            Arithmetic::Quantized {
-                input_offset,
-                filter_offset,
-                output_offset,
-                multipliers,
-                range,
-                input_signed,
-                filter_signed,
-            } => {
+            Arithmetic::Quantized(q) => {
                 let data = input.data;
                 let image_of = |b: usize| -> Vec<i32> {
                     (0..image_len)
-                        .map(|i| load_q(data, *input_signed, b * image_len + i) + input_offset)
+                        .map(|i| load_q(data, q.input_signed, b * image_len + i) + q.input_offset)
                         .collect()
                 };
                 let bias = bias.map(as_i32);
@@ -378,13 +307,10 @@ impl OpKernel for Conv2D {
                 self.accumulate(
                     &image_of,
                     filter.data,
-                    *filter_signed,
-                    *filter_offset,
+                    q.filter_signed,
+                    q.filter_offset,
                     |_, oc, acc, index| {
-                        let acc = acc.wrapping_add(bias.map_or(0, |b| b[oc]));
-                        let value = multiply_by_quantized_multiplier(acc, multipliers[oc])
-                            .saturating_add(*output_offset);
-                        store_q(output, index, value.clamp(range.0, range.1));
+                        store_q(output, index, q.finish(acc, bias.map_or(0, |b| b[oc]), oc));
                     },
                 );
             }

@@ -2,37 +2,14 @@
 //! filter [1, H, W, C × multiplier]. Float32; int8/uint8 per-channel (axis 3) requantization as
 //! TFLite's reference kernels; hybrid (float input, int8 filter, input quantized per batch).
 
-use kiln_tflite::{BuiltinOptions, TensorType};
+use kiln_tflite::BuiltinOptions;
 
 use super::conv_2d::Geometry;
-use super::fused_activation::FloatClamp;
-use super::quant::{
-    QuantizedMultiplier, activation_range, filter_quantization, load_q,
-    multiply_by_quantized_multiplier, output_multipliers, per_tensor, quantize_floats, store_q,
-};
+use super::quant::{load_q, quantize_floats, store_q};
+use super::weighted::{self, Arithmetic, WeightedOp};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
-
-#[derive(Debug)]
-enum Arithmetic {
-    Float {
-        clamp: FloatClamp,
-    },
-    Quantized {
-        input_offset: i32,
-        filter_offset: i32,
-        output_offset: i32,
-        multipliers: Vec<QuantizedMultiplier>,
-        range: (i32, i32),
-        input_signed: bool,
-        filter_signed: bool,
-    },
-    Hybrid {
-        filter_scales: Vec<f32>,
-        clamp: FloatClamp,
-    },
-}
 
 #[derive(Debug)]
 struct DepthwiseConv2D {
@@ -43,7 +20,6 @@ struct DepthwiseConv2D {
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    use TensorType::{Float32, Int8, Int32, UInt8};
     prep.expect_arity(2..=3, 1)?;
     let BuiltinOptions::DepthwiseConv2D(options) = &prep.op.options else {
         return Err(prep.bad("missing DepthwiseConv2DOptions"));
@@ -83,52 +59,21 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         )));
     }
     let bias = prep.optional_input(2);
-    let check_bias = |dtype: TensorType| -> Result<(), RuntimeError> {
-        if let Some(bias) = bias {
-            prep.require_type(bias, &[dtype])?;
-            prep.require_shape(bias, &[out_c])?;
-        }
-        Ok(())
-    };
-    let arithmetic = match (input.dtype, filter.dtype) {
-        (Float32, Float32) => {
-            prep.require_type(output, &[Float32])?;
-            check_bias(Float32)?;
-            Arithmetic::Float {
-                clamp: FloatClamp::prepare(prep, options.activation)?,
-            }
-        }
-        (Float32, Int8) => {
-            prep.require_type(output, &[Float32])?;
-            check_bias(Float32)?;
-            Arithmetic::Hybrid {
-                filter_scales: filter_quantization(prep, filter, 3, out_c)?.scales,
-                clamp: FloatClamp::prepare(prep, options.activation)?,
-            }
-        }
-        (Int8 | UInt8, Int8 | UInt8) => {
-            prep.require_type(output, &[input.dtype])?;
-            check_bias(Int32)?;
-            let (input_scale, input_zero) = per_tensor(prep, input)?;
-            let (output_scale, output_zero) = per_tensor(prep, output)?;
-            let filter_q = filter_quantization(prep, filter, 3, out_c)?;
-            Arithmetic::Quantized {
-                input_offset: -input_zero,
-                filter_offset: -filter_q.zero_point,
-                output_offset: output_zero,
-                multipliers: output_multipliers(input_scale, &filter_q.scales, output_scale),
-                range: activation_range(prep, options.activation, output)?,
-                input_signed: input.dtype == Int8,
-                filter_signed: filter.dtype == Int8,
-            }
-        }
-        _ => {
-            return Err(prep.unsupported(&format!(
-                "input {} with filter {}",
-                input.dtype, filter.dtype
-            )));
-        }
-    };
+    let arithmetic = weighted::prepare(
+        prep,
+        &WeightedOp {
+            input,
+            filter,
+            bias,
+            output,
+            activation: options.activation,
+            channels: out_c,
+            channel_axis: 3,
+            double_precision_rescale: false,
+            // TFLite's hybrid depthwise always quantizes its input asymmetrically.
+            hybrid_asymmetric: true,
+        },
+    )?;
     prep.set_output_shape(0, geometry.output_shape());
     Ok(Box::new(DepthwiseConv2D {
         geometry,
@@ -228,31 +173,25 @@ impl OpKernel for DepthwiseConv2D {
                     }
                 });
             }
-            Arithmetic::Quantized {
-                input_offset,
-                filter_offset,
-                output_offset,
-                multipliers,
-                range,
-                input_signed,
-                filter_signed,
-            } => {
+            Arithmetic::Quantized(q) => {
                 let bias = bias.map(as_i32);
                 let output = &mut *outputs[0].data;
-                let x = widen(input.data, *input_signed, *input_offset);
-                let w = widen(filter.data, *filter_signed, *filter_offset);
+                let x = widen(input.data, q.input_signed, q.input_offset);
+                let w = widen(filter.data, q.filter_signed, q.filter_offset);
                 self.convolve(&x, &w, |_, pixel, acc| {
                     for (oc, a) in acc.iter().enumerate() {
-                        let a = a.0.wrapping_add(bias.map_or(0, |b| b[oc]));
-                        let value = multiply_by_quantized_multiplier(a, multipliers[oc])
-                            .saturating_add(*output_offset);
-                        store_q(output, pixel * out_c + oc, value.clamp(range.0, range.1));
+                        store_q(
+                            output,
+                            pixel * out_c + oc,
+                            q.finish(a.0, bias.map_or(0, |b| b[oc]), oc),
+                        );
                     }
                 });
             }
             Arithmetic::Hybrid {
                 filter_scales,
                 clamp,
+                ..
             } => {
                 let g = &self.geometry;
                 let image_len = g.in_h * g.in_w * g.in_c;

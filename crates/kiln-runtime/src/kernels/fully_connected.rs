@@ -8,40 +8,16 @@
 //! with a fixed-point multiplier; the two differ by one step on ties, and the converter
 //! fixtures show which one LiteRT 2.3.0 runs.
 
-use kiln_tflite::{BuiltinOptions, TensorType};
+use kiln_tflite::BuiltinOptions;
 
 use super::densify::densify;
 use super::dot::{dot, dot_q8};
-use super::fused_activation::FloatClamp;
-use super::quant::{
-    activation_range, filter_quantization, load_q, per_tensor, quantize_floats, store_q,
-};
+use super::quant::{load_q, quantize_floats, store_q};
+use super::weighted::{self, Arithmetic, WeightedOp};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::arena::AlignedBytes;
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
-
-#[derive(Debug)]
-enum Arithmetic {
-    Float {
-        clamp: FloatClamp,
-    },
-    Quantized {
-        input_offset: i32,
-        weight_offset: i32,
-        output_offset: i32,
-        /// input_scale × weight_scale[o] / output_scale, in double precision.
-        output_scales: Vec<f64>,
-        range: (i32, i32),
-        input_signed: bool,
-        weight_signed: bool,
-    },
-    Hybrid {
-        weight_scales: Vec<f32>,
-        asymmetric_inputs: bool,
-        clamp: FloatClamp,
-    },
-}
 
 #[derive(Debug)]
 struct FullyConnected {
@@ -55,7 +31,6 @@ struct FullyConnected {
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    use TensorType::{Float32, Int8, Int32, UInt8};
     prep.expect_arity(2..=3, 1)?;
     let BuiltinOptions::FullyConnected(options) = &prep.op.options else {
         return Err(prep.bad("missing FullyConnectedOptions"));
@@ -93,57 +68,20 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         None => None,
     };
     let bias = prep.optional_input(2);
-    let check_bias = |dtype: TensorType| -> Result<(), RuntimeError> {
-        if let Some(bias) = bias {
-            prep.require_type(bias, &[dtype])?;
-            prep.require_shape(bias, &[out_features])?;
-        }
-        Ok(())
-    };
-    let arithmetic = match (input.dtype, weights.dtype) {
-        (Float32, Float32) => {
-            prep.require_type(output, &[Float32])?;
-            check_bias(Float32)?;
-            Arithmetic::Float {
-                clamp: FloatClamp::prepare(prep, options.activation)?,
-            }
-        }
-        (Float32, Int8) => {
-            prep.require_type(output, &[Float32])?;
-            check_bias(Float32)?;
-            Arithmetic::Hybrid {
-                weight_scales: filter_quantization(prep, weights, 0, out_features)?.scales,
-                asymmetric_inputs: options.asymmetric_quantize_inputs,
-                clamp: FloatClamp::prepare(prep, options.activation)?,
-            }
-        }
-        (Int8 | UInt8, Int8 | UInt8) => {
-            prep.require_type(output, &[input.dtype])?;
-            check_bias(Int32)?;
-            let (input_scale, input_zero) = per_tensor(prep, input)?;
-            let (output_scale, output_zero) = per_tensor(prep, output)?;
-            let weight_q = filter_quantization(prep, weights, 0, out_features)?;
-            Arithmetic::Quantized {
-                input_offset: -input_zero,
-                weight_offset: -weight_q.zero_point,
-                output_offset: output_zero,
-                output_scales: weight_q
-                    .scales
-                    .iter()
-                    .map(|&w| f64::from(input_scale) * f64::from(w) / f64::from(output_scale))
-                    .collect(),
-                range: activation_range(prep, options.activation, output)?,
-                input_signed: input.dtype == Int8,
-                weight_signed: weights.dtype == Int8,
-            }
-        }
-        _ => {
-            return Err(prep.unsupported(&format!(
-                "input {} with weights {}",
-                input.dtype, weights.dtype
-            )));
-        }
-    };
+    let arithmetic = weighted::prepare(
+        prep,
+        &WeightedOp {
+            input,
+            filter: weights,
+            bias,
+            output,
+            activation: options.activation,
+            channels: out_features,
+            channel_axis: 0,
+            double_precision_rescale: true,
+            hybrid_asymmetric: options.asymmetric_quantize_inputs,
+        },
+    )?;
     let shape = if options.keep_num_dims {
         let mut shape = input.shape.clone();
         if let Some(last) = shape.last_mut() {
@@ -195,39 +133,31 @@ impl OpKernel for FullyConnected {
                     }
                 }
             }
-            Arithmetic::Quantized {
-                input_offset,
-                weight_offset,
-                output_offset,
-                output_scales,
-                range,
-                input_signed,
-                weight_signed,
-            } => {
+            Arithmetic::Quantized(q) => {
                 let bias = bias.map(as_i32);
                 let output = &mut *outputs[0].data;
                 let mut row = vec![0i32; n_in];
                 for b in 0..self.batches {
                     for (k, x) in row.iter_mut().enumerate() {
-                        *x = load_q(input.data, *input_signed, b * n_in + k) + input_offset;
+                        *x = load_q(input.data, q.input_signed, b * n_in + k) + q.input_offset;
                     }
                     for o in 0..n_out {
                         let acc = dot_q8(
                             &row,
                             &weights.data[o * n_in..][..n_in],
-                            *weight_signed,
-                            *weight_offset,
+                            q.filter_signed,
+                            q.filter_offset,
                         );
-                        let acc = acc.wrapping_add(bias.map_or(0, |bias| bias[o]));
-                        // f64::round rounds half away from zero, like C's round().
-                        let scaled = (f64::from(acc) * output_scales[o]).round() as i32;
-                        let value = scaled.saturating_add(*output_offset);
-                        store_q(output, b * n_out + o, value.clamp(range.0, range.1));
+                        store_q(
+                            output,
+                            b * n_out + o,
+                            q.finish(acc, bias.map_or(0, |bias| bias[o]), o),
+                        );
                     }
                 }
             }
             Arithmetic::Hybrid {
-                weight_scales,
+                filter_scales: weight_scales,
                 asymmetric_inputs,
                 clamp,
             } => {

@@ -38,6 +38,7 @@ mod strided_slice;
 mod sub;
 mod tanh;
 mod transpose;
+mod weighted;
 
 use std::cell::RefCell;
 

@@ -1,9 +1,7 @@
 //! MUL: element-wise a × b with broadcasting and a fused activation; float32, int32, and
 //! int8/uint8 (one requantization of the product by input1 × input2 / output scale).
 
-use kiln_tflite::{BuiltinOptions, TensorType};
-
-use super::binary::{Broadcast, common_type, eval_float, eval_int32, int32_range};
+use super::binary::{Broadcast, ElementwiseType, eval_float, eval_int32, prepare_elementwise};
 use super::fused_activation::FloatClamp;
 use super::quant::{
     QuantizedMultiplier, activation_range, load_q, multiply_by_quantized_multiplier, per_tensor,
@@ -32,19 +30,12 @@ struct Mul {
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    use TensorType::{Float32, Int8, Int32, UInt8};
-    let dtype = common_type(prep, &[Float32, Int32, Int8, UInt8])?;
-    let activation = match &prep.op.options {
-        BuiltinOptions::Mul { activation } => *activation,
-        BuiltinOptions::None => Default::default(),
-        _ => return Err(prep.bad("unexpected options")),
-    };
-    let (a, b, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
-    let broadcast = Broadcast::new(prep, a, b)?;
-    let arithmetic = match dtype {
-        Float32 => Arithmetic::Float(FloatClamp::prepare(prep, activation)?),
-        Int32 => Arithmetic::Int32(int32_range(prep, activation)?),
-        _ => {
+    let elementwise = prepare_elementwise(prep)?;
+    let arithmetic = match elementwise.dtype {
+        ElementwiseType::Float(clamp) => Arithmetic::Float(clamp),
+        ElementwiseType::Int32(range) => Arithmetic::Int32(range),
+        ElementwiseType::Quantized => {
+            let (a, b, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
             let (sa, za) = per_tensor(prep, a)?;
             let (sb, zb) = per_tensor(prep, b)?;
             let (so, zo) = per_tensor(prep, output)?;
@@ -52,14 +43,13 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
                 input_offsets: (-za, -zb),
                 output_offset: zo,
                 multiplier: quantize_multiplier(f64::from(sa) * f64::from(sb) / f64::from(so)),
-                range: activation_range(prep, activation, output)?,
-                signed: dtype == Int8,
+                range: activation_range(prep, elementwise.activation, output)?,
+                signed: output.dtype == kiln_tflite::TensorType::Int8,
             }
         }
     };
-    prep.set_output_shape(0, broadcast.output_shape.clone());
     Ok(Box::new(Mul {
-        broadcast,
+        broadcast: elementwise.broadcast,
         arithmetic,
     }))
 }
