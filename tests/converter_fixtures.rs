@@ -93,14 +93,7 @@ fn converter_fixtures_match_litert() {
                 "npy"
             }
         ));
-        let out = pipeline(&[
-            "infer",
-            dir.join(files["model"].as_str().unwrap()).to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ]);
+        let out = infer(&dir.join(files["model"].as_str().unwrap()), &input, &output);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         assert!(!stderr.contains("panicked"), "{name}: panicked:\n{stderr}");
         if !out.status.success() {
@@ -161,14 +154,7 @@ fn infer_with_opcode(builtin: kiln_tflite::BuiltinOp, version: i32, name: &str) 
     let path = scratch_dir(name).join("model.tflite");
     model.write_file(&path).unwrap();
     let output = path.with_file_name("y.npz");
-    let out = pipeline(&[
-        "infer",
-        path.to_str().unwrap(),
-        "--input",
-        root.join("input.npy").to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = infer(&path, &root.join("input.npy"), &output);
     assert!(!out.status.success(), "{name}: must fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

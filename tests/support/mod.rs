@@ -20,6 +20,13 @@ pub fn pipeline(args: &[&str]) -> Output {
         .expect("run the pipeline binary")
 }
 
+/// `pipeline infer MODEL --input INPUT --output OUTPUT`.
+pub fn infer(model: &Path, input: &Path, output: &Path) -> Output {
+    let arg = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let (model, input, output) = (arg(model), arg(input), arg(output));
+    pipeline(&["infer", &model, "--input", &input, "--output", &output])
+}
+
 /// A fresh directory under the target dir, removed first if a previous run left it.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
