@@ -174,15 +174,16 @@ pub fn int32_range(prep: &Prep<'_>, activation: Activation) -> Result<(i32, i32)
     })
 }
 
-/// Quantized ADD/SUB parameters (TFLite's PrepareGeneralSubOp for 8-bit types).
+/// Quantized ADD/SUB parameters (TFLite's PrepareGeneralSubOp for 8-bit types). Each input's
+/// rescale (offset, left shift 20, multiply) depends only on the input byte, so it is
+/// tabulated for all 256 values at prepare; only the sum's requantization runs per element.
 #[derive(Debug)]
 pub struct AddSubParams {
-    input_offsets: (i32, i32),
-    input_multipliers: (QuantizedMultiplier, QuantizedMultiplier),
+    scaled_a: Box<[i32; 256]>,
+    scaled_b: Box<[i32; 256]>,
     output_offset: i32,
     output_multiplier: QuantizedMultiplier,
     range: (i32, i32),
-    signed: bool,
 }
 
 const LEFT_SHIFT: i32 = 20;
@@ -200,18 +201,24 @@ impl AddSubParams {
         let (so, zo) = per_tensor(prep, output)?;
         // `2 * max(float, float)` is exact in float; the divisions happen in double.
         let twice_max = f64::from(2.0 * sa.max(sb));
+        let signed = output.dtype == TensorType::Int8;
+        let table = |zero_point: i32, m: QuantizedMultiplier| -> Box<[i32; 256]> {
+            let mut table = Box::new([0i32; 256]);
+            for (byte, entry) in table.iter_mut().enumerate() {
+                let q = load_q(&[byte as u8], signed, 0);
+                let shifted = q.wrapping_sub(zero_point).wrapping_mul(1 << LEFT_SHIFT);
+                *entry = multiply_by_quantized_multiplier_smaller_than_one(shifted, m);
+            }
+            table
+        };
         Ok(Self {
-            input_offsets: (-za, -zb),
-            input_multipliers: (
-                quantize_multiplier(f64::from(sa) / twice_max),
-                quantize_multiplier(f64::from(sb) / twice_max),
-            ),
+            scaled_a: table(za, quantize_multiplier(f64::from(sa) / twice_max)),
+            scaled_b: table(zb, quantize_multiplier(f64::from(sb) / twice_max)),
             output_offset: zo,
             output_multiplier: quantize_multiplier(
                 twice_max / (f64::from(1u32 << LEFT_SHIFT) * f64::from(so)),
             ),
             range: activation_range(prep, activation, output)?,
-            signed: output.dtype == TensorType::Int8,
         })
     }
 
@@ -226,23 +233,11 @@ impl AddSubParams {
         let (Some(a), Some(b)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
         };
-        let scale = |value: i32, offset: i32, m: QuantizedMultiplier| {
-            multiply_by_quantized_multiplier_smaller_than_one(
-                value.wrapping_add(offset).wrapping_mul(1 << LEFT_SHIFT),
-                m,
-            )
-        };
         let output = &mut *outputs[0].data;
         broadcast.for_each(|o, ia, ib| {
-            let x = scale(
-                load_q(a.data, self.signed, ia),
-                self.input_offsets.0,
-                self.input_multipliers.0,
-            );
-            let y = scale(
-                load_q(b.data, self.signed, ib),
-                self.input_offsets.1,
-                self.input_multipliers.1,
+            let (x, y) = (
+                self.scaled_a[usize::from(a.data[ia])],
+                self.scaled_b[usize::from(b.data[ib])],
             );
             let raw = if subtract {
                 x.wrapping_sub(y)

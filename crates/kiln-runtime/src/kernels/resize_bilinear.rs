@@ -18,11 +18,11 @@ struct ResizeBilinear {
     in_h: usize,
     in_w: usize,
     depth: usize,
-    out_h: usize,
-    out_w: usize,
-    align_corners: bool,
-    half_pixel_centers: bool,
     dtype: TensorType,
+    /// Source rows and columns of every output row and column; they depend only on the
+    /// shapes and options, so they are computed once at prepare.
+    float_taps: (Vec<FloatTap>, Vec<FloatTap>),
+    integer_taps: (Vec<(usize, usize, i32)>, Vec<(usize, usize, i32)>),
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
@@ -83,11 +83,15 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         in_h,
         in_w,
         depth,
-        out_h,
-        out_w,
-        align_corners,
-        half_pixel_centers,
         dtype: input.dtype,
+        float_taps: (
+            float_taps(in_h, out_h, align_corners, half_pixel_centers),
+            float_taps(in_w, out_w, align_corners, half_pixel_centers),
+        ),
+        integer_taps: (
+            integer_taps(in_h, out_h, align_corners, half_pixel_centers),
+            integer_taps(in_w, out_w, align_corners, half_pixel_centers),
+        ),
     }))
 }
 
@@ -171,23 +175,12 @@ impl ResizeBilinear {
         from_f32: impl Fn(f32) -> T,
         rounding: f32,
     ) {
-        let ys = float_taps(
-            self.in_h,
-            self.out_h,
-            self.align_corners,
-            self.half_pixel_centers,
-        );
-        let xs = float_taps(
-            self.in_w,
-            self.out_w,
-            self.align_corners,
-            self.half_pixel_centers,
-        );
+        let (ys, xs) = &self.float_taps;
         let mut o = 0;
         for b in 0..self.batches {
-            for ty in &ys {
+            for ty in ys {
                 let dy = ty.position - ty.lower as f32;
-                for tx in &xs {
+                for tx in xs {
                     let dx = tx.position - tx.lower as f32;
                     let p00 = self.offset(b, ty.lower, tx.lower);
                     let p10 = self.offset(b, ty.upper, tx.lower);
@@ -208,25 +201,14 @@ impl ResizeBilinear {
     }
 
     fn eval_int8(&self, input: &[u8], output: &mut [u8]) {
-        let ys = integer_taps(
-            self.in_h,
-            self.out_h,
-            self.align_corners,
-            self.half_pixel_centers,
-        );
-        let xs = integer_taps(
-            self.in_w,
-            self.out_w,
-            self.align_corners,
-            self.half_pixel_centers,
-        );
+        let (ys, xs) = &self.integer_taps;
         let one = 1i64 << 10;
         let mut o = 0;
         for b in 0..self.batches {
-            for &(y0, y1, iy) in &ys {
+            for &(y0, y1, iy) in ys {
                 let wy1 = i64::from(iy) - one * y0 as i64;
                 let wy0 = one - wy1;
-                for &(x0, x1, ix) in &xs {
+                for &(x0, x1, ix) in xs {
                     let wx1 = i64::from(ix) - one * x0 as i64;
                     let wx0 = one - wx1;
                     let p00 = self.offset(b, y0, x0);
@@ -313,11 +295,15 @@ mod tests {
             in_h: 1,
             in_w: 2,
             depth: 1,
-            out_h: 1,
-            out_w: 4,
-            align_corners: false,
-            half_pixel_centers: false,
             dtype: TensorType::Int8,
+            float_taps: (
+                float_taps(1, 1, false, false),
+                float_taps(2, 4, false, false),
+            ),
+            integer_taps: (
+                integer_taps(1, 1, false, false),
+                integer_taps(2, 4, false, false),
+            ),
         };
         let input = [(-3i8) as u8, 4u8];
         let mut out = [0u8; 4];
