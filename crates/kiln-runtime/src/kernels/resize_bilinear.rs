@@ -22,7 +22,7 @@ struct ResizeBilinear {
     /// Source rows and columns of every output row and column; they depend only on the
     /// shapes and options, so they are computed once at prepare.
     float_taps: (Vec<FloatTap>, Vec<FloatTap>),
-    integer_taps: (Vec<(usize, usize, i32)>, Vec<(usize, usize, i32)>),
+    integer_taps: (Vec<IntegerTap>, Vec<IntegerTap>),
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
@@ -95,6 +95,9 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     }))
 }
 
+/// Integer tap: (lower, upper, position in 1/1024 steps).
+type IntegerTap = (usize, usize, i32);
+
 /// Source row/column for one output coordinate: (lower, upper, fractional weight of upper).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct FloatTap {
@@ -140,7 +143,7 @@ fn integer_taps(
     out_size: usize,
     align_corners: bool,
     half_pixel: bool,
-) -> Vec<(usize, usize, i32)> {
+) -> Vec<IntegerTap> {
     let (in_size, out_size) = (in_size as i32, out_size as i32);
     let mut scale = ((1 << 10) * in_size + out_size / 2) / out_size;
     if align_corners && out_size > 1 {
