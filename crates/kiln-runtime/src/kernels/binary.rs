@@ -61,6 +61,23 @@ impl Broadcast {
         })
     }
 
+    /// Whether both inputs have the output's shape (no broadcasting: index i maps to i).
+    pub fn is_flat(&self) -> bool {
+        let contiguous = |strides: &[usize]| {
+            let mut step = 1;
+            strides
+                .iter()
+                .zip(&self.output_shape)
+                .rev()
+                .all(|(&s, &d)| {
+                    let ok = s == step || d == 1;
+                    step *= d;
+                    ok
+                })
+        };
+        contiguous(&self.strides_a) && contiguous(&self.strides_b)
+    }
+
     /// Calls `f(output index, a index, b index)` for every output element in order. The
     /// innermost dimension runs as a tight loop; outer dimensions advance an odometer.
     #[inline]
@@ -75,19 +92,7 @@ impl Broadcast {
             return;
         }
         // No broadcasting on either side (the common case): one flat loop.
-        let contiguous = |strides: &[usize]| {
-            let mut step = 1;
-            strides
-                .iter()
-                .zip(&self.output_shape)
-                .rev()
-                .all(|(&s, &d)| {
-                    let ok = s == step || d == 1;
-                    step *= d;
-                    ok
-                })
-        };
-        if contiguous(&self.strides_a) && contiguous(&self.strides_b) {
+        if self.is_flat() {
             for i in 0..total {
                 f(i, i, i);
             }
@@ -131,7 +136,14 @@ pub fn eval_float(
     };
     let (a, b) = (as_f32(a.data), as_f32(b.data));
     let output = as_f32_mut(outputs[0].data);
-    broadcast.for_each(|o, ia, ib| output[o] = clamp.apply(f(a[ia], b[ib])));
+    if broadcast.is_flat() {
+        // Slices zipped without indices: no bounds checks, so the loop vectorises.
+        for ((o, &x), &y) in output.iter_mut().zip(a).zip(b) {
+            *o = clamp.apply(f(x, y));
+        }
+    } else {
+        broadcast.for_each(|o, ia, ib| output[o] = clamp.apply(f(a[ia], b[ib])));
+    }
 }
 
 /// Int32 element-wise kernel (shapes, indices): wrapping arithmetic, then the activation's

@@ -6,7 +6,7 @@
 
 use kiln_tflite::{BuiltinOptions, Conv2DOptions, window};
 
-use super::dot::{dot, dot_i32};
+use super::dot::{dot, dot_i16};
 use super::fused_activation::FloatClamp;
 use super::quant::{load_q, quantize_floats, store_q};
 use super::weighted::{self, Arithmetic, WeightedOp};
@@ -239,7 +239,7 @@ impl Conv2D {
     /// input already offset (input − zero point); `visit(b, oc, acc, index)` finishes an output.
     fn accumulate(
         &self,
-        image_of: &dyn Fn(usize) -> Vec<i32>,
+        image_of: &dyn Fn(usize) -> Vec<i16>,
         filter: &[u8],
         filter_signed: bool,
         filter_offset: i32,
@@ -248,16 +248,43 @@ impl Conv2D {
         let g = &self.geometry;
         let patch_len = g.filter_h * g.filter_w * self.group_c;
         let outputs_per_group = g.out_c / self.groups();
-        let mut patch = vec![0i32; patch_len];
-        // Every weight is reused at each output pixel: widen the filter once.
-        let filter: Vec<i32> = (0..filter.len())
-            .map(|i| load_q(filter, filter_signed, i) + filter_offset)
+        let mut patch = vec![0i16; patch_len];
+        // Every weight is reused at each output pixel: widen the filter once (offset 8-bit
+        // values fit in i16).
+        let filter: Vec<i16> = (0..filter.len())
+            .map(|i| (load_q(filter, filter_signed, i) + filter_offset) as i16)
             .collect();
         let mut out_index = 0;
         for b in 0..g.batches {
             let image = image_of(b);
             for oy in 0..g.out_h {
                 for ox in 0..g.out_w {
+                    // A window fully inside the image (one group, no horizontal dilation) reads
+                    // each filter row as one contiguous run of the image: no patch copy.
+                    let inside = self.groups() == 1
+                        && g.dilation.1 == 1
+                        && g.tap(oy, ox, 0, 0).is_some()
+                        && g.tap(oy, ox, g.filter_h - 1, g.filter_w - 1).is_some();
+                    if inside {
+                        let row_len = g.filter_w * g.in_c;
+                        for oc in 0..g.out_c {
+                            let weights = &filter[oc * patch_len..][..patch_len];
+                            let mut acc = 0i32;
+                            for ky in 0..g.filter_h {
+                                let Some((iy, ix)) = g.tap(oy, ox, ky, 0) else {
+                                    continue;
+                                };
+                                let run = &image[(iy * g.in_w + ix) * g.in_c..][..row_len];
+                                acc = acc.wrapping_add(dot_i16(
+                                    run,
+                                    &weights[ky * row_len..][..row_len],
+                                ));
+                            }
+                            finish(b, oc, acc, out_index);
+                            out_index += 1;
+                        }
+                        continue;
+                    }
                     let mut gathered = usize::MAX;
                     for oc in 0..g.out_c {
                         let group = oc / outputs_per_group;
@@ -265,7 +292,7 @@ impl Conv2D {
                             self.gather(&image, oy, ox, group, &mut patch);
                             gathered = group;
                         }
-                        let acc = dot_i32(&patch, &filter[oc * patch_len..][..patch_len]);
+                        let acc = dot_i16(&patch, &filter[oc * patch_len..][..patch_len]);
                         finish(b, oc, acc, out_index);
                         out_index += 1;
                     }
@@ -297,9 +324,13 @@ impl OpKernel for Conv2D {
             ),
             Arithmetic::Quantized(q) => {
                 let data = input.data;
-                let image_of = |b: usize| -> Vec<i32> {
+                // Offset 8-bit values (input − zero point) fit in i16.
+                let image_of = |b: usize| -> Vec<i16> {
                     (0..image_len)
-                        .map(|i| load_q(data, q.input_signed, b * image_len + i) + q.input_offset)
+                        .map(|i| {
+                            (load_q(data, q.input_signed, b * image_len + i) + q.input_offset)
+                                as i16
+                        })
                         .collect()
                 };
                 let bias = bias.map(as_i32);
@@ -330,9 +361,12 @@ impl OpKernel for Conv2D {
                         *asymmetric_inputs,
                         &mut q,
                     );
-                    q.iter_mut().for_each(|v| *v -= zero_point);
                     input_scales[b] = scale;
-                    images.push(q);
+                    images.push(
+                        q.iter()
+                            .map(|&v| (v - zero_point) as i16)
+                            .collect::<Vec<i16>>(),
+                    );
                 }
                 let image_of = |b: usize| images[b].clone();
                 let bias = bias.map(as_f32);

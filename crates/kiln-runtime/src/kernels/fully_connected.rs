@@ -83,6 +83,14 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         },
     )?;
     let shape = if options.keep_num_dims {
+        // As TFLite: the kept dimensions only describe the output when the rows are the
+        // input's last dimension (otherwise `batches` and the output's size disagree).
+        if input.shape.last() != Some(&in_features) {
+            return Err(prep.bad(&format!(
+                "keep_num_dims needs input '{}' of shape {:?} to end in {in_features} features",
+                input.name, input.shape
+            )));
+        }
         let mut shape = input.shape.clone();
         if let Some(last) = shape.last_mut() {
             *last = out_features;
@@ -136,10 +144,12 @@ impl OpKernel for FullyConnected {
             Arithmetic::Quantized(q) => {
                 let bias = bias.map(as_i32);
                 let output = &mut *outputs[0].data;
-                let mut row = vec![0i32; n_in];
+                // Offset 8-bit values (input − zero point) fit in i16.
+                let mut row = vec![0i16; n_in];
                 for b in 0..self.batches {
                     for (k, x) in row.iter_mut().enumerate() {
-                        *x = load_q(input.data, q.input_signed, b * n_in + k) + q.input_offset;
+                        *x = (load_q(input.data, q.input_signed, b * n_in + k) + q.input_offset)
+                            as i16;
                     }
                     for o in 0..n_out {
                         let acc = dot_q8(
@@ -164,11 +174,17 @@ impl OpKernel for FullyConnected {
                 let input = as_f32(input.data);
                 let bias = bias.map(as_f32);
                 let output = as_f32_mut(outputs[0].data);
-                let mut row = vec![0i32; n_in];
+                let mut quantized = vec![0i32; n_in];
+                let mut row = vec![0i16; n_in];
                 for b in 0..self.batches {
-                    let (scale, zero_point) =
-                        quantize_floats(&input[b * n_in..][..n_in], *asymmetric_inputs, &mut row);
-                    row.iter_mut().for_each(|x| *x -= zero_point);
+                    let (scale, zero_point) = quantize_floats(
+                        &input[b * n_in..][..n_in],
+                        *asymmetric_inputs,
+                        &mut quantized,
+                    );
+                    for (x, &q) in row.iter_mut().zip(&quantized) {
+                        *x = (q - zero_point) as i16;
+                    }
                     for o in 0..n_out {
                         let acc = dot_q8(&row, &weights.data[o * n_in..][..n_in], true, 0);
                         let value = bias.map_or(0.0, |bias| bias[o])
@@ -178,5 +194,44 @@ impl OpKernel for FullyConnected {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::{FullyConnectedOptions, TensorType};
+
+    use super::super::layout::testing::{constant, run, tensor};
+    use super::*;
+
+    fn fc(input_shape: &[usize]) -> Result<Vec<usize>, RuntimeError> {
+        let weights: Vec<u8> = (0..3 * 16).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let input = vec![0u8; input_shape.iter().product::<usize>() * 4];
+        let options = FullyConnectedOptions {
+            keep_num_dims: true,
+            ..FullyConnectedOptions::default()
+        };
+        run(
+            prepare,
+            BuiltinOptions::FullyConnected(options),
+            vec![
+                Some(tensor(TensorType::Float32, input_shape)),
+                Some(constant(TensorType::Float32, &[3, 16], weights)),
+            ],
+            tensor(TensorType::Float32, &[]),
+            &[&input],
+        )
+        .map(|run| run.shape)
+    }
+
+    /// Fuzzer finding: with keep_num_dims, an input [1, 2, 32] against 16-feature weights
+    /// was split into 4 rows but given the output shape [1, 2, 3] (2 rows), so the kernel
+    /// wrote past the output. TFLite requires the last dimension to be the feature count.
+    #[test]
+    fn keep_num_dims_needs_the_features_last() {
+        assert_eq!(fc(&[1, 4, 16]).unwrap(), [1, 4, 3]);
+        let err = fc(&[1, 2, 32]).unwrap_err().to_string();
+        assert!(err.contains("keep_num_dims"), "{err}");
+        assert!(fc(&[]).is_err());
     }
 }
