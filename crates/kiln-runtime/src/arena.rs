@@ -63,41 +63,59 @@ pub fn plan(num_tensors: usize, lifetimes: &[Lifetime]) -> ArenaPlan {
     plan
 }
 
-/// Zeroed, `ARENA_ALIGNMENT`-aligned bytes.
+/// The allocator could not provide the memory.
+#[derive(Debug)]
+pub struct AllocationFailed;
+
+/// Zeroed, `ARENA_ALIGNMENT`-aligned bytes: an aligned window into a byte vector allocated
+/// `ARENA_ALIGNMENT - 1` bytes longer.
 pub struct AlignedBytes {
-    blocks: Vec<Block>,
+    bytes: Vec<u8>,
+    start: usize,
     len: usize,
 }
 
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Block([u8; ARENA_ALIGNMENT]);
-
 impl AlignedBytes {
     pub fn zeroed(len: usize) -> Self {
-        Self {
-            blocks: vec![Block([0; ARENA_ALIGNMENT]); len.div_ceil(ARENA_ALIGNMENT)],
-            len,
-        }
+        Self::aligned_within(vec![0; Self::padded(len)], len)
     }
 
-    /// Like `zeroed`, but reports an allocation failure instead of aborting.
-    pub fn try_zeroed(len: usize) -> Result<Self, std::collections::TryReserveError> {
-        let count = len.div_ceil(ARENA_ALIGNMENT);
-        let mut blocks = Vec::new();
-        blocks.try_reserve_exact(count)?;
-        blocks.resize(count, Block([0; ARENA_ALIGNMENT]));
-        Ok(Self { blocks, len })
+    /// Like `zeroed`, but reports an allocation failure instead of aborting. The bytes come
+    /// zeroed from the allocator (`calloc`: fresh pages from the OS for a large arena, never
+    /// written), so a big arena costs no resident memory until tensors are written: loading a
+    /// model whose shapes ask for gigabytes does not touch them.
+    pub fn try_zeroed(len: usize) -> Result<Self, AllocationFailed> {
+        let size = Self::padded(len);
+        let layout = std::alloc::Layout::array::<u8>(size).map_err(|_| AllocationFailed)?;
+        // SAFETY: `layout` has a non-zero size (at least `ARENA_ALIGNMENT - 1`).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(AllocationFailed);
+        }
+        // SAFETY: allocated by the global allocator with the layout of `size` bytes (align 1,
+        // which keeps `calloc`'s lazy zeroing), all initialised to zero.
+        let bytes = unsafe { Vec::from_raw_parts(ptr, size, size) };
+        Ok(Self::aligned_within(bytes, len))
+    }
+
+    /// Bytes to allocate for `len` aligned ones (`usize::MAX`, which no allocator grants, when
+    /// that overflows). Never zero, so even an empty slice is aligned.
+    fn padded(len: usize) -> usize {
+        len.saturating_add(ARENA_ALIGNMENT - 1)
+    }
+
+    fn aligned_within(bytes: Vec<u8>, len: usize) -> Self {
+        let start = (ARENA_ALIGNMENT - bytes.as_ptr().addr() % ARENA_ALIGNMENT) % ARENA_ALIGNMENT;
+        debug_assert!(start + len <= bytes.len());
+        Self { bytes, start, len }
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `Block` is plain bytes with no padding; `len` ≤ blocks × block size.
-        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.len) }
+        &self.bytes[self.start..self.start + self.len]
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, uniquely borrowed.
-        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), self.len) }
+        &mut self.bytes[self.start..self.start + self.len]
     }
 
     pub fn len(&self) -> usize {
@@ -172,5 +190,18 @@ mod tests {
         let bytes = AlignedBytes::zeroed(100);
         assert_eq!(bytes.as_slice().len(), 100);
         assert_eq!(bytes.as_slice().as_ptr() as usize % ARENA_ALIGNMENT, 0);
+    }
+
+    #[test]
+    fn try_zeroed_bytes_are_zero_aligned_or_an_error() {
+        for len in [0, 1, 63, 64, 65, 1 << 20] {
+            let mut bytes = AlignedBytes::try_zeroed(len).expect("small");
+            assert_eq!(bytes.len(), len);
+            assert!(bytes.as_slice().iter().all(|&b| b == 0));
+            assert_eq!(bytes.as_slice().as_ptr() as usize % ARENA_ALIGNMENT, 0);
+            bytes.as_mut_slice().fill(7);
+        }
+        // More than the address space can hold: an error, not an abort.
+        assert!(AlignedBytes::try_zeroed(usize::MAX - 1).is_err());
     }
 }

@@ -6,7 +6,7 @@ use crate::arena::{self, AlignedBytes, ArenaPlan, Lifetime};
 use crate::error::RuntimeError;
 use crate::kernels::{self, In, Kernel, Out};
 use crate::tensor::{TensorInfo, as_f32, is_aligned_for_words};
-use crate::validate::validate;
+use crate::validate::{MAX_TENSOR_BYTES, validate};
 
 /// Where a tensor's bytes live.
 enum Storage {
@@ -168,6 +168,8 @@ impl Interpreter {
                 let Some(t) = index(t) else { continue };
                 if let Some(shape) = out.shape {
                     self.tensors[t].shape = shape;
+                    // Before a later operator sizes loops or buffers by it.
+                    check_size(t, &self.tensors[t])?;
                 }
                 if let Some(value) = out.value {
                     if folded {
@@ -201,7 +203,18 @@ impl Interpreter {
             &self.inputs,
             &self.outputs,
         );
+        // Every size is bounded before the plan adds them up (graph inputs included, which
+        // `resize_input` may have grown): unchecked, a few huge tensors overflow the offsets.
+        for life in &lifetimes {
+            check_size(life.tensor, &self.tensors[life.tensor])?;
+        }
         let plan = arena::plan(self.tensors.len(), &lifetimes);
+        let arena = AlignedBytes::try_zeroed(plan.size).map_err(|_| {
+            RuntimeError::InvalidModel(format!(
+                "cannot allocate the {}-byte arena the model needs",
+                plan.size
+            ))
+        })?;
         for life in &lifetimes {
             if let Some(offset) = plan.offsets[life.tensor] {
                 self.storage[life.tensor] = Storage::Arena {
@@ -210,21 +223,7 @@ impl Interpreter {
                 };
             }
         }
-        if lifetimes
-            .iter()
-            .any(|l| l.bytes > crate::validate::MAX_TENSOR_BYTES)
-        {
-            return Err(RuntimeError::InvalidModel(format!(
-                "an operator output exceeds {} bytes",
-                crate::validate::MAX_TENSOR_BYTES
-            )));
-        }
-        self.arena = AlignedBytes::try_zeroed(plan.size).map_err(|_| {
-            RuntimeError::InvalidModel(format!(
-                "cannot allocate the {}-byte arena the model needs",
-                plan.size
-            ))
-        })?;
+        self.arena = arena;
         self.plan = plan;
         self.steps = steps;
         Ok(())
@@ -337,6 +336,33 @@ impl Interpreter {
 
     /// Runs every operator once on the current inputs.
     pub fn invoke(&mut self) -> Result<(), RuntimeError> {
+        // An empty observer: after inlining, the observation loop compiles away, so the
+        // plain invoke pays nothing for the hook below.
+        self.run(|_, _, _| {})
+    }
+
+    /// Runs like [`invoke`](Self::invoke) and shows every intermediate value to `observe`:
+    /// first each graph input, then, after each operator, each of its outputs, as
+    /// `observe(tensor_index, info, bytes)` (tensor indices of the model's first subgraph,
+    /// bytes little-endian in the tensor's type). Intermediate tensors share the arena, so a
+    /// value is only valid during its call; this is how calibration (recording each tensor's
+    /// range, as TFLite's calibrator does) and per-layer comparisons see them. Constants and
+    /// the outputs of operators folded at prepare are not reported.
+    pub fn invoke_with<F>(&mut self, observe: F) -> Result<(), RuntimeError>
+    where
+        F: FnMut(usize, &TensorInfo, &[u8]),
+    {
+        self.run(observe)
+    }
+
+    #[inline(always)]
+    fn run<F>(&mut self, mut observe: F) -> Result<(), RuntimeError>
+    where
+        F: FnMut(usize, &TensorInfo, &[u8]),
+    {
+        for &t in &self.inputs {
+            observe(t, &self.tensors[t], self.tensor_bytes(t));
+        }
         let arena_ptr = self.arena.as_mut_slice().as_mut_ptr();
         let arena_len = self.arena.len();
         // Reused across operators: no allocation per operator per invoke.
@@ -372,6 +398,9 @@ impl Interpreter {
                 outputs.push(Out { data });
             }
             step.kernel.eval(&inputs, &mut outputs);
+            for (&t, out) in step.outputs.iter().zip(&outputs) {
+                observe(t, &self.tensors[t], out.data);
+            }
         }
         Ok(())
     }
@@ -386,6 +415,18 @@ fn aligned_copy(bytes: &[u8]) -> Result<AlignedBytes, RuntimeError> {
     })?;
     copy.as_mut_slice().copy_from_slice(bytes);
     Ok(copy)
+}
+
+/// Rejects a tensor larger than `MAX_TENSOR_BYTES` (its size saturates, so a shape too large
+/// to address is rejected too): kernels and the arena plan only ever see bounded sizes.
+fn check_size(t: usize, info: &TensorInfo) -> Result<(), RuntimeError> {
+    if info.byte_size() > MAX_TENSOR_BYTES {
+        return Err(RuntimeError::InvalidModel(format!(
+            "tensor {t} '{}' ({} {:?}) exceeds {MAX_TENSOR_BYTES} bytes",
+            info.name, info.dtype, info.shape
+        )));
+    }
+    Ok(())
 }
 
 /// The steps during which each non-constant tensor must keep its value. Step 0 is the first
@@ -431,4 +472,136 @@ fn lifetimes(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::{BuiltinOp, BuiltinOptions, Operator, Subgraph, Tensor};
+
+    use super::*;
+    use crate::tensor::as_f32;
+
+    fn float_tensor(name: &str) -> Tensor {
+        Tensor {
+            name: name.into(),
+            shape: vec![1, 4],
+            shape_signature: None,
+            dtype: TensorType::Float32,
+            buffer: 0,
+            quantization: None,
+            sparsity: None,
+            is_variable: false,
+        }
+    }
+
+    /// x → RELU → h → RELU6 → y.
+    fn two_relus() -> Model {
+        let mut model = Model::new("observer test");
+        let relu = model.intern_opcode(BuiltinOp::RELU, 1);
+        let relu6 = model.intern_opcode(BuiltinOp::RELU6, 1);
+        let op = |opcode_index, input, output| Operator {
+            opcode_index,
+            inputs: vec![input],
+            outputs: vec![output],
+            options: BuiltinOptions::None,
+            custom_options: None,
+            intermediates: Vec::new(),
+        };
+        model.subgraphs.push(Subgraph {
+            name: None,
+            tensors: vec![float_tensor("x"), float_tensor("h"), float_tensor("y")],
+            inputs: vec![0],
+            outputs: vec![2],
+            operators: vec![op(relu, 0, 1), op(relu6, 1, 2)],
+        });
+        model
+    }
+
+    #[test]
+    fn invoke_with_shows_the_inputs_then_each_operator_output() {
+        let mut interpreter = Interpreter::new(two_relus()).unwrap();
+        interpreter
+            .set_input_f32(0, &[-1.0, 0.5, 7.0, 2.0])
+            .unwrap();
+        let mut seen = Vec::new();
+        interpreter
+            .invoke_with(|t, info, bytes| {
+                seen.push((t, info.name.clone(), as_f32(bytes).to_vec()));
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (0, "x".to_owned(), vec![-1.0, 0.5, 7.0, 2.0]),
+                (1, "h".to_owned(), vec![0.0, 0.5, 7.0, 2.0]),
+                (2, "y".to_owned(), vec![0.0, 0.5, 6.0, 2.0]),
+            ]
+        );
+        // The plain invoke computes the same result.
+        interpreter.invoke().unwrap();
+        assert_eq!(interpreter.output_f32(0).unwrap(), &[0.0, 0.5, 6.0, 2.0]);
+    }
+}
+
+#[cfg(test)]
+mod size_limits {
+    use kiln_tflite::{BuiltinOp, BuiltinOptions, Operator, Subgraph, Tensor};
+
+    use super::*;
+
+    /// A float input of `shape` (batch resizable) feeding `outputs` RELUs, each a graph output.
+    fn relus(shape: &[i32], outputs: usize) -> Model {
+        let mut model = Model::new("relus");
+        let relu = model.intern_opcode(BuiltinOp::RELU, 1);
+        let tensor = |name: String| Tensor {
+            name,
+            shape: shape.to_vec(),
+            shape_signature: Some([&[-1], &shape[1..]].concat()),
+            dtype: TensorType::Float32,
+            buffer: 0,
+            quantization: None,
+            sparsity: None,
+            is_variable: false,
+        };
+        let tensors = (0..=outputs).map(|i| tensor(format!("t{i}"))).collect();
+        let operators = (1..=outputs as i32)
+            .map(|o| Operator {
+                opcode_index: relu,
+                inputs: vec![0],
+                outputs: vec![o],
+                options: BuiltinOptions::None,
+                custom_options: None,
+                intermediates: Vec::new(),
+            })
+            .collect();
+        model.subgraphs.push(Subgraph {
+            name: None,
+            tensors,
+            inputs: vec![0],
+            outputs: (1..=outputs as i32).collect(),
+            operators,
+        });
+        model
+    }
+
+    /// Fuzzer finding: an input of shape [1, 1717986919, 107374182, 4] (2.9e18 bytes, which
+    /// still fits a usize) feeding several live outputs overflowed the arena plan's offsets
+    /// before the size limit was checked.
+    #[test]
+    fn tensors_over_the_size_limit_are_errors_not_overflows() {
+        let model = relus(&[1, 1_717_986_919, 107_374_182, 4], 7);
+        let err = Interpreter::new(model).err().expect("rejected");
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(Interpreter::new(relus(&[1, 1 << 29], 1)).is_ok());
+        assert!(Interpreter::new(relus(&[1, 1 << 30], 1)).is_err());
+    }
+
+    #[test]
+    fn resizing_an_input_past_the_size_limit_is_an_error() {
+        let mut interpreter = Interpreter::new(relus(&[1, 4], 2)).expect("valid");
+        for batch in [usize::MAX / 2, 1 << 30] {
+            let err = interpreter.resize_input(0, &[batch, 4]).unwrap_err();
+            assert!(err.to_string().contains("exceeds"), "{err}");
+        }
+    }
 }

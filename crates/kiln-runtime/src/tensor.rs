@@ -16,12 +16,16 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Saturates at `usize::MAX` (still exact whenever a dimension is 0): the interpreter
+    /// rejects any tensor over `MAX_TENSOR_BYTES`, so a shape too large to address is an
+    /// error rather than an overflow.
     pub fn num_elements(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
 
     pub fn byte_size(&self) -> usize {
-        self.num_elements() * self.dtype.element_size().unwrap_or(0)
+        self.num_elements()
+            .saturating_mul(self.dtype.element_size().unwrap_or(0))
     }
 }
 

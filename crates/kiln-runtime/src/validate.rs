@@ -39,9 +39,13 @@ fn validate_tensor(model: &Model, index: usize, tensor: &Tensor) -> Result<(), R
             tensor.shape
         )));
     }
-    if tensor.num_elements().is_none() {
+    let too_large = match tensor.dtype.element_size() {
+        Some(_) => tensor.byte_size().is_none_or(|b| b > MAX_TENSOR_BYTES),
+        None => tensor.num_elements().is_none(),
+    };
+    if too_large {
         return Err(invalid(format!(
-            "tensor {index} '{name}' has a shape {:?} too large to address",
+            "tensor {index} '{name}' has a shape {:?} too large to address (over {MAX_TENSOR_BYTES} bytes)",
             tensor.shape
         )));
     }

@@ -219,31 +219,23 @@ fn convert_quantization(q: &fb::QuantizationParameters<'_>) -> Quantization {
 }
 
 fn convert_sparsity(s: &fb::SparsityParameters<'_>) -> Sparsity {
-    let index_vector =
-        |kind: fb::SparseIndexVector, table: Option<flatbuffers::Table<'_>>| -> Vec<i32> {
-            let Some(table) = table else {
-                return Vec::new();
-            };
-            // SAFETY-free dispatch: the generated accessors re-check the union tag.
-            match kind {
-                fb::SparseIndexVector::Int32Vector => {
-                    ints(unsafe { fb::Int32Vector::init_from_table(table) }.values())
-                }
-                fb::SparseIndexVector::Uint16Vector => {
-                    unsafe { fb::Uint16Vector::init_from_table(table) }
-                        .values()
-                        .map(|v| v.iter().map(i32::from).collect())
-                        .unwrap_or_default()
-                }
-                fb::SparseIndexVector::Uint8Vector => {
-                    unsafe { fb::Uint8Vector::init_from_table(table) }
-                        .values()
-                        .map(|v| v.iter().map(i32::from).collect())
-                        .unwrap_or_default()
-                }
-                _ => Vec::new(),
-            }
-        };
+    // Only the typed accessors, which follow a union's offset when its tag names a variant.
+    // The verifier checks the offset of those variants only: with a NONE or unknown tag the
+    // offset is unverified, and following it (as `array_indices()` does) can leave the file.
+    let index_vector = |i32s: Option<fb::Int32Vector<'_>>,
+                        u16s: Option<fb::Uint16Vector<'_>>,
+                        u8s: Option<fb::Uint8Vector<'_>>|
+     -> Vec<i32> {
+        if let Some(v) = i32s {
+            ints(v.values())
+        } else if let Some(v) = u16s.and_then(|v| v.values()) {
+            v.iter().map(i32::from).collect()
+        } else if let Some(v) = u8s.and_then(|v| v.values()) {
+            v.iter().map(i32::from).collect()
+        } else {
+            Vec::new()
+        }
+    };
     Sparsity {
         traversal_order: ints(s.traversal_order()),
         block_map: ints(s.block_map()),
@@ -253,8 +245,16 @@ fn convert_sparsity(s: &fb::SparsityParameters<'_>) -> Sparsity {
                 dims.iter()
                     .map(|d| match d.format() {
                         fb::DimensionType::SPARSE_CSR => DimensionMetadata::SparseCsr {
-                            segments: index_vector(d.array_segments_type(), d.array_segments()),
-                            indices: index_vector(d.array_indices_type(), d.array_indices()),
+                            segments: index_vector(
+                                d.array_segments_as_int_32_vector(),
+                                d.array_segments_as_uint_16_vector(),
+                                d.array_segments_as_uint_8_vector(),
+                            ),
+                            indices: index_vector(
+                                d.array_indices_as_int_32_vector(),
+                                d.array_indices_as_uint_16_vector(),
+                                d.array_indices_as_uint_8_vector(),
+                            ),
                         },
                         _ => DimensionMetadata::Dense {
                             size: d.dense_size(),

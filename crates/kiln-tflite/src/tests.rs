@@ -162,3 +162,45 @@ fn unknown_options_are_kept_by_tag_and_refused_on_write() {
     let err = model.to_bytes().unwrap_err();
     assert!(err.to_string().contains("tag 200"), "{err}");
 }
+
+/// Fuzzer finding: the verifier checks a union's value field only when the tag names a known
+/// variant, but the reader looked the `array_indices` field up whatever the tag, so a NONE (or
+/// unknown) tag with a vtable entry pointing past the end of the file panicked on an
+/// out-of-bounds read. The reader now reads the value only through the typed accessors, which
+/// check the tag first.
+#[test]
+fn a_sparse_index_union_with_no_type_is_not_followed() {
+    let mut bytes = sample_model().to_bytes().unwrap();
+    let (tag_at, entry_at) = {
+        let root = generated::root_as_model(&bytes).unwrap();
+        let tensor = root.subgraphs().unwrap().get(0).tensors().unwrap().get(4);
+        let csr = tensor.sparsity().unwrap().dim_metadata().unwrap().get(1);
+        assert!(csr.array_indices_as_int_32_vector().is_some());
+        let table = csr._tab.loc();
+        let tag = csr
+            ._tab
+            .vtable()
+            .get(generated::DimensionMetadata::VT_ARRAY_INDICES_TYPE);
+        assert!(tag != 0, "the writer stores the tag");
+        // The table starts with a signed offset back to its vtable.
+        let to_vtable = i32::from_le_bytes(bytes[table..table + 4].try_into().unwrap());
+        let vtable = (table as i64 - i64::from(to_vtable)) as usize;
+        let entry = vtable + usize::from(generated::DimensionMetadata::VT_ARRAY_INDICES);
+        (table + usize::from(tag), entry)
+    };
+    assert!(
+        bytes.len() < 0xfff0,
+        "the field must land past the end of the file"
+    );
+    bytes[entry_at..entry_at + 2].copy_from_slice(&0xfff0u16.to_le_bytes());
+    for tag in [0u8, 77] {
+        bytes[tag_at] = tag;
+        let model = Model::from_bytes(bytes.clone()).expect("an untyped union is legal");
+        let sparsity = model.subgraphs[0].tensors[4].sparsity.as_ref().unwrap();
+        assert!(matches!(
+            &sparsity.dim_metadata[1],
+            DimensionMetadata::SparseCsr { segments, indices }
+                if segments == &[0, 1, 2] && indices.is_empty()
+        ));
+    }
+}

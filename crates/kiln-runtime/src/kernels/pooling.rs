@@ -97,6 +97,12 @@ impl PoolGeometry {
     /// Calls `visit(output pixel index, input pixel indices of its window)` for every output
     /// pixel; indices count pixels (multiply by `channels` for elements).
     pub fn for_each_window(&self, mut visit: impl FnMut(usize, &[usize])) {
+        // Without channels the output is empty: walking the windows anyway costs output pixels
+        // × window cells for nothing, which a wide filter makes unbounded (TFLite's channel
+        // loop, outside its filter loops, does no work either).
+        if self.channels == 0 {
+            return;
+        }
         // A window never holds more cells than the input plane, whatever the (file-given)
         // filter size: sizing by the filter alone lets a corrupt one request exabytes.
         let mut cells =
@@ -122,5 +128,33 @@ impl PoolGeometry {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzer finding (a 5 s timeout): an input [1, 7, 262407, 0] under a SAME window 458754
+    /// wide walked 2.7·10^11 window cells to produce an empty output.
+    #[test]
+    fn an_empty_output_visits_no_window() {
+        let geometry = |channels| PoolGeometry {
+            batches: 1,
+            in_h: 1,
+            in_w: 1000,
+            channels,
+            out_h: 1,
+            out_w: 1000,
+            filter: (1, 2001),
+            stride: (1, 1),
+            pad: (0, 1000),
+        };
+        let mut visits = 0;
+        geometry(0).for_each_window(|_, _| visits += 1);
+        assert_eq!(visits, 0);
+        let mut cells = 0;
+        geometry(1).for_each_window(|_, window| cells += window.len());
+        assert_eq!(cells, 1000 * 1000);
     }
 }

@@ -72,6 +72,14 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     let [batches, in_h, in_w, depth] = input.shape[..] else {
         unreachable!("rank checked")
     };
+    // Every output pixel samples the input: an empty plane has nothing to sample (the taps'
+    // last row and column would be -1; TFLite reads out of bounds).
+    if in_h == 0 || in_w == 0 {
+        return Err(prep.bad(&format!(
+            "input '{}' of shape {:?} has no pixels to resize",
+            input.name, input.shape
+        )));
+    }
     // The integer variant computes 1024 · size in int32.
     let limit = (i32::MAX / 2048) as usize;
     if in_h.max(in_w).max(out_h).max(out_w) > limit {
@@ -260,7 +268,40 @@ impl OpKernel for ResizeBilinear {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layout::testing::{i32s, run, tensor};
     use super::*;
+
+    /// Fuzzer finding: an input of height 0 made prepare clamp taps to [0, -1] and panic.
+    #[test]
+    fn an_empty_input_plane_is_an_error() {
+        for shape in [[1, 0, 2, 1], [1, 2, 0, 1]] {
+            let result = run(
+                prepare,
+                BuiltinOptions::None,
+                vec![
+                    Some(tensor(TensorType::Float32, &shape)),
+                    Some(i32s(&[4, 4])),
+                ],
+                tensor(TensorType::Float32, &[]),
+                &[&[]],
+            );
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("no pixels"), "{err}");
+        }
+        let input: Vec<u8> = [1.0f32, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let out = run(
+            prepare,
+            BuiltinOptions::None,
+            vec![
+                Some(tensor(TensorType::Float32, &[1, 1, 2, 1])),
+                Some(i32s(&[1, 4])),
+            ],
+            tensor(TensorType::Float32, &[]),
+            &[&input],
+        )
+        .expect("a 1-pixel-high input resizes");
+        assert_eq!(out.shape, [1, 1, 4, 1]);
+    }
 
     #[test]
     fn float_taps_match_the_reference_sampling() {
