@@ -43,6 +43,153 @@ fn quickstart_trains_exports_verifies_and_reports() {
     );
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("| fp32 |"), "{md}");
+    assert_eq!(fp32["size_vs_fp32"].as_f64().unwrap(), 1.0);
+    assert_eq!(fp32["accuracy_delta"].as_f64().unwrap(), 0.0);
+}
+
+/// The quickstart also writes fp16, dynamic-range and int8 files; each is verified on the test
+/// split and compared with fp32. The architecture is the quickstart's, so the sizes are the
+/// quickstart's and issue 5's size targets apply here too.
+#[test]
+fn quickstart_exports_fp16_dynamic_and_int8_variants() {
+    let dir = tiny_quickstart_run(&scratch_dir("e2e-variants"));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let variants = report["variants"].as_array().unwrap();
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fp32", "fp16", "dynamic", "int8"]);
+    let fp32_accuracy = variants[0]["accuracy"].as_f64().unwrap();
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    // (variant, largest size vs fp32, largest max |logit − Burn logit|, least argmax agreement)
+    for (v, (name, max_size, max_diff, min_agreement)) in variants[1..].iter().zip([
+        ("fp16", 0.51, 1e-2, 1.0),
+        ("dynamic", 0.27, 1.0, 0.95),
+        ("int8", 0.265, 1.5, 0.95),
+    ]) {
+        assert_eq!(v["name"], name);
+        let file = format!("model_{name}.tflite");
+        assert_eq!(v["file"], file.as_str());
+        let bytes = std::fs::metadata(dir.join(&file)).unwrap().len();
+        assert_eq!(v["bytes"].as_u64().unwrap(), bytes, "{name}");
+        let size = v["size_vs_fp32"].as_f64().unwrap();
+        assert!(size <= max_size, "{name}: {size:.4} of fp32's bytes");
+        let accuracy = v["accuracy"].as_f64().unwrap();
+        let delta = v["accuracy_delta"].as_f64().unwrap();
+        assert!((delta - (accuracy - fp32_accuracy)).abs() < 1e-12, "{v}");
+        // 64 test digits: a quantized variant may flip an image or two of a 2-epoch model.
+        assert!(
+            delta.abs() <= 0.05,
+            "{name}: accuracy {accuracy} vs fp32 {fp32_accuracy}"
+        );
+        assert!(v["speedup_vs_fp32"].as_f64().unwrap() > 0.0, "{v}");
+        let parity = &v["parity"];
+        assert!(parity["max_abs_diff"].as_f64().unwrap() <= max_diff, "{v}");
+        assert!(
+            parity["argmax_agreement"].as_f64().unwrap() >= min_agreement,
+            "{v}"
+        );
+        assert!(md.contains(&format!("| {name} |")), "{md}");
+    }
+
+    // The int8 file is int8 end to end: `pipeline inspect` shows the converter's versions.
+    let out = pipeline(&[
+        "inspect",
+        dir.join("model_int8.tflite").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<String> = json["operator_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}:v{}", c["op"].as_str().unwrap_or("?"), c["version"]))
+        .collect();
+    for expected in [
+        "CONV_2D:v3",
+        "MAX_POOL_2D:v2",
+        "RESHAPE:v1",
+        "FULLY_CONNECTED:v4",
+    ] {
+        assert!(codes.iter().any(|c| c == expected), "{codes:?}");
+    }
+
+    // Per-layer parity on demand: every layer of every variant against fp32.
+    let run_dir = dir.to_str().unwrap();
+    let out = pipeline(&["verify", run_dir, "--per-layer", "--images", "8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "model_fp16.tflite",
+        "model_dynamic.tflite",
+        "model_int8.tflite",
+        "dense1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    let out = pipeline(&[
+        "verify",
+        run_dir,
+        "--per-layer",
+        "--variant",
+        "int8",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tensors = layers[0]["tensors"].as_array().unwrap();
+    let names: Vec<&str> = tensors
+        .iter()
+        .map(|t| t["tensor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "image", "conv1", "pool1", "conv2", "pool2", "flatten", "dense1", "logits"
+        ]
+    );
+    for t in tensors {
+        assert_eq!(t["dtype"], "INT8", "{t}");
+        assert!(t["cosine"].as_f64().unwrap() > 0.99, "{t}");
+    }
+    // Without --per-layer, only the model's outputs are compared.
+    let out = pipeline(&[
+        "verify",
+        run_dir,
+        "--variant",
+        "int8",
+        "--images",
+        "8",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outputs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = outputs[0]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tensor"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["logits"]);
 }
 
 #[test]

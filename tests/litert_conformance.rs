@@ -1,16 +1,47 @@
-//! The exported float32 file runs in the official LiteRT interpreter under its default
-//! (XNNPACK), builtin and reference kernels, and kiln-runtime's outputs match LiteRT's within
-//! 1e-5 relative (numpy.allclose(rtol=1e-5, atol=1e-5) on logits).
+//! Every exported variant runs in the official LiteRT interpreter under its default (XNNPACK),
+//! builtin and reference kernels, and kiln-runtime's outputs on the same file and inputs
+//! match LiteRT's:
+//! - fp32 and fp16 (float kernels; float16 weights dequantize exactly): within 1e-5 relative
+//!   (numpy.allclose(rtol=1e-5, atol=1e-5) on logits);
+//! - dynamic (hybrid kernels: int8 dot products rescaled in float, where summation order and
+//!   rounding of the scale products differ): within 1e-3 relative of the reference and
+//!   builtin kernels, 2% of the logits' peak of XNNPACK's (which may quantize inputs its own
+//!   way);
+//! - int8 (int8 in, int8 out: the test quantizes its float inputs with the input tensor's
+//!   scale and zero point): bit-exact with the reference kernels, at most one quantization
+//!   step from the builtin and XNNPACK kernels — also for the float-I/O and uint8-I/O int8
+//!   files, built here from the run's fp32 file with kiln-export.
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln_cli::npy::{NpyArray, read_npy};
+use kiln_export::{Calibrator, Int8Options, IoType, quantize_int8};
+use kiln_runtime::Interpreter;
+use kiln_tflite::{Model, TensorType};
+use serde_json::Value;
 use support::*;
 
-#[test]
-fn fp32_export_matches_litert() {
-    let Some(python) = litert_python() else {
+const KERNELS: [&str; 3] = ["default", "builtin", "reference"];
+const ROWS: usize = 16;
+
+/// How closely kiln-runtime must match LiteRT.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// |ours − theirs| ≤ rel × (1 + |theirs|) with every kernel set.
+    Float { rel: f64 },
+    /// Hybrid: `rel` relative against reference/builtin, `of_peak` × max|logit| against XNNPACK.
+    Hybrid { rel: f64, of_peak: f64 },
+    /// Quantized outputs (or their dequantized floats) in steps of `step`: equal to the
+    /// reference kernels, at most one step from the others.
+    Steps { step: f64 },
+}
+
+fn litert() -> Option<PathBuf> {
+    let python = litert_python();
+    if python.is_none() {
         let message = "LiteRT venv missing: run `scripts/test.sh` (it creates .venv with ai-edge-litert), \
                        or set KILN_LITERT_PYTHON";
         if std::env::var_os("CI").is_some() || std::env::var_os("KILN_REQUIRE_LITERT").is_some() {
@@ -19,62 +50,206 @@ fn fp32_export_matches_litert() {
         eprintln!(
             "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! SKIPPED LiteRT conformance: {message}\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
         );
-        return;
-    };
-    let dir = tiny_quickstart_run(&scratch_dir("litert"));
-    let model = dir.join("model_fp32.tflite");
-    let rows = 16;
-    let input = dir.join("x.npy");
-    write_f32_npy(
-        &input,
-        &[rows, 28, 28, 1],
-        &uniform_inputs(rows * 28 * 28, 11),
-    );
+    }
+    python
+}
 
-    let ours = dir.join("kiln.npy");
-    let out = pipeline(&[
-        "infer",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        ours.to_str().unwrap(),
-    ]);
+fn values(array: &NpyArray) -> Vec<f64> {
+    match array.dtype {
+        TensorType::Float32 => array
+            .data
+            .chunks_exact(4)
+            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        TensorType::Int8 => array.data.iter().map(|&b| f64::from(b as i8)).collect(),
+        TensorType::UInt8 => array.data.iter().map(|&b| f64::from(b)).collect(),
+        other => panic!("unexpected output type {other}"),
+    }
+}
+
+/// Writes the test inputs for `model`'s input type: the same float rows for every variant,
+/// quantized with the input's scale and zero point when it is int8/uint8.
+fn write_inputs(model: &Path, path: &Path, floats: &[f32]) {
+    let interpreter = Interpreter::from_file(model).unwrap();
+    let info = interpreter.input_info(0).unwrap();
+    let mut shape = info.shape.clone();
+    shape[0] = ROWS;
+    let data = kiln_cli::real_io::encode_input(info, floats).unwrap();
+    let bytes = NpyArray::new(info.dtype, shape, data).to_bytes().unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The scale of the int8 tensor a model's output is, or is dequantized/requantized from.
+fn output_step(model: &Path) -> f64 {
+    let model = Model::read_file(model).unwrap();
+    let graph = &model.subgraphs[0];
+    let output = graph.outputs[0];
+    let tensor = match graph.operators.last() {
+        Some(op)
+            if op.outputs == [output]
+                && graph.tensors[output as usize].dtype != TensorType::Int8 =>
+        {
+            &graph.tensors[op.inputs[0] as usize]
+        }
+        _ => &graph.tensors[output as usize],
+    };
+    f64::from(tensor.quantization.as_ref().unwrap().scale[0])
+}
+
+/// Runs `model` through `pipeline infer` and LiteRT's three kernel sets and checks each
+/// against kiln-runtime as `expect` says.
+fn check_variant(python: &Path, dir: &Path, label: &str, model: &Path, expect: Expect) {
+    let input = dir.join(format!("{label}_x.npy"));
+    write_inputs(model, &input, &uniform_inputs(ROWS * 28 * 28, 11));
+    let ours_path = dir.join(format!("{label}_kiln.npy"));
+    let out = infer(model, &input, &ours_path);
     assert!(
         out.status.success(),
-        "{}",
+        "{label}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (our_shape, our_values) = read_f32_npy(&ours);
+    let ours = read_npy(&ours_path).unwrap();
+    let kiln_input = Interpreter::from_file(model)
+        .unwrap()
+        .input_info(0)
+        .unwrap()
+        .clone();
 
-    for kernels in ["default", "builtin", "reference"] {
-        let theirs = dir.join(format!("litert_{kernels}.npy"));
-        let out = Command::new(&python)
+    for kernels in KERNELS {
+        let theirs_path = dir.join(format!("{label}_litert_{kernels}.npy"));
+        let out = Command::new(python)
             .arg(repo_root().join("tests/litert/run_litert.py"))
-            .args([&model, &input, &theirs])
+            .args([model, &input, &theirs_path])
             .args(["--kernels", kernels])
             .output()
             .expect("run python");
         assert!(
             out.status.success(),
-            "LiteRT ({kernels}) failed:\n{}",
+            "{label}: LiteRT ({kernels}) failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let signatures = String::from_utf8_lossy(&out.stdout);
+        let details: Value = serde_json::from_slice(&out.stdout).expect("run_litert.py JSON");
+        let signatures = details["signatures"].to_string();
         assert!(
             signatures.contains("serving_default")
                 && signatures.contains("image")
                 && signatures.contains("logits"),
-            "signature missing: {signatures}"
+            "{label}: signature missing: {signatures}"
         );
-        let (shape, values) = read_f32_npy(&theirs);
-        assert_eq!(shape, our_shape, "{kernels}");
-        let mut worst = 0.0f32;
-        for (a, b) in our_values.iter().zip(&values) {
-            let excess = (a - b).abs() - 1e-5 * (1.0 + b.abs());
-            worst = worst.max(excess);
-            assert!(excess <= 0.0, "{kernels}: kiln {a} vs LiteRT {b}");
+        if let Some(q) = &kiln_input.quantization {
+            let theirs = &details["inputs"][0];
+            assert_eq!(
+                theirs["scale"].as_f64().unwrap() as f32,
+                q.scale[0],
+                "{label}"
+            );
+            assert_eq!(
+                theirs["zero_point"].as_i64().unwrap(),
+                q.zero_point[0],
+                "{label}"
+            );
         }
-        eprintln!("LiteRT {kernels}: {} values within tolerance", values.len());
+        let theirs = read_npy(&theirs_path).unwrap();
+        assert_eq!(
+            (ours.dtype, &ours.shape),
+            (theirs.dtype, &theirs.shape),
+            "{label} ({kernels})"
+        );
+        let (a, b) = (values(&ours), values(&theirs));
+        let peak = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut worst = 0.0f64;
+        for (i, (&x, &y)) in a.iter().zip(&b).enumerate() {
+            let diff = (x - y).abs();
+            let (ok, measure) = match expect {
+                Expect::Float { rel } => (diff <= rel * (1.0 + y.abs()), diff),
+                Expect::Hybrid { rel, of_peak } => match kernels {
+                    "default" => (diff <= of_peak * peak, diff),
+                    _ => (diff <= rel * (1.0 + y.abs()), diff),
+                },
+                Expect::Steps { step } => {
+                    let steps = diff / step;
+                    let allowed = if kernels == "reference" { 0.0 } else { 1.0 };
+                    (steps <= allowed + 1e-3, steps)
+                }
+            };
+            worst = worst.max(measure);
+            assert!(
+                ok,
+                "{label} ({kernels}): element {i}: kiln {x} vs LiteRT {y}"
+            );
+        }
+        let unit = if matches!(expect, Expect::Steps { .. }) {
+            " steps"
+        } else {
+            ""
+        };
+        eprintln!(
+            "{label}: LiteRT {kernels}: {} values, worst difference {worst:.3e}{unit}",
+            b.len()
+        );
     }
+}
+
+/// An int8 file with `io` I/O made from the run's fp32 file, calibrated on the test inputs.
+fn int8_with_io(dir: &Path, io: IoType, name: &str) -> PathBuf {
+    let fp32 = Model::read_file(&dir.join("model_fp32.tflite")).unwrap();
+    let mut calibrator = Calibrator::new(&fp32).unwrap();
+    let rows = uniform_inputs(ROWS * 28 * 28, 3);
+    for row in rows.chunks_exact(28 * 28) {
+        calibrator.observe(&[row]).unwrap();
+    }
+    let options = Int8Options {
+        io,
+        ..Int8Options::default()
+    };
+    let model = quantize_int8(&fp32, &calibrator.finish().unwrap(), &options).unwrap();
+    let path = dir.join(name);
+    model.write_file(&path).unwrap();
+    path
+}
+
+#[test]
+fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
+    let Some(python) = litert() else { return };
+    let dir = tiny_quickstart_run(&scratch_dir("litert"));
+    let file = |name: &str| dir.join(format!("model_{name}.tflite"));
+    check_variant(
+        &python,
+        &dir,
+        "fp32",
+        &file("fp32"),
+        Expect::Float { rel: 1e-5 },
+    );
+    check_variant(
+        &python,
+        &dir,
+        "fp16",
+        &file("fp16"),
+        Expect::Float { rel: 1e-5 },
+    );
+    let hybrid = Expect::Hybrid {
+        rel: 1e-3,
+        of_peak: 0.02,
+    };
+    check_variant(&python, &dir, "dynamic", &file("dynamic"), hybrid);
+    let int8 = file("int8");
+    check_variant(&python, &dir, "int8", &int8, Expect::Steps { step: 1.0 });
+
+    let float_io = int8_with_io(&dir, IoType::Float32, "model_int8_float_io.tflite");
+    let step = output_step(&float_io);
+    check_variant(
+        &python,
+        &dir,
+        "int8_float_io",
+        &float_io,
+        Expect::Steps { step },
+    );
+    let uint8_io = int8_with_io(&dir, IoType::UInt8, "model_int8_uint8_io.tflite");
+    check_variant(
+        &python,
+        &dir,
+        "int8_uint8_io",
+        &uint8_io,
+        Expect::Steps { step: 1.0 },
+    );
 }

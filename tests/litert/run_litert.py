@@ -3,8 +3,11 @@ runtime is checked against. Never part of the product; used by tests/litert_conf
 
 usage: run_litert.py MODEL INPUT.npy OUTPUT.npy --kernels {default,builtin,reference}
 
-INPUT holds N rows for a batch-1 model: each row is one invoke; outputs are stacked.
-Also prints the model's signature list as JSON on stdout so the test can check names.
+INPUT holds N rows for a batch-1 model: each row is one invoke; outputs are stacked. INPUT's
+dtype must be the model input's (float32, or int8/uint8 already quantized with the input
+tensor's scale and zero point); OUTPUT keeps the output tensor's dtype.
+Also prints, as JSON on stdout, the model's signature list and what LiteRT reads as each
+input's and output's dtype and quantization, so the test can check names and parameters.
 """
 import argparse
 import json
@@ -43,8 +46,27 @@ def main() -> int:
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(output_detail["index"])[0].copy())
     np.save(args.output, np.stack(outputs))
-    print(json.dumps({"signatures": interpreter.get_signature_list()}))
+    print(
+        json.dumps(
+            {
+                "signatures": interpreter.get_signature_list(),
+                "inputs": [describe(d) for d in interpreter.get_input_details()],
+                "outputs": [describe(d) for d in interpreter.get_output_details()],
+            }
+        )
+    )
     return 0
+
+
+def describe(detail):
+    """A tensor's name, dtype and per-tensor (scale, zero point) as LiteRT sees them."""
+    scale, zero_point = detail["quantization"]
+    return {
+        "name": detail["name"],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "scale": float(scale),
+        "zero_point": int(zero_point),
+    }
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ pub struct Config {
     pub model: ModelConfig,
     pub train: TrainConfig,
     #[serde(default)]
+    pub export: ExportConfig,
+    #[serde(default)]
     pub verify: VerifyConfig,
 }
 
@@ -102,6 +104,92 @@ pub enum Schedule {
     Cosine,
 }
 
+/// The `[export]` table: which `.tflite` variants the export stage writes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Variants to write, verify and report; `fp32` must be among them (every other variant
+    /// is a transform of it and is compared with it).
+    #[serde(default = "default_variants")]
+    pub variants: Vec<Variant>,
+    /// Training images (a seeded sample) the float model runs on to calibrate int8 ranges.
+    #[serde(default = "default_calibration_samples")]
+    pub calibration_samples: usize,
+    /// Element type of the int8 model's input and output.
+    #[serde(default)]
+    pub int8_io: Int8Io,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            variants: default_variants(),
+            calibration_samples: default_calibration_samples(),
+            int8_io: Int8Io::default(),
+        }
+    }
+}
+
+fn default_variants() -> Vec<Variant> {
+    vec![
+        Variant::Fp32,
+        Variant::Fp16,
+        Variant::Dynamic,
+        Variant::Int8,
+    ]
+}
+
+fn default_calibration_samples() -> usize {
+    100
+}
+
+/// An exported model variant; the name is also the file's suffix (`model_<name>.tflite`).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// The float32 model as lowered.
+    Fp32,
+    /// float16 weights, DEQUANTIZE'd to float32 kernels.
+    Fp16,
+    /// Dynamic-range: int8 weights, float activations, hybrid kernels.
+    Dynamic,
+    /// Full integer, calibrated on training images.
+    Int8,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Fp16 => "fp16",
+            Self::Dynamic => "dynamic",
+            Self::Int8 => "int8",
+        }
+    }
+
+    pub fn file_name(self) -> String {
+        format!("model_{}.tflite", self.name())
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Fp32, Self::Fp16, Self::Dynamic, Self::Int8]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Int8Io {
+    /// int8 in and out: callers quantize with the input tensor's scale and zero point.
+    #[default]
+    Int8,
+    /// uint8 in and out (QUANTIZE operators at the edges).
+    Uint8,
+    /// float32 in and out (QUANTIZE at the input, DEQUANTIZE at the output).
+    Float32,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
@@ -154,11 +242,54 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig> {
             overrides.len()
         ))
     })?;
+    validate_export(&config.export)
+        .with_context(|| format!("invalid [export] table in {}", path.display()))?;
     Ok(LoadedConfig {
         config,
         path: path.to_path_buf(),
         effective_toml,
     })
+}
+
+/// The effective config a run wrote to `run_dir/config.toml`, its relative paths resolved
+/// against the config file the run started from (recorded in `run_dir/report.json`).
+pub fn load_run(run_dir: &Path) -> Result<LoadedConfig> {
+    let report_path = run_dir.join("report.json");
+    let bytes = std::fs::read(&report_path).with_context(|| {
+        format!(
+            "cannot read {} (is {} a run directory of a run with the report stage?)",
+            report_path.display(),
+            run_dir.display()
+        )
+    })?;
+    let report: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", report_path.display()))?;
+    let original = report["config_file"].as_str().with_context(|| {
+        format!(
+            "{} does not name its config file (an older run?): run the pipeline again",
+            report_path.display()
+        )
+    })?;
+    let mut loaded = load(&run_dir.join("config.toml"), &[])?;
+    loaded.path = PathBuf::from(original);
+    Ok(loaded)
+}
+
+fn validate_export(export: &ExportConfig) -> Result<()> {
+    if !export.variants.contains(&Variant::Fp32) {
+        bail!(
+            "export.variants must include \"fp32\": the other variants are transforms of it and are compared with it"
+        );
+    }
+    for (i, v) in export.variants.iter().enumerate() {
+        if export.variants[..i].contains(v) {
+            bail!("export.variants lists \"{}\" twice", v.name());
+        }
+    }
+    if export.variants.contains(&Variant::Int8) && export.calibration_samples == 0 {
+        bail!("export.calibration_samples must be at least 1 to calibrate the int8 variant");
+    }
+    Ok(())
 }
 
 /// `a.b.c=value`: value parsed as TOML (number, bool, array, quoted string), else a bare string.
@@ -233,6 +364,44 @@ learning_rate = 0.001
         let path = write(&dir, &format!("{VALID}\n[extra]\nx = 1\n"));
         let message = format!("{:#}", load(&path, &[]).unwrap_err());
         assert!(message.contains("extra"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn export_defaults_to_all_four_variants_and_is_validated() {
+        let dir = std::env::temp_dir().join(format!("kiln-config-export-{}", std::process::id()));
+        let path = write(&dir, VALID);
+        let export = load(&path, &[]).unwrap().config.export;
+        assert_eq!(
+            export.variants,
+            [
+                Variant::Fp32,
+                Variant::Fp16,
+                Variant::Dynamic,
+                Variant::Int8
+            ]
+        );
+        assert_eq!(
+            (export.calibration_samples, export.int8_io),
+            (100, Int8Io::Int8)
+        );
+
+        let set = |s: &str| load(&path, &[s.into()]);
+        assert_eq!(
+            set("export.int8_io=float32").unwrap().config.export.int8_io,
+            Int8Io::Float32
+        );
+        for (bad, needle) in [
+            ("export.variants=[\"fp16\"]", "fp32"),
+            ("export.variants=[\"fp32\", \"fp32\"]", "twice"),
+            ("export.variants=[\"fp32\", \"int4\"]", "int4"),
+            ("export.calibration_samples=0", "calibration_samples"),
+            ("export.int8_io=int16", "int16"),
+            ("export.extra=1", "extra"),
+        ] {
+            let message = format!("{:#}", set(bad).unwrap_err());
+            assert!(message.contains(needle), "{bad}: {message}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,11 +3,15 @@
 
 pub mod bench;
 pub mod config;
+pub mod export;
 pub mod infer;
 pub mod inspect;
 pub mod model_file;
 pub mod npy;
+pub mod per_layer;
+pub mod real_io;
 pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod verify;
+pub mod verify_run;

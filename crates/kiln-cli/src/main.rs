@@ -1,6 +1,6 @@
 //! `pipeline`: Kiln's command line.
 
-use kiln_cli::{bench, infer, inspect, run};
+use kiln_cli::{bench, infer, inspect, run, verify_run};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,6 +45,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-layer parity of a run's variants: for each tensor, the fp32 file vs the variant
+    /// (max abs error, RMSE, cosine) on the run's test images, in kiln-runtime.
+    Verify {
+        /// A run directory written by `pipeline run`.
+        run_dir: PathBuf,
+        /// Compare every tensor, not only the model's outputs.
+        #[arg(long)]
+        per_layer: bool,
+        /// Variant to compare with fp32 (repeatable; default: every exported variant).
+        #[arg(long = "variant", value_name = "NAME")]
+        variants: Vec<String>,
+        /// The first N test images.
+        #[arg(long, default_value_t = 100)]
+        images: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time kiln-runtime on a .tflite: p50/p90 latency over repeated invokes, arena bytes.
     Bench {
         model: PathBuf,
@@ -81,6 +98,13 @@ fn main() -> ExitCode {
             output,
         } => infer::run(&model, &input, &output),
         Command::Inspect { model, json } => inspect::run(&model, json),
+        Command::Verify {
+            run_dir,
+            per_layer,
+            variants,
+            images,
+            json,
+        } => verify_run::run(&run_dir, per_layer, &variants, images, json),
         Command::Bench { model, runs, json } => bench::run(&model, runs, json),
     };
     match result {

@@ -15,6 +15,9 @@ use crate::config::LoadedConfig;
 #[derive(Serialize)]
 pub struct Report {
     pub name: String,
+    /// The config file the run started from (absolute): its directory resolves the effective
+    /// config's relative paths when `pipeline verify` reopens the run.
+    pub config_file: String,
     pub config_sha256: String,
     pub seed: u64,
     pub backend: String,
@@ -67,12 +70,20 @@ pub struct VariantReport {
     pub accuracy: Option<f64>,
     pub latency_ms_p50: Option<f64>,
     pub parity: Option<Parity>,
+    /// bytes / the fp32 file's bytes.
+    pub size_vs_fp32: Option<f64>,
+    /// accuracy − the fp32 file's accuracy (a fraction, like `accuracy`).
+    pub accuracy_delta: Option<f64>,
+    /// The fp32 file's latency p50 / this file's (> 1: faster).
+    pub speedup_vs_fp32: Option<f64>,
 }
 
 #[derive(Serialize)]
 pub struct Parity {
     /// What the file's outputs were compared with.
     pub reference: String,
+    /// Largest |reference − output| over the test set's logits (quantized outputs
+    /// dequantized first).
     pub max_abs_diff: f64,
     pub argmax_agreement: f64,
 }
@@ -104,7 +115,27 @@ impl VariantReport {
             accuracy: None,
             latency_ms_p50: None,
             parity: None,
+            size_vs_fp32: None,
+            accuracy_delta: None,
+            speedup_vs_fp32: None,
         })
+    }
+}
+
+/// Fills each variant's comparison with the `fp32` variant (when there is one, and for
+/// accuracy and latency when both were measured).
+pub fn compare_with_fp32(variants: &mut [VariantReport]) {
+    let Some(base) = variants.iter().find(|v| v.name == "fp32") else {
+        return;
+    };
+    let (bytes, accuracy, latency) = (base.bytes, base.accuracy, base.latency_ms_p50);
+    for v in variants.iter_mut() {
+        v.size_vs_fp32 = (bytes > 0).then(|| v.bytes as f64 / bytes as f64);
+        v.accuracy_delta = accuracy.zip(v.accuracy).map(|(base, this)| this - base);
+        v.speedup_vs_fp32 = latency
+            .zip(v.latency_ms_p50)
+            .filter(|&(_, this)| this > 0.0)
+            .map(|(base, this)| base / this);
     }
 }
 
@@ -192,18 +223,25 @@ impl Report {
             self.training.seconds,
             100.0 * self.training.burn_test_accuracy
         );
-        md += "## Variants\n\n| variant | file | bytes | gzip bytes | accuracy (kiln-runtime) | latency p50 | max abs diff vs Burn | argmax agreement |\n";
-        md += "|---|---|---:|---:|---:|---:|---:|---:|\n";
+        md += "## Variants\n\nAccuracy and latency are kiln-runtime's on the test split; parity compares each \
+               file's (dequantized) logits with the Burn model's.\n\n";
+        md += "| variant | file | bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement |\n";
+        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for v in &self.variants {
             md += &format!(
-                "| {} | `{}` | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v.name,
                 v.file,
                 v.bytes,
                 v.gzip_bytes,
+                v.size_vs_fp32
+                    .map_or("—".into(), |r| format!("{:.1}%", 100.0 * r)),
                 percent(v.accuracy),
+                v.accuracy_delta
+                    .map_or("—".into(), |d| format!("{:+.2} pt", 100.0 * d)),
                 v.latency_ms_p50
                     .map_or("—".into(), |l| format!("{l:.3} ms")),
+                v.speedup_vs_fp32.map_or("—".into(), |s| format!("{s:.2}×")),
                 v.parity
                     .as_ref()
                     .map_or("—".into(), |p| format!("{:.2e}", p.max_abs_diff)),
@@ -211,5 +249,44 @@ impl Report {
             );
         }
         md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(name: &str, bytes: u64, accuracy: f64, latency: f64) -> VariantReport {
+        VariantReport {
+            name: name.into(),
+            file: format!("model_{name}.tflite"),
+            bytes,
+            gzip_bytes: bytes,
+            sha256: String::new(),
+            accuracy: Some(accuracy),
+            latency_ms_p50: Some(latency),
+            parity: None,
+            size_vs_fp32: None,
+            accuracy_delta: None,
+            speedup_vs_fp32: None,
+        }
+    }
+
+    #[test]
+    fn variants_are_compared_with_fp32() {
+        let mut variants = vec![
+            variant("fp32", 1000, 0.98, 0.5),
+            variant("int8", 250, 0.975, 0.25),
+        ];
+        compare_with_fp32(&mut variants);
+        let int8 = &variants[1];
+        assert_eq!(int8.size_vs_fp32, Some(0.25));
+        assert!((int8.accuracy_delta.unwrap() + 0.005).abs() < 1e-12);
+        assert_eq!(int8.speedup_vs_fp32, Some(2.0));
+        assert_eq!(variants[0].size_vs_fp32, Some(1.0));
+
+        let mut alone = vec![variant("int8", 250, 0.9, 0.2)];
+        compare_with_fp32(&mut alone);
+        assert_eq!(alone[0].size_vs_fp32, None);
     }
 }

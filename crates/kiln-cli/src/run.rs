@@ -1,4 +1,5 @@
-//! `pipeline run`: config → data → train → export → verify → report, in a run directory.
+//! `pipeline run`: config → data → train → export (fp32 and its variants) → verify → report,
+//! in a run directory.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,11 +15,10 @@ use rand::seq::SliceRandom;
 use tracing::info;
 
 use crate::config::{self, Architecture, ColorConfig, LoadedConfig, Schedule};
+use crate::export::export_variants;
 use crate::recipe::{self, Stage};
 use crate::report::{self, DatasetReport, Parity, Report, VariantReport};
 use crate::verify::verify_variant;
-
-pub const FP32_FILE: &str = "model_fp32.tflite";
 
 pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<PathBuf> {
     let loaded = config::load(config_path, overrides)?;
@@ -116,36 +116,45 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
         let tflite = model
             .lower(&description)
             .context("lowering the model to TFLite")?;
-        let path = run_dir.join(FP32_FILE);
-        tflite
-            .write_file(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        info!("exported {}", path.display());
-        let mut variant = VariantReport::for_file("fp32", &run_dir, FP32_FILE)?;
-        if recipe.stages.contains(&Stage::Verify) {
-            let verified =
-                verify_variant(&path, &test_set, &burn_logits, config.verify.latency_runs)?;
-            info!(
-                "fp32 verified: accuracy {:.2}%, max |Burn − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
-                100.0 * verified.accuracy,
-                verified.max_abs_diff,
-                100.0 * verified.argmax_agreement,
-                verified.latency_ms_p50
-            );
-            variant.accuracy = Some(verified.accuracy);
-            variant.latency_ms_p50 = Some(verified.latency_ms_p50);
-            variant.parity = Some(Parity {
-                reference: "burn".into(),
-                max_abs_diff: verified.max_abs_diff,
-                argmax_agreement: verified.argmax_agreement,
-            });
+        let exported = export_variants(&tflite, &run_dir, &config.export, &train_set, config.seed)?;
+        for file in &exported {
+            let name = file.variant.name();
+            let mut variant = VariantReport::for_file(name, &run_dir, &file.file)?;
+            if recipe.stages.contains(&Stage::Verify) {
+                let verified = verify_variant(
+                    &file.path,
+                    &test_set,
+                    &burn_logits,
+                    config.verify.latency_runs,
+                )
+                .with_context(|| format!("verifying {}", file.path.display()))?;
+                info!(
+                    "{name} verified: accuracy {:.2}%, max |Burn − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
+                    100.0 * verified.accuracy,
+                    verified.max_abs_diff,
+                    100.0 * verified.argmax_agreement,
+                    verified.latency_ms_p50
+                );
+                variant.accuracy = Some(verified.accuracy);
+                variant.latency_ms_p50 = Some(verified.latency_ms_p50);
+                variant.parity = Some(Parity {
+                    reference: "burn".into(),
+                    max_abs_diff: verified.max_abs_diff,
+                    argmax_agreement: verified.argmax_agreement,
+                });
+            }
+            variants.push(variant);
         }
-        variants.push(variant);
+        report::compare_with_fp32(&mut variants);
     }
 
     if recipe.stages.contains(&Stage::Report) {
         let report = Report {
             name: config.name.clone(),
+            config_file: std::path::absolute(config_path)
+                .unwrap_or_else(|_| config_path.to_path_buf())
+                .display()
+                .to_string(),
             config_sha256: report::sha256_hex(loaded.effective_toml.as_bytes()),
             seed: config.seed,
             backend: config.train.backend.name().into(),
@@ -173,7 +182,8 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
     Ok(run_dir)
 }
 
-fn load_data(loaded: &LoadedConfig) -> Result<(ImageDataset, ImageDataset)> {
+/// The train and test splits a config names (after its row limits).
+pub(crate) fn load_data(loaded: &LoadedConfig) -> Result<(ImageDataset, ImageDataset)> {
     let data = &loaded.config.data;
     let columns = ColumnNames {
         image: data.image_column.clone(),

@@ -1,5 +1,6 @@
 //! Verifying an exported file: kiln-runtime runs the file as written to disk, and its outputs
-//! are compared with the Burn model's on the test set.
+//! (dequantized, for int8/uint8 outputs) are compared with the Burn model's on the test set.
+//! Quantized inputs are fed the test images quantized with the input's scale and zero point.
 
 use std::path::Path;
 use std::time::Instant;
@@ -7,6 +8,8 @@ use std::time::Instant;
 use anyhow::{Result, ensure};
 use kiln_data::ImageDataset;
 use kiln_train::argmax_rows;
+
+use crate::real_io;
 
 pub struct Verified {
     pub accuracy: f64,
@@ -26,11 +29,11 @@ pub fn verify_variant(
     let mut logits = Vec::with_capacity(test.len() * classes);
     let mut latencies = Vec::with_capacity(test.len());
     for row in 0..test.len() {
-        interpreter.set_input_f32(0, test.image(row))?;
+        real_io::set_input(&mut interpreter, 0, test.image(row))?;
         let started = Instant::now();
         interpreter.invoke()?;
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
-        logits.extend_from_slice(interpreter.output_f32(0)?);
+        logits.extend(real_io::output(&interpreter, 0)?);
     }
     ensure!(
         logits.len() == reference_logits.len(),
@@ -40,7 +43,7 @@ pub fn verify_variant(
     );
     // Latency over extra timed runs of the first image, after the full pass warmed caches.
     for _ in 0..latency_runs {
-        interpreter.set_input_f32(0, test.image(0))?;
+        real_io::set_input(&mut interpreter, 0, test.image(0))?;
         let started = Instant::now();
         interpreter.invoke()?;
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
