@@ -154,11 +154,19 @@ impl Interpreter {
         let index = |t: i32| usize::try_from(t).ok();
         let mut steps = Vec::with_capacity(subgraph.operators.len());
         let mut folded_outputs = Vec::new();
+        // The file's constants, which kernels may read while preparing (e.g. to dequantize
+        // float16 weights once instead of on every invoke).
+        let constants: Vec<Option<&[u8]>> = subgraph
+            .tensors
+            .iter()
+            .map(|t| Some(model.tensor_data(t)).filter(|d| !d.is_empty()))
+            .collect();
         for (op_index, op) in subgraph.operators.iter().enumerate() {
             let code = model
                 .opcode_of(op)
                 .ok_or_else(|| RuntimeError::InvalidModel("bad opcode".into()))?;
-            let prepared = kernels::prepare(op_index, code, op, &self.tensors, &values)?;
+            let prepared =
+                kernels::prepare(op_index, code, op, &self.tensors, &values, &constants)?;
             // An operator whose every output is known at prepare (SHAPE and the integer ops
             // that follow it, DENSIFY) is folded: its outputs become constants and it never
             // runs — as TFLite evaluates such operators only once.

@@ -65,10 +65,18 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         other => return Err(prep.unsupported(&format!("input type {other}"))),
     };
     prep.set_output_shape(0, input.shape.clone());
-    Ok(Box::new(Dequantize {
+    let kernel = Dequantize {
         source,
         elements: input.num_elements(),
-    }))
+    };
+    // Constant weights (float16 or int8, as the converter stores them) are dequantized once:
+    // the interpreter folds this operator into the float32 constant, as TFLite does.
+    if let Some(bytes) = prep.input_value(0).filter(|b| b.len() == input.byte_size()) {
+        let mut values = vec![0.0f32; kernel.elements];
+        kernel.dequantize(bytes, &mut values);
+        prep.set_output_value(0, values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    }
+    Ok(Box::new(kernel))
 }
 
 /// IEEE 754 half → single precision, exactly (subnormals, infinities and NaN included).
@@ -94,7 +102,13 @@ impl OpKernel for Dequantize {
         let Some(input) = &inputs[0] else {
             unreachable!("prepared")
         };
-        let output = as_f32_mut(outputs[0].data);
+        self.dequantize(input.data, as_f32_mut(outputs[0].data));
+    }
+}
+
+impl Dequantize {
+    fn dequantize(&self, input: &[u8], output: &mut [f32]) {
+        let input = In { data: input };
         match &self.source {
             Source::Float16 => {
                 for (o, b) in output.iter_mut().zip(input.data.chunks_exact(2)) {

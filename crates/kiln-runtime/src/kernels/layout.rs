@@ -421,6 +421,7 @@ pub mod testing {
             op: &op,
             tensors: &tensors,
             values: &values,
+            constants: &[],
             outputs: RefCell::new(vec![PreparedOutput::default()]),
         };
         let kernel = prepare(&prep)?;

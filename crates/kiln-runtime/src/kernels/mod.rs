@@ -262,6 +262,7 @@ pub fn prepare(
     op: &Operator,
     tensors: &[TensorInfo],
     values: &[Option<Vec<u8>>],
+    constants: &[Option<&[u8]>],
 ) -> Result<Prepared, RuntimeError> {
     let prep = Prep {
         op_index,
@@ -270,6 +271,7 @@ pub fn prepare(
         op,
         tensors,
         values,
+        constants,
         outputs: RefCell::new(vec![PreparedOutput::default(); op.outputs.len()]),
     };
     if code.builtin == BuiltinOp::CUSTOM {
@@ -323,6 +325,8 @@ pub struct Prep<'a> {
     pub op: &'a Operator,
     pub tensors: &'a [TensorInfo],
     values: &'a [Option<Vec<u8>>],
+    /// The file's constant data, per tensor (borrowed, never copied).
+    constants: &'a [Option<&'a [u8]>],
     outputs: RefCell<Vec<PreparedOutput>>,
 }
 
@@ -415,7 +419,10 @@ impl<'a> Prep<'a> {
     /// The bytes of input `i` when known before running (a constant, or computed at prepare).
     pub fn input_value(&self, i: usize) -> Option<&'a [u8]> {
         let index = usize::try_from(*self.op.inputs.get(i)?).ok()?;
-        self.values.get(index)?.as_deref()
+        self.values
+            .get(index)?
+            .as_deref()
+            .or_else(|| self.constants.get(index).copied().flatten())
     }
 
     /// Input `i` as int32 values known before running (shapes, axes, paddings, ...).
