@@ -6,7 +6,7 @@ use crate::arena::{self, AlignedBytes, ArenaPlan, Lifetime};
 use crate::error::RuntimeError;
 use crate::kernels::{self, In, Kernel, Out};
 use crate::tensor::{TensorInfo, as_f32, is_aligned_for_words};
-use crate::validate::{MAX_TENSOR_BYTES, validate};
+use crate::validate::{MAX_TENSOR_BYTES, extent, validate};
 
 /// Where a tensor's bytes live.
 enum Storage {
@@ -129,8 +129,15 @@ impl Interpreter {
                 ),
             });
         }
-        self.tensors[t].shape = shape.to_vec();
-        self.allocate()
+        let previous = std::mem::replace(&mut self.tensors[t].shape, shape.to_vec());
+        if let Err(error) = self.allocate() {
+            // Leave the interpreter as it was (prepared for the previous shape), never half
+            // re-planned: a later invoke must still be safe.
+            self.tensors[t].shape = previous;
+            self.allocate()?;
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Prepares every operator in order (each computes its outputs' shapes from its inputs'),
@@ -425,10 +432,12 @@ fn aligned_copy(bytes: &[u8]) -> Result<AlignedBytes, RuntimeError> {
     Ok(copy)
 }
 
-/// Rejects a tensor larger than `MAX_TENSOR_BYTES` (its size saturates, so a shape too large
-/// to address is rejected too): kernels and the arena plan only ever see bounded sizes.
+/// Rejects a tensor whose extent (its size, zero dimensions counted as one, saturating)
+/// exceeds `MAX_TENSOR_BYTES`, as `validate` does for the file's shapes: kernels and the arena
+/// plan only ever see shapes whose products cannot overflow.
 fn check_size(t: usize, info: &TensorInfo) -> Result<(), RuntimeError> {
-    if info.byte_size() > MAX_TENSOR_BYTES {
+    let element_size = info.dtype.element_size().unwrap_or(1);
+    if extent(info.shape.iter().copied(), element_size) > MAX_TENSOR_BYTES {
         return Err(RuntimeError::InvalidModel(format!(
             "tensor {t} '{}' ({} {:?}) exceeds {MAX_TENSOR_BYTES} bytes",
             info.name, info.dtype, info.shape
@@ -602,6 +611,30 @@ mod size_limits {
         assert!(err.to_string().contains("too large"), "{err}");
         assert!(Interpreter::new(relus(&[1, 1 << 29], 1)).is_ok());
         assert!(Interpreter::new(relus(&[1, 1 << 30], 1)).is_err());
+        // Empty, but its other dimensions multiply past the limit (and past usize).
+        let err = Interpreter::new(relus(&[0, i32::MAX, i32::MAX, i32::MAX], 1))
+            .err()
+            .expect("rejected");
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(Interpreter::new(relus(&[0, 4], 1)).is_ok());
+    }
+
+    /// Found with the RESHAPE overflow: an operator may compute an empty shape whose other
+    /// dimensions multiply past usize, which later kernels would multiply out.
+    #[test]
+    fn computed_empty_shapes_are_bounded_too() {
+        let info = |shape: &[usize]| TensorInfo {
+            name: "t".into(),
+            shape: shape.to_vec(),
+            dtype: TensorType::Float32,
+            quantization: None,
+            sparse: false,
+            sparsity: None,
+        };
+        assert!(check_size(0, &info(&[0, 1 << 30, 1 << 30, 1 << 30])).is_err());
+        assert!(check_size(0, &info(&[0, 1 << 20])).is_ok());
+        assert!(check_size(0, &info(&[1 << 29])).is_ok());
+        assert!(check_size(0, &info(&[(1 << 29) + 1])).is_err());
     }
 
     #[test]
@@ -610,6 +643,10 @@ mod size_limits {
         for batch in [usize::MAX / 2, 1 << 30] {
             let err = interpreter.resize_input(0, &[batch, 4]).unwrap_err();
             assert!(err.to_string().contains("exceeds"), "{err}");
+            // A failed resize leaves the interpreter prepared for its previous shape.
+            assert_eq!(interpreter.input_info(0).unwrap().shape, vec![1, 4]);
+            interpreter.set_input(0, &[0u8; 16]).unwrap();
+            interpreter.invoke().unwrap();
         }
     }
 }

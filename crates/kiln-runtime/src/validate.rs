@@ -10,6 +10,15 @@ use crate::error::RuntimeError;
 /// must be an error, not an allocation that aborts the process.
 pub const MAX_TENSOR_BYTES: usize = 1 << 31;
 
+/// The bytes a shape would span with every zero dimension counted as one (saturating). It
+/// bounds every product of the shape's dimensions, in any order, times the element size: a
+/// shape whose extent is at most `MAX_TENSOR_BYTES` is safe for kernels to multiply out, even
+/// when a zero dimension makes the tensor empty (e.g. [0, 2^31 - 1, 2^31 - 1]).
+pub fn extent(dims: impl IntoIterator<Item = usize>, element_size: usize) -> usize {
+    dims.into_iter()
+        .fold(element_size, |bytes, d| bytes.saturating_mul(d.max(1)))
+}
+
 fn invalid(msg: String) -> RuntimeError {
     RuntimeError::InvalidModel(msg)
 }
@@ -39,11 +48,9 @@ fn validate_tensor(model: &Model, index: usize, tensor: &Tensor) -> Result<(), R
             tensor.shape
         )));
     }
-    let too_large = match tensor.dtype.element_size() {
-        Some(_) => tensor.byte_size().is_none_or(|b| b > MAX_TENSOR_BYTES),
-        None => tensor.num_elements().is_none(),
-    };
-    if too_large {
+    // Negative dimensions were rejected above.
+    let dims = tensor.shape.iter().map(|&d| d as usize);
+    if extent(dims, tensor.dtype.element_size().unwrap_or(1)) > MAX_TENSOR_BYTES {
         return Err(invalid(format!(
             "tensor {index} '{name}' has a shape {:?} too large to address (over {MAX_TENSOR_BYTES} bytes)",
             tensor.shape

@@ -53,11 +53,14 @@ fn resolve(prep: &Prep<'_>, target: &[i32], elements: usize) -> Result<Vec<usize
     if wildcards > 1 || target.iter().any(|&d| d < -1) {
         return Err(prep.bad(&format!("invalid target shape {target:?}")));
     }
-    let known: usize = target
-        .iter()
-        .filter(|&&d| d >= 0)
-        .map(|&d| d as usize)
-        .product();
+    let cannot = || prep.bad(&format!("cannot reshape {elements} elements to {target:?}"));
+    // Checked products, as the validator counts a file's shapes: a target whose size
+    // overflows cannot hold the input's elements (and must not wrap into a match).
+    fn product(dims: impl IntoIterator<Item = usize>) -> Option<usize> {
+        dims.into_iter().try_fold(1usize, |n, d| n.checked_mul(d))
+    }
+    let known =
+        product(target.iter().filter(|&&d| d >= 0).map(|&d| d as usize)).ok_or_else(cannot)?;
     let shape: Vec<usize> = target
         .iter()
         .map(|&d| {
@@ -68,8 +71,8 @@ fn resolve(prep: &Prep<'_>, target: &[i32], elements: usize) -> Result<Vec<usize
             }
         })
         .collect();
-    if shape.iter().product::<usize>() != elements {
-        return Err(prep.bad(&format!("cannot reshape {elements} elements to {target:?}")));
+    if product(shape.iter().copied()) != Some(elements) {
+        return Err(cannot());
     }
     Ok(shape)
 }
@@ -80,5 +83,39 @@ impl OpKernel for Reshape {
             unreachable!("prepared")
         };
         outputs[0].data[..self.bytes].copy_from_slice(&input.data[..self.bytes]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::TensorType;
+
+    use super::super::layout::testing::{i32s, run, tensor};
+    use super::*;
+
+    fn reshape(target: &[i32]) -> Result<Vec<usize>, RuntimeError> {
+        run(
+            prepare,
+            BuiltinOptions::None,
+            vec![
+                Some(tensor(TensorType::Float32, &[1, 8, 8, 4])),
+                Some(i32s(target)),
+            ],
+            tensor(TensorType::Float32, &[]),
+            &[&[0u8; 256 * 4]],
+        )
+        .map(|run| run.shape)
+    }
+
+    /// Fuzzer finding: the target [1717986817, 1717986918, 6, 8, 4] overflowed the product of
+    /// its dimensions (a panic with overflow checks, a wrapped size without).
+    #[test]
+    fn a_target_whose_size_overflows_is_an_error() {
+        let err = reshape(&[1_717_986_817, 1_717_986_918, 6, 8, 4]).unwrap_err();
+        assert!(err.to_string().contains("cannot reshape"), "{err}");
+        let err = reshape(&[1_717_986_817, 1_717_986_918, 6, -1]).unwrap_err();
+        assert!(err.to_string().contains("cannot reshape"), "{err}");
+        assert_eq!(reshape(&[16, -1]).unwrap(), [16, 16]);
+        assert_eq!(reshape(&[4, 64]).unwrap(), [4, 64]);
     }
 }
