@@ -199,14 +199,7 @@ fn infer_and_inspect_run_the_exported_file() {
     let input = dir.join("x.npy");
     let output = dir.join("y.npy");
     write_f32_npy(&input, &[3, 28, 28, 1], &uniform_inputs(3 * 28 * 28, 7));
-    let out = pipeline(&[
-        "infer",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = infer(&model, &input, &output);
     assert!(
         out.status.success(),
         "{}",
@@ -216,17 +209,10 @@ fn infer_and_inspect_run_the_exported_file() {
     assert_eq!(shape, vec![3, 10]);
     assert!(values.iter().all(|v| v.is_finite()));
 
-    // A single row of the wrong dtype is a clear error.
+    // An input of the wrong shape is a clear error naming the expected shape.
     let bad = dir.join("bad.npy");
     write_f32_npy(&bad, &[2, 28, 28], &uniform_inputs(2 * 28 * 28, 1));
-    let out = pipeline(&[
-        "infer",
-        model.to_str().unwrap(),
-        "--input",
-        bad.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = infer(&model, &bad, &output);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
