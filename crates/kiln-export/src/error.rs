@@ -16,6 +16,8 @@ pub enum ExportError {
         name: String,
         reason: String,
     },
+    #[error("model metadata: {reason}")]
+    Metadata { reason: String },
     #[error("calibration: {0}")]
     Calibration(String),
     #[error("calibration ran the float model in kiln-runtime and it failed: {0}")]

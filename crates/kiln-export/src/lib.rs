@@ -17,6 +17,8 @@ mod error;
 mod float16;
 mod graph;
 mod int8;
+mod metadata;
+mod min_runtime_version;
 mod symmetric;
 mod versions;
 
@@ -30,4 +32,8 @@ pub use int8::{
     Calibrator, Int8Options, IoType, QParams, Range, TensorRanges, asymmetric_int8_params,
     quantize_bias, quantize_int8,
 };
+pub use metadata::{
+    LABELS_FILE, ModelCard, associated_files, attach_metadata, to_bytes_with_metadata,
+};
+pub use min_runtime_version::min_runtime_version;
 pub use symmetric::{SymmetricWeights, quantize_symmetric};

@@ -5,6 +5,7 @@
 mod bytes;
 mod error;
 mod generated;
+pub mod metadata;
 mod model;
 mod op_names;
 mod options;

@@ -15,3 +15,11 @@
 #[rustfmt::skip]
 mod tflite_generated;
 pub use tflite_generated::tflite::*;
+
+/// The model-metadata schema (`schema/metadata.fbs`), in its own namespace module because both
+/// schemas are `namespace tflite`.
+pub mod metadata {
+    pub use super::metadata_generated::tflite::*;
+}
+#[rustfmt::skip]
+mod metadata_generated;
