@@ -253,3 +253,73 @@ fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
         Expect::Steps { step: 1.0 },
     );
 }
+
+/// What a Python user with only ai-edge-litert finds in every exported file: the metadata
+/// entries, the minimum runtime version, the labels and the input normalisation.
+#[test]
+fn exported_metadata_is_readable_with_litert_tools() {
+    let Some(python) = litert() else { return };
+    let dir = tiny_quickstart_run(&scratch_dir("litert_metadata"));
+    for variant in ["fp32", "fp16", "dynamic", "int8"] {
+        let model = dir.join(format!("model_{variant}.tflite"));
+        let out = Command::new(&python)
+            .arg(repo_root().join("tests/litert/read_metadata.py"))
+            .arg(&model)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "{variant}: read_metadata.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let found: Value = serde_json::from_slice(&out.stdout).expect("read_metadata.py JSON");
+        let entries = found["entries"].to_string();
+        assert!(
+            entries.contains("min_runtime_version") && entries.contains("TFLITE_METADATA"),
+            "{variant}: {entries}"
+        );
+        let version = found["min_runtime_version"].as_str().unwrap_or_default();
+        assert!(
+            version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+            "{variant}: min_runtime_version {version:?}"
+        );
+        let metadata = &found["metadata"];
+        assert_eq!(metadata["name"], "quickstart", "{variant}");
+        assert!(
+            metadata["description"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("SmallCnn"),
+            "{variant}: {metadata}"
+        );
+        let input = &metadata["inputs"][0];
+        assert_eq!(input["name"], "image", "{variant}");
+        // quickstart trains on pixels / 255: mean 0, std 1 in Kiln's units = 0, 255 raw.
+        assert_eq!(
+            input["normalization"]["mean"],
+            serde_json::json!([0.0]),
+            "{variant}"
+        );
+        assert_eq!(
+            input["normalization"]["std"],
+            serde_json::json!([255.0]),
+            "{variant}"
+        );
+        let output = &metadata["outputs"][0];
+        assert_eq!(
+            output["associated_files"],
+            serde_json::json!(["labels.txt"]),
+            "{variant}"
+        );
+        let labels: Vec<&str> = found["files"]["labels.txt"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .collect();
+        assert_eq!(
+            labels,
+            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            "{variant}"
+        );
+    }
+}

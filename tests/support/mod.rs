@@ -1,6 +1,9 @@
 //! Helpers shared by the workspace-level tests.
 #![allow(dead_code)]
 
+pub mod catsdogs_fixture;
+pub mod fake_hub;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,12 +15,34 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn pipeline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pipeline"))
+    pipeline_with_env(args, &[])
+}
+
+/// `pipeline ARGS` with extra environment variables. The decoded-image cache goes under the
+/// target directory (not the user's ~/.cache) unless `env` sets KILN_CACHE_DIR, and Hugging
+/// Face settings of the environment running the tests are dropped.
+pub fn pipeline_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+    command
         .args(args)
         .current_dir(repo_root())
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("run the pipeline binary")
+        .env(
+            "KILN_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-cache"),
+        );
+    for var in [
+        "HF_ENDPOINT",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_OFFLINE",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("run the pipeline binary")
 }
 
 /// `pipeline infer MODEL --input INPUT --output OUTPUT`.

@@ -24,12 +24,23 @@ pub struct Config {
     pub verify: VerifyConfig,
 }
 
+/// The `[data]` table: one source (local parquet files, a Hub dataset or an image folder),
+/// how images are decoded, split and normalised.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Parquet files in the Hugging Face image layout, relative to the config file.
+    /// Local parquet files in the Hugging Face image layout, relative to the config file.
+    #[serde(default)]
     pub train: Vec<PathBuf>,
+    /// Local test parquet files; without them the train files are split by `split`.
+    #[serde(default)]
     pub test: Vec<PathBuf>,
+    /// A Hugging Face Hub dataset (parquet), downloaded into the Hugging Face cache.
+    #[serde(default)]
+    pub hub: Option<HubConfig>,
+    /// An image folder, `root/<class>/*.{jpg,png}`.
+    #[serde(default)]
+    pub folder: Option<FolderConfig>,
     #[serde(default = "default_image_column")]
     pub image_column: String,
     #[serde(default = "default_label_column")]
@@ -38,11 +49,137 @@ pub struct DataConfig {
     /// [height, width] to resize to; omitted = keep the images' own size.
     #[serde(default)]
     pub image_size: Option<[usize; 2]>,
-    /// Use only the first N training rows (after a seeded shuffle); for quick runs and tests.
+    /// How images of another aspect ratio reach `image_size`.
+    #[serde(default)]
+    pub resize: ResizeConfig,
+    /// [train, validation, test] fractions when the source has no test split: a stratified
+    /// split seeded by `seed`.
+    #[serde(default = "default_split")]
+    pub split: [f64; 3],
+    /// When the source has its own test split: the fraction of train held out (stratified)
+    /// for validation; 0 = none.
+    #[serde(default)]
+    pub validation_fraction: f64,
+    /// Use only N training rows (a seeded sample, after splitting); for quick runs and tests.
     #[serde(default)]
     pub limit_train: Option<usize>,
     #[serde(default)]
     pub limit_test: Option<usize>,
+    /// Per-channel normalisation of pixels scaled to [0, 1], `(x - mean) / std`: one value
+    /// for all channels or one per channel. Written into the exported models' metadata.
+    #[serde(default = "default_mean")]
+    pub mean: Vec<f32>,
+    #[serde(default = "default_std")]
+    pub std: Vec<f32>,
+    /// Keep decoded, resized images on disk (`~/.cache/kiln/decoded`, or `KILN_CACHE_DIR`)
+    /// so later runs never decode the same images again.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// `owner/name` of a dataset repository, e.g. `microsoft/cats_vs_dogs`.
+    pub repo: String,
+    /// Branch, tag or commit.
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    #[serde(default = "default_train_split")]
+    pub train_split: String,
+    /// The split to test on; omitted = carve the test set out of `train_split`.
+    #[serde(default)]
+    pub test_split: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    /// `root/<class>/*` for training, relative to the config file.
+    pub train: PathBuf,
+    /// The same layout for testing; omitted = carve the test set out of `train`.
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeConfig {
+    /// Scale the shorter side to fit, cut the centre.
+    #[default]
+    CenterCrop,
+    /// Stretch to the size.
+    Squash,
+}
+
+impl DataConfig {
+    pub fn normalization(&self) -> kiln_data::Normalization {
+        kiln_data::Normalization {
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let sources = usize::from(!self.train.is_empty())
+            + usize::from(self.hub.is_some())
+            + usize::from(self.folder.is_some());
+        if sources != 1 {
+            bail!(
+                "give exactly one data source: `train = [parquet files]`, a `[data.hub]` table or a `[data.folder]` table (found {sources})"
+            );
+        }
+        if self.train.is_empty() && !self.test.is_empty() {
+            bail!("`test` parquet files need `train` parquet files next to them");
+        }
+        let [train, val, test] = self.split;
+        if [train, val, test].iter().any(|f| !(0.0..=1.0).contains(f))
+            || (train + val + test - 1.0).abs() > 1e-6
+            || train == 0.0
+        {
+            bail!(
+                "split = {:?} must be three fractions [train, validation, test] in [0, 1] summing to 1, train > 0 (e.g. [0.8, 0.1, 0.1])",
+                self.split
+            );
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            bail!(
+                "validation_fraction = {} must be in [0, 1)",
+                self.validation_fraction
+            );
+        }
+        self.normalization()
+            .validate(match self.color {
+                ColorConfig::Grayscale => 1,
+                ColorConfig::Rgb => 3,
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+}
+
+fn default_split() -> [f64; 3] {
+    [0.8, 0.1, 0.1]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+
+fn default_train_split() -> String {
+    "train".into()
+}
+
+fn default_mean() -> Vec<f32> {
+    vec![0.0]
+}
+
+fn default_std() -> Vec<f32> {
+    vec![1.0]
 }
 
 fn default_image_column() -> String {
@@ -88,8 +225,12 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     #[serde(default)]
     pub schedule: Schedule,
+    /// Pad-and-crop augmentation: random shifts of up to this many pixels (0 = off).
     #[serde(default)]
     pub augment_shift: usize,
+    /// Random left–right mirroring (photos; not digits).
+    #[serde(default)]
+    pub augment_flip: bool,
 }
 
 fn default_backend() -> BackendKind {
@@ -244,6 +385,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig> {
     })?;
     validate_export(&config.export)
         .with_context(|| format!("invalid [export] table in {}", path.display()))?;
+    config
+        .data
+        .validate()
+        .with_context(|| format!("invalid [data] table in {}", path.display()))?;
     Ok(LoadedConfig {
         config,
         path: path.to_path_buf(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kiln_data::ImageDataset;
-use kiln_export::{Calibrator, Int8Options, IoType};
+use kiln_export::{Calibrator, Int8Options, IoType, ModelCard};
 use kiln_tflite::Model;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -21,9 +21,11 @@ pub struct Exported {
 }
 
 /// Writes every configured variant of `fp32` into `run_dir`, in the configured order.
-/// `train` supplies the int8 calibration images (a sample seeded by `seed`).
+/// `train` supplies the int8 calibration images (a sample seeded by `seed`); every file carries
+/// `card` as metadata (labels, normalisation, description, minimum runtime version).
 pub fn export_variants(
     fp32: &Model,
+    card: &ModelCard,
     run_dir: &Path,
     config: &ExportConfig,
     train: &ImageDataset,
@@ -41,8 +43,9 @@ pub fn export_variants(
         };
         let file = variant.file_name();
         let path = run_dir.join(&file);
-        model
-            .write_file(&path)
+        let bytes = kiln_export::to_bytes_with_metadata(&model, card)
+            .with_context(|| format!("{} metadata", variant.name()))?;
+        kiln_tflite::write_atomically(&path, &bytes)
             .with_context(|| format!("cannot write {}", path.display()))?;
         info!("exported {}", path.display());
         written.push(Exported {

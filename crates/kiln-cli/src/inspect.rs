@@ -11,14 +11,15 @@ use serde_json::{Value, json};
 pub fn run(path: &Path, as_json: bool) -> Result<()> {
     let bytes = crate::model_file::map(path)?;
     let file_bytes = bytes.len();
-    let model =
-        Model::from_bytes(bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    let model = Model::from_bytes(bytes.clone())
+        .with_context(|| format!("cannot read {}", path.display()))?;
     // The runtime may refuse a model (e.g. an operator it lacks) that is still worth inspecting.
     let arena = match Interpreter::new(model.clone()) {
         Ok(interpreter) => Ok(interpreter.arena_bytes()),
         Err(e) => Err(e.to_string()),
     };
-    let report = describe(&model, file_bytes, &arena);
+    let mut report = describe(&model, file_bytes, &arena);
+    report["model_metadata"] = model_metadata(&model, bytes.as_slice());
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -84,6 +85,62 @@ fn describe(model: &Model, file_bytes: usize, arena: &Result<usize, String>) -> 
     })
 }
 
+/// The `min_runtime_version` entry, the TFLite metadata (labels, normalisation, description)
+/// and the associated files packed after the model, as far as they can be read.
+fn model_metadata(model: &Model, file: &[u8]) -> Value {
+    use kiln_tflite::metadata::{self, ModelMetadata};
+    let runtime = model
+        .metadata_bytes(metadata::MIN_RUNTIME_VERSION)
+        .and_then(metadata::decode_runtime_version);
+    let parsed = model
+        .metadata_bytes(metadata::TFLITE_METADATA)
+        .map(ModelMetadata::from_bytes);
+    let files = kiln_export::associated_files(file);
+    let labels = files.as_ref().ok().and_then(|files| {
+        let wanted = parsed
+            .as_ref()
+            .and_then(|p| p.as_ref().ok())
+            .and_then(|m| m.outputs.first())
+            .and_then(|o| o.associated_files.first())
+            .map_or(kiln_export::LABELS_FILE, |f| f.name.as_str());
+        files
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, content)| {
+                String::from_utf8_lossy(content)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+    });
+    let tensor = |t: &metadata::TensorMetadata| {
+        json!({
+            "name": t.name, "description": t.description,
+            "image": t.image.map(|i| json!({"color_space": format!("{:?}", i.color_space), "width": i.width, "height": i.height})),
+            "normalization": t.normalization.as_ref().map(|n| json!({"mean": n.mean, "std": n.std})),
+            "associated_files": t.associated_files.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+        })
+    };
+    json!({
+        "min_runtime_version": runtime,
+        "metadata": match &parsed {
+            None => Value::Null,
+            Some(Ok(m)) => json!({
+                "name": m.name, "description": m.description, "version": m.version, "author": m.author,
+                "min_parser_version": m.min_parser_version,
+                "inputs": m.inputs.iter().map(tensor).collect::<Vec<_>>(),
+                "outputs": m.outputs.iter().map(tensor).collect::<Vec<_>>(),
+            }),
+            Some(Err(e)) => json!({"error": e.to_string()}),
+        },
+        "associated_files": match &files {
+            Ok(files) => json!(files.iter().map(|(name, content)| json!({"name": name, "bytes": content.len()})).collect::<Vec<_>>()),
+            Err(e) => json!({"error": e.to_string()}),
+        },
+        "labels": labels,
+    })
+}
+
 fn print_text(report: &Value) {
     let text = |v: &Value| {
         v.as_str()
@@ -118,6 +175,35 @@ fn print_text(report: &Value) {
         println!(
             "metadata: {}",
             metadata.iter().map(text).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let info = &report["model_metadata"];
+    if let Some(version) = info["min_runtime_version"].as_str() {
+        println!("min runtime version: {version}");
+    }
+    let card = &info["metadata"];
+    if !card.is_null() {
+        println!(
+            "model metadata: {} — {} (version {}, by {})",
+            text(&card["name"]),
+            text(&card["description"]),
+            text(&card["version"]),
+            text(&card["author"])
+        );
+        for input in card["inputs"].as_array().into_iter().flatten() {
+            println!(
+                "  input '{}': image {}, normalisation {} (applied to 0–255 pixels)",
+                text(&input["name"]),
+                input["image"],
+                input["normalization"]
+            );
+        }
+    }
+    if let Some(labels) = info["labels"].as_array() {
+        println!(
+            "labels ({}): {}",
+            labels.len(),
+            labels.iter().map(text).collect::<Vec<_>>().join(", ")
         );
     }
     for (i, subgraph) in report["subgraphs"]

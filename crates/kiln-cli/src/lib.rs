@@ -2,7 +2,9 @@
 //! The binary (`main.rs`) only parses arguments and reports errors.
 
 pub mod bench;
+pub mod bench_decode;
 pub mod config;
+pub mod data;
 pub mod export;
 pub mod infer;
 pub mod inspect;

@@ -1,6 +1,6 @@
 //! `pipeline`: Kiln's command line.
 
-use kiln_cli::{bench, infer, inspect, run, verify_run};
+use kiln_cli::{bench, bench_decode, infer, inspect, run, verify_run};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -71,6 +71,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decode + resize throughput (images/s) on one thread and on all cores: synthetic
+    /// 500×375 JPEGs, or an image folder's files.
+    BenchDecode {
+        /// Square output sides, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [96, 224])]
+        sizes: Vec<usize>,
+        /// Images to decode per measurement.
+        #[arg(long, default_value_t = 400)]
+        images: usize,
+        /// An image folder (root/<class>/*.jpg) to read instead of synthetic photos.
+        #[arg(long)]
+        folder: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +121,17 @@ fn main() -> ExitCode {
             json,
         } => verify_run::run(&run_dir, per_layer, &variants, images, json),
         Command::Bench { model, runs, json } => bench::run(&model, runs, json),
+        Command::BenchDecode {
+            sizes,
+            images,
+            folder,
+            json,
+        } => bench_decode::run(&bench_decode::DecodeBench {
+            sizes: &sizes,
+            images,
+            source: folder.as_deref(),
+            json,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,16 +1,16 @@
 //! The run report: `report.json` (machine-readable; later stages add variants and fields to
 //! the same schema) and `report.md` (the table a person reads).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use kiln_data::ImageDataset;
 use kiln_train::EpochStats;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::LoadedConfig;
+use crate::data::Splits;
 
 #[derive(Serialize)]
 pub struct Report {
@@ -30,20 +30,25 @@ pub struct Report {
 
 #[derive(Serialize)]
 pub struct DatasetReport {
+    /// `parquet`, `hub` or `folder`.
+    pub source: String,
+    /// Hub repo, revision, resolved commit and files (Hub sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<crate::data::HubProvenance>,
     pub train_rows: usize,
+    pub validation_rows: usize,
     pub test_rows: usize,
     pub classes: Vec<String>,
     /// [height, width, channels] fed to the model.
     pub image_shape: [usize; 3],
-    /// Rows whose image could not be decoded, per split.
-    pub skipped: SkippedReport,
+    /// Per-channel normalisation applied to pixels in [0, 1].
+    pub normalization: serde_json::Value,
+    /// Rows whose image could not be decoded (corrupt, truncated, zero bytes), per source
+    /// split (before the train/validation/test split).
+    pub skipped: BTreeMap<String, usize>,
+    /// Source splits served from the decoded-image cache.
+    pub cache_hits: Vec<String>,
     pub files: Vec<FileDigest>,
-}
-
-#[derive(Serialize)]
-pub struct SkippedReport {
-    pub train: usize,
-    pub test: usize,
 }
 
 #[derive(Serialize)]
@@ -57,6 +62,8 @@ pub struct FileDigest {
 pub struct TrainingReport {
     pub seconds: f64,
     pub burn_test_accuracy: f64,
+    /// On the validation split, when the config holds one out.
+    pub burn_validation_accuracy: Option<f64>,
     pub epochs: Vec<EpochStats>,
 }
 
@@ -140,32 +147,34 @@ pub fn compare_with_fp32(variants: &mut [VariantReport]) {
 }
 
 impl DatasetReport {
-    pub fn new(loaded: &LoadedConfig, train: &ImageDataset, test: &ImageDataset) -> Result<Self> {
-        let data = &loaded.config.data;
-        let files = data
-            .train
+    pub fn new(splits: &Splits, normalization: &kiln_data::Normalization) -> Result<Self> {
+        let provenance = &splits.provenance;
+        let files = provenance
+            .files
             .iter()
-            .chain(&data.test)
-            .map(|relative| {
-                let path = loaded.resolve(relative);
-                let bytes = std::fs::read(&path)
+            .filter(|path| path.is_file())
+            .map(|path| {
+                let bytes = std::fs::read(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 Ok(FileDigest {
-                    path: relative.display().to_string(),
+                    path: path.display().to_string(),
                     bytes: bytes.len() as u64,
                     sha256: sha256_hex(&bytes),
                 })
             })
             .collect::<Result<_>>()?;
+        let train = &splits.train;
         Ok(Self {
+            source: provenance.source.clone(),
+            hub: provenance.hub.clone(),
             train_rows: train.len(),
-            test_rows: test.len(),
+            validation_rows: splits.validation.len(),
+            test_rows: splits.test.len(),
             classes: train.class_names.clone(),
             image_shape: [train.height, train.width, train.channels],
-            skipped: SkippedReport {
-                train: train.skipped,
-                test: test.skipped,
-            },
+            normalization: normalization.to_json(),
+            skipped: provenance.skipped.clone(),
+            cache_hits: provenance.cache_hits.clone(),
             files,
         })
     }
@@ -197,25 +206,39 @@ impl Report {
         );
         let d = &self.dataset;
         md += &format!(
-            "## Data\n\n{} train / {} test images of {}×{}×{}, {} classes; skipped (undecodable): {} train, {} test.\n\n",
+            "## Data\n\nSource: {}{}. {} train / {} validation / {} test images of {}×{}×{}, {} classes; skipped (undecodable): {}.\n\n",
+            d.source,
+            d.hub.as_ref().map_or(String::new(), |h| format!(
+                " `{}`@{} (commit {})",
+                h.repo, h.revision, h.commit
+            )),
             d.train_rows,
+            d.validation_rows,
             d.test_rows,
             d.image_shape[0],
             d.image_shape[1],
             d.image_shape[2],
             d.classes.len(),
-            d.skipped.train,
-            d.skipped.test
+            if d.skipped.is_empty() {
+                "none".to_owned()
+            } else {
+                d.skipped
+                    .iter()
+                    .map(|(split, n)| format!("{n} in {split}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         );
-        md += "## Training\n\n| epoch | loss | train accuracy | learning rate | seconds |\n|---:|---:|---:|---:|---:|\n";
+        md += "## Training\n\n| epoch | loss | train accuracy | learning rate | seconds | of which data path |\n|---:|---:|---:|---:|---:|---:|\n";
         for e in &self.training.epochs {
             md += &format!(
-                "| {} | {:.4} | {:.2}% | {:.2e} | {:.1} |\n",
+                "| {} | {:.4} | {:.2}% | {:.2e} | {:.1} | {:.1}% |\n",
                 e.epoch,
                 e.loss,
                 100.0 * e.accuracy,
                 e.learning_rate,
-                e.seconds
+                e.seconds,
+                100.0 * e.data_seconds / e.seconds.max(1e-9)
             );
         }
         md += &format!(

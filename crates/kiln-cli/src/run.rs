@@ -7,14 +7,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use kiln_data::{ColorMode, ColumnNames, ImageDataset, read_parquet_images};
 use kiln_nn::{Classifier, SmallCnnConfig};
-use kiln_train::{TrainSettings, predict, train};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
+use kiln_train::{Augment, TrainSettings, predict, train};
 use tracing::info;
 
-use crate::config::{self, Architecture, ColorConfig, LoadedConfig, Schedule};
+use crate::config::{self, Architecture, Schedule};
+use crate::data::load_data;
 use crate::export::export_variants;
 use crate::recipe::{self, Stage};
 use crate::report::{self, DatasetReport, Parity, Report, VariantReport};
@@ -45,12 +43,14 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
     }
 
     let started = Instant::now();
-    let (train_set, test_set) = load_data(&loaded)?;
+    let splits = load_data(&loaded)?;
+    let (train_set, validation_set, test_set) = (&splits.train, &splits.validation, &splits.test);
     info!(
         train = train_set.len(),
+        validation = validation_set.len(),
         test = test_set.len(),
         classes = train_set.class_names.len(),
-        skipped = train_set.skipped + test_set.skipped,
+        skipped = splits.provenance.skipped.values().sum::<usize>(),
         "data loaded ({}×{}×{})",
         train_set.height,
         train_set.width,
@@ -81,49 +81,80 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
         batch_size: config.train.batch_size,
         learning_rate: config.train.learning_rate,
         cosine_decay: config.train.schedule == Schedule::Cosine,
-        augment_shift: config.train.augment_shift,
+        augment: Augment {
+            shift: config.train.augment_shift,
+            horizontal_flip: config.train.augment_flip,
+        },
         seed: config.seed,
         checkpoint_dir: Some(run_dir.clone()),
         progress: std::io::stderr().is_terminal(),
     };
     let train_started = Instant::now();
-    let (model, history) = train(model, &train_set, &settings, &autodiff, |e| {
+    let (model, history) = train(model, train_set, &settings, &autodiff, |e| {
         info!(
-            "epoch {}/{}: loss {:.4}, train accuracy {:.2}%, lr {:.2e}, {:.1}s",
+            "epoch {}/{}: loss {:.4}, train accuracy {:.2}%, lr {:.2e}, {:.1}s ({:.1}% in the data path)",
             e.epoch,
             settings.epochs,
             e.loss,
             100.0 * e.accuracy,
             e.learning_rate,
-            e.seconds
+            e.seconds,
+            100.0 * e.data_seconds / e.seconds.max(1e-9)
         )
     })
     .context("training failed")?;
     let train_seconds = train_started.elapsed().as_secs_f64();
     let model = model.valid();
 
-    let burn_logits = predict(&model, &test_set, &device).context("evaluating the Burn model")?;
+    let burn_logits = predict(&model, test_set, &device).context("evaluating the Burn model")?;
     let classes = test_set.class_names.len();
     let burn_accuracy = kiln_train::accuracy(&burn_logits, &test_set.labels, classes);
     info!("Burn model test accuracy {:.2}%", 100.0 * burn_accuracy);
+    let validation_accuracy = if validation_set.is_empty() {
+        None
+    } else {
+        let logits = predict(&model, validation_set, &device)
+            .context("evaluating the Burn model on the validation split")?;
+        let accuracy = kiln_train::accuracy(&logits, &validation_set.labels, classes);
+        info!("Burn model validation accuracy {:.2}%", 100.0 * accuracy);
+        Some(accuracy)
+    };
 
     let mut variants = Vec::new();
     if recipe.stages.contains(&Stage::Export) {
-        let description = format!(
-            "Kiln {} ({:?}) trained by `pipeline run`",
-            config.name, config.model.architecture
-        );
+        let description = format!("Kiln {} ({:?})", config.name, config.model.architecture);
         let tflite = model
             .lower(&description)
             .context("lowering the model to TFLite")?;
-        let exported = export_variants(&tflite, &run_dir, &config.export, &train_set, config.seed)?;
+        let card = kiln_export::ModelCard {
+            name: config.name.clone(),
+            // Short on purpose: metadata bytes count against the int8 size budget.
+            description: format!(
+                "{:?} classifier, {} classes, by Kiln",
+                config.model.architecture,
+                train_set.class_names.len()
+            ),
+            version: format!("seed {}", config.seed),
+            author: "Kiln".into(),
+            labels: train_set.class_names.clone(),
+            mean: config.data.mean.clone(),
+            std: config.data.std.clone(),
+        };
+        let exported = export_variants(
+            &tflite,
+            &card,
+            &run_dir,
+            &config.export,
+            train_set,
+            config.seed,
+        )?;
         for file in &exported {
             let name = file.variant.name();
             let mut variant = VariantReport::for_file(name, &run_dir, &file.file)?;
             if recipe.stages.contains(&Stage::Verify) {
                 let verified = verify_variant(
                     &file.path,
-                    &test_set,
+                    test_set,
                     &burn_logits,
                     config.verify.latency_runs,
                 )
@@ -163,10 +194,11 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
                 .iter()
                 .map(|s| format!("{s:?}").to_lowercase())
                 .collect(),
-            dataset: DatasetReport::new(&loaded, &train_set, &test_set)?,
+            dataset: DatasetReport::new(&splits, &config.data.normalization())?,
             training: report::TrainingReport {
                 seconds: train_seconds,
                 burn_test_accuracy: burn_accuracy,
+                burn_validation_accuracy: validation_accuracy,
                 epochs: history,
             },
             variants,
@@ -180,49 +212,4 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
         );
     }
     Ok(run_dir)
-}
-
-/// The train and test splits a config names (after its row limits).
-pub(crate) fn load_data(loaded: &LoadedConfig) -> Result<(ImageDataset, ImageDataset)> {
-    let data = &loaded.config.data;
-    let columns = ColumnNames {
-        image: data.image_column.clone(),
-        label: data.label_column.clone(),
-    };
-    let color = match data.color {
-        ColorConfig::Grayscale => ColorMode::Grayscale,
-        ColorConfig::Rgb => ColorMode::Rgb,
-    };
-    let size = data.image_size.map(|[h, w]| (h, w));
-    let read = |paths: &[PathBuf], split: &str| -> Result<ImageDataset> {
-        let paths: Vec<PathBuf> = paths.iter().map(|p| loaded.resolve(p)).collect();
-        read_parquet_images(&paths, &columns, color, size)
-            .with_context(|| format!("loading the {split} split"))
-    };
-    let mut train_set = read(&data.train, "train")?;
-    let mut test_set = read(&data.test, "test")?;
-    if test_set.class_names.len() > train_set.class_names.len() {
-        train_set.class_names = test_set.class_names.clone();
-    }
-    let seed = loaded.config.seed;
-    train_set = limit(train_set, data.limit_train, seed);
-    test_set = limit(test_set, data.limit_test, seed.wrapping_add(1));
-    if train_set.is_empty() || test_set.is_empty() {
-        bail!("the train and test splits must both hold at least one decodable image");
-    }
-    Ok((train_set, test_set))
-}
-
-/// The first `n` rows after a seeded shuffle (a uniform sample that keeps class balance on average).
-fn limit(data: ImageDataset, n: Option<usize>, seed: u64) -> ImageDataset {
-    match n {
-        Some(n) if n < data.len() => {
-            let mut indices: Vec<usize> = (0..data.len()).collect();
-            indices.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-            indices.truncate(n);
-            indices.sort_unstable();
-            data.subset(&indices)
-        }
-        _ => data,
-    }
 }

@@ -50,7 +50,7 @@ pub fn run(
         !chosen.is_empty(),
         "no variant to compare with fp32: name one with --variant"
     );
-    let (_, test) = crate::run::load_data(&loaded)?;
+    let test = crate::data::load_data(&loaded)?.test;
     let rows: Vec<&[f32]> = (0..test.len().min(images)).map(|r| test.image(r)).collect();
     let fp32 = run_dir.join(Variant::Fp32.file_name());
     let mut reports = Vec::new();

@@ -25,6 +25,36 @@ impl ColorMode {
     }
 }
 
+/// How an image of another aspect ratio is fitted to the target size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ResizeMode {
+    /// Scale the shorter side to fit, then cut the centre (keeps proportions; what Keras'
+    /// `crop_to_aspect_ratio=True` and torchvision's Resize + CenterCrop do).
+    #[default]
+    CenterCrop,
+    /// Stretch to the target size (distorts proportions; `tf.image.resize`'s default).
+    Squash,
+}
+
+/// What decoding produces: channel count, and optionally a fixed size and how to reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DecodeSpec {
+    pub color: ColorMode,
+    /// (height, width); `None` keeps each image's own size.
+    pub size: Option<(usize, usize)>,
+    pub resize: ResizeMode,
+}
+
+impl DecodeSpec {
+    pub fn new(color: ColorMode, size: Option<(usize, usize)>, resize: ResizeMode) -> Self {
+        Self {
+            color,
+            size,
+            resize,
+        }
+    }
+}
+
 /// One decoded image: `height × width × channels` bytes, row-major HWC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DecodedImage {
@@ -33,8 +63,8 @@ pub(crate) struct DecodedImage {
     pub pixels: Vec<u8>,
 }
 
-/// Decodes `bytes` (PNG or JPEG), converts to `color`, and resizes to `size` = (height,
-/// width) when given and different.
+/// Decodes `bytes` (PNG or JPEG), converts to `color`, and fits it to `size` = (height,
+/// width) by `resize` when given and different.
 ///
 /// Errors are plain strings because a bad row is not fatal: the caller skips it and keeps
 /// the message as a warning.
@@ -42,6 +72,7 @@ pub(crate) fn decode_image(
     bytes: &[u8],
     color: ColorMode,
     size: Option<(u32, u32)>,
+    resize: ResizeMode,
 ) -> Result<DecodedImage, String> {
     if bytes.is_empty() {
         return Err("zero-byte image".to_owned());
@@ -49,24 +80,12 @@ pub(crate) fn decode_image(
     let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
     let (pixels, width, height) = match color {
         ColorMode::Grayscale => {
-            let buf = img.to_luma8();
-            let buf = match size {
-                Some((h, w)) if (h, w) != (buf.height(), buf.width()) => {
-                    imageops::resize(&buf, w, h, FilterType::Triangle)
-                }
-                _ => buf,
-            };
+            let buf = fit(img.to_luma8(), size, resize);
             let (w, h) = buf.dimensions();
             (buf.into_raw(), w, h)
         }
         ColorMode::Rgb => {
-            let buf = img.to_rgb8();
-            let buf = match size {
-                Some((h, w)) if (h, w) != (buf.height(), buf.width()) => {
-                    imageops::resize(&buf, w, h, FilterType::Triangle)
-                }
-                _ => buf,
-            };
+            let buf = fit(img.to_rgb8(), size, resize);
             let (w, h) = buf.dimensions();
             (buf.into_raw(), w, h)
         }
@@ -79,6 +98,52 @@ pub(crate) fn decode_image(
         width: width as usize,
         pixels,
     })
+}
+
+/// Fits `image` to `size` = (height, width). Centre-crop cuts the source to the target's
+/// aspect ratio first, so the (costly) filter only runs over pixels that are kept.
+fn fit<P>(
+    image: image::ImageBuffer<P, Vec<u8>>,
+    size: Option<(u32, u32)>,
+    resize: ResizeMode,
+) -> image::ImageBuffer<P, Vec<u8>>
+where
+    P: image::Pixel<Subpixel = u8> + 'static,
+{
+    let Some((h, w)) = size else { return image };
+    let (src_w, src_h) = image.dimensions();
+    if (src_h, src_w) == (h, w) || src_w == 0 || src_h == 0 {
+        return image;
+    }
+    let image = match resize {
+        ResizeMode::Squash => image,
+        ResizeMode::CenterCrop => {
+            // Largest window with the target's aspect ratio: compare w/h ratios exactly.
+            let (crop_w, crop_h) =
+                if u64::from(src_w) * u64::from(h) > u64::from(src_h) * u64::from(w) {
+                    (
+                        (u64::from(src_h) * u64::from(w) / u64::from(h)).max(1) as u32,
+                        src_h,
+                    )
+                } else {
+                    (
+                        src_w,
+                        (u64::from(src_w) * u64::from(h) / u64::from(w)).max(1) as u32,
+                    )
+                };
+            if (crop_w, crop_h) == (src_w, src_h) {
+                image
+            } else {
+                let (x, y) = ((src_w - crop_w) / 2, (src_h - crop_h) / 2);
+                imageops::crop_imm(&image, x, y, crop_w, crop_h).to_image()
+            }
+        }
+    };
+    if image.dimensions() == (w, h) {
+        image
+    } else {
+        imageops::resize(&image, w, h, FilterType::Triangle)
+    }
 }
 
 #[cfg(test)]
@@ -107,7 +172,7 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_rgb_in_hwc_order() {
-        let d = decode_image(&rgb_png(2, 3), ColorMode::Rgb, None).unwrap();
+        let d = decode_image(&rgb_png(2, 3), ColorMode::Rgb, None, ResizeMode::Squash).unwrap();
         assert_eq!((d.height, d.width), (2, 3));
         // Row 1, column 2 → (x=2, y=1, 7).
         let at = (3 + 2) * 3;
@@ -116,32 +181,102 @@ pub(crate) mod tests {
 
     #[test]
     fn grayscale_input_becomes_three_equal_channels() {
-        let d = decode_image(&gray_png(4, 4, 200), ColorMode::Rgb, None).unwrap();
+        let d = decode_image(
+            &gray_png(4, 4, 200),
+            ColorMode::Rgb,
+            None,
+            ResizeMode::Squash,
+        )
+        .unwrap();
         assert_eq!(d.pixels.len(), 4 * 4 * 3);
         assert!(d.pixels.iter().all(|&p| p == 200));
     }
 
     #[test]
     fn rgb_input_becomes_one_channel() {
-        let d = decode_image(&rgb_png(4, 5), ColorMode::Grayscale, None).unwrap();
+        let d = decode_image(
+            &rgb_png(4, 5),
+            ColorMode::Grayscale,
+            None,
+            ResizeMode::Squash,
+        )
+        .unwrap();
         assert_eq!(d.pixels.len(), 4 * 5);
     }
 
     #[test]
     fn resizes_to_requested_height_and_width() {
-        let d = decode_image(&rgb_png(8, 6), ColorMode::Rgb, Some((3, 5))).unwrap();
+        let d = decode_image(
+            &rgb_png(8, 6),
+            ColorMode::Rgb,
+            Some((3, 5)),
+            ResizeMode::Squash,
+        )
+        .unwrap();
         assert_eq!((d.height, d.width), (3, 5));
         assert_eq!(d.pixels.len(), 3 * 5 * 3);
     }
 
     #[test]
+    fn centre_crop_keeps_the_middle_and_squash_keeps_everything() {
+        // 4 rows × 8 columns, pixel (y, x) = (x, y, 7): a 2×2 centre crop of the square
+        // middle (columns 2..6) then a downscale keeps x in 2..6 only.
+        let crop = decode_image(
+            &rgb_png(4, 8),
+            ColorMode::Rgb,
+            Some((2, 2)),
+            ResizeMode::CenterCrop,
+        )
+        .unwrap();
+        let xs: Vec<u8> = crop.pixels.chunks(3).map(|p| p[0]).collect();
+        assert!(xs.iter().all(|&x| (2..6).contains(&x)), "{xs:?}");
+        let squash = decode_image(
+            &rgb_png(4, 8),
+            ColorMode::Rgb,
+            Some((2, 2)),
+            ResizeMode::Squash,
+        )
+        .unwrap();
+        let squashed: Vec<u8> = squash.pixels.chunks(3).map(|p| p[0]).collect();
+        // Squash averages all 8 columns: its left column reaches further left, its right
+        // column further right, than the crop's.
+        assert!(
+            squashed[0] < xs[0] && squashed[1] > xs[1],
+            "{squashed:?} vs {xs:?}"
+        );
+        // Already the right aspect ratio: centre-crop equals squash.
+        assert_eq!(
+            decode_image(
+                &rgb_png(8, 8),
+                ColorMode::Rgb,
+                Some((4, 4)),
+                ResizeMode::CenterCrop
+            ),
+            decode_image(
+                &rgb_png(8, 8),
+                ColorMode::Rgb,
+                Some((4, 4)),
+                ResizeMode::Squash
+            )
+        );
+    }
+
+    #[test]
     fn bad_bytes_are_errors_not_panics() {
         assert_eq!(
-            decode_image(&[], ColorMode::Rgb, None).unwrap_err(),
+            decode_image(&[], ColorMode::Rgb, None, ResizeMode::Squash).unwrap_err(),
             "zero-byte image"
         );
-        assert!(decode_image(b"not an image", ColorMode::Rgb, None).is_err());
+        assert!(decode_image(b"not an image", ColorMode::Rgb, None, ResizeMode::Squash).is_err());
         let png = rgb_png(16, 16);
-        assert!(decode_image(&png[..png.len() / 2], ColorMode::Rgb, None).is_err());
+        assert!(
+            decode_image(
+                &png[..png.len() / 2],
+                ColorMode::Rgb,
+                None,
+                ResizeMode::Squash
+            )
+            .is_err()
+        );
     }
 }

@@ -32,6 +32,18 @@ impl fmt::Display for ColumnRole {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataError {
+    /// The Hugging Face Hub could not provide a dataset (the message says why and the fix).
+    #[error("{0}")]
+    Hub(String),
+
+    /// An image folder is missing, unreadable or not in the root/<class>/<image> layout.
+    #[error("{0}")]
+    Folder(String),
+
+    /// A transform (resize, normalisation, augmentation) is misconfigured.
+    #[error("{0}")]
+    Transform(String),
+
     #[error(
         "no parquet files were given: pass at least one file (check the dataset's split and file list)"
     )]

@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rayon::prelude::*;
 
 use crate::columns::{
     IMAGE_TYPE_EXPECTED, ImageColumn, LABEL_TYPE_EXPECTED, is_image_type, is_label_type,
     labels_as_i128,
 };
 use crate::dataset::ImageDataset;
-use crate::decode::{ColorMode, DecodedImage, decode_image};
+use crate::decode::{ColorMode, DecodeSpec, DecodedImage, ResizeMode, decode_image};
 use crate::error::{ColumnRole, DataError};
 use crate::hf_metadata::{HF_METADATA_KEY, class_names_from_hf_metadata};
 
@@ -55,10 +56,13 @@ impl Default for ColumnNames {
 
 /// Reads the images and labels of `paths`, in file order then row order.
 ///
-/// - `color`: images are converted to 1 (luma) or 3 (RGB) channels, whatever they were
-///   stored as.
-/// - `size`: `Some((height, width))` resizes every image that differs (triangle filter);
-///   `None` keeps decoded sizes, which must then all equal the first image's.
+/// - `decode.color`: images are converted to 1 (luma) or 3 (RGB) channels, whatever they
+///   were stored as.
+/// - `decode.size`: `Some((height, width))` fits every image that differs (triangle
+///   filter) by `decode.resize`; `None` keeps decoded sizes, which must then all equal the
+///   first image's.
+///
+/// Images are decoded in parallel (rayon), a record batch at a time.
 ///
 /// Rows whose image cannot be decoded (null, zero bytes, truncated, corrupt) are skipped
 /// and counted in `skipped`, with a warning each (up to a limit). Everything else wrong
@@ -70,13 +74,13 @@ impl Default for ColumnNames {
 pub fn read_parquet_images(
     paths: &[PathBuf],
     columns: &ColumnNames,
-    color: ColorMode,
-    size: Option<(usize, usize)>,
+    decode: DecodeSpec,
 ) -> Result<ImageDataset, DataError> {
     if paths.is_empty() {
         return Err(DataError::NoFiles);
     }
-    let target = size.map(checked_size).transpose()?;
+    let color = decode.color;
+    let target = decode.size.map(checked_size).transpose()?;
 
     let files = paths
         .iter()
@@ -86,7 +90,12 @@ pub fn read_parquet_images(
     let class_names = agreed_class_names(&files, &columns.label, &mut metadata_warnings)?;
     let mut acc = Accumulator::new(color, files.iter().map(|f| f.num_rows).sum());
     for file in files {
-        file.read_into(&mut acc, columns, color, target, class_names.as_deref())?;
+        file.read_into(
+            &mut acc,
+            columns,
+            (color, target, decode.resize),
+            class_names.as_deref(),
+        )?;
     }
     acc.finish(paths, class_names, metadata_warnings)
 }
@@ -193,8 +202,7 @@ impl ShardReader {
         self,
         acc: &mut Accumulator,
         columns: &ColumnNames,
-        color: ColorMode,
-        target: Option<(u32, u32)>,
+        (color, target, resize): (ColorMode, Option<(u32, u32)>, ResizeMode),
         class_names: Option<&[String]>,
     ) -> Result<(), DataError> {
         let read_error = |source: Box<dyn std::error::Error + Send + Sync>| DataError::Read {
@@ -213,9 +221,9 @@ impl ShardReader {
             let rows = batch_rows(&batch, &self.path, columns, first_row, class_names)?;
             // Each row decodes independently: this map is where rayon's par_iter goes.
             let decoded: Vec<Result<DecodedImage, String>> = rows
-                .iter()
+                .par_iter()
                 .map(|r| match r.bytes {
-                    Some(bytes) => decode_image(bytes, color, target),
+                    Some(bytes) => decode_image(bytes, color, target, resize),
                     None => Err("image is null".to_owned()),
                 })
                 .collect();

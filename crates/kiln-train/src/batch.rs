@@ -1,17 +1,26 @@
-//! Turning dataset rows into Burn tensors: NHWC pixels → NCHW batch, with seeded random-shift
-//! augmentation (translation with zero fill, the augmentation that helps digit-like data).
+//! Turning dataset rows into Burn tensors: NHWC pixels → NCHW batch, with seeded
+//! augmentation: random shifts (pad-and-crop with zero fill, what helps digit-like data) and
+//! horizontal flips (photos).
 
 use burn::prelude::*;
 use kiln_data::ImageDataset;
 use rand::Rng;
 use rand::rngs::StdRng;
 
-/// NCHW pixels of the rows `indices`, each shifted by up to `max_shift` pixels when an RNG is
-/// given.
+/// Random training-time augmentation, drawn per image from the epoch's seeded RNG.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Augment {
+    /// Pad-and-crop: translate by up to this many pixels each way, filling with 0 (0 = off).
+    pub shift: usize,
+    /// Mirror left–right with probability ½ (photos; not digits or text).
+    pub horizontal_flip: bool,
+}
+
+/// NCHW pixels of the rows `indices`, augmented by `augment` when an RNG is given.
 pub fn images_nchw(
     data: &ImageDataset,
     indices: &[usize],
-    max_shift: usize,
+    augment: Augment,
     mut rng: Option<&mut StdRng>,
 ) -> Vec<f32> {
     let (h, w, c) = (data.height, data.width, data.channels);
@@ -19,14 +28,18 @@ pub fn images_nchw(
     for (slot, &row) in indices.iter().enumerate() {
         let image = data.image(row);
         let (dy, dx) = match rng.as_deref_mut() {
-            Some(rng) if max_shift > 0 => {
-                let s = max_shift as i32;
+            Some(rng) if augment.shift > 0 => {
+                let s = augment.shift as i32;
                 (
                     rng.random_range(-s..=s) as isize,
                     rng.random_range(-s..=s) as isize,
                 )
             }
             _ => (0, 0),
+        };
+        let flip = match rng.as_deref_mut() {
+            Some(rng) if augment.horizontal_flip => rng.random_bool(0.5),
+            _ => false,
         };
         let dst = &mut out[slot * c * h * w..][..c * h * w];
         for y in 0..h {
@@ -39,8 +52,9 @@ pub fn images_nchw(
                 if sx < 0 || sx >= w as isize {
                     continue;
                 }
+                let out_x = if flip { w - 1 - x } else { x };
                 for ch in 0..c {
-                    dst[(ch * h + y) * w + x] = image[(sy as usize * w + sx as usize) * c + ch];
+                    dst[(ch * h + y) * w + out_x] = image[(sy as usize * w + sx as usize) * c + ch];
                 }
             }
         }

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use kiln_data::ImageDataset;
 use kiln_nn::Classifier;
 
-use crate::batch::{image_tensor, images_nchw};
+use crate::batch::{Augment, image_tensor, images_nchw};
 use crate::error::TrainError;
 
 /// Logits [N, classes] row-major for every row of `data`, on a plain (non-autodiff) device.
@@ -17,7 +17,12 @@ pub fn predict<M: Classifier>(
     let indices: Vec<usize> = (0..data.len()).collect();
     let mut logits = Vec::new();
     for chunk in indices.chunks(256) {
-        let images = image_tensor(data, images_nchw(data, chunk, 0, None), chunk.len(), device);
+        let images = image_tensor(
+            data,
+            images_nchw(data, chunk, Augment::default(), None),
+            chunk.len(),
+            device,
+        );
         let out = model.forward(images).into_data();
         let values = out
             .as_slice::<f32>()

@@ -8,6 +8,7 @@ mod evaluate;
 mod train_loop;
 
 pub use backend::BackendKind;
+pub use batch::Augment;
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
 pub use train_loop::{EpochStats, TrainSettings, train};

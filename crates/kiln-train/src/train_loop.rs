@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::batch::{image_tensor, images_nchw, label_tensor};
+use crate::batch::{Augment, image_tensor, images_nchw, label_tensor};
 use crate::error::TrainError;
 use crate::evaluate::argmax_rows;
 
@@ -24,8 +24,8 @@ pub struct TrainSettings {
     pub learning_rate: f64,
     /// Decay the learning rate to zero along a half cosine over the run (else constant).
     pub cosine_decay: bool,
-    /// Random translation of each training image by up to this many pixels (0 = off).
-    pub augment_shift: usize,
+    /// Random augmentation of training images.
+    pub augment: Augment,
     pub seed: u64,
     /// Where the model is saved (Burn record, `model.bpk`) after every epoch.
     pub checkpoint_dir: Option<PathBuf>,
@@ -39,6 +39,9 @@ pub struct EpochStats {
     pub accuracy: f64,
     pub learning_rate: f64,
     pub seconds: f64,
+    /// Of `seconds`, the time spent assembling batches (copy, augmentation, tensor upload):
+    /// how close the data path comes to starving training.
+    pub data_seconds: f64,
 }
 
 /// Trains `model` (whose parameters live on the autodiff `device`) and returns it with the
@@ -78,6 +81,7 @@ pub fn train<M: Classifier>(
         indices.shuffle(&mut rng);
         let bar = progress_bar(settings.progress, steps_per_epoch, epoch, settings.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut data_seconds = 0.0f64;
         let mut learning_rate = settings.learning_rate;
         for (step, batch) in indices.chunks(settings.batch_size).enumerate() {
             let global_step = ((epoch - 1) * steps_per_epoch + step) as f64;
@@ -88,9 +92,11 @@ pub fn train<M: Classifier>(
             } else {
                 settings.learning_rate
             };
-            let pixels = images_nchw(data, batch, settings.augment_shift, Some(&mut rng));
+            let batch_started = Instant::now();
+            let pixels = images_nchw(data, batch, settings.augment, Some(&mut rng));
             let images = image_tensor(data, pixels, batch.len(), device);
             let labels = label_tensor(data, batch, device);
+            data_seconds += batch_started.elapsed().as_secs_f64();
             let logits = model.forward(images);
             let loss = loss_fn.forward(logits.clone(), labels);
 
@@ -129,6 +135,7 @@ pub fn train<M: Classifier>(
             accuracy: correct as f64 / seen as f64,
             learning_rate,
             seconds: started.elapsed().as_secs_f64(),
+            data_seconds,
         };
         if let Some(dir) = &settings.checkpoint_dir {
             let path = dir.join("model.bpk");

@@ -94,7 +94,12 @@ fn write_hf(path: &Path, rows: &[Option<Vec<u8>>], label_values: &[i64], hf_meta
 }
 
 fn read(paths: &[PathBuf], color: ColorMode, size: Option<(usize, usize)>) -> ImageDataset {
-    read_parquet_images(paths, &ColumnNames::default(), color, size).unwrap()
+    read_parquet_images(
+        paths,
+        &ColumnNames::default(),
+        DecodeSpec::new(color, size, ResizeMode::Squash),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -184,8 +189,7 @@ fn sizes_must_agree_unless_a_size_is_given() {
     let err = read_parquet_images(
         std::slice::from_ref(&path),
         &ColumnNames::default(),
-        ColorMode::Rgb,
-        None,
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
     )
     .unwrap_err();
     assert!(
@@ -213,8 +217,12 @@ fn missing_column_lists_the_columns_that_exist() {
     let path = dir.file("cols.parquet");
     write_hf(&path, &[Some(rgb_png(2, 2))], &[0], None);
     let columns = ColumnNames::new("image", "labels");
-    let err = read_parquet_images(std::slice::from_ref(&path), &columns, ColorMode::Rgb, None)
-        .unwrap_err();
+    let err = read_parquet_images(
+        std::slice::from_ref(&path),
+        &columns,
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     let DataError::MissingColumn {
         role,
         name,
@@ -246,8 +254,7 @@ fn wrong_column_types_say_expected_and_found() {
     let err = read_parquet_images(
         std::slice::from_ref(&path),
         &ColumnNames::default(),
-        ColorMode::Rgb,
-        None,
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
     )
     .unwrap_err();
     assert!(
@@ -261,7 +268,12 @@ fn wrong_column_types_say_expected_and_found() {
 
     // The label column pointed at as the image.
     let columns = ColumnNames::new("label", "label");
-    let err = read_parquet_images(&[path], &columns, ColorMode::Rgb, None).unwrap_err();
+    let err = read_parquet_images(
+        &[path],
+        &columns,
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -281,8 +293,7 @@ fn missing_file_and_non_parquet_file() {
     let err = read_parquet_images(
         std::slice::from_ref(&missing),
         &ColumnNames::default(),
-        ColorMode::Rgb,
-        None,
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
     )
     .unwrap_err();
     assert!(matches!(err, DataError::FileMissing { .. }), "{err}");
@@ -294,12 +305,21 @@ fn missing_file_and_non_parquet_file() {
         "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n",
     )
     .unwrap();
-    let err =
-        read_parquet_images(&[text], &ColumnNames::default(), ColorMode::Rgb, None).unwrap_err();
+    let err = read_parquet_images(
+        &[text],
+        &ColumnNames::default(),
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(matches!(err, DataError::NotParquet { .. }), "{err}");
     assert!(err.to_string().contains("download it again"), "{err}");
 
-    let err = read_parquet_images(&[], &ColumnNames::default(), ColorMode::Rgb, None).unwrap_err();
+    let err = read_parquet_images(
+        &[],
+        &ColumnNames::default(),
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(matches!(err, DataError::NoFiles));
 }
 
@@ -328,7 +348,12 @@ fn several_files_other_binary_and_integer_types_numbered_classes() {
         None,
     );
     let columns = ColumnNames::new("img", "labels");
-    let d = read_parquet_images(&[a, b], &columns, ColorMode::Rgb, None).unwrap();
+    let d = read_parquet_images(
+        &[a, b],
+        &columns,
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap();
     assert_eq!(d.labels, vec![4, 1, 0]);
     assert_eq!(d.class_names, vec!["0", "1", "2", "3", "4"]);
 }
@@ -338,8 +363,12 @@ fn bad_labels_are_errors() {
     let dir = TempDir::new();
     let neg = dir.file("neg.parquet");
     write_hf(&neg, &vec![Some(rgb_png(2, 2)); 2], &[0, -1], None);
-    let err =
-        read_parquet_images(&[neg], &ColumnNames::default(), ColorMode::Rgb, None).unwrap_err();
+    let err = read_parquet_images(
+        &[neg],
+        &ColumnNames::default(),
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -354,8 +383,12 @@ fn bad_labels_are_errors() {
 
     let big = dir.file("big.parquet");
     write_hf(&big, &[Some(rgb_png(2, 2))], &[3], Some(META_3));
-    let err =
-        read_parquet_images(&[big], &ColumnNames::default(), ColorMode::Rgb, None).unwrap_err();
+    let err = read_parquet_images(
+        &[big],
+        &ColumnNames::default(),
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -378,8 +411,12 @@ fn bad_labels_are_errors() {
         ],
         None,
     );
-    let err =
-        read_parquet_images(&[null], &ColumnNames::default(), ColorMode::Rgb, None).unwrap_err();
+    let err = read_parquet_images(
+        &[null],
+        &ColumnNames::default(),
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(matches!(err, DataError::NullLabel { row: 0, .. }), "{err}");
 }
 
@@ -396,8 +433,7 @@ fn class_names_must_agree_across_files_and_bad_metadata_warns() {
     let err = read_parquet_images(
         &[a.clone(), b.clone()],
         &ColumnNames::default(),
-        ColorMode::Rgb,
-        None,
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
     )
     .unwrap_err();
     assert!(matches!(err, DataError::ClassNamesMismatch { .. }), "{err}");
@@ -419,8 +455,12 @@ fn no_decodable_images_is_an_error() {
     let dir = TempDir::new();
     let path = dir.file("empty.parquet");
     write_hf(&path, &[Some(Vec::new()), None], &[0, 0], None);
-    let err =
-        read_parquet_images(&[path], &ColumnNames::default(), ColorMode::Rgb, None).unwrap_err();
+    let err = read_parquet_images(
+        &[path],
+        &ColumnNames::default(),
+        DecodeSpec::new(ColorMode::Rgb, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -469,8 +509,12 @@ fn rows_are_numbered_across_batches_and_warnings_are_capped() {
     let mut labels = vec![0; 300];
     labels[290] = -5;
     write_hf(&path, &vec![Some(png); 300], &labels, None);
-    let err = read_parquet_images(&[path], &ColumnNames::default(), ColorMode::Grayscale, None)
-        .unwrap_err();
+    let err = read_parquet_images(
+        &[path],
+        &ColumnNames::default(),
+        DecodeSpec::new(ColorMode::Grayscale, None, ResizeMode::Squash),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, DataError::NegativeLabel { row: 290, .. }),
         "{err}"
@@ -482,8 +526,7 @@ fn invalid_size_is_rejected_before_reading() {
     let err = read_parquet_images(
         &[PathBuf::from("/nonexistent.parquet")],
         &ColumnNames::default(),
-        ColorMode::Rgb,
-        Some((0, 32)),
+        DecodeSpec::new(ColorMode::Rgb, Some((0, 32)), ResizeMode::Squash),
     )
     .unwrap_err();
     assert!(

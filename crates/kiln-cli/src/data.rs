@@ -1,0 +1,225 @@
+//! The data stage of a run: the `[data]` source (local parquet, Hub dataset or image folder)
+//! loaded through kiln-data's decoded cache, split into train / validation / test (stratified,
+//! seeded), limited and normalised — and what was read, for the report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use kiln_data::{
+    ColorMode, ColumnNames, DecodeSpec, DecodedCache, HubDataset, HubSettings, ImageDataset,
+    LoadedSplit, ResizeMode, SplitSource, load_split,
+};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use tracing::{info, warn};
+
+use crate::config::{ColorConfig, LoadedConfig, ResizeConfig};
+
+/// The three splits a run uses and where they came from.
+pub struct Splits {
+    pub train: ImageDataset,
+    /// Empty when the config holds none out.
+    pub validation: ImageDataset,
+    pub test: ImageDataset,
+    pub provenance: Provenance,
+}
+
+/// What was read: the source, its files, undecodable rows per source split.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Provenance {
+    /// `parquet`, `hub` or `folder`.
+    pub source: String,
+    /// For Hub sources: `owner/name`, the revision asked for and the commit it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubProvenance>,
+    /// Local files read, as given (parquet shards, Hub cache paths, folder roots).
+    pub files: Vec<PathBuf>,
+    /// Rows skipped because their image could not be decoded, per source split.
+    pub skipped: BTreeMap<String, usize>,
+    /// Splits served from the decoded-image cache (no image decoded).
+    pub cache_hits: Vec<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HubProvenance {
+    pub repo: String,
+    pub revision: String,
+    pub commit: String,
+    /// Repository paths of the files read.
+    pub files: Vec<String>,
+}
+
+/// Loads the run's data as its config says.
+pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
+    let data = &loaded.config.data;
+    let seed = loaded.config.seed;
+    let columns = ColumnNames {
+        image: data.image_column.clone(),
+        label: data.label_column.clone(),
+    };
+    let decode = DecodeSpec::new(
+        match data.color {
+            ColorConfig::Grayscale => ColorMode::Grayscale,
+            ColorConfig::Rgb => ColorMode::Rgb,
+        },
+        data.image_size.map(|[h, w]| (h, w)),
+        match data.resize {
+            ResizeConfig::CenterCrop => ResizeMode::CenterCrop,
+            ResizeConfig::Squash => ResizeMode::Squash,
+        },
+    );
+    let hub_settings = HubSettings::from_env();
+    let cache = data.cache.then(DecodedCache::default_location);
+
+    let (source_name, train_source, test_source, train_name, test_name) =
+        if let Some(hub) = &data.hub {
+            let dataset = HubDataset {
+                repo: hub.repo.clone(),
+                revision: hub.revision.clone(),
+            };
+            let split = |name: &str| SplitSource::Hub {
+                dataset: dataset.clone(),
+                split: name.to_owned(),
+            };
+            (
+                "hub",
+                split(&hub.train_split),
+                hub.test_split.as_deref().map(split),
+                hub.train_split.clone(),
+                hub.test_split.clone().unwrap_or_default(),
+            )
+        } else if let Some(folder) = &data.folder {
+            (
+                "folder",
+                SplitSource::Folder(loaded.resolve(&folder.train)),
+                folder
+                    .test
+                    .as_ref()
+                    .map(|t| SplitSource::Folder(loaded.resolve(t))),
+                "train".to_owned(),
+                "test".to_owned(),
+            )
+        } else {
+            let resolve = |paths: &[PathBuf]| paths.iter().map(|p| loaded.resolve(p)).collect();
+            (
+                "parquet",
+                SplitSource::Parquet(resolve(&data.train)),
+                (!data.test.is_empty()).then(|| SplitSource::Parquet(resolve(&data.test))),
+                "train".to_owned(),
+                "test".to_owned(),
+            )
+        };
+
+    let load = |source: &SplitSource, name: &str| -> Result<LoadedSplit> {
+        let split = load_split(source, &columns, decode, &hub_settings, cache.as_ref())
+            .with_context(|| format!("loading the {name} split"))?;
+        for warning in &split.dataset.warnings {
+            warn!("{name}: {warning}");
+        }
+        if split.cache_hit {
+            info!(
+                "{name}: {} images from the decoded-image cache (no decoding)",
+                split.dataset.len()
+            );
+        }
+        Ok(split)
+    };
+    let train_loaded = load(&train_source, &train_name)?;
+    let test_loaded = test_source
+        .as_ref()
+        .map(|source| load(source, &test_name))
+        .transpose()?;
+
+    let mut provenance = Provenance {
+        source: source_name.into(),
+        hub: data.hub.as_ref().map(|hub| HubProvenance {
+            repo: hub.repo.clone(),
+            revision: hub.revision.clone(),
+            commit: train_loaded.commit.clone().unwrap_or_default(),
+            files: Vec::new(),
+        }),
+        files: Vec::new(),
+        skipped: BTreeMap::new(),
+        cache_hits: Vec::new(),
+    };
+    let mut record = |name: &str, split: &LoadedSplit| {
+        provenance.files.extend(split.files.iter().cloned());
+        provenance
+            .skipped
+            .insert(name.to_owned(), split.dataset.skipped);
+        if split.cache_hit {
+            provenance.cache_hits.push(name.to_owned());
+        }
+    };
+    record(&train_name, &train_loaded);
+    if let Some(test) = &test_loaded {
+        record(&test_name, test);
+    }
+    if let Some(hub) = &mut provenance.hub {
+        hub.files = train_loaded.repo_paths.clone();
+        if let Some(test) = &test_loaded {
+            hub.files.extend(test.repo_paths.iter().cloned());
+        }
+    }
+
+    let full_train = train_loaded.dataset;
+    let (mut train, mut validation, mut test) = match test_loaded {
+        Some(test) => {
+            let test = test.dataset;
+            let fraction = data.validation_fraction;
+            let mut parts = full_train.split_stratified(&[1.0 - fraction, fraction], seed)?;
+            let validation = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
+            let train = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
+            (train, validation, test)
+        }
+        None => {
+            let mut parts = full_train.split_stratified(&data.split, seed)?;
+            let test = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
+            let validation = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
+            let train = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
+            (train, validation, test)
+        }
+    };
+    // The class list is the longest seen (a test split may name classes train lacks).
+    if test.class_names.len() > train.class_names.len() {
+        train.class_names = test.class_names.clone();
+        validation.class_names = test.class_names.clone();
+    } else {
+        test.class_names = train.class_names.clone();
+    }
+    train = limit(train, data.limit_train, seed);
+    test = limit(test, data.limit_test, seed.wrapping_add(1));
+    if train.is_empty() || test.is_empty() {
+        bail!(
+            "the train and test splits must both hold at least one decodable image (train {}, test {}): check the source and `split`",
+            train.len(),
+            test.len()
+        );
+    }
+    let normalization = data.normalization();
+    for set in [&mut train, &mut validation, &mut test] {
+        set.normalize(&normalization)
+            .context("invalid [data] mean/std")?;
+    }
+    Ok(Splits {
+        train,
+        validation,
+        test,
+        provenance,
+    })
+}
+
+/// A seeded sample of `n` rows (kept in dataset order), or all rows.
+fn limit(data: ImageDataset, n: Option<usize>, seed: u64) -> ImageDataset {
+    match n {
+        Some(n) if n < data.len() => {
+            let mut indices: Vec<usize> = (0..data.len()).collect();
+            indices.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            indices.truncate(n);
+            indices.sort_unstable();
+            data.subset(&indices)
+        }
+        _ => data,
+    }
+}
