@@ -5,6 +5,8 @@
 
 use image::imageops::{self, FilterType};
 
+use crate::resize::{Window, resample};
+
 /// How many channels the model wants; inputs are converted whatever they were stored as
 /// (grayscale, RGB, RGBA, CMYK JPEG, 16-bit PNG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,12 +82,12 @@ pub(crate) fn decode_image(
     let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
     let (pixels, width, height) = match color {
         ColorMode::Grayscale => {
-            let buf = fit(img.to_luma8(), size, resize);
+            let buf = fit(img.into_luma8(), size, resize);
             let (w, h) = buf.dimensions();
             (buf.into_raw(), w, h)
         }
         ColorMode::Rgb => {
-            let buf = fit(img.to_rgb8(), size, resize);
+            let buf = fit(img.into_rgb8(), size, resize);
             let (w, h) = buf.dimensions();
             (buf.into_raw(), w, h)
         }
@@ -100,8 +102,8 @@ pub(crate) fn decode_image(
     })
 }
 
-/// Fits `image` to `size` = (height, width). Centre-crop cuts the source to the target's
-/// aspect ratio first, so the (costly) filter only runs over pixels that are kept.
+/// Fits `image` to `size` = (height, width). Centre-crop resamples the largest centred
+/// window with the target's aspect ratio, so no pixel outside it is filtered.
 fn fit<P>(
     image: image::ImageBuffer<P, Vec<u8>>,
     size: Option<(u32, u32)>,
@@ -115,35 +117,47 @@ where
     if (src_h, src_w) == (h, w) || src_w == 0 || src_h == 0 {
         return image;
     }
-    let image = match resize {
-        ResizeMode::Squash => image,
+    let full = Window {
+        x: 0,
+        y: 0,
+        width: src_w as usize,
+        height: src_h as usize,
+    };
+    let window = match resize {
+        ResizeMode::Squash => full,
         ResizeMode::CenterCrop => {
-            // Largest window with the target's aspect ratio: compare w/h ratios exactly.
-            let (crop_w, crop_h) =
-                if u64::from(src_w) * u64::from(h) > u64::from(src_h) * u64::from(w) {
-                    (
-                        (u64::from(src_h) * u64::from(w) / u64::from(h)).max(1) as u32,
-                        src_h,
-                    )
-                } else {
-                    (
-                        src_w,
-                        (u64::from(src_w) * u64::from(h) / u64::from(w)).max(1) as u32,
-                    )
-                };
-            if (crop_w, crop_h) == (src_w, src_h) {
-                image
+            // Compare aspect ratios exactly: src_w / src_h against w / h.
+            let (sw, sh, tw, th) = (
+                u64::from(src_w),
+                u64::from(src_h),
+                u64::from(w),
+                u64::from(h),
+            );
+            let (crop_w, crop_h) = if sw * th > sh * tw {
+                ((sh * tw / th).max(1), sh)
             } else {
-                let (x, y) = ((src_w - crop_w) / 2, (src_h - crop_h) / 2);
-                imageops::crop_imm(&image, x, y, crop_w, crop_h).to_image()
+                (sw, (sw * th / tw).max(1))
+            };
+            Window {
+                x: ((sw - crop_w) / 2) as usize,
+                y: ((sh - crop_h) / 2) as usize,
+                width: crop_w as usize,
+                height: crop_h as usize,
             }
         }
     };
-    if image.dimensions() == (w, h) {
-        image
-    } else {
-        imageops::resize(&image, w, h, FilterType::Triangle)
-    }
+    let channels = usize::from(P::CHANNEL_COUNT);
+    let pixels = resample(
+        image.as_raw(),
+        src_w as usize,
+        channels,
+        window,
+        w as usize,
+        h as usize,
+    );
+    // The length is right by construction; the fallback only guards the invariant.
+    image::ImageBuffer::from_raw(w, h, pixels)
+        .unwrap_or_else(|| imageops::resize(&image, w, h, FilterType::Triangle))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod hf_metadata;
 mod hub;
 mod normalize;
 mod parquet_images;
+mod resize;
 mod source;
 mod split;
 
