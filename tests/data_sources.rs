@@ -177,6 +177,54 @@ fn catsdogs_downloads_caches_trains_and_reruns_offline() {
     assert_eq!(r["dataset"]["hub"]["commit"], SHA);
 }
 
+/// Bingsu/Cat_and_Dog's layout (separate train and test files) by config alone.
+#[test]
+fn a_hub_dataset_with_its_own_test_split_uses_it() {
+    let dir = scratch_dir("hub_cat_and_dog");
+    let hub = FakeHub::start(vec![FakeRepo::new(
+        "Bingsu/Cat_and_Dog",
+        SHA,
+        vec![
+            (
+                "data/train-00000-of-00001-6e6e5c8d.parquet".into(),
+                catsdogs_parquet(40, 3, &[2], &[]),
+            ),
+            (
+                "data/test-00000-of-00001-9b1f0a3e.parquet".into(),
+                catsdogs_parquet(12, 4, &[0, 11], &[5]),
+            ),
+        ],
+    )]);
+    let endpoint = hub.endpoint();
+    let hf_cache = dir.join("hf");
+    let out_dir = dir.join("run");
+    let mut args = vec![
+        "run",
+        "configs/cat_and_dog.toml",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(TINY);
+    let out = pipeline_with_env(
+        &args,
+        &[
+            ("HF_ENDPOINT", endpoint.as_str()),
+            ("HF_HUB_CACHE", hf_cache.to_str().unwrap()),
+            ("KILN_CACHE_DIR", dir.join("kiln").to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = &report(&out_dir)["dataset"];
+    assert_eq!(data["skipped"], serde_json::json!({"train": 1, "test": 2}));
+    assert_eq!(data["test_rows"], 10, "the Hub's test split, minus 2 corrupt");
+    assert_eq!(
+        data["train_rows"].as_u64().unwrap() + data["validation_rows"].as_u64().unwrap(),
+        39
+    );
+    assert_eq!(data["validation_rows"], 4, "validation_fraction 0.1 of 19 + 20");
+    assert_eq!(hub.file_downloads(), 2);
+}
+
 #[test]
 fn hub_errors_say_what_went_wrong_and_how_to_fix_it() {
     let dir = scratch_dir("hub_errors");
