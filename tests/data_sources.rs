@@ -216,12 +216,18 @@ fn a_hub_dataset_with_its_own_test_split_uses_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     let data = &report(&out_dir)["dataset"];
     assert_eq!(data["skipped"], serde_json::json!({"train": 1, "test": 2}));
-    assert_eq!(data["test_rows"], 10, "the Hub's test split, minus 2 corrupt");
+    assert_eq!(
+        data["test_rows"], 10,
+        "the Hub's test split, minus 2 corrupt"
+    );
     assert_eq!(
         data["train_rows"].as_u64().unwrap() + data["validation_rows"].as_u64().unwrap(),
         39
     );
-    assert_eq!(data["validation_rows"], 4, "validation_fraction 0.1 of 19 + 20");
+    assert_eq!(
+        data["validation_rows"], 4,
+        "validation_fraction 0.1 of 19 + 20"
+    );
     assert_eq!(hub.file_downloads(), 2);
 }
 

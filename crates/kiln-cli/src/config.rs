@@ -224,7 +224,30 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub learning_rate: f64,
     #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// L2 penalty (adam, sgd) or decoupled weight decay (adamw).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// SGD momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    #[serde(default)]
     pub schedule: Schedule,
+    /// Epochs of linear learning-rate warmup before the schedule.
+    #[serde(default)]
+    pub warmup_epochs: usize,
+    /// `schedule = "step"`: multiply the rate by `step_gamma` every `step_epochs` epochs.
+    #[serde(default = "default_step_epochs")]
+    pub step_epochs: usize,
+    #[serde(default = "default_step_gamma")]
+    pub step_gamma: f64,
+    /// Cross-entropy label smoothing (0 = off; 0.1 is common).
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Stop after this many epochs without a better validation accuracy; the best epoch's
+    /// model is kept. Needs a validation split.
+    #[serde(default)]
+    pub early_stopping_patience: Option<usize>,
     /// Pad-and-crop augmentation: random shifts of up to this many pixels (0 = off).
     #[serde(default)]
     pub augment_shift: usize,
@@ -237,12 +260,59 @@ fn default_backend() -> BackendKind {
     BackendKind::Flex
 }
 
+fn default_momentum() -> f64 {
+    0.9
+}
+
+fn default_step_epochs() -> usize {
+    10
+}
+
+fn default_step_gamma() -> f64 {
+    0.1
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerConfig {
+    #[default]
+    Adam,
+    Adamw,
+    Sgd,
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     #[default]
     Constant,
     Cosine,
+    Step,
+}
+
+impl TrainConfig {
+    pub fn lr_schedule(&self) -> kiln_train::LrSchedule {
+        match self.schedule {
+            Schedule::Constant => kiln_train::LrSchedule::Constant,
+            Schedule::Cosine => kiln_train::LrSchedule::Cosine,
+            Schedule::Step => kiln_train::LrSchedule::Step {
+                every_epochs: self.step_epochs,
+                gamma: self.step_gamma,
+            },
+        }
+    }
+
+    pub fn optimizer_settings(&self) -> kiln_train::OptimizerSettings {
+        kiln_train::OptimizerSettings {
+            kind: match self.optimizer {
+                OptimizerConfig::Adam => kiln_train::OptimizerKind::Adam,
+                OptimizerConfig::Adamw => kiln_train::OptimizerKind::AdamW,
+                OptimizerConfig::Sgd => kiln_train::OptimizerKind::Sgd,
+            },
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+        }
+    }
 }
 
 /// The `[export]` table: which `.tflite` variants the export stage writes.
@@ -349,6 +419,15 @@ impl Default for VerifyConfig {
 
 fn default_latency_runs() -> usize {
     200
+}
+
+impl Config {
+    /// Identifies everything that shapes training (seed, data, model, training settings): a
+    /// checkpoint is resumed only under the same fingerprint.
+    pub fn training_fingerprint(&self) -> Result<String> {
+        let shaping = serde_json::to_vec(&(self.seed, &self.data, &self.model, &self.train))?;
+        Ok(crate::report::sha256_hex(&shaping))
+    }
 }
 
 /// A parsed config with where it came from.

@@ -30,6 +30,10 @@ enum Command {
         /// Override a config value, e.g. --set train.epochs=2 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Continue training from the run directory's last complete epoch (after a crash,
+        /// kill or Ctrl-C); the result equals an uninterrupted run's.
+        #[arg(long)]
+        resume: bool,
     },
     /// Run a .tflite on .npy (or .npz, one array per input) inputs with kiln-runtime.
     Infer {
@@ -104,7 +108,8 @@ fn main() -> ExitCode {
             config,
             out,
             overrides,
-        } => run::run(&config, out, &overrides).map(|dir| {
+            resume,
+        } => run::run(&config, out, &overrides, resume).map(|dir| {
             println!("{}", dir.display());
         }),
         Command::Infer {
@@ -137,7 +142,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            let interrupted = error.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<kiln_train::TrainError>(),
+                    Some(kiln_train::TrainError::Interrupted { .. })
+                )
+            });
+            // 130 = 128 + SIGINT, what shells report for a Ctrl-C'd program.
+            if interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -64,6 +64,11 @@ pub struct TrainingReport {
     pub burn_test_accuracy: f64,
     /// On the validation split, when the config holds one out.
     pub burn_validation_accuracy: Option<f64>,
+    /// The epoch whose model was exported (the best validation epoch, else the last).
+    pub selected_epoch: usize,
+    /// The checkpointed epoch a `--resume` continued from.
+    pub resumed_from: Option<usize>,
+    pub stopped_early: bool,
     pub epochs: Vec<EpochStats>,
 }
 

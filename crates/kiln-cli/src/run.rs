@@ -6,19 +6,27 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::prelude::Device;
 use kiln_nn::{Classifier, SmallCnnConfig};
 use kiln_train::{Augment, TrainSettings, predict, train};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::config::{self, Architecture, Schedule};
-use crate::data::load_data;
+use crate::config::{self, Architecture, LoadedConfig};
+use crate::data::{Splits, load_data};
 use crate::export::export_variants;
 use crate::recipe::{self, Stage};
 use crate::report::{self, DatasetReport, Parity, Report, VariantReport};
 use crate::verify::verify_variant;
 
-pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Result<PathBuf> {
+pub fn run(
+    config_path: &Path,
+    out: Option<PathBuf>,
+    overrides: &[String],
+    resume: bool,
+) -> Result<PathBuf> {
     let loaded = config::load(config_path, overrides)?;
     let config = &loaded.config;
     let recipe_path = loaded.resolve(&config.pipeline);
@@ -61,7 +69,18 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
     let device = config.train.backend.device();
     device.seed(config.seed);
     let autodiff = device.clone().autodiff();
-    let model_config = match config.model.architecture {
+    let run = Run {
+        loaded: &loaded,
+        config_path,
+        run_dir: &run_dir,
+        recipe: &recipe,
+        splits: &splits,
+        device: &device,
+        autodiff: &autodiff,
+        resume,
+        started,
+    };
+    match config.model.architecture {
         Architecture::SmallCnn => {
             let mut c = SmallCnnConfig::new(
                 [train_set.height, train_set.width, train_set.channels],
@@ -70,146 +89,231 @@ pub fn run(config_path: &Path, out: Option<PathBuf>, overrides: &[String]) -> Re
             c.conv1_filters = config.model.conv1_filters.unwrap_or(c.conv1_filters);
             c.conv2_filters = config.model.conv2_filters.unwrap_or(c.conv2_filters);
             c.dense_units = config.model.dense_units.unwrap_or(c.dense_units);
-            c
+            let model = c.init(&autodiff).context("cannot build the model")?;
+            run.continue_with(model)?;
         }
-    };
-    let model = model_config
-        .init(&autodiff)
-        .context("cannot build the model")?;
-    let settings = TrainSettings {
-        epochs: config.train.epochs,
-        batch_size: config.train.batch_size,
-        learning_rate: config.train.learning_rate,
-        cosine_decay: config.train.schedule == Schedule::Cosine,
-        augment: Augment {
-            shift: config.train.augment_shift,
-            horizontal_flip: config.train.augment_flip,
-        },
-        seed: config.seed,
-        checkpoint_dir: Some(run_dir.clone()),
-        progress: std::io::stderr().is_terminal(),
-    };
-    let train_started = Instant::now();
-    let (model, history) = train(model, train_set, &settings, &autodiff, |e| {
-        info!(
-            "epoch {}/{}: loss {:.4}, train accuracy {:.2}%, lr {:.2e}, {:.1}s ({:.1}% in the data path)",
-            e.epoch,
-            settings.epochs,
-            e.loss,
-            100.0 * e.accuracy,
-            e.learning_rate,
-            e.seconds,
-            100.0 * e.data_seconds / e.seconds.max(1e-9)
-        )
-    })
-    .context("training failed")?;
-    let train_seconds = train_started.elapsed().as_secs_f64();
-    let model = model.valid();
-
-    let burn_logits = predict(&model, test_set, &device).context("evaluating the Burn model")?;
-    let classes = test_set.class_names.len();
-    let burn_accuracy = kiln_train::accuracy(&burn_logits, &test_set.labels, classes);
-    info!("Burn model test accuracy {:.2}%", 100.0 * burn_accuracy);
-    let validation_accuracy = if validation_set.is_empty() {
-        None
-    } else {
-        let logits = predict(&model, validation_set, &device)
-            .context("evaluating the Burn model on the validation split")?;
-        let accuracy = kiln_train::accuracy(&logits, &validation_set.labels, classes);
-        info!("Burn model validation accuracy {:.2}%", 100.0 * accuracy);
-        Some(accuracy)
-    };
-
-    let mut variants = Vec::new();
-    if recipe.stages.contains(&Stage::Export) {
-        let description = format!("Kiln {} ({:?})", config.name, config.model.architecture);
-        let tflite = model
-            .lower(&description)
-            .context("lowering the model to TFLite")?;
-        let card = kiln_export::ModelCard {
-            name: config.name.clone(),
-            // Short on purpose: metadata bytes count against the int8 size budget.
-            description: format!(
-                "{:?} classifier, {} classes, by Kiln",
-                config.model.architecture,
-                train_set.class_names.len()
-            ),
-            version: format!("seed {}", config.seed),
-            author: "Kiln".into(),
-            labels: train_set.class_names.clone(),
-            mean: config.data.mean.clone(),
-            std: config.data.std.clone(),
-        };
-        let exported = export_variants(
-            &tflite,
-            &card,
-            &run_dir,
-            &config.export,
-            train_set,
-            config.seed,
-        )?;
-        for file in &exported {
-            let name = file.variant.name();
-            let mut variant = VariantReport::for_file(name, &run_dir, &file.file)?;
-            if recipe.stages.contains(&Stage::Verify) {
-                let verified = verify_variant(
-                    &file.path,
-                    test_set,
-                    &burn_logits,
-                    config.verify.latency_runs,
-                )
-                .with_context(|| format!("verifying {}", file.path.display()))?;
-                info!(
-                    "{name} verified: accuracy {:.2}%, max |Burn − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
-                    100.0 * verified.accuracy,
-                    verified.max_abs_diff,
-                    100.0 * verified.argmax_agreement,
-                    verified.latency_ms_p50
-                );
-                variant.accuracy = Some(verified.accuracy);
-                variant.latency_ms_p50 = Some(verified.latency_ms_p50);
-                variant.parity = Some(Parity {
-                    reference: "burn".into(),
-                    max_abs_diff: verified.max_abs_diff,
-                    argmax_agreement: verified.argmax_agreement,
-                });
-            }
-            variants.push(variant);
-        }
-        report::compare_with_fp32(&mut variants);
-    }
-
-    if recipe.stages.contains(&Stage::Report) {
-        let report = Report {
-            name: config.name.clone(),
-            config_file: std::path::absolute(config_path)
-                .unwrap_or_else(|_| config_path.to_path_buf())
-                .display()
-                .to_string(),
-            config_sha256: report::sha256_hex(loaded.effective_toml.as_bytes()),
-            seed: config.seed,
-            backend: config.train.backend.name().into(),
-            stages: recipe
-                .stages
-                .iter()
-                .map(|s| format!("{s:?}").to_lowercase())
-                .collect(),
-            dataset: DatasetReport::new(&splits, &config.data.normalization())?,
-            training: report::TrainingReport {
-                seconds: train_seconds,
-                burn_test_accuracy: burn_accuracy,
-                burn_validation_accuracy: validation_accuracy,
-                epochs: history,
-            },
-            variants,
-            total_seconds: started.elapsed().as_secs_f64(),
-        };
-        report.write(&run_dir)?;
-        info!(
-            "wrote {} and {}",
-            run_dir.join("report.json").display(),
-            run_dir.join("report.md").display()
-        );
     }
     Ok(run_dir)
+}
+
+/// Everything a run has settled before its model exists.
+struct Run<'a> {
+    loaded: &'a LoadedConfig,
+    config_path: &'a Path,
+    run_dir: &'a Path,
+    recipe: &'a recipe::Recipe,
+    splits: &'a Splits,
+    device: &'a Device,
+    autodiff: &'a Device,
+    resume: bool,
+    started: Instant,
+}
+
+impl Run<'_> {
+    /// Train → evaluate → export → verify → report, for any architecture.
+    fn continue_with<M: Classifier>(&self, model: M) -> Result<()> {
+        let config = &self.loaded.config;
+        let recipe = self.recipe;
+        let run_dir = self.run_dir;
+        let (train_set, validation_set, test_set) = (
+            &self.splits.train,
+            &self.splits.validation,
+            &self.splits.test,
+        );
+        let device = self.device;
+        let interrupt = interrupt_flag();
+        let settings = TrainSettings {
+            epochs: config.train.epochs,
+            batch_size: config.train.batch_size,
+            learning_rate: config.train.learning_rate,
+            schedule: config.train.lr_schedule(),
+            warmup_epochs: config.train.warmup_epochs,
+            optimizer: config.train.optimizer_settings(),
+            label_smoothing: config.train.label_smoothing,
+            early_stopping_patience: config.train.early_stopping_patience,
+            augment: Augment {
+                shift: config.train.augment_shift,
+                horizontal_flip: config.train.augment_flip,
+            },
+            seed: config.seed,
+            checkpoint_dir: Some(run_dir.join("checkpoint")),
+            resume: self.resume,
+            fingerprint: config.training_fingerprint()?,
+            progress: std::io::stderr().is_terminal(),
+            interrupt: Some(interrupt),
+        };
+        let train_started = Instant::now();
+        let validation = (!validation_set.is_empty()).then_some(validation_set);
+        let outcome = train(
+            model,
+            train_set,
+            validation,
+            &settings,
+            self.autodiff,
+            device,
+            |e| {
+                info!(
+                    "epoch {}/{}: loss {:.4}, train accuracy {:.2}%{}, lr {:.2e}, {:.1}s ({:.1}% in the data path)",
+                    e.epoch,
+                    settings.epochs,
+                    e.loss,
+                    100.0 * e.accuracy,
+                    e.val_accuracy
+                        .map_or(String::new(), |v| format!(", validation {:.2}%", 100.0 * v)),
+                    e.learning_rate,
+                    e.seconds,
+                    100.0 * e.data_seconds / e.seconds.max(1e-9)
+                )
+            },
+        )
+        .context("training failed")?;
+        let train_seconds = train_started.elapsed().as_secs_f64();
+        if let Some(epoch) = outcome.resumed_from {
+            info!(
+                "resumed after epoch {epoch} from {}",
+                run_dir.join("checkpoint").display()
+            );
+        }
+        if outcome.stopped_early {
+            info!(
+                "early stopping after epoch {}: no better validation accuracy for {} epochs",
+                outcome.history.len(),
+                config.train.early_stopping_patience.unwrap_or(0)
+            );
+        }
+        let selected_epoch = outcome.selected_epoch;
+        let (outcome_resumed_from, stopped_early) = (outcome.resumed_from, outcome.stopped_early);
+        let history = outcome.history;
+        let model = outcome.model.valid();
+        model
+            .clone()
+            .save_file(run_dir.join("model.bpk"))
+            .map_err(|e| {
+                anyhow::anyhow!("cannot save {}: {e}", run_dir.join("model.bpk").display())
+            })?;
+
+        let burn_logits = predict(&model, test_set, device).context("evaluating the Burn model")?;
+        let classes = test_set.class_names.len();
+        let burn_accuracy = kiln_train::accuracy(&burn_logits, &test_set.labels, classes);
+        info!(
+            "Burn model (epoch {selected_epoch}) test accuracy {:.2}%",
+            100.0 * burn_accuracy
+        );
+        let validation_accuracy = history
+            .iter()
+            .find(|e| e.epoch == selected_epoch)
+            .and_then(|e| e.val_accuracy);
+        let mut variants = Vec::new();
+        if recipe.stages.contains(&Stage::Export) {
+            let description = format!("Kiln {} ({:?})", config.name, config.model.architecture);
+            let tflite = model
+                .lower(&description)
+                .context("lowering the model to TFLite")?;
+            let card = kiln_export::ModelCard {
+                name: config.name.clone(),
+                // Short on purpose: metadata bytes count against the int8 size budget.
+                description: format!(
+                    "{:?} classifier, {} classes, by Kiln",
+                    config.model.architecture,
+                    train_set.class_names.len()
+                ),
+                version: format!("seed {}", config.seed),
+                author: "Kiln".into(),
+                labels: train_set.class_names.clone(),
+                mean: config.data.mean.clone(),
+                std: config.data.std.clone(),
+            };
+            let exported = export_variants(
+                &tflite,
+                &card,
+                run_dir,
+                &config.export,
+                train_set,
+                config.seed,
+            )?;
+            for file in &exported {
+                let name = file.variant.name();
+                let mut variant = VariantReport::for_file(name, run_dir, &file.file)?;
+                if recipe.stages.contains(&Stage::Verify) {
+                    let verified = verify_variant(
+                        &file.path,
+                        test_set,
+                        &burn_logits,
+                        config.verify.latency_runs,
+                    )
+                    .with_context(|| format!("verifying {}", file.path.display()))?;
+                    info!(
+                        "{name} verified: accuracy {:.2}%, max |Burn − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
+                        100.0 * verified.accuracy,
+                        verified.max_abs_diff,
+                        100.0 * verified.argmax_agreement,
+                        verified.latency_ms_p50
+                    );
+                    variant.accuracy = Some(verified.accuracy);
+                    variant.latency_ms_p50 = Some(verified.latency_ms_p50);
+                    variant.parity = Some(Parity {
+                        reference: "burn".into(),
+                        max_abs_diff: verified.max_abs_diff,
+                        argmax_agreement: verified.argmax_agreement,
+                    });
+                }
+                variants.push(variant);
+            }
+            report::compare_with_fp32(&mut variants);
+        }
+
+        if recipe.stages.contains(&Stage::Report) {
+            let report = Report {
+                name: config.name.clone(),
+                config_file: std::path::absolute(self.config_path)
+                    .unwrap_or_else(|_| self.config_path.to_path_buf())
+                    .display()
+                    .to_string(),
+                config_sha256: report::sha256_hex(self.loaded.effective_toml.as_bytes()),
+                seed: config.seed,
+                backend: config.train.backend.name().into(),
+                stages: recipe
+                    .stages
+                    .iter()
+                    .map(|s| format!("{s:?}").to_lowercase())
+                    .collect(),
+                dataset: DatasetReport::new(self.splits, &config.data.normalization())?,
+                training: report::TrainingReport {
+                    seconds: train_seconds,
+                    burn_test_accuracy: burn_accuracy,
+                    burn_validation_accuracy: validation_accuracy,
+                    selected_epoch,
+                    resumed_from: outcome_resumed_from,
+                    stopped_early,
+                    epochs: history,
+                },
+                variants,
+                total_seconds: self.started.elapsed().as_secs_f64(),
+            };
+            report.write(run_dir)?;
+            info!(
+                "wrote {} and {}",
+                run_dir.join("report.json").display(),
+                run_dir.join("report.md").display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A flag Ctrl-C sets: training stops after the current step and keeps the last complete
+/// epoch's checkpoint. A second Ctrl-C exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = Arc::clone(&flag);
+    let installed = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after this step (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = installed {
+        warn!("Ctrl-C will stop the process without saving: {e}");
+    }
+    flag
 }

@@ -1,14 +1,20 @@
-//! The training loop: seeded shuffling and augmentation, Adam with a cosine learning-rate
-//! schedule, per-epoch metrics and checkpoints, a progress bar.
+//! The training loop: seeded shuffling and augmentation; Adam, AdamW or SGD; warmup and
+//! constant/cosine/step learning-rate schedules; label smoothing; validation, best-epoch
+//! selection and early stopping; crash-safe checkpoints with exact resume; Ctrl-C handling.
 
 mod backend;
 mod batch;
+mod checkpoint;
 mod error;
 mod evaluate;
+mod optimizer;
+mod schedule;
 mod train_loop;
 
 pub use backend::BackendKind;
 pub use batch::Augment;
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
-pub use train_loop::{EpochStats, TrainSettings, train};
+pub use optimizer::{OptimizerKind, OptimizerSettings};
+pub use schedule::{LrPlan, LrSchedule};
+pub use train_loop::{EpochStats, TrainOutcome, TrainSettings, train};

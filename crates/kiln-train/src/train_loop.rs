@@ -1,10 +1,20 @@
-//! One training run: epochs of shuffled mini-batches, Adam, cosine learning-rate decay.
+//! One training run: epochs of seeded, shuffled, augmented mini-batches; Adam, AdamW or SGD;
+//! a warmup + constant/cosine/step learning-rate plan; label smoothing; validation accuracy
+//! every epoch with best-epoch selection and early stopping; a crash-safe checkpoint after
+//! every epoch that `resume` continues from, reproducing the uninterrupted run exactly.
+//!
+//! Exact resumption rests on three things: every epoch's randomness (shuffle, augmentation,
+//! the backend's RNG for dropout) is derived from the seed and the epoch number alone; the
+//! learning rate is a pure function of the step; and the optimizer state is checkpointed
+//! with the parameters.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_data::ImageDataset;
@@ -12,31 +22,52 @@ use kiln_nn::Classifier;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 
 use crate::batch::{Augment, image_tensor, images_nchw, label_tensor};
+use crate::checkpoint::{CheckpointState, Checkpoints};
 use crate::error::TrainError;
-use crate::evaluate::argmax_rows;
+use crate::evaluate::{accuracy, argmax_rows, predict};
+use crate::optimizer::OptimizerSettings;
+use crate::schedule::{LrPlan, LrSchedule};
 
 #[derive(Clone, Debug)]
 pub struct TrainSettings {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
-    /// Decay the learning rate to zero along a half cosine over the run (else constant).
-    pub cosine_decay: bool,
+    pub schedule: LrSchedule,
+    /// Epochs of linear learning-rate warmup (0 = none).
+    pub warmup_epochs: usize,
+    pub optimizer: OptimizerSettings,
+    /// Label smoothing ε for the cross-entropy (0 = none; 0.1 is common).
+    pub label_smoothing: f64,
+    /// Stop after this many epochs without a better validation accuracy (needs validation
+    /// data); the best epoch's model is returned either way when there is validation data.
+    pub early_stopping_patience: Option<usize>,
     /// Random augmentation of training images.
     pub augment: Augment,
     pub seed: u64,
-    /// Where the model is saved (Burn record, `model.bpk`) after every epoch.
+    /// Where checkpoints go (`state.json` + per-epoch files); `None` = no checkpoints.
     pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from the checkpoint in `checkpoint_dir`.
+    pub resume: bool,
+    /// Identifies everything that shapes the run (config hash): a checkpoint made with other
+    /// settings is not resumed.
+    pub fingerprint: String,
     pub progress: bool,
+    /// When set (Ctrl-C), training stops after the current step, keeping the last complete
+    /// epoch's checkpoint.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     pub epoch: usize,
     pub loss: f64,
     pub accuracy: f64,
+    /// Accuracy on the validation split, when there is one.
+    pub val_accuracy: Option<f64>,
     pub learning_rate: f64,
     pub seconds: f64,
     /// Of `seconds`, the time spent assembling batches (copy, augmentation, tensor upload):
@@ -44,54 +75,116 @@ pub struct EpochStats {
     pub data_seconds: f64,
 }
 
-/// Trains `model` (whose parameters live on the autodiff `device`) and returns it with the
-/// per-epoch statistics. `on_epoch` sees each epoch's statistics as soon as it ends.
+/// A finished training run.
+pub struct TrainOutcome<M> {
+    /// The best validation epoch's model when there is validation data, else the last.
+    pub model: M,
+    pub history: Vec<EpochStats>,
+    /// The epoch `model` comes from.
+    pub selected_epoch: usize,
+    pub stopped_early: bool,
+    /// The checkpointed epoch this run continued from.
+    pub resumed_from: Option<usize>,
+}
+
+/// Trains `model` (whose parameters live on the autodiff `device`) on `data`, evaluating on
+/// `validation` (on the plain `eval_device`) after every epoch. `on_epoch` sees each epoch's
+/// statistics as soon as it ends.
 pub fn train<M: Classifier>(
     mut model: M,
     data: &ImageDataset,
+    validation: Option<&ImageDataset>,
     settings: &TrainSettings,
     device: &Device,
+    eval_device: &Device,
     mut on_epoch: impl FnMut(&EpochStats),
-) -> Result<(M, Vec<EpochStats>), TrainError> {
-    if data.is_empty() {
-        return Err(TrainError::EmptyDataset);
-    }
-    if settings.batch_size == 0 || settings.epochs == 0 {
-        return Err(TrainError::InvalidConfig(
-            "epochs and batch_size must be at least 1".into(),
-        ));
-    }
+) -> Result<TrainOutcome<M>, TrainError> {
+    validate(data, validation, settings)?;
+    let validation = validation.filter(|v| !v.is_empty());
     let classes = data.class_names.len().max(1);
-    let mut optimizer = AdamConfig::new().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut optimizer = settings.optimizer.build()?;
+    let smoothing = (settings.label_smoothing > 0.0).then_some(settings.label_smoothing as f32);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(device);
     let steps_per_epoch = data.len().div_ceil(settings.batch_size);
-    let total_steps = (steps_per_epoch * settings.epochs) as f64;
-    let mut indices: Vec<usize> = (0..data.len()).collect();
-    let mut history = Vec::with_capacity(settings.epochs);
+    let plan = LrPlan {
+        base: settings.learning_rate,
+        schedule: settings.schedule,
+        warmup_steps: settings.warmup_epochs * steps_per_epoch,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * settings.epochs,
+    };
+    let checkpoints = settings.checkpoint_dir.as_ref().map(Checkpoints::new);
 
-    for epoch in 1..=settings.epochs {
+    let mut state = CheckpointState::new(settings.fingerprint.clone());
+    let mut best_model: Option<M> = None;
+    let mut resumed_from = None;
+    if settings.resume {
+        let checkpoints = checkpoints.as_ref().ok_or_else(|| {
+            TrainError::InvalidConfig("resuming needs a checkpoint directory".into())
+        })?;
+        let saved = checkpoints.state()?.ok_or_else(|| TrainError::Checkpoint {
+            path: checkpoints.dir().display().to_string(),
+            reason: "there is no checkpoint to resume from; run without --resume".into(),
+        })?;
+        if saved.fingerprint != settings.fingerprint {
+            return Err(TrainError::Checkpoint {
+                path: checkpoints.dir().display().to_string(),
+                reason: "the checkpoint was made with a different config (data, model, training settings or seed); resuming would not reproduce that run — run without --resume, or restore the config".into(),
+            });
+        }
+        model = checkpoints.load_model(model, &saved.model_file)?;
+        optimizer = checkpoints.load_optimizer(optimizer, &saved.optimizer_file)?;
+        if let Some(best) = &saved.best_model_file {
+            best_model = Some(checkpoints.load_model(model.clone(), best)?);
+        }
+        resumed_from = Some(saved.epoch);
+        state = saved;
+    }
+
+    let epoch_seed = |epoch: usize| {
+        settings
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(epoch as u64)
+    };
+    // Each epoch shuffles the previous epoch's order; a resumed run replays the shuffles of
+    // the epochs it skips so its order matches the uninterrupted run's.
+    let mut indices: Vec<usize> = (0..data.len()).collect();
+    for epoch in 1..=state.epoch {
+        indices.shuffle(&mut StdRng::seed_from_u64(epoch_seed(epoch)));
+    }
+    let first_epoch = state.epoch + 1;
+    for epoch in first_epoch..=settings.epochs {
+        if state.finished {
+            break;
+        }
         let started = Instant::now();
-        // One RNG per epoch, derived from the seed, so a resumed run reproduces later epochs.
-        let mut rng = StdRng::seed_from_u64(
-            settings
-                .seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(epoch as u64),
-        );
+        // Per-epoch randomness from (seed, epoch) only: a resumed run replays it exactly.
+        let mut rng = StdRng::seed_from_u64(epoch_seed(epoch));
+        device.seed(epoch_seed(epoch));
         indices.shuffle(&mut rng);
         let bar = progress_bar(settings.progress, steps_per_epoch, epoch, settings.epochs);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut data_seconds = 0.0f64;
         let mut learning_rate = settings.learning_rate;
         for (step, batch) in indices.chunks(settings.batch_size).enumerate() {
-            let global_step = ((epoch - 1) * steps_per_epoch + step) as f64;
-            learning_rate = if settings.cosine_decay {
-                settings.learning_rate
-                    * 0.5
-                    * (1.0 + (std::f64::consts::PI * global_step / total_steps).cos())
-            } else {
-                settings.learning_rate
-            };
+            if settings
+                .interrupt
+                .as_ref()
+                .is_some_and(|flag| flag.load(Ordering::SeqCst))
+            {
+                bar.finish_and_clear();
+                return Err(TrainError::Interrupted {
+                    last_epoch: state.epoch,
+                    checkpoint_dir: settings
+                        .checkpoint_dir
+                        .as_ref()
+                        .map(|d| d.display().to_string()),
+                });
+            }
+            learning_rate = plan.rate((epoch - 1) * steps_per_epoch + step);
             let batch_started = Instant::now();
             let pixels = images_nchw(data, batch, settings.augment, Some(&mut rng));
             let images = image_tensor(data, pixels, batch.len(), device);
@@ -129,28 +222,105 @@ pub fn train<M: Classifier>(
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let val_accuracy = match validation {
+            Some(val) => {
+                let logits = predict(&model, val, eval_device)?;
+                Some(accuracy(&logits, &val.labels, classes))
+            }
+            None => None,
+        };
         let stats = EpochStats {
             epoch,
             loss: loss_sum / seen as f64,
             accuracy: correct as f64 / seen as f64,
+            val_accuracy,
             learning_rate,
             seconds: started.elapsed().as_secs_f64(),
             data_seconds,
         };
-        if let Some(dir) = &settings.checkpoint_dir {
-            let path = dir.join("model.bpk");
-            model
-                .clone()
-                .save_file(&path)
-                .map_err(|e| TrainError::Checkpoint {
-                    path: path.display().to_string(),
-                    reason: format!("{e:?}"),
-                })?;
+        let mut new_best = None;
+        if let Some(acc) = val_accuracy {
+            if state.best.is_none_or(|(_, best)| acc > best) {
+                state.best = Some((epoch, acc));
+                state.epochs_without_improvement = 0;
+                best_model = Some(model.clone());
+                new_best = best_model.as_ref();
+            } else {
+                state.epochs_without_improvement += 1;
+            }
+        }
+        let patience_spent = settings
+            .early_stopping_patience
+            .is_some_and(|p| state.epochs_without_improvement >= p);
+        state.epoch = epoch;
+        state.history.push(stats.clone());
+        state.finished = epoch == settings.epochs || patience_spent;
+        if let Some(checkpoints) = &checkpoints {
+            checkpoints.commit(&mut state, &model, &optimizer, new_best)?;
         }
         on_epoch(&stats);
-        history.push(stats);
     }
-    Ok((model, history))
+
+    let stopped_early = state.epoch < settings.epochs;
+    let (model, selected_epoch) = match (best_model, state.best) {
+        (Some(best), Some((epoch, _))) => (best, epoch),
+        _ => (model, state.epoch),
+    };
+    Ok(TrainOutcome {
+        model,
+        history: state.history,
+        selected_epoch,
+        stopped_early,
+        resumed_from,
+    })
+}
+
+fn validate(
+    data: &ImageDataset,
+    validation: Option<&ImageDataset>,
+    settings: &TrainSettings,
+) -> Result<(), TrainError> {
+    if data.is_empty() {
+        return Err(TrainError::EmptyDataset);
+    }
+    let invalid = |m: String| Err(TrainError::InvalidConfig(m));
+    if settings.batch_size == 0 || settings.epochs == 0 {
+        return invalid("epochs and batch_size must be at least 1".into());
+    }
+    if !(settings.learning_rate > 0.0 && settings.learning_rate.is_finite()) {
+        return invalid(format!(
+            "learning_rate = {} must be positive",
+            settings.learning_rate
+        ));
+    }
+    if !(0.0..1.0).contains(&settings.label_smoothing) {
+        return invalid(format!(
+            "label_smoothing = {} must be in [0, 1)",
+            settings.label_smoothing
+        ));
+    }
+    if settings.warmup_epochs >= settings.epochs && settings.warmup_epochs > 0 {
+        return invalid(format!(
+            "warmup_epochs = {} must be fewer than epochs = {}",
+            settings.warmup_epochs, settings.epochs
+        ));
+    }
+    if let LrSchedule::Step {
+        every_epochs,
+        gamma,
+    } = settings.schedule
+        && (every_epochs == 0 || !(gamma > 0.0 && gamma <= 1.0))
+    {
+        return invalid(format!(
+            "step schedule: step_epochs = {every_epochs} must be ≥ 1 and step_gamma = {gamma} in (0, 1]"
+        ));
+    }
+    if settings.early_stopping_patience.is_some() && validation.is_none_or(ImageDataset::is_empty) {
+        return invalid(
+            "early stopping watches validation accuracy, but there is no validation split: set [data] split (e.g. [0.8, 0.1, 0.1]) or validation_fraction".into(),
+        );
+    }
+    Ok(())
 }
 
 fn progress_bar(enabled: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
