@@ -201,10 +201,10 @@ pub enum ColorConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub architecture: Architecture,
+    /// small_cnn: filters of each conv block, e.g. [32, 64] (the default) or [32, 64, 128].
     #[serde(default)]
-    pub conv1_filters: Option<usize>,
-    #[serde(default)]
-    pub conv2_filters: Option<usize>,
+    pub conv_filters: Option<Vec<usize>>,
+    /// small_cnn: units of the hidden dense layer (default 64).
     #[serde(default)]
     pub dense_units: Option<usize>,
 }

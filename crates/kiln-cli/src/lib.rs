@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_decode;
+pub mod bench_train;
 pub mod config;
 pub mod data;
 pub mod export;

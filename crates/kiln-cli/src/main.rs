@@ -1,6 +1,6 @@
 //! `pipeline`: Kiln's command line.
 
-use kiln_cli::{bench, bench_decode, infer, inspect, run, verify_run};
+use kiln_cli::{bench, bench_decode, bench_train, infer, inspect, run, verify_run};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -75,6 +75,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Training and inference images/s of a SmallCnn on synthetic data (the Rust side of
+    /// bench/train_vs_keras.sh).
+    BenchTrain {
+        /// height,width,channels
+        #[arg(long, value_delimiter = ',', default_values_t = [28, 28, 1])]
+        input: Vec<usize>,
+        /// Filters of each conv block.
+        #[arg(long, value_delimiter = ',', default_values_t = [32, 64])]
+        conv_filters: Vec<usize>,
+        #[arg(long, default_value_t = 64)]
+        dense_units: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Timed steps (after --warmup untimed ones).
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// flex, ndarray or wgpu (with the wgpu feature).
+        #[arg(long, default_value = "flex")]
+        backend: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode + resize throughput (images/s) on one thread and on all cores: synthetic
     /// 500×375 JPEGs, or an image folder's files.
     BenchDecode {
@@ -90,6 +116,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_backend(name: &str) -> anyhow::Result<kiln_train::BackendKind> {
+    match name {
+        "flex" => Ok(kiln_train::BackendKind::Flex),
+        "ndarray" => Ok(kiln_train::BackendKind::Ndarray),
+        "wgpu" => Ok(kiln_train::BackendKind::Wgpu),
+        other => anyhow::bail!("unknown backend '{other}': use flex, ndarray or wgpu"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -126,6 +161,29 @@ fn main() -> ExitCode {
             json,
         } => verify_run::run(&run_dir, per_layer, &variants, images, json),
         Command::Bench { model, runs, json } => bench::run(&model, runs, json),
+        Command::BenchTrain {
+            input,
+            conv_filters,
+            dense_units,
+            classes,
+            batch,
+            steps,
+            warmup,
+            backend,
+            json,
+        } => parse_backend(&backend).and_then(|backend| {
+            bench_train::run(&bench_train::TrainBench {
+                input,
+                conv_filters,
+                dense_units,
+                classes,
+                batch_size: batch,
+                steps,
+                warmup,
+                backend,
+                json,
+            })
+        }),
         Command::BenchDecode {
             sizes,
             images,

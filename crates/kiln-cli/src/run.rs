@@ -66,7 +66,7 @@ pub fn run(
     );
 
     // Train (always first: the recipe checks it).
-    let device = config.train.backend.device();
+    let device = config.train.backend.device()?;
     device.seed(config.seed);
     let autodiff = device.clone().autodiff();
     let run = Run {
@@ -86,8 +86,9 @@ pub fn run(
                 [train_set.height, train_set.width, train_set.channels],
                 train_set.class_names.len(),
             );
-            c.conv1_filters = config.model.conv1_filters.unwrap_or(c.conv1_filters);
-            c.conv2_filters = config.model.conv2_filters.unwrap_or(c.conv2_filters);
+            if let Some(filters) = &config.model.conv_filters {
+                c.conv_filters = filters.clone();
+            }
             c.dense_units = config.model.dense_units.unwrap_or(c.dense_units);
             let model = c.init(&autodiff).context("cannot build the model")?;
             run.continue_with(model)?;

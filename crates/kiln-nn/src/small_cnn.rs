@@ -1,6 +1,6 @@
-//! SmallCnn: the classic two-convolution MNIST network (LeCun et al., "Gradient-Based Learning
-//! Applied to Document Recognition", 1998, in its modern Keras-tutorial form):
-//! Conv(32, 3×3)+ReLU → MaxPool 2 → Conv(64, 3×3)+ReLU → MaxPool 2 → Flatten →
+//! SmallCnn: the classic convolutional classifier (LeCun et al., "Gradient-Based Learning
+//! Applied to Document Recognition", 1998, in its modern Keras-tutorial form): blocks of
+//! Conv(k, 3×3, valid)+ReLU → MaxPool 2 — two by default, Conv 32 → Conv 64 — then Flatten →
 //! Dense(64)+ReLU → Dense(classes). Takes NCHW input in Burn; lowers to an NHWC TFLite graph.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -21,8 +21,8 @@ pub struct SmallCnnConfig {
     /// Input [height, width, channels].
     pub input: [usize; 3],
     pub num_classes: usize,
-    pub conv1_filters: usize,
-    pub conv2_filters: usize,
+    /// Filters of each conv block, in order.
+    pub conv_filters: Vec<usize>,
     pub dense_units: usize,
 }
 
@@ -31,33 +31,49 @@ impl SmallCnnConfig {
         Self {
             input,
             num_classes,
-            conv1_filters: 32,
-            conv2_filters: 64,
+            conv_filters: vec![32, 64],
             dense_units: 64,
         }
     }
 
-    /// Spatial size after conv(3, valid) → pool(2) → conv(3, valid) → pool(2).
+    /// Spatial size after every block's conv(3, valid) → pool(2).
     fn feature_map(&self) -> Option<[usize; 2]> {
         let stage = |x: usize| x.checked_sub(2).map(|x| x / 2).filter(|&x| x > 0);
-        let [h, w, _] = self.input;
-        Some([stage(stage(h)?)?, stage(stage(w)?)?])
+        let [mut h, mut w, _] = self.input;
+        for _ in &self.conv_filters {
+            (h, w) = (stage(h)?, stage(w)?);
+        }
+        Some([h, w])
     }
 
     pub fn init(&self, device: &Device) -> Result<SmallCnn, LowerError> {
         let [fh, fw] = self.feature_map().ok_or_else(|| LowerError::Unsupported {
             layer: "small_cnn".into(),
             reason: format!(
-                "input {:?} is too small: SmallCnn needs at least 10×10 pixels",
-                self.input
+                "input {:?} is too small for {} conv blocks (each 3×3 valid conv + 2×2 pool)",
+                self.input,
+                self.conv_filters.len()
             ),
         })?;
-        let channels = self.input[2];
+        if self.conv_filters.is_empty() || self.conv_filters.contains(&0) || self.dense_units == 0 {
+            return Err(LowerError::Unsupported {
+                layer: "small_cnn".into(),
+                reason: format!(
+                    "conv_filters {:?} and dense_units {} must be non-empty and positive",
+                    self.conv_filters, self.dense_units
+                ),
+            });
+        }
+        let mut channels = self.input[2];
+        let mut convs = Vec::with_capacity(self.conv_filters.len());
+        for &filters in &self.conv_filters {
+            convs.push(Conv2dConfig::new([channels, filters], [3, 3]).init(device));
+            channels = filters;
+        }
         Ok(SmallCnn {
-            conv1: Conv2dConfig::new([channels, self.conv1_filters], [3, 3]).init(device),
-            conv2: Conv2dConfig::new([self.conv1_filters, self.conv2_filters], [3, 3]).init(device),
+            convs,
             pool: MaxPool2dConfig::new([2, 2]).init(),
-            fc1: LinearConfig::new(self.conv2_filters * fh * fw, self.dense_units).init(device),
+            fc1: LinearConfig::new(channels * fh * fw, self.dense_units).init(device),
             fc2: LinearConfig::new(self.dense_units, self.num_classes).init(device),
             input: self.input,
         })
@@ -66,8 +82,7 @@ impl SmallCnnConfig {
 
 #[derive(Module, Debug)]
 pub struct SmallCnn {
-    conv1: Conv2d,
-    conv2: Conv2d,
+    convs: Vec<Conv2d>,
     pool: MaxPool2d,
     fc1: Linear,
     fc2: Linear,
@@ -77,8 +92,10 @@ pub struct SmallCnn {
 
 impl Classifier for SmallCnn {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.conv1.forward(images)));
-        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let mut x = images;
+        for conv in &self.convs {
+            x = self.pool.forward(relu(conv.forward(x)));
+        }
         let x: Tensor<2> = x.flatten(1, 3);
         self.fc2.forward(relu(self.fc1.forward(x)))
     }
@@ -88,10 +105,12 @@ impl Classifier for SmallCnn {
         let [h, w, c] = self.input;
         let mut graph = GraphBuilder::new(description);
         let image = graph.activation("image", &[1, h, w, c]);
-        let x = lower_conv2d(&mut graph, "conv1", &self.conv1, image, Activation::Relu)?;
-        let x = graph.max_pool2d("pool1", x, [2, 2], [2, 2]);
-        let x = lower_conv2d(&mut graph, "conv2", &self.conv2, x, Activation::Relu)?;
-        let x = graph.max_pool2d("pool2", x, [2, 2], [2, 2]);
+        let mut x = image;
+        for (i, conv) in self.convs.iter().enumerate() {
+            let n = i + 1;
+            x = lower_conv2d(&mut graph, &format!("conv{n}"), conv, x, Activation::Relu)?;
+            x = graph.max_pool2d(&format!("pool{n}"), x, [2, 2], [2, 2]);
+        }
         let [_, fh, fw, fc] = graph.shape(x)[..] else {
             unreachable!("pool output is NHWC")
         };

@@ -9,6 +9,7 @@ mod error;
 mod evaluate;
 mod optimizer;
 mod schedule;
+mod throughput;
 mod train_loop;
 
 pub use backend::BackendKind;
@@ -17,4 +18,5 @@ pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use schedule::{LrPlan, LrSchedule};
+pub use throughput::{Throughput, measure_throughput};
 pub use train_loop::{EpochStats, TrainOutcome, TrainSettings, train};

@@ -1,0 +1,66 @@
+//! `pipeline bench-train`: training and inference images/s of an architecture on synthetic
+//! data with kiln's Burn setup — the Rust side of `bench/train_vs_keras.sh`.
+
+use anyhow::{Context, Result, bail};
+use kiln_nn::SmallCnnConfig;
+use kiln_train::{BackendKind, measure_throughput};
+use serde_json::json;
+
+pub struct TrainBench {
+    /// [height, width, channels].
+    pub input: Vec<usize>,
+    pub conv_filters: Vec<usize>,
+    pub dense_units: usize,
+    pub classes: usize,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub backend: BackendKind,
+    pub json: bool,
+}
+
+pub fn run(bench: &TrainBench) -> Result<()> {
+    let &[h, w, c] = bench.input.as_slice() else {
+        bail!("--input must be height,width,channels (e.g. 28,28,1)");
+    };
+    let device = bench.backend.device()?;
+    device.seed(1);
+    let autodiff = device.clone().autodiff();
+    let mut config = SmallCnnConfig::new([h, w, c], bench.classes);
+    config.conv_filters = bench.conv_filters.clone();
+    config.dense_units = bench.dense_units;
+    let model = config.init(&autodiff).context("cannot build the model")?;
+    let measured = measure_throughput(
+        model,
+        [h, w, c],
+        bench.classes,
+        bench.batch_size,
+        (bench.warmup, bench.steps),
+        &autodiff,
+        &device,
+    )?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let report = json!({
+        "model": format!("small_cnn conv {:?} dense {}", bench.conv_filters, bench.dense_units),
+        "input": [h, w, c],
+        "backend": bench.backend.name(),
+        "cores": cores,
+        "batch_size": measured.batch_size,
+        "timed_steps": measured.timed_steps,
+        "train_images_per_second": measured.train_images_per_second,
+        "infer_images_per_second": measured.infer_images_per_second,
+    });
+    if bench.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} on {h}×{w}×{c}, batch {}, backend {} ({cores} cores): train {:.1} images/s, inference {:.1} images/s",
+            report["model"].as_str().unwrap_or_default(),
+            measured.batch_size,
+            bench.backend.name(),
+            measured.train_images_per_second,
+            measured.infer_images_per_second
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Training and inference throughput on synthetic data — images/s of the training step
+//! (forward, loss, backward, Adam update) and of inference — for `pipeline bench-train`,
+//! which puts them next to TF-Keras measured on the same architectures in the same run.
+
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use kiln_nn::Classifier;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::TrainError;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Throughput {
+    pub train_images_per_second: f64,
+    pub infer_images_per_second: f64,
+    pub batch_size: usize,
+    pub timed_steps: usize,
+}
+
+/// Times `steps` training steps and `steps` inference batches of `batch_size` random images
+/// of `input` = [h, w, c] (after `warmup` untimed steps of each). `device` is the autodiff
+/// device the model lives on, `eval_device` the plain one.
+pub fn measure_throughput<M: Classifier>(
+    mut model: M,
+    input: [usize; 3],
+    classes: usize,
+    batch_size: usize,
+    (warmup, steps): (usize, usize),
+    device: &Device,
+    eval_device: &Device,
+) -> Result<Throughput, TrainError> {
+    if batch_size == 0 || steps == 0 || classes == 0 {
+        return Err(TrainError::InvalidConfig(
+            "batch size, steps and classes must be at least 1".into(),
+        ));
+    }
+    let [h, w, c] = input;
+    let mut rng = StdRng::seed_from_u64(7);
+    let pixels: Vec<f32> = (0..batch_size * c * h * w).map(|_| rng.random()).collect();
+    let labels: Vec<i64> = (0..batch_size)
+        .map(|_| rng.random_range(0..classes as i64))
+        .collect();
+    let images = |d: &Device| Tensor::<4>::from_data(TensorData::new(pixels.clone(), [batch_size, c, h, w]), d);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch_size]), device);
+    let mut optimizer = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let train_batch = images(device);
+
+    let mut train_step = |model: M| -> Result<M, TrainError> {
+        let loss = loss_fn.forward(model.forward(train_batch.clone()), targets.clone());
+        // Reading the loss waits for the step, like Keras' train_on_batch returning it.
+        let value = loss.clone().into_scalar::<f32>();
+        if !value.is_finite() {
+            return Err(TrainError::Backend(format!("loss became {value}")));
+        }
+        let gradients = GradientsParams::from_grads(loss.backward(), &model);
+        Ok(optimizer.step(1e-3, model, gradients))
+    };
+    for _ in 0..warmup {
+        model = train_step(model)?;
+    }
+    let started = Instant::now();
+    for _ in 0..steps {
+        model = train_step(model)?;
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    let model = model.valid();
+    let eval_batch = images(eval_device);
+    let infer = |model: &M| -> Result<(), TrainError> {
+        model
+            .forward(eval_batch.clone())
+            .into_data()
+            .as_slice::<f32>()
+            .map(|_| ())
+            .map_err(|e| TrainError::Backend(format!("reading logits: {e:?}")))
+    };
+    for _ in 0..warmup {
+        infer(&model)?;
+    }
+    let started = Instant::now();
+    for _ in 0..steps {
+        infer(&model)?;
+    }
+    let infer_seconds = started.elapsed().as_secs_f64();
+    let images = (steps * batch_size) as f64;
+    Ok(Throughput {
+        train_images_per_second: images / train_seconds.max(1e-9),
+        infer_images_per_second: images / infer_seconds.max(1e-9),
+        batch_size,
+        timed_steps: steps,
+    })
+}
