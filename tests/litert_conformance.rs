@@ -254,6 +254,60 @@ fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
     );
 }
 
+/// EfficientNet-lite (default config) on the bundled digits: trains, exports every variant,
+/// matches Burn's argmax on every test image in kiln-runtime, and runs in LiteRT under all
+/// three kernel sets with kiln-runtime's outputs (depthwise, BatchNorm-folded convs, ReLU6,
+/// residual ADD, MEAN pooling; int8 bit-exact with the reference kernels).
+#[test]
+fn efficientnet_lite_runs_in_litert_and_agrees_with_burn() {
+    let dir = scratch_dir("litert_efficientnet");
+    let out = support::pipeline(&[
+        "run",
+        "configs/efficientnet_lite.toml",
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.warmup_epochs=0",
+        "--set",
+        "data.limit_train=512",
+        "--set",
+        "data.limit_test=64",
+        "--set",
+        "verify.latency_runs=2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    for variant in report["variants"].as_array().unwrap() {
+        let agreement = variant["parity"]["argmax_agreement"].as_f64().unwrap();
+        if variant["name"] == "fp32" {
+            assert_eq!(agreement, 1.0, "fp32 argmax vs Burn: {variant}");
+        }
+    }
+    let Some(python) = litert() else { return };
+    let file = |name: &str| dir.join(format!("model_{name}.tflite"));
+    check_variant(
+        &python,
+        &dir,
+        "efficientnet_fp32",
+        &file("fp32"),
+        Expect::Float { rel: 1e-5 },
+    );
+    check_variant(
+        &python,
+        &dir,
+        "efficientnet_int8",
+        &file("int8"),
+        Expect::Steps { step: 1.0 },
+    );
+}
+
 /// What a Python user with only ai-edge-litert finds in every exported file: the metadata
 /// entries, the minimum runtime version, the labels and the input normalisation.
 #[test]

@@ -207,12 +207,80 @@ pub struct ModelConfig {
     /// small_cnn: units of the hidden dense layer (default 64).
     #[serde(default)]
     pub dense_units: Option<usize>,
+    /// efficientnet_lite: channel multiplier of the stages (default 0.5).
+    #[serde(default)]
+    pub width_multiplier: Option<f64>,
+    /// efficientnet_lite: repeat multiplier of the stages (default 0.5).
+    #[serde(default)]
+    pub depth_multiplier: Option<f64>,
+    /// efficientnet_lite: "relu6" (default, quantization-friendly), "swish" or "hard_swish".
+    #[serde(default)]
+    pub activation: Option<ActivationConfig>,
+    /// efficientnet_lite: squeeze-excitation ratio (omitted = none, as lite; 0.25 = original).
+    #[serde(default)]
+    pub se_ratio: Option<f64>,
+    /// efficientnet_lite: dropout before the classifier (default 0.2).
+    #[serde(default)]
+    pub dropout: Option<f64>,
+}
+
+impl ModelConfig {
+    fn validate(&self) -> Result<()> {
+        let small_cnn_keys = [
+            ("conv_filters", self.conv_filters.is_some()),
+            ("dense_units", self.dense_units.is_some()),
+        ];
+        let efficientnet_keys = [
+            ("width_multiplier", self.width_multiplier.is_some()),
+            ("depth_multiplier", self.depth_multiplier.is_some()),
+            ("activation", self.activation.is_some()),
+            ("se_ratio", self.se_ratio.is_some()),
+            ("dropout", self.dropout.is_some()),
+        ];
+        let foreign = match self.architecture {
+            Architecture::SmallCnn => &efficientnet_keys[..],
+            Architecture::EfficientnetLite => &small_cnn_keys[..],
+        };
+        if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
+            bail!(
+                "model.{key} does not apply to architecture \"{}\"; remove it",
+                self.architecture.name()
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Architecture {
     SmallCnn,
+    EfficientnetLite,
+}
+
+impl Architecture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SmallCnn => "small_cnn",
+            Self::EfficientnetLite => "efficientnet_lite",
+        }
+    }
+
+    /// The name written into model descriptions.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::SmallCnn => "SmallCnn",
+            Self::EfficientnetLite => "EfficientNet-lite",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationConfig {
+    Relu6,
+    Swish,
+    HardSwish,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -468,6 +536,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig> {
         .data
         .validate()
         .with_context(|| format!("invalid [data] table in {}", path.display()))?;
+    config
+        .model
+        .validate()
+        .with_context(|| format!("invalid [model] table in {}", path.display()))?;
     Ok(LoadedConfig {
         config,
         path: path.to_path_buf(),

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::Device;
-use kiln_nn::{Classifier, SmallCnnConfig};
+use kiln_nn::{BlockActivation, Classifier, EfficientNetLiteConfig, SmallCnnConfig};
 use kiln_train::{Augment, TrainSettings, predict, train};
 use tracing::{info, warn};
 
-use crate::config::{self, Architecture, LoadedConfig};
+use crate::config::{self, ActivationConfig, Architecture, LoadedConfig};
 use crate::data::{Splits, load_data};
 use crate::export::export_variants;
 use crate::recipe::{self, Stage};
@@ -90,6 +90,26 @@ pub fn run(
                 c.conv_filters = filters.clone();
             }
             c.dense_units = config.model.dense_units.unwrap_or(c.dense_units);
+            let model = c.init(&autodiff).context("cannot build the model")?;
+            run.continue_with(model)?;
+        }
+        Architecture::EfficientnetLite => {
+            let m = &config.model;
+            let mut c = EfficientNetLiteConfig::new(
+                [train_set.height, train_set.width, train_set.channels],
+                train_set.class_names.len(),
+            );
+            c.width_multiplier = m.width_multiplier.unwrap_or(c.width_multiplier);
+            c.depth_multiplier = m.depth_multiplier.unwrap_or(c.depth_multiplier);
+            c.se_ratio = m.se_ratio.or(c.se_ratio);
+            c.dropout = m.dropout.unwrap_or(c.dropout);
+            if let Some(activation) = m.activation {
+                c.activation = match activation {
+                    ActivationConfig::Relu6 => BlockActivation::Relu6,
+                    ActivationConfig::Swish => BlockActivation::Swish,
+                    ActivationConfig::HardSwish => BlockActivation::HardSwish,
+                };
+            }
             let model = c.init(&autodiff).context("cannot build the model")?;
             run.continue_with(model)?;
         }
@@ -206,7 +226,11 @@ impl Run<'_> {
             .and_then(|e| e.val_accuracy);
         let mut variants = Vec::new();
         if recipe.stages.contains(&Stage::Export) {
-            let description = format!("Kiln {} ({:?})", config.name, config.model.architecture);
+            let description = format!(
+                "Kiln {} ({})",
+                config.name,
+                config.model.architecture.display_name()
+            );
             let tflite = model
                 .lower(&description)
                 .context("lowering the model to TFLite")?;
@@ -214,8 +238,8 @@ impl Run<'_> {
                 name: config.name.clone(),
                 // Short on purpose: metadata bytes count against the int8 size budget.
                 description: format!(
-                    "{:?} classifier, {} classes, by Kiln",
-                    config.model.architecture,
+                    "{} classifier, {} classes, by Kiln",
+                    config.model.architecture.display_name(),
                     train_set.class_names.len()
                 ),
                 version: format!("seed {}", config.seed),

@@ -44,7 +44,9 @@ pub fn measure_throughput<M: Classifier>(
     let labels: Vec<i64> = (0..batch_size)
         .map(|_| rng.random_range(0..classes as i64))
         .collect();
-    let images = |d: &Device| Tensor::<4>::from_data(TensorData::new(pixels.clone(), [batch_size, c, h, w]), d);
+    let images = |d: &Device| {
+        Tensor::<4>::from_data(TensorData::new(pixels.clone(), [batch_size, c, h, w]), d)
+    };
     let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch_size]), device);
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(device);

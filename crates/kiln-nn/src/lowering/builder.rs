@@ -1,8 +1,9 @@
 //! Builds a float32 TFLite graph operator by operator, tracking each tensor's shape.
 
 use kiln_tflite::{
-    Activation, BuiltinOp, BuiltinOptions, Conv2DOptions, FullyConnectedOptions, Model, Operator,
-    Padding, Pool2DOptions, SignatureDef, Subgraph, Tensor, TensorMap, TensorType, window,
+    Activation, BuiltinOp, BuiltinOptions, Conv2DOptions, DepthwiseConv2DOptions,
+    FullyConnectedOptions, Model, Operator, Padding, Pool2DOptions, SignatureDef, Subgraph, Tensor,
+    TensorMap, TensorType, window,
 };
 
 /// Index of a tensor in the graph being built.
@@ -55,6 +56,16 @@ impl GraphBuilder {
         self.push_tensor(name, shape, 0)
     }
 
+    /// An INT32 constant (shapes, axes, paddings).
+    pub(super) fn constant_i32(&mut self, name: &str, shape: &[usize], values: &[i32]) -> TensorId {
+        debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let buffer = self.model.push_buffer(bytes);
+        let id = self.push_tensor(name, shape, buffer);
+        self.tensors[id.0].dtype = TensorType::Int32;
+        id
+    }
+
     /// A float32 constant.
     pub fn constant(&mut self, name: &str, shape: &[usize], values: &[f32]) -> TensorId {
         debug_assert_eq!(shape.iter().product::<usize>(), values.len());
@@ -63,7 +74,9 @@ impl GraphBuilder {
         self.push_tensor(name, shape, buffer)
     }
 
-    fn operator(
+    /// Appends one operator (its output already declared). Shared with `ops`, which adds the
+    /// element-wise and reduction operators.
+    pub(super) fn operator(
         &mut self,
         op: BuiltinOp,
         inputs: &[Option<TensorId>],
@@ -122,6 +135,45 @@ impl GraphBuilder {
         output
     }
 
+    /// DEPTHWISE_CONV_2D on an NHWC input with a [1, H, W, C × multiplier] filter.
+    #[allow(clippy::too_many_arguments)]
+    pub fn depthwise_conv2d(
+        &mut self,
+        name: &str,
+        input: TensorId,
+        filter: TensorId,
+        bias: Option<TensorId>,
+        stride: [usize; 2],
+        padding: Padding,
+        activation: Activation,
+    ) -> TensorId {
+        let [n, h, w, c] = self.shape(input)[..] else {
+            panic!("depthwise_conv2d input must be NHWC")
+        };
+        let [_, kh, kw, o] = self.shape(filter)[..] else {
+            panic!("depthwise_conv2d filter must be [1, H, W, C]")
+        };
+        let (oh, _) = window(padding, h, kh, stride[0], 1);
+        let (ow, _) = window(padding, w, kw, stride[1], 1);
+        let output = self.activation(name, &[n, oh, ow, o]);
+        let options = BuiltinOptions::DepthwiseConv2D(DepthwiseConv2DOptions {
+            padding,
+            stride_w: stride[1] as i32,
+            stride_h: stride[0] as i32,
+            depth_multiplier: (o / c.max(1)) as i32,
+            activation,
+            dilation_w: 1,
+            dilation_h: 1,
+        });
+        self.operator(
+            BuiltinOp::DEPTHWISE_CONV_2D,
+            &[Some(input), Some(filter), bias],
+            output,
+            options,
+        );
+        output
+    }
+
     pub fn max_pool2d(
         &mut self,
         name: &str,
@@ -151,10 +203,7 @@ impl GraphBuilder {
     /// constant second input.
     pub fn reshape(&mut self, name: &str, input: TensorId, shape: &[usize]) -> TensorId {
         let target = dims(shape);
-        let bytes = target.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let buffer = self.model.push_buffer(bytes);
-        let shape_tensor = self.push_tensor(&format!("{name}/shape"), &[shape.len()], buffer);
-        self.tensors[shape_tensor.0].dtype = TensorType::Int32;
+        let shape_tensor = self.constant_i32(&format!("{name}/shape"), &[shape.len()], &target);
         let output = self.activation(name, shape);
         let options = BuiltinOptions::Reshape {
             new_shape: Some(target),

@@ -15,6 +15,18 @@ pub fn oihw_to_ohwi(weights: &[f32], [o, i, h, w]: [usize; 4]) -> Vec<f32> {
     out
 }
 
+/// Depthwise filter [O, 1, H, W] (Burn, groups = input channels) → [1, H, W, O] (TFLite).
+/// Both number output channels group by group (`o = c × multiplier + m`), so only the axes move.
+pub fn depthwise_oihw_to_1hwo(weights: &[f32], [o, h, w]: [usize; 3]) -> Vec<f32> {
+    transpose_2d(weights, o, h * w)
+}
+
+/// One image's activations [C, H, W] (Burn) → [H, W, C] (TFLite), e.g. to feed a Burn input
+/// to the lowered model.
+pub fn chw_to_hwc(values: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
+    transpose_2d(values, c, h * w)
+}
+
 /// Row-major [rows, cols] → [cols, rows] (Burn's [in, out] dense weight → TFLite's [out, in]).
 pub fn transpose_2d(weights: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; weights.len()];
@@ -59,6 +71,15 @@ mod tests {
         // O=1, I=2, H=1, W=2: [[ [a b], [c d] ]] → [[ [a c], [b d] ]]
         assert_eq!(
             oihw_to_ohwi(&[1.0, 2.0, 3.0, 4.0], [1, 2, 1, 2]),
+            vec![1.0, 3.0, 2.0, 4.0]
+        );
+    }
+
+    #[test]
+    fn depthwise_filter_moves_channels_last() {
+        // O=2, H=1, W=2: [[a b], [c d]] → [[a c], [b d]]
+        assert_eq!(
+            depthwise_oihw_to_1hwo(&[1.0, 2.0, 3.0, 4.0], [2, 1, 2]),
             vec![1.0, 3.0, 2.0, 4.0]
         );
     }

@@ -1,0 +1,851 @@
+//! EfficientNet-lite: a quantization-friendly EfficientNet for on-device classification.
+//!
+//! - M. Tan, Q. V. Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
+//!   Networks", ICML 2019: the B0 stage table, compound width/depth scaling (`round_filters`
+//!   to multiples of 8, `round_repeats` with ceil), squeeze-excitation, swish.
+//! - M. Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018:
+//!   the MBConv block — 1×1 expansion, depthwise k×k, 1×1 linear projection (no activation),
+//!   residual between the narrow ends when shapes allow.
+//! - EfficientNet-lite (TensorFlow blog "Higher accuracy on vision models with
+//!   EfficientNet-Lite" and tensorflow/tpu `efficientnet/lite`, 2020): no squeeze-excitation
+//!   (poorly supported by some mobile accelerators), ReLU6 instead of swish (its bounded range
+//!   survives post-training quantization far better; int8 RELU6 is a clamp), and the stem and
+//!   head kept fixed while scaling, to keep the scaled models small and fast (the reference
+//!   code also keeps the first and last stages' repeats).
+//!
+//! Layers: stem conv 3×3 stride 2 + BN + act → MBConv blocks → head conv 1×1 + BN + act →
+//! global average pool → dropout → linear. Convolutions use Burn's `Same` padding, which splits
+//! padding exactly as TensorFlow's SAME (the odd pixel at the bottom/right), so every layer
+//! lowers without PAD ops and feature maps shrink as `ceil(side / stride)`:
+//! 28 → 14 → 7 → 4 → 2 → 1 for digits. BatchNorm uses TensorFlow EfficientNet's ε = 1e-3 (it
+//! bounds the folded per-channel scales `γ / √(σ² + ε)`, which int8 weights appreciate) with
+//! Burn's default momentum 0.1 (running statistics follow the weights within tens of steps,
+//! which suits short runs; TensorFlow's 0.01 would lag behind them).
+//! Not implemented: stochastic depth (drop-connect), which matters only for long ImageNet runs.
+//!
+//! The model lowers to a float32 TFLite graph with every BatchNorm folded into its conv,
+//! ReLU6 fused into the conv, hard-swish as HARD_SWISH, swish as LOGISTIC + MUL,
+//! squeeze-excitation as MEAN + 1×1 CONV_2D ×2 + LOGISTIC + MUL, residuals as ADD, and the
+//! global pool as MEAN before FULLY_CONNECTED.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
+};
+use burn::prelude::*;
+use burn::tensor::activation::{relu6, sigmoid};
+use kiln_tflite::{Activation, Model};
+
+use crate::Classifier;
+use crate::lowering::{GraphBuilder, LowerError, TensorId, lower_conv_bn, lower_linear};
+
+/// TensorFlow EfficientNet's BatchNorm epsilon.
+const BN_EPSILON: f64 = 1e-3;
+/// Channel counts are rounded to multiples of this (EfficientNet's `depth_divisor`).
+const CHANNEL_DIVISOR: usize = 8;
+/// Stride of the stem convolution.
+const STEM_STRIDE: usize = 2;
+
+/// The nonlinearity after every convolution but the projections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlockActivation {
+    /// `min(max(x, 0), 6)`: EfficientNet-lite's choice; fuses into the convolution in TFLite.
+    #[default]
+    Relu6,
+    /// `x · sigmoid(x)`: the original EfficientNet's; LOGISTIC + MUL in TFLite.
+    Swish,
+    /// `x · relu6(x + 3) / 6` (MobileNetV3's piecewise swish): one HARD_SWISH op.
+    HardSwish,
+}
+
+impl BlockActivation {
+    fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Relu6 => relu6(x),
+            Self::Swish => x.clone().mul(sigmoid(x)),
+            // In TFLite's order (x · clamp, then / 6) rather than Burn's `x · hard_sigmoid(x)`,
+            // so the float model and the HARD_SWISH kernel round alike.
+            Self::HardSwish => x.clone().mul(relu6(x.add_scalar(3.0))).div_scalar(6.0),
+        }
+    }
+
+    /// The part of the activation TFLite fuses into the preceding convolution.
+    fn fused(self) -> Activation {
+        match self {
+            Self::Relu6 => Activation::Relu6,
+            Self::Swish | Self::HardSwish => Activation::None,
+        }
+    }
+
+    /// The part that needs operators of its own, applied to the convolution's output.
+    fn lower_unfused(self, graph: &mut GraphBuilder, name: &str, x: TensorId) -> TensorId {
+        match self {
+            Self::Relu6 => x,
+            Self::Swish => graph.swish(&format!("{name}/swish"), x),
+            Self::HardSwish => graph.hard_swish(&format!("{name}/hard_swish"), x),
+        }
+    }
+}
+
+/// One stage of identical MBConv blocks, at width and depth multiplier 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageSpec {
+    /// Blocks in the stage (scaled by the depth multiplier, rounded up).
+    pub repeats: usize,
+    /// Depthwise kernel size: odd (3 and 5 in EfficientNet).
+    pub kernel: usize,
+    /// Stride of the stage's first block, 1 or 2; the others use 1.
+    pub stride: usize,
+    /// Expansion ratio of the inverted bottleneck; 1 skips the expansion convolution.
+    pub expansion: usize,
+    /// Output channels (scaled by the width multiplier, rounded to multiples of 8).
+    pub channels: usize,
+}
+
+impl StageSpec {
+    pub const fn new(
+        repeats: usize,
+        kernel: usize,
+        stride: usize,
+        expansion: usize,
+        channels: usize,
+    ) -> Self {
+        Self {
+            repeats,
+            kernel,
+            stride,
+            expansion,
+            channels,
+        }
+    }
+
+    /// EfficientNet-B0's (and lite0's) seven stages, Tan & Le 2019, Table 1.
+    pub fn lite0() -> Vec<Self> {
+        vec![
+            Self::new(1, 3, 1, 1, 16),
+            Self::new(2, 3, 2, 6, 24),
+            Self::new(2, 5, 2, 6, 40),
+            Self::new(3, 3, 2, 6, 80),
+            Self::new(3, 5, 1, 6, 112),
+            Self::new(4, 5, 2, 6, 192),
+            Self::new(1, 3, 1, 6, 320),
+        ]
+    }
+}
+
+/// Shape, scaling and variant of an EfficientNet-lite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EfficientNetLiteConfig {
+    /// Input [height, width, channels].
+    pub input: [usize; 3],
+    pub num_classes: usize,
+    /// Scales every stage's channels (not the stem's or the head's).
+    pub width_multiplier: f64,
+    /// Scales every stage's repeats except the first and last stage's.
+    pub depth_multiplier: f64,
+    pub activation: BlockActivation,
+    /// Squeeze-excitation bottleneck as a fraction of each block's input channels: `None` for
+    /// lite, `Some(0.25)` for the original EfficientNet.
+    pub se_ratio: Option<f64>,
+    /// Dropout before the classifier (training only).
+    pub dropout: f64,
+    /// Stem convolution channels; fixed, as lite fixes them (32).
+    pub stem_channels: usize,
+    /// Head 1×1 convolution channels; fixed, as lite fixes them.
+    pub head_channels: usize,
+    pub stages: Vec<StageSpec>,
+}
+
+impl EfficientNetLiteConfig {
+    /// Lite0's stage table at half width and half depth, stem 32, head 640, ReLU6, no SE,
+    /// dropout 0.2: 0.57 M parameters for 10 classes; 1.4 M multiply-accumulates at 28×28×1,
+    /// 15 M at 96×96×3 (lite0 itself, with 10 classes: 3.4 M parameters, 7.3 M MACs at 28×28).
+    ///
+    /// Why this size: the same network has to train on the bundled 28×28 digits on two CPU
+    /// cores in seconds per epoch and still be a sensible model for 64–224 px photos.
+    /// - Width 0.5 halves lite0's channels, rounded to multiples of 8 (8, 16, 24, 40, 56, 96,
+    ///   160): MobileNet-0.5-class capacity, plenty for digits and small photo datasets.
+    /// - Depth 0.5 (ceil; first and last stage fixed, as lite does) keeps 10 of 16 blocks:
+    ///   every stage and kernel size survives, and a CPU training step costs about 40 % less.
+    ///   At 28×28 the later stages run on 2×2 and 1×1 maps, where extra depth buys little.
+    /// - Head 640 keeps lite0's ratio of head to last stage (1280 = 4 × 320) rather than its
+    ///   absolute width: a 1280-wide head over 160 channels would hold a third of the
+    ///   parameters while seeing a single pixel at 28×28.
+    pub fn new(input: [usize; 3], num_classes: usize) -> Self {
+        Self {
+            input,
+            num_classes,
+            width_multiplier: 0.5,
+            depth_multiplier: 0.5,
+            activation: BlockActivation::Relu6,
+            se_ratio: None,
+            dropout: 0.2,
+            stem_channels: 32,
+            head_channels: 640,
+            stages: StageSpec::lite0(),
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Result<EfficientNetLite, LowerError> {
+        let plan = self.plan()?;
+        let [_, _, channels] = self.input;
+        let stem = ConvBn::new(device, [channels, self.stem_channels], 3, STEM_STRIDE, 1);
+        let blocks = plan.iter().map(|b| MbConv::new(device, b)).collect();
+        let last = plan.last().map_or(self.stem_channels, |b| b.output);
+        let head = ConvBn::new(device, [last, self.head_channels], 1, 1, 1);
+        Ok(EfficientNetLite {
+            stem,
+            blocks,
+            head,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            classifier: LinearConfig::new(self.head_channels, self.num_classes).init(device),
+            input: self.input,
+            activation: self.activation,
+        })
+    }
+
+    /// Multiply-accumulates of one inference at the configured input size (convolutions,
+    /// squeeze-excitation and the classifier; element-wise ops and pooling are not counted).
+    pub fn macs(&self) -> Result<u64, LowerError> {
+        let plan = self.plan()?;
+        let [h, w, c] = self.input;
+        let (mut h, mut w) = (h.div_ceil(STEM_STRIDE), w.div_ceil(STEM_STRIDE));
+        let mut total = (h * w * 9 * c * self.stem_channels) as u64;
+        for b in &plan {
+            if b.expanded != b.input {
+                total += (h * w * b.input * b.expanded) as u64;
+            }
+            (h, w) = (h.div_ceil(b.stride), w.div_ceil(b.stride));
+            total += (h * w * b.kernel * b.kernel * b.expanded) as u64;
+            if let Some(squeezed) = b.squeezed {
+                total += (2 * b.expanded * squeezed) as u64;
+            }
+            total += (h * w * b.expanded * b.output) as u64;
+        }
+        let last = plan.last().map_or(self.stem_channels, |b| b.output);
+        total += (h * w * last * self.head_channels) as u64;
+        total += (self.head_channels * self.num_classes) as u64;
+        Ok(total)
+    }
+
+    fn invalid(reason: String) -> LowerError {
+        LowerError::Unsupported {
+            layer: "efficientnet_lite config".into(),
+            reason,
+        }
+    }
+
+    fn validate(&self) -> Result<(), LowerError> {
+        let [h, w, c] = self.input;
+        let checks: [(bool, String); 8] = [
+            (
+                self.num_classes == 0,
+                "num_classes is 0; a classifier needs at least one class".into(),
+            ),
+            (
+                h == 0 || w == 0 || c == 0,
+                format!("input {:?} has a zero dimension", self.input),
+            ),
+            (
+                !(self.width_multiplier.is_finite() && self.width_multiplier > 0.0),
+                format!("width_multiplier {} must be > 0", self.width_multiplier),
+            ),
+            (
+                !(self.depth_multiplier.is_finite() && self.depth_multiplier > 0.0),
+                format!("depth_multiplier {} must be > 0", self.depth_multiplier),
+            ),
+            (
+                !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)),
+                format!("dropout {} must be in [0, 1)", self.dropout),
+            ),
+            (
+                self.se_ratio
+                    .is_some_and(|r| !(r.is_finite() && r > 0.0 && r <= 1.0)),
+                format!("se_ratio {:?} must be in (0, 1] (or None)", self.se_ratio),
+            ),
+            (
+                self.stem_channels == 0 || self.head_channels == 0,
+                "stem_channels and head_channels must be at least 1".into(),
+            ),
+            (
+                self.stages.is_empty(),
+                "stages is empty; give at least one StageSpec".into(),
+            ),
+        ];
+        if let Some((_, reason)) = checks.into_iter().find(|(failed, _)| *failed) {
+            return Err(Self::invalid(reason));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            let bad = s.repeats == 0
+                || s.kernel % 2 == 0
+                || !(1..=2).contains(&s.stride)
+                || s.expansion == 0
+                || s.channels == 0;
+            if bad {
+                return Err(Self::invalid(format!(
+                    "stage {i} {s:?}: needs repeats, expansion and channels >= 1, an odd kernel \
+                     and stride 1 or 2"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every block's channels, kernel and stride after scaling; validates the config.
+    fn plan(&self) -> Result<Vec<BlockPlan>, LowerError> {
+        self.validate()?;
+        let last_stage = self.stages.len() - 1;
+        let mut blocks = Vec::new();
+        let mut input = self.stem_channels;
+        for (i, stage) in self.stages.iter().enumerate() {
+            let output = round_filters(stage.channels, self.width_multiplier);
+            let repeats = if i == 0 || i == last_stage {
+                stage.repeats
+            } else {
+                round_repeats(stage.repeats, self.depth_multiplier)
+            };
+            for r in 0..repeats {
+                blocks.push(BlockPlan {
+                    input,
+                    expanded: input * stage.expansion,
+                    output,
+                    kernel: stage.kernel,
+                    stride: if r == 0 { stage.stride } else { 1 },
+                    // EfficientNet sizes the SE bottleneck from the block's input channels.
+                    squeezed: self
+                        .se_ratio
+                        .map(|ratio| ((input as f64 * ratio) as usize).max(1)),
+                });
+                input = output;
+            }
+        }
+        self.check_input_size(&blocks)?;
+        Ok(blocks)
+    }
+
+    /// Every stride-2 layer must see at least 2 pixels per side, or it downsamples nothing and
+    /// the stages after it work on a single pixel they could have had more of.
+    fn check_input_size(&self, blocks: &[BlockPlan]) -> Result<(), LowerError> {
+        let downsamplings = 1 + blocks.iter().filter(|b| b.stride == 2).count();
+        let min_side = 1usize
+            .checked_shl((downsamplings - 1) as u32)
+            .map_or(usize::MAX, |s| s + 1);
+        let [h, w, _] = self.input;
+        if h.min(w) < min_side {
+            return Err(Self::invalid(format!(
+                "input {h}×{w} is too small: its {downsamplings} stride-2 layers need at least \
+                 {min_side}×{min_side} pixels (each must see 2 or more pixels per side); use a \
+                 larger input or give fewer stages stride 2"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// EfficientNet's `round_filters`: scale, round to the nearest multiple of 8 (at least 8), and
+/// go one multiple up if rounding lost more than 10 %.
+fn round_filters(channels: usize, width: f64) -> usize {
+    let divisor = CHANNEL_DIVISOR as f64;
+    let scaled = channels as f64 * width;
+    let mut rounded = (((scaled + divisor / 2.0) / divisor).floor() * divisor).max(divisor);
+    if rounded < 0.9 * scaled {
+        rounded += divisor;
+    }
+    rounded as usize
+}
+
+/// EfficientNet's `round_repeats`: scale and round up.
+fn round_repeats(repeats: usize, depth: f64) -> usize {
+    (repeats as f64 * depth).ceil() as usize
+}
+
+/// One MBConv block after scaling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockPlan {
+    input: usize,
+    expanded: usize,
+    output: usize,
+    kernel: usize,
+    stride: usize,
+    squeezed: Option<usize>,
+}
+
+/// A bias-free convolution followed by BatchNorm (the bias would be cancelled by BN's mean).
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    fn new(
+        device: &Device,
+        channels: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+    ) -> Self {
+        let conv = Conv2dConfig::new(channels, [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_groups(groups)
+            .with_padding(PaddingConfig2d::Same)
+            .with_bias(false)
+            .init(device);
+        let bn = BatchNormConfig::new(channels[1])
+            .with_epsilon(BN_EPSILON)
+            .init(device);
+        Self { conv, bn }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+
+    /// Conv with BN folded, then `activation` (fused where TFLite can), or linear with `None`.
+    fn lower(
+        &self,
+        graph: &mut GraphBuilder,
+        name: &str,
+        x: TensorId,
+        activation: Option<BlockActivation>,
+    ) -> Result<TensorId, LowerError> {
+        let fused = activation.map_or(Activation::None, BlockActivation::fused);
+        let y = lower_conv_bn(graph, name, &self.conv, Some(&self.bn), x, fused)?;
+        Ok(match activation {
+            Some(activation) => activation.lower_unfused(graph, name, y),
+            None => y,
+        })
+    }
+}
+
+/// Squeeze-excitation (Hu et al., 2018, as EfficientNet uses it): global average → 1×1 reduce
+/// (+ activation) → 1×1 expand → sigmoid → channel-wise gate on the block's features.
+#[derive(Module, Debug)]
+pub struct SqueezeExcite {
+    reduce: Conv2d,
+    expand: Conv2d,
+}
+
+impl SqueezeExcite {
+    fn new(device: &Device, channels: usize, squeezed: usize) -> Self {
+        Self {
+            reduce: Conv2dConfig::new([channels, squeezed], [1, 1]).init(device),
+            expand: Conv2dConfig::new([squeezed, channels], [1, 1]).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>, activation: BlockActivation) -> Tensor<4> {
+        let pooled = x.clone().mean_dim(3).mean_dim(2);
+        let gate = activation.forward(self.reduce.forward(pooled));
+        let gate = sigmoid(self.expand.forward(gate));
+        x.mul(gate)
+    }
+
+    fn lower(
+        &self,
+        graph: &mut GraphBuilder,
+        name: &str,
+        x: TensorId,
+        activation: BlockActivation,
+    ) -> Result<TensorId, LowerError> {
+        let pooled = graph.mean(&format!("{name}/mean"), x, &[1, 2], true);
+        let reduce = format!("{name}/reduce");
+        let gate = lower_conv_bn(
+            graph,
+            &reduce,
+            &self.reduce,
+            None,
+            pooled,
+            activation.fused(),
+        )?;
+        let gate = activation.lower_unfused(graph, &reduce, gate);
+        let expand = format!("{name}/expand");
+        let gate = lower_conv_bn(graph, &expand, &self.expand, None, gate, Activation::None)?;
+        let gate = graph.logistic(&format!("{name}/sigmoid"), gate);
+        Ok(graph.mul(name, x, gate, Activation::None))
+    }
+}
+
+/// MobileNetV2's inverted residual block with EfficientNet's optional squeeze-excitation.
+#[derive(Module, Debug)]
+pub struct MbConv {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    se: Option<SqueezeExcite>,
+    project: ConvBn,
+    #[module(skip)]
+    residual: bool,
+}
+
+impl MbConv {
+    fn new(device: &Device, plan: &BlockPlan) -> Self {
+        let e = plan.expanded;
+        Self {
+            expand: (e != plan.input).then(|| ConvBn::new(device, [plan.input, e], 1, 1, 1)),
+            depthwise: ConvBn::new(device, [e, e], plan.kernel, plan.stride, e),
+            se: plan.squeezed.map(|s| SqueezeExcite::new(device, e, s)),
+            project: ConvBn::new(device, [e, plan.output], 1, 1, 1),
+            residual: plan.stride == 1 && plan.input == plan.output,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>, activation: BlockActivation) -> Tensor<4> {
+        let mut y = match &self.expand {
+            Some(expand) => activation.forward(expand.forward(x.clone())),
+            None => x.clone(),
+        };
+        y = activation.forward(self.depthwise.forward(y));
+        if let Some(se) = &self.se {
+            y = se.forward(y, activation);
+        }
+        y = self.project.forward(y);
+        if self.residual { y.add(x) } else { y }
+    }
+
+    fn lower(
+        &self,
+        graph: &mut GraphBuilder,
+        name: &str,
+        x: TensorId,
+        activation: BlockActivation,
+    ) -> Result<TensorId, LowerError> {
+        let mut y = match &self.expand {
+            Some(expand) => expand.lower(graph, &format!("{name}/expand"), x, Some(activation))?,
+            None => x,
+        };
+        y = self
+            .depthwise
+            .lower(graph, &format!("{name}/depthwise"), y, Some(activation))?;
+        if let Some(se) = &self.se {
+            y = se.lower(graph, &format!("{name}/se"), y, activation)?;
+        }
+        y = self
+            .project
+            .lower(graph, &format!("{name}/project"), y, None)?;
+        Ok(if self.residual {
+            graph.add(&format!("{name}/add"), y, x, Activation::None)
+        } else {
+            y
+        })
+    }
+}
+
+/// An EfficientNet-lite classifier (see the module documentation); built by
+/// [`EfficientNetLiteConfig::init`].
+#[derive(Module, Debug)]
+pub struct EfficientNetLite {
+    stem: ConvBn,
+    blocks: Vec<MbConv>,
+    head: ConvBn,
+    dropout: Dropout,
+    classifier: Linear,
+    #[module(skip)]
+    input: [usize; 3],
+    #[module(skip)]
+    activation: BlockActivation,
+}
+
+impl Classifier for EfficientNetLite {
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let act = self.activation;
+        let mut x = act.forward(self.stem.forward(images));
+        for block in &self.blocks {
+            x = block.forward(x, act);
+        }
+        let x = act.forward(self.head.forward(x));
+        let pooled: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3);
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    /// Input `image` [1, H, W, C], output `logits` [1, classes].
+    fn lower(&self, description: &str) -> Result<Model, LowerError> {
+        let [h, w, c] = self.input;
+        let act = self.activation;
+        let mut graph = GraphBuilder::new(description);
+        let image = graph.activation("image", &[1, h, w, c]);
+        let mut x = self.stem.lower(&mut graph, "stem", image, Some(act))?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.lower(&mut graph, &format!("block{i}"), x, act)?;
+        }
+        let x = self.head.lower(&mut graph, "head", x, Some(act))?;
+        let pooled = graph.mean("pool", x, &[1, 2], false);
+        let logits = lower_linear(
+            &mut graph,
+            "logits",
+            &self.classifier,
+            pooled,
+            Activation::None,
+            None,
+        )?;
+        Ok(graph.finish(&[("image", image)], &[("logits", logits)]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::tensor::Distribution;
+    use kiln_runtime::Interpreter;
+
+    use super::*;
+    use crate::lowering::chw_to_hwc;
+
+    /// Output channels of a few lite0 stages at known widths (values from EfficientNet's
+    /// `round_filters`).
+    #[test]
+    fn channel_and_depth_rounding_follow_efficientnet() {
+        assert_eq!(round_filters(32, 1.0), 32);
+        assert_eq!(round_filters(16, 0.5), 8);
+        assert_eq!(round_filters(24, 0.5), 16);
+        assert_eq!(round_filters(40, 0.5), 24);
+        assert_eq!(round_filters(112, 0.5), 56);
+        assert_eq!(round_filters(320, 1.1), 352);
+        assert_eq!(round_filters(192, 0.35), 64);
+        assert_eq!(round_repeats(3, 0.5), 2);
+        assert_eq!(round_repeats(4, 1.1), 5);
+    }
+
+    fn plan_summary(config: &EfficientNetLiteConfig) -> Vec<(usize, usize, usize, usize)> {
+        config
+            .plan()
+            .expect("valid config")
+            .iter()
+            .map(|b| (b.input, b.output, b.kernel, b.stride))
+            .collect()
+    }
+
+    #[test]
+    fn default_config_is_lite0_at_half_width_and_depth() {
+        let config = EfficientNetLiteConfig::new([28, 28, 1], 10);
+        let plan = plan_summary(&config);
+        let outputs: Vec<usize> = plan.iter().map(|b| b.1).collect();
+        // First and last stage keep their single block; the others halve, rounding up.
+        assert_eq!(outputs, vec![8, 16, 24, 40, 40, 56, 56, 96, 96, 160]);
+        assert_eq!(plan[0], (32, 8, 3, 1));
+        let strides: Vec<usize> = plan.iter().map(|b| b.3).collect();
+        assert_eq!(strides, vec![1, 2, 2, 2, 1, 1, 1, 2, 1, 1]);
+    }
+
+    #[test]
+    fn default_config_fits_the_parameter_budget() {
+        const BUDGET: usize = 700_000;
+        let config = EfficientNetLiteConfig::new([28, 28, 1], 10);
+        let mut model = config.init(&Device::flex()).expect("valid config");
+        // Burn's `num_params` also counts BatchNorm's running mean and variance.
+        let counted = model.num_params();
+        let running: usize = batch_norms(&mut model)
+            .iter()
+            .map(|bn| 2 * bn.gamma.dims()[0])
+            .sum();
+        let trainable = counted - running;
+        let macs = |input| {
+            EfficientNetLiteConfig::new(input, 10)
+                .macs()
+                .expect("valid config")
+        };
+        let summary = format!(
+            "default EfficientNet-lite: {trainable} trainable parameters (+{running} BatchNorm \
+             statistics), {} MACs at 28×28×1, {} at 96×96×3, {} at 224×224×3",
+            macs([28, 28, 1]),
+            macs([96, 96, 3]),
+            macs([224, 224, 3])
+        );
+        assert!(trainable < BUDGET, "{summary}: over the {BUDGET} budget");
+        eprintln!("{summary}");
+    }
+
+    fn rejected(config: &EfficientNetLiteConfig) -> String {
+        match config.init(&Device::flex()) {
+            Ok(_) => panic!("{config:?} should be rejected"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn invalid_configs_are_errors_not_panics() {
+        let base = EfficientNetLiteConfig::new([28, 28, 1], 10);
+        let with = |edit: fn(&mut EfficientNetLiteConfig)| {
+            let mut config = base.clone();
+            edit(&mut config);
+            rejected(&config)
+        };
+        assert!(with(|c| c.num_classes = 0).contains("num_classes is 0"));
+        assert!(with(|c| c.width_multiplier = 0.0).contains("width_multiplier 0 must be > 0"));
+        assert!(with(|c| c.depth_multiplier = -1.0).contains("depth_multiplier -1 must be > 0"));
+        assert!(with(|c| c.width_multiplier = f64::NAN).contains("width_multiplier"));
+        assert!(with(|c| c.dropout = 1.0).contains("dropout"));
+        assert!(with(|c| c.se_ratio = Some(0.0)).contains("se_ratio"));
+        assert!(with(|c| c.stages.clear()).contains("stages is empty"));
+        assert!(with(|c| c.stages[1].kernel = 4).contains("odd kernel"));
+        assert!(with(|c| c.input = [28, 28, 0]).contains("zero dimension"));
+        let small = with(|c| c.input = [16, 16, 1]);
+        assert!(
+            small.contains("too small") && small.contains("17×17"),
+            "{small}"
+        );
+        // The smallest accepted input builds and lowers.
+        let mut config = base.clone();
+        config.input = [17, 17, 1];
+        let model = config.init(&Device::flex()).expect("17×17 is enough");
+        model.lower("smallest").expect("lowers");
+    }
+
+    /// Every BatchNorm of the model, for tests that give them non-trivial statistics.
+    fn batch_norms(model: &mut EfficientNetLite) -> Vec<&mut BatchNorm> {
+        let mut all = vec![&mut model.stem.bn, &mut model.head.bn];
+        for block in &mut model.blocks {
+            if let Some(expand) = &mut block.expand {
+                all.push(&mut expand.bn);
+            }
+            all.push(&mut block.depthwise.bn);
+            all.push(&mut block.project.bn);
+        }
+        all
+    }
+
+    /// A model whose BatchNorms are far from identity: random γ and β, then running
+    /// statistics moved by training-mode forward passes on the autodiff device.
+    fn trained_statistics(config: &EfficientNetLiteConfig) -> EfficientNetLite {
+        let device = Device::flex().autodiff();
+        let mut model = config.init(&device).expect("valid config");
+        for bn in batch_norms(&mut model) {
+            let [n] = bn.gamma.dims();
+            let uniform = |lo, hi| Tensor::<1>::random([n], Distribution::Uniform(lo, hi), &device);
+            bn.gamma = Param::from_tensor(uniform(0.5, 1.5));
+            bn.beta = Param::from_tensor(uniform(-0.5, 0.5));
+            // Most of each batch's statistics land in the running ones.
+            bn.momentum = 0.6;
+        }
+        let [h, w, c] = config.input;
+        for _ in 0..3 {
+            let x = Tensor::<4>::random([4, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let _ = model.forward(x);
+        }
+        let model = model.valid();
+        let mean = model.head.bn.running_mean.value().into_data();
+        let mean = mean.as_slice::<f32>().expect("f32");
+        assert!(
+            mean.iter().any(|m| m.abs() > 1e-3),
+            "training-mode passes should move the running mean"
+        );
+        model
+    }
+
+    /// Max |Burn − runtime| over the logits, relative to the largest logit's magnitude.
+    fn parity(config: &EfficientNetLiteConfig) -> f32 {
+        let model = trained_statistics(config);
+        let [h, w, c] = config.input;
+        let device = Device::flex();
+        let x = Tensor::<4>::random([1, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let nchw = x.to_data().try_to_vec::<f32>().expect("f32 input");
+        let expected = model
+            .forward(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+
+        let lowered = model.lower("parity").expect("lowers");
+        let bytes = lowered.to_bytes().expect("serializes");
+        let mut interpreter = Interpreter::from_bytes(bytes).expect("loads");
+        interpreter
+            .set_input_f32(0, &chw_to_hwc(&nchw, [c, h, w]))
+            .expect("input");
+        interpreter.invoke().expect("runs");
+        let actual = interpreter.output_f32(0).expect("output");
+        assert_eq!(actual.len(), expected.len());
+        let scale = expected
+            .iter()
+            .fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+        let diff = expected
+            .iter()
+            .zip(actual)
+            .fold(0.0f32, |m, (e, a)| m.max((e - a).abs()));
+        diff / scale
+    }
+
+    fn check_parity(activation: BlockActivation, se_ratio: Option<f64>) {
+        for input in [[28, 28, 1], [64, 64, 3], [30, 30, 3]] {
+            let mut config = EfficientNetLiteConfig::new(input, 10);
+            config.activation = activation;
+            config.se_ratio = se_ratio;
+            let error = parity(&config);
+            eprintln!("{activation:?} se {se_ratio:?} {input:?}: relative max error {error:.2e}");
+            assert!(
+                error <= 1e-4,
+                "{activation:?}, SE {se_ratio:?}, input {input:?}: Burn and kiln-runtime differ \
+                 by {error:e} of the logit scale"
+            );
+        }
+    }
+
+    #[test]
+    fn relu6_lite_matches_the_runtime() {
+        check_parity(BlockActivation::Relu6, None);
+    }
+
+    #[test]
+    fn relu6_with_se_matches_the_runtime() {
+        check_parity(BlockActivation::Relu6, Some(0.25));
+    }
+
+    #[test]
+    fn swish_matches_the_runtime() {
+        check_parity(BlockActivation::Swish, None);
+    }
+
+    #[test]
+    fn swish_with_se_matches_the_runtime() {
+        check_parity(BlockActivation::Swish, Some(0.25));
+    }
+
+    #[test]
+    fn hard_swish_matches_the_runtime() {
+        check_parity(BlockActivation::HardSwish, None);
+    }
+
+    #[test]
+    fn hard_swish_with_se_matches_the_runtime() {
+        check_parity(BlockActivation::HardSwish, Some(0.25));
+    }
+
+    /// Feature maps shrink as ceil(side / 2) in both Burn and the lowered graph.
+    #[test]
+    fn lowered_feature_maps_follow_same_padding() {
+        for (side, head_side) in [(28, 1), (30, 1), (64, 2), (96, 3)] {
+            let config = EfficientNetLiteConfig::new([side, side, 3], 4);
+            let model = config.init(&Device::flex()).expect("valid config");
+            let lowered = model.lower("shapes").expect("lowers");
+            let head = lowered.subgraphs[0]
+                .tensors
+                .iter()
+                .find(|t| t.name == "head")
+                .expect("a head tensor");
+            assert_eq!(
+                head.shape,
+                vec![1, head_side, head_side, 640],
+                "input {side}"
+            );
+            let x = Tensor::<4>::zeros([1, 3, side, side], &Device::flex());
+            let stem = model.stem.forward(x);
+            assert_eq!(stem.dims()[2], side.div_ceil(2));
+        }
+    }
+
+    /// One backward pass reaches the depthwise filters (grouped, asymmetrically padded
+    /// convolutions train in Burn).
+    #[test]
+    fn gradients_reach_every_layer_kind() {
+        let device = Device::flex().autodiff();
+        let mut config = EfficientNetLiteConfig::new([28, 28, 1], 10);
+        config.se_ratio = Some(0.25);
+        let model = config.init(&device).expect("valid config");
+        let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        let loss = model.forward(x).powi_scalar(2).mean();
+        let grads = loss.backward();
+        let block = &model.blocks[1];
+        let se = block.se.as_ref().expect("SE block");
+        assert!(block.depthwise.conv.weight.grad(&grads).is_some());
+        assert!(se.reduce.weight.grad(&grads).is_some());
+        assert!(model.stem.bn.gamma.grad(&grads).is_some());
+    }
+}
