@@ -118,6 +118,17 @@ enum Command {
     },
 }
 
+/// `pipeline inspect m.tflite | head` should end quietly when `head` closes the pipe, as Unix
+/// tools do, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; restoring a signal's
+    // default disposition has no other effect on the program's memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn parse_backend(name: &str) -> anyhow::Result<kiln_train::BackendKind> {
     match name {
         "flex" => Ok(kiln_train::BackendKind::Flex),
@@ -128,6 +139,7 @@ fn parse_backend(name: &str) -> anyhow::Result<kiln_train::BackendKind> {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
