@@ -314,6 +314,8 @@ fn hub_errors_say_what_went_wrong_and_how_to_fix_it() {
             "export.variants=[\"fp32\"]",
             "--set",
             "train.epochs=1",
+            "--set",
+            "train.warmup_epochs=0",
         ],
         &with_token,
     );

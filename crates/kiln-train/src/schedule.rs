@@ -66,8 +66,14 @@ mod tests {
     #[test]
     fn warmup_rises_linearly_then_hands_over() {
         let p = plan(LrSchedule::Constant, 4);
-        let rates: Vec<f64> = (0..6).map(|s| p.rate(s)).collect();
-        assert_eq!(rates, [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]);
+        let expected = [0.025, 0.05, 0.075, 0.1, 0.1, 0.1];
+        for (step, want) in expected.into_iter().enumerate() {
+            assert!(
+                (p.rate(step) - want).abs() < 1e-12,
+                "step {step}: {}",
+                p.rate(step)
+            );
+        }
     }
 
     #[test]
