@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_decode;
 pub mod bench_train;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod export;
@@ -12,6 +13,7 @@ pub mod inspect;
 pub mod model_file;
 pub mod npy;
 pub mod per_layer;
+pub mod plots;
 pub mod real_io;
 pub mod recipe;
 pub mod report;

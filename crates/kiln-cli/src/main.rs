@@ -1,6 +1,6 @@
 //! `pipeline`: Kiln's command line.
 
-use kiln_cli::{bench, bench_decode, bench_train, infer, inspect, run, verify_run};
+use kiln_cli::{bench, bench_decode, bench_train, compare, infer, inspect, run, verify_run};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -63,6 +63,15 @@ enum Command {
         /// The first N test images.
         #[arg(long, default_value_t = 100)]
         images: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One table across runs: every variant of every run with bytes, gzip bytes, size vs
+    /// fp32, accuracy and latency (for comparing configs, seeds or schedules).
+    Compare {
+        /// Run directories written by `pipeline run`.
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -173,6 +182,7 @@ fn main() -> ExitCode {
             json,
         } => verify_run::run(&run_dir, per_layer, &variants, images, json),
         Command::Bench { model, runs, json } => bench::run(&model, runs, json),
+        Command::Compare { run_dirs, json } => compare::run(&run_dirs, json),
         Command::BenchTrain {
             input,
             conv_filters,

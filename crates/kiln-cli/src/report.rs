@@ -196,7 +196,61 @@ impl Report {
             .context("cannot write report.json")?;
         kiln_tflite::write_atomically(&run_dir.join("report.md"), self.markdown().as_bytes())
             .context("cannot write report.md")?;
+        for (file, svg) in self.plots() {
+            kiln_tflite::write_atomically(&run_dir.join(file), svg.as_bytes())
+                .with_context(|| format!("cannot write {file}"))?;
+        }
         Ok(())
+    }
+
+    /// `training.svg` (loss and accuracies per epoch) and `variants.svg` (accuracy against
+    /// gzip size, latency in the labels).
+    fn plots(&self) -> Vec<(&'static str, String)> {
+        use crate::plots::{Series, line_chart, scatter};
+        let epochs = &self.training.epochs;
+        let per_epoch = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
+            epochs
+                .iter()
+                .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+                .collect()
+        };
+        let mut series = vec![
+            Series {
+                name: "train loss",
+                points: per_epoch(&|e| Some(e.loss)),
+            },
+            Series {
+                name: "train accuracy",
+                points: per_epoch(&|e| Some(e.accuracy)),
+            },
+        ];
+        let validation = per_epoch(&|e| e.val_accuracy);
+        if !validation.is_empty() {
+            series.push(Series {
+                name: "validation accuracy",
+                points: validation,
+            });
+        }
+        let training = line_chart("Training", "epoch", "loss / accuracy", &series);
+        let points: Vec<(f64, f64, String)> = self
+            .variants
+            .iter()
+            .filter_map(|v| {
+                v.accuracy.map(|a| {
+                    let latency = v
+                        .latency_ms_p50
+                        .map_or(String::new(), |l| format!(", {l:.2} ms"));
+                    (v.gzip_bytes as f64, a, format!("{}{latency}", v.name))
+                })
+            })
+            .collect();
+        let variants = scatter(
+            "Variants: accuracy vs gzip size (p50 latency)",
+            "gzip bytes",
+            "test accuracy",
+            &points,
+        );
+        vec![("training.svg", training), ("variants.svg", variants)]
     }
 
     pub fn markdown(&self) -> String {
@@ -246,6 +300,7 @@ impl Report {
                 100.0 * e.data_seconds / e.seconds.max(1e-9)
             );
         }
+        md += "\n![training curves](training.svg)\n";
         md += &format!(
             "\nTrained in {:.1} s; the Burn model scores {:.2}% on the test split.\n\n",
             self.training.seconds,
@@ -276,6 +331,7 @@ impl Report {
                 percent(v.parity.as_ref().map(|p| p.argmax_agreement)),
             );
         }
+        md += "\n![accuracy vs gzip size](variants.svg)\n";
         md
     }
 }
