@@ -260,3 +260,79 @@ fn bad_configs_are_named_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist.toml"));
 }
+
+/// A recipe with a prune stage: the dense variants plus `pruned80_int8`, whose pruned layers'
+/// weights are ≥ 80% exact zeros in the file itself, with a per-layer table in the report.
+#[test]
+fn a_prune_recipe_exports_an_80_percent_sparse_int8_model() {
+    let dir = scratch_dir("prune_recipe");
+    let recipe = dir.join("prune.toml");
+    std::fs::write(
+        &recipe,
+        r#"stages = ["train", "prune", "export", "verify", "report"]
+[prune]
+final_sparsity = 0.8
+epochs = 2
+end_epoch = 1
+frequency = 4
+learning_rate = 0.0005
+variants = ["int8"]
+"#,
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let result = pipeline(&[
+        "run",
+        "configs/quickstart.toml",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        &format!("pipeline={}", recipe.display()),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.limit_train=1024",
+        "--set",
+        "data.limit_test=100",
+        "--set",
+        "export.variants=[\"fp32\"]",
+        "--set",
+        "verify.latency_runs=2",
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let pruned = report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "pruned80_int8")
+        .expect("pruned80_int8 variant");
+    assert!(pruned["sparsity"].as_f64().unwrap() >= 0.8, "{pruned}");
+    assert!(pruned["accuracy"].as_f64().is_some());
+    let layers = report["pruning"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4, "conv1, conv2, dense, logits: {layers:?}");
+
+    // The file itself: every conv and dense weight tensor is at least 80% zeros.
+    let model = kiln_tflite::Model::read_file(&out.join("model_pruned80_int8.tflite")).unwrap();
+    let graph = &model.subgraphs[0];
+    let mut checked = 0;
+    for tensor in &graph.tensors {
+        if tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights") {
+            let data = model.tensor_data(tensor);
+            let zeros = data.iter().filter(|&&b| b == 0).count();
+            assert!(
+                zeros * 5 >= data.len() * 4,
+                "{}: {zeros} zeros of {}",
+                tensor.name,
+                data.len()
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
+}

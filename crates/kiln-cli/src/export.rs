@@ -33,28 +33,49 @@ pub fn export_variants(
 ) -> Result<Vec<Exported>> {
     let mut written = Vec::with_capacity(config.variants.len());
     for &variant in &config.variants {
-        let model = match variant {
-            Variant::Fp32 => fp32.clone(),
-            Variant::Fp16 => kiln_export::to_float16(fp32).context("float16 export")?,
-            Variant::Dynamic => {
-                kiln_export::to_dynamic_range(fp32).context("dynamic-range export")?
-            }
-            Variant::Int8 => int8(fp32, config, train, seed).context("int8 export")?,
-        };
-        let file = variant.file_name();
-        let path = run_dir.join(&file);
-        let bytes = kiln_export::to_bytes_with_metadata(&model, card)
-            .with_context(|| format!("{} metadata", variant.name()))?;
-        kiln_tflite::write_atomically(&path, &bytes)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        info!("exported {}", path.display());
-        written.push(Exported {
+        written.push(export_one(
+            fp32,
+            card,
             variant,
-            file,
-            path,
-        });
+            &variant.file_name(),
+            run_dir,
+            config,
+            train,
+            seed,
+        )?);
     }
     Ok(written)
+}
+
+/// Derives `variant` from `fp32` and writes it, with `card`'s metadata, as `run_dir/file`.
+#[allow(clippy::too_many_arguments)]
+pub fn export_one(
+    fp32: &Model,
+    card: &ModelCard,
+    variant: Variant,
+    file: &str,
+    run_dir: &Path,
+    config: &ExportConfig,
+    train: &ImageDataset,
+    seed: u64,
+) -> Result<Exported> {
+    let model = match variant {
+        Variant::Fp32 => fp32.clone(),
+        Variant::Fp16 => kiln_export::to_float16(fp32).context("float16 export")?,
+        Variant::Dynamic => kiln_export::to_dynamic_range(fp32).context("dynamic-range export")?,
+        Variant::Int8 => int8(fp32, config, train, seed).context("int8 export")?,
+    };
+    let path = run_dir.join(file);
+    let bytes = kiln_export::to_bytes_with_metadata(&model, card)
+        .with_context(|| format!("{} metadata", variant.name()))?;
+    kiln_tflite::write_atomically(&path, &bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    info!("exported {}", path.display());
+    Ok(Exported {
+        variant,
+        file: file.to_owned(),
+        path,
+    })
 }
 
 /// Calibrates on `calibration_samples` training images, then quantizes to full int8.

@@ -14,6 +14,7 @@ pub mod model_file;
 pub mod npy;
 pub mod per_layer;
 pub mod plots;
+pub mod prune_stage;
 pub mod real_io;
 pub mod recipe;
 pub mod report;

@@ -9,6 +9,8 @@ use serde::Deserialize;
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Train,
+    /// Fine-tune the trained model with magnitude pruning on a schedule (`[prune]`).
+    Prune,
     Export,
     Verify,
     Report,
@@ -19,6 +21,123 @@ pub enum Stage {
 pub struct Recipe {
     pub description: Option<String>,
     pub stages: Vec<Stage>,
+    /// Parameters of the `prune` stage.
+    pub prune: Option<PruneStage>,
+}
+
+/// `[prune]`: fine-tuning with magnitude pruning (TF-MOT's `prune_low_magnitude` schedule).
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneStage {
+    /// Fraction of each prunable layer's weights that are zero at the end.
+    pub final_sparsity: f64,
+    #[serde(default)]
+    pub initial_sparsity: f64,
+    /// Fine-tuning epochs.
+    pub epochs: usize,
+    /// Epoch (of the fine-tuning, 0-based) where pruning starts.
+    #[serde(default)]
+    pub begin_epoch: usize,
+    /// Epoch by whose end the final sparsity is reached (≤ epochs).
+    pub end_epoch: usize,
+    #[serde(default = "default_power")]
+    pub power: f64,
+    /// Steps between mask updates.
+    #[serde(default = "default_frequency")]
+    pub frequency: usize,
+    #[serde(default)]
+    pub schedule: PruneSchedule,
+    #[serde(default)]
+    pub scope: PruneScope,
+    /// Layer-name patterns to prune (`*` wildcard; empty = every conv and dense layer).
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Fine-tuning learning rate (constant).
+    pub learning_rate: f64,
+    /// Variants of the pruned model to export, named pruned<percent>_<variant>.
+    #[serde(default = "default_prune_variants")]
+    pub variants: Vec<crate::config::Variant>,
+}
+
+fn default_power() -> f64 {
+    3.0
+}
+
+fn default_frequency() -> usize {
+    10
+}
+
+fn default_prune_variants() -> Vec<crate::config::Variant> {
+    vec![crate::config::Variant::Int8]
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneSchedule {
+    #[default]
+    Polynomial,
+    Constant,
+    OneShot,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneScope {
+    #[default]
+    PerLayer,
+    Global,
+}
+
+impl PruneStage {
+    /// The kiln-train settings for `steps_per_epoch` steps per epoch.
+    pub fn settings(&self, steps_per_epoch: usize) -> kiln_train::PruningSettings {
+        kiln_train::PruningSettings {
+            schedule: match self.schedule {
+                PruneSchedule::Polynomial => kiln_train::SparsitySchedule::Polynomial,
+                PruneSchedule::Constant => kiln_train::SparsitySchedule::Constant,
+                PruneSchedule::OneShot => kiln_train::SparsitySchedule::OneShot,
+            },
+            initial_sparsity: self.initial_sparsity,
+            final_sparsity: self.final_sparsity,
+            begin_step: self.begin_epoch * steps_per_epoch,
+            end_step: (self.end_epoch * steps_per_epoch).max(1) - 1,
+            power: self.power,
+            frequency: self.frequency,
+            scope: match self.scope {
+                PruneScope::PerLayer => kiln_train::PruningScope::PerLayer,
+                PruneScope::Global => kiln_train::PruningScope::Global,
+            },
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+
+    /// `pruned80` for a final sparsity of 0.8.
+    pub fn variant_prefix(&self) -> String {
+        format!("pruned{:.0}", 100.0 * self.final_sparsity)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.epochs == 0
+            || self.end_epoch > self.epochs
+            || self.begin_epoch >= self.end_epoch.max(1)
+        {
+            return Err(format!(
+                "epochs = {}, begin_epoch = {}, end_epoch = {}: need begin_epoch < end_epoch ≤ epochs",
+                self.epochs, self.begin_epoch, self.end_epoch
+            ));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(format!(
+                "learning_rate = {} must be positive",
+                self.learning_rate
+            ));
+        }
+        // The real step counts depend on the data; any epoch length checks the rest.
+        self.settings(1000).validate().map_err(|e| e.to_string())
+    }
 }
 
 pub fn load(path: &Path) -> Result<Recipe> {
@@ -30,11 +149,33 @@ pub fn load(path: &Path) -> Result<Recipe> {
     })?;
     let recipe: Recipe = toml::from_str(&text).with_context(|| {
         format!(
-            "invalid pipeline recipe {} (known stages: train, export, verify, report)",
+            "invalid pipeline recipe {} (known stages: train, prune, export, verify, report)",
             path.display()
         )
     })?;
-    let order = [Stage::Train, Stage::Export, Stage::Verify, Stage::Report];
+    match (recipe.stages.contains(&Stage::Prune), &recipe.prune) {
+        (true, None) => bail!(
+            "{}: the `prune` stage needs a [prune] table (final_sparsity, epochs, end_epoch, learning_rate)",
+            path.display()
+        ),
+        (false, Some(_)) => bail!(
+            "{}: a [prune] table without a `prune` stage in `stages`",
+            path.display()
+        ),
+        (true, Some(prune)) => {
+            if let Err(reason) = prune.validate() {
+                bail!("{}: stage `prune`: {reason}", path.display());
+            }
+        }
+        (false, None) => {}
+    }
+    let order = [
+        Stage::Train,
+        Stage::Prune,
+        Stage::Export,
+        Stage::Verify,
+        Stage::Report,
+    ];
     let positions: Vec<usize> = recipe
         .stages
         .iter()
@@ -42,7 +183,7 @@ pub fn load(path: &Path) -> Result<Recipe> {
         .collect();
     if recipe.stages.is_empty() || positions.windows(2).any(|w| w[0] >= w[1]) {
         bail!(
-            "{}: stages must be a non-empty subsequence of train → export → verify → report",
+            "{}: stages must be a non-empty subsequence of train → prune → export → verify → report",
             path.display()
         );
     }
@@ -53,4 +194,70 @@ pub fn load(path: &Path) -> Result<Recipe> {
         );
     }
     Ok(recipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(name: &str, text: &str) -> Result<Recipe> {
+        let dir = std::env::temp_dir().join(format!("kiln-recipe-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.toml");
+        std::fs::write(&path, text).unwrap();
+        let result = load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    const PRUNE: &str = r#"
+stages = ["train", "prune", "export"]
+[prune]
+final_sparsity = 0.8
+epochs = 4
+end_epoch = 3
+learning_rate = 0.0005
+"#;
+
+    #[test]
+    fn a_prune_recipe_loads_with_defaults() {
+        let recipe = load_text("ok", PRUNE).unwrap();
+        let prune = recipe.prune.unwrap();
+        assert_eq!((prune.power, prune.frequency), (3.0, 10));
+        assert_eq!(prune.variant_prefix(), "pruned80");
+        let settings = prune.settings(100);
+        assert_eq!((settings.begin_step, settings.end_step), (0, 299));
+    }
+
+    #[test]
+    fn malformed_recipes_name_the_stage_and_key() {
+        let cases = [
+            (
+                PRUNE.replace("final_sparsity", "final_sparsty"),
+                "final_sparsty",
+            ),
+            (PRUNE.replace("end_epoch = 3", "end_epoch = 9"), "end_epoch"),
+            (PRUNE.replace("0.8", "1.5"), "final_sparsity"),
+            (
+                PRUNE.replace("[prune]", "[prune]\nschedule = \"cubic\""),
+                "cubic",
+            ),
+            (
+                "stages = [\"train\", \"prune\"]\n".to_owned(),
+                "needs a [prune] table",
+            ),
+            (PRUNE.replace("\"prune\", ", ""), "without a `prune` stage"),
+            (
+                PRUNE.replace(
+                    "[\"train\", \"prune\", \"export\"]",
+                    "[\"train\", \"export\", \"prune\"]",
+                ),
+                "train → prune → export",
+            ),
+        ];
+        for (i, (text, needle)) in cases.iter().enumerate() {
+            let err = format!("{:#}", load_text(&i.to_string(), text).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
 }

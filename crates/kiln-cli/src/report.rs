@@ -25,7 +25,20 @@ pub struct Report {
     pub dataset: DatasetReport,
     pub training: TrainingReport,
     pub variants: Vec<VariantReport>,
+    /// The prune stage, when the recipe has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruning: Option<PruningReport>,
     pub total_seconds: f64,
+}
+
+#[derive(Serialize)]
+pub struct PruningReport {
+    pub settings: crate::recipe::PruneStage,
+    /// Zeros over all pruned layers' weights.
+    pub sparsity: f64,
+    pub burn_test_accuracy: f64,
+    pub layers: Vec<kiln_train::LayerSparsity>,
+    pub epochs: Vec<EpochStats>,
 }
 
 #[derive(Serialize)]
@@ -88,6 +101,10 @@ pub struct VariantReport {
     pub accuracy_delta: Option<f64>,
     /// The fp32 file's latency p50 / this file's (> 1: faster).
     pub speedup_vs_fp32: Option<f64>,
+    /// Fraction of zeros in the pruned layers' weights (pruned variants).
+    pub sparsity: Option<f64>,
+    /// The stages that made this file.
+    pub stages: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +147,8 @@ impl VariantReport {
             size_vs_fp32: None,
             accuracy_delta: None,
             speedup_vs_fp32: None,
+            sparsity: None,
+            stages: vec!["train".into(), format!("export {name}")],
         })
     }
 }
@@ -250,7 +269,38 @@ impl Report {
             "test accuracy",
             &points,
         );
-        vec![("training.svg", training), ("variants.svg", variants)]
+        let mut plots = vec![("training.svg", training), ("variants.svg", variants)];
+        if let Some(p) = &self.pruning {
+            let points: Vec<(f64, f64)> = p
+                .epochs
+                .iter()
+                .filter_map(|e| e.target_sparsity.map(|s| (e.epoch as f64, s)))
+                .collect();
+            let accuracy: Vec<(f64, f64)> = p
+                .epochs
+                .iter()
+                .map(|e| (e.epoch as f64, e.accuracy))
+                .collect();
+            plots.push((
+                "sparsity.svg",
+                line_chart(
+                    "Pruning: target sparsity and train accuracy per fine-tuning epoch",
+                    "epoch",
+                    "fraction",
+                    &[
+                        Series {
+                            name: "target sparsity",
+                            points,
+                        },
+                        Series {
+                            name: "train accuracy",
+                            points: accuracy,
+                        },
+                    ],
+                ),
+            ));
+        }
+        plots
     }
 
     pub fn markdown(&self) -> String {
@@ -308,11 +358,11 @@ impl Report {
         );
         md += "## Variants\n\nAccuracy and latency are kiln-runtime's on the test split; parity compares each \
                file's (dequantized) logits with the Burn model's.\n\n";
-        md += "| variant | file | bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement |\n";
-        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        md += "| variant | file | bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity |\n";
+        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for v in &self.variants {
             md += &format!(
-                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v.name,
                 v.file,
                 v.bytes,
@@ -329,7 +379,31 @@ impl Report {
                     .as_ref()
                     .map_or("—".into(), |p| format!("{:.2e}", p.max_abs_diff)),
                 percent(v.parity.as_ref().map(|p| p.argmax_agreement)),
+                percent(v.sparsity),
             );
+        }
+        if let Some(p) = &self.pruning {
+            md += &format!(
+                "\n## Pruning\n\nMagnitude pruning to {:.0}% ({:?} schedule, power {}, {:?}), {} fine-tuning epochs at learning rate {}: {:.2}% of the pruned layers' weights are zero; the pruned Burn model scores {:.2}%.\n\n| layer | weights | zeros | sparsity |\n|---|---:|---:|---:|\n",
+                100.0 * p.settings.final_sparsity,
+                p.settings.schedule,
+                p.settings.power,
+                p.settings.scope,
+                p.settings.epochs,
+                p.settings.learning_rate,
+                100.0 * p.sparsity,
+                100.0 * p.burn_test_accuracy
+            );
+            for l in &p.layers {
+                md += &format!(
+                    "| `{}` | {} | {} | {:.2}% |\n",
+                    l.layer,
+                    l.weights,
+                    l.zeros,
+                    100.0 * l.sparsity
+                );
+            }
+            md += "\n![sparsity schedule](sparsity.svg)\n";
         }
         md += "\n![accuracy vs gzip size](variants.svg)\n";
         md
@@ -353,6 +427,8 @@ mod tests {
             size_vs_fp32: None,
             accuracy_delta: None,
             speedup_vs_fp32: None,
+            sparsity: None,
+            stages: Vec::new(),
         }
     }
 

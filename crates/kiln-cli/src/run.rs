@@ -16,7 +16,8 @@ use tracing::{info, warn};
 
 use crate::config::{self, ActivationConfig, Architecture, LoadedConfig};
 use crate::data::{Splits, load_data};
-use crate::export::export_variants;
+use crate::export::{export_one, export_variants};
+use crate::prune_stage::prune;
 use crate::recipe::{self, Stage};
 use crate::report::{self, DatasetReport, Parity, Report, VariantReport};
 use crate::verify::verify_variant;
@@ -162,6 +163,7 @@ impl Run<'_> {
             fingerprint: config.training_fingerprint()?,
             progress: std::io::stderr().is_terminal(),
             interrupt: Some(interrupt),
+            pruning: None,
         };
         let train_started = Instant::now();
         let validation = (!validation_set.is_empty()).then_some(validation_set);
@@ -205,7 +207,8 @@ impl Run<'_> {
         let selected_epoch = outcome.selected_epoch;
         let (outcome_resumed_from, stopped_early) = (outcome.resumed_from, outcome.stopped_early);
         let history = outcome.history;
-        let model = outcome.model.valid();
+        let trained = outcome.model;
+        let model = trained.clone().valid();
         model
             .clone()
             .save_file(run_dir.join("model.bpk"))
@@ -224,6 +227,21 @@ impl Run<'_> {
             .iter()
             .find(|e| e.epoch == selected_epoch)
             .and_then(|e| e.val_accuracy);
+        let pruned = match (&recipe.prune, recipe.stages.contains(&Stage::Prune)) {
+            (Some(stage), true) => {
+                let pruned = prune(
+                    trained,
+                    stage,
+                    &settings,
+                    (train_set, run_dir, self.resume),
+                    (self.autodiff, device),
+                )?;
+                let logits = predict(&pruned.model, test_set, device)
+                    .context("evaluating the pruned Burn model")?;
+                Some((stage, pruned, logits))
+            }
+            _ => None,
+        };
         let mut variants = Vec::new();
         if recipe.stages.contains(&Stage::Export) {
             let description = format!(
@@ -284,6 +302,55 @@ impl Run<'_> {
                 }
                 variants.push(variant);
             }
+            if let Some((stage, pruned, pruned_logits)) = &pruned {
+                let tflite = pruned
+                    .model
+                    .lower(&description)
+                    .context("lowering the pruned model to TFLite")?;
+                for &kind in &stage.variants {
+                    let name = format!("{}_{}", stage.variant_prefix(), kind.name());
+                    let file = export_one(
+                        &tflite,
+                        &card,
+                        kind,
+                        &format!("model_{name}.tflite"),
+                        run_dir,
+                        &config.export,
+                        train_set,
+                        config.seed,
+                    )?;
+                    let mut variant = VariantReport::for_file(&name, run_dir, &file.file)?;
+                    variant.sparsity = Some(pruned.sparsity);
+                    variant.stages = vec![
+                        "train".into(),
+                        format!("prune {:.0}%", 100.0 * stage.final_sparsity),
+                        format!("export {}", kind.name()),
+                    ];
+                    if recipe.stages.contains(&Stage::Verify) {
+                        let verified = verify_variant(
+                            &file.path,
+                            test_set,
+                            pruned_logits,
+                            config.verify.latency_runs,
+                        )
+                        .with_context(|| format!("verifying {}", file.path.display()))?;
+                        info!(
+                            "{name} verified: accuracy {:.2}%, argmax agreement with the pruned Burn model {:.2}%, p50 {:.3} ms",
+                            100.0 * verified.accuracy,
+                            100.0 * verified.argmax_agreement,
+                            verified.latency_ms_p50
+                        );
+                        variant.accuracy = Some(verified.accuracy);
+                        variant.latency_ms_p50 = Some(verified.latency_ms_p50);
+                        variant.parity = Some(Parity {
+                            reference: "burn (pruned)".into(),
+                            max_abs_diff: verified.max_abs_diff,
+                            argmax_agreement: verified.argmax_agreement,
+                        });
+                    }
+                    variants.push(variant);
+                }
+            }
             report::compare_with_fp32(&mut variants);
         }
 
@@ -313,6 +380,15 @@ impl Run<'_> {
                     epochs: history,
                 },
                 variants,
+                pruning: pruned
+                    .as_ref()
+                    .map(|(stage, pruned, logits)| report::PruningReport {
+                        settings: (*stage).clone(),
+                        sparsity: pruned.sparsity,
+                        burn_test_accuracy: kiln_train::accuracy(logits, &test_set.labels, classes),
+                        layers: pruned.layers.clone(),
+                        epochs: pruned.history.clone(),
+                    }),
                 total_seconds: self.started.elapsed().as_secs_f64(),
             };
             report.write(run_dir)?;

@@ -8,6 +8,7 @@ mod checkpoint;
 mod error;
 mod evaluate;
 mod optimizer;
+mod pruning;
 mod schedule;
 mod throughput;
 mod train_loop;
@@ -17,6 +18,9 @@ pub use batch::Augment;
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
+pub use pruning::{
+    LayerSparsity, Pruner, PruningScope, PruningSettings, SparsitySchedule, layer_sparsity,
+};
 pub use schedule::{LrPlan, LrSchedule};
 pub use throughput::{Throughput, measure_throughput};
 pub use train_loop::{EpochStats, TrainOutcome, TrainSettings, train};

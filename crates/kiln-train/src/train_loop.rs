@@ -29,6 +29,7 @@ use crate::checkpoint::{CheckpointState, Checkpoints};
 use crate::error::TrainError;
 use crate::evaluate::{accuracy, argmax_rows, predict};
 use crate::optimizer::OptimizerSettings;
+use crate::pruning::{Pruner, PruningSettings};
 use crate::schedule::{LrPlan, LrSchedule};
 
 #[derive(Clone, Debug)]
@@ -59,6 +60,8 @@ pub struct TrainSettings {
     /// When set (Ctrl-C), training stops after the current step, keeping the last complete
     /// epoch's checkpoint.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Magnitude pruning on a schedule (steps count from this run's first step).
+    pub pruning: Option<PruningSettings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,9 @@ pub struct EpochStats {
     /// Of `seconds`, the time spent assembling batches (copy, augmentation, tensor upload):
     /// how close the data path comes to starving training.
     pub data_seconds: f64,
+    /// The pruning schedule's sparsity at the epoch's end, when pruning.
+    #[serde(default)]
+    pub target_sparsity: Option<f64>,
 }
 
 /// A finished training run.
@@ -151,6 +157,20 @@ pub fn train<M: Classifier>(
     };
     // Each epoch shuffles the previous epoch's order; a resumed run replays the shuffles of
     // the epochs it skips so its order matches the uninterrupted run's.
+    // Burn initialises parameters lazily, on first use: draw them now, from the RNG state the
+    // caller seeded, before the per-epoch reseeding below would change what they become.
+    model.visit(&mut Materialize);
+    let mut pruner = Pruner::default();
+    if let Some(pruning) = &settings.pruning {
+        pruning.validate()?;
+        // A resumed run rebuilds the masks the interrupted one had: the pruned weights are
+        // the zeros, the smallest magnitudes there are.
+        let step = state.epoch * steps_per_epoch;
+        if state.epoch > 0 && step >= pruning.begin_step {
+            pruner.update(&model, pruning, pruning.sparsity_at(step));
+            model = pruner.apply(model);
+        }
+    }
     let mut indices: Vec<usize> = (0..data.len()).collect();
     for epoch in 1..=state.epoch {
         indices.shuffle(&mut StdRng::seed_from_u64(epoch_seed(epoch)));
@@ -214,6 +234,12 @@ pub fn train<M: Classifier>(
 
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(learning_rate, model, gradients);
+            if let Some(pruning) = &settings.pruning {
+                if let Some(sparsity) = pruning.update_at((epoch - 1) * steps_per_epoch + step) {
+                    pruner.update(&model, pruning, sparsity);
+                }
+                model = pruner.apply(model);
+            }
             bar.set_message(format!(
                 "loss {:.4} acc {:.2}%",
                 loss_sum / seen as f64,
@@ -237,6 +263,10 @@ pub fn train<M: Classifier>(
             learning_rate,
             seconds: started.elapsed().as_secs_f64(),
             data_seconds,
+            target_sparsity: settings
+                .pruning
+                .as_ref()
+                .map(|p| p.sparsity_at(epoch * steps_per_epoch - 1)),
         };
         let mut new_best = None;
         if let Some(acc) = val_accuracy {
@@ -273,6 +303,15 @@ pub fn train<M: Classifier>(
         stopped_early,
         resumed_from,
     })
+}
+
+/// Reads every parameter once, which runs any pending lazy initialisation.
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
 }
 
 fn validate(
