@@ -38,7 +38,8 @@ pub fn prune<M: Classifier>(
     let settings = TrainSettings {
         epochs: stage.epochs,
         learning_rate: stage.learning_rate,
-        schedule: LrSchedule::Constant,
+        // Decays to zero over the fine-tuning, so the last epochs settle the surviving weights.
+        schedule: LrSchedule::Cosine,
         warmup_epochs: 0,
         early_stopping_patience: None,
         resume: resume && checkpoint_dir.join("state.json").exists(),

@@ -54,7 +54,7 @@ pub struct PruneStage {
     pub include: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// Fine-tuning learning rate (constant).
+    /// Fine-tuning learning rate, decayed along a half cosine to zero.
     pub learning_rate: f64,
     /// Variants of the pruned model to export, named pruned<percent>_<variant>.
     #[serde(default = "default_prune_variants")]
