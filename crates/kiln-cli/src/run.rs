@@ -278,27 +278,13 @@ impl Run<'_> {
                 let name = file.variant.name();
                 let mut variant = VariantReport::for_file(name, run_dir, &file.file)?;
                 if recipe.stages.contains(&Stage::Verify) {
-                    let verified = verify_variant(
+                    verify_into(
+                        &mut variant,
                         &file.path,
                         test_set,
-                        &burn_logits,
+                        (&burn_logits, "burn"),
                         config.verify.latency_runs,
-                    )
-                    .with_context(|| format!("verifying {}", file.path.display()))?;
-                    info!(
-                        "{name} verified: accuracy {:.2}%, max |Burn − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
-                        100.0 * verified.accuracy,
-                        verified.max_abs_diff,
-                        100.0 * verified.argmax_agreement,
-                        verified.latency_ms_p50
-                    );
-                    variant.accuracy = Some(verified.accuracy);
-                    variant.latency_ms_p50 = Some(verified.latency_ms_p50);
-                    variant.parity = Some(Parity {
-                        reference: "burn".into(),
-                        max_abs_diff: verified.max_abs_diff,
-                        argmax_agreement: verified.argmax_agreement,
-                    });
+                    )?;
                 }
                 variants.push(variant);
             }
@@ -327,26 +313,13 @@ impl Run<'_> {
                         format!("export {}", kind.name()),
                     ];
                     if recipe.stages.contains(&Stage::Verify) {
-                        let verified = verify_variant(
+                        verify_into(
+                            &mut variant,
                             &file.path,
                             test_set,
-                            pruned_logits,
+                            (pruned_logits, "burn (pruned)"),
                             config.verify.latency_runs,
-                        )
-                        .with_context(|| format!("verifying {}", file.path.display()))?;
-                        info!(
-                            "{name} verified: accuracy {:.2}%, argmax agreement with the pruned Burn model {:.2}%, p50 {:.3} ms",
-                            100.0 * verified.accuracy,
-                            100.0 * verified.argmax_agreement,
-                            verified.latency_ms_p50
-                        );
-                        variant.accuracy = Some(verified.accuracy);
-                        variant.latency_ms_p50 = Some(verified.latency_ms_p50);
-                        variant.parity = Some(Parity {
-                            reference: "burn (pruned)".into(),
-                            max_abs_diff: verified.max_abs_diff,
-                            argmax_agreement: verified.argmax_agreement,
-                        });
+                        )?;
                     }
                     variants.push(variant);
                 }
@@ -400,6 +373,35 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// Runs `file` over the test split in kiln-runtime and records its accuracy, latency and
+/// parity with `reference` (logits of the Burn model it came from) in `variant`.
+fn verify_into(
+    variant: &mut VariantReport,
+    file: &Path,
+    test_set: &kiln_data::ImageDataset,
+    (reference, reference_name): (&[f32], &str),
+    latency_runs: usize,
+) -> Result<()> {
+    let verified = verify_variant(file, test_set, reference, latency_runs)
+        .with_context(|| format!("verifying {}", file.display()))?;
+    info!(
+        "{} verified: accuracy {:.2}%, max |{reference_name} − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
+        variant.name,
+        100.0 * verified.accuracy,
+        verified.max_abs_diff,
+        100.0 * verified.argmax_agreement,
+        verified.latency_ms_p50
+    );
+    variant.accuracy = Some(verified.accuracy);
+    variant.latency_ms_p50 = Some(verified.latency_ms_p50);
+    variant.parity = Some(Parity {
+        reference: reference_name.into(),
+        max_abs_diff: verified.max_abs_diff,
+        argmax_agreement: verified.argmax_agreement,
+    });
+    Ok(())
 }
 
 /// A flag Ctrl-C sets: training stops after the current step and keeps the last complete
