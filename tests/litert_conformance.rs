@@ -35,8 +35,9 @@ enum Expect {
     /// Hybrid: `rel` relative against reference/builtin, `of_peak` × max|logit| against XNNPACK.
     Hybrid { rel: f64, of_peak: f64 },
     /// Quantized outputs (or their dequantized floats) in steps of `step`: equal to the
-    /// reference kernels, at most one step from the others.
-    Steps { step: f64 },
+    /// reference kernels, at most `slack` steps from the others (XNNPACK and the optimized
+    /// builtins round each requantization differently; deep networks accumulate that).
+    Steps { step: f64, slack: f64 },
 }
 
 fn litert() -> Option<PathBuf> {
@@ -166,9 +167,9 @@ fn check_variant(python: &Path, dir: &Path, label: &str, model: &Path, expect: E
                     "default" => (diff <= of_peak * peak, diff),
                     _ => (diff <= rel * (1.0 + y.abs()), diff),
                 },
-                Expect::Steps { step } => {
+                Expect::Steps { step, slack } => {
                     let steps = diff / step;
-                    let allowed = if kernels == "reference" { 0.0 } else { 1.0 };
+                    let allowed = if kernels == "reference" { 0.0 } else { slack };
                     (steps <= allowed + 1e-3, steps)
                 }
             };
@@ -233,7 +234,16 @@ fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
     };
     check_variant(&python, &dir, "dynamic", &file("dynamic"), hybrid);
     let int8 = file("int8");
-    check_variant(&python, &dir, "int8", &int8, Expect::Steps { step: 1.0 });
+    check_variant(
+        &python,
+        &dir,
+        "int8",
+        &int8,
+        Expect::Steps {
+            step: 1.0,
+            slack: 1.0,
+        },
+    );
 
     let float_io = int8_with_io(&dir, IoType::Float32, "model_int8_float_io.tflite");
     let step = output_step(&float_io);
@@ -242,7 +252,7 @@ fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
         &dir,
         "int8_float_io",
         &float_io,
-        Expect::Steps { step },
+        Expect::Steps { step, slack: 1.0 },
     );
     let uint8_io = int8_with_io(&dir, IoType::UInt8, "model_int8_uint8_io.tflite");
     check_variant(
@@ -250,7 +260,10 @@ fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
         &dir,
         "int8_uint8_io",
         &uint8_io,
-        Expect::Steps { step: 1.0 },
+        Expect::Steps {
+            step: 1.0,
+            slack: 1.0,
+        },
     );
 }
 
@@ -304,7 +317,11 @@ fn efficientnet_lite_runs_in_litert_and_agrees_with_burn() {
         &dir,
         "efficientnet_int8",
         &file("int8"),
-        Expect::Steps { step: 1.0 },
+        // ~30 chained requantizations with residual adds: a few steps apart off the reference path.
+        Expect::Steps {
+            step: 1.0,
+            slack: 4.0,
+        },
     );
 }
 
