@@ -165,19 +165,19 @@ pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
 
     let full_train = train_loaded.dataset;
     let (mut train, mut validation, mut test) = match test_loaded {
+        // No validation split wanted: keep the training set as it is, without copying it.
+        Some(test) if data.validation_fraction == 0.0 => {
+            let validation = full_train.subset(&[]);
+            (full_train, validation, test.dataset)
+        }
         Some(test) => {
-            let test = test.dataset;
             let fraction = data.validation_fraction;
-            let mut parts = full_train.split_stratified(&[1.0 - fraction, fraction], seed)?;
-            let validation = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
-            let train = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
-            (train, validation, test)
+            let [train, validation] =
+                parts(full_train.split_stratified(&[1.0 - fraction, fraction], seed)?)?;
+            (train, validation, test.dataset)
         }
         None => {
-            let mut parts = full_train.split_stratified(&data.split, seed)?;
-            let test = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
-            let validation = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
-            let train = parts.pop().unwrap_or_else(|| full_train.subset(&[]));
+            let [train, validation, test] = parts(full_train.split_stratified(&data.split, seed)?)?;
             (train, validation, test)
         }
     };
@@ -207,6 +207,13 @@ pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
         validation,
         test,
         provenance,
+    })
+}
+
+/// The `N` parts of a split as an array (a split returns one part per fraction).
+fn parts<const N: usize>(split: Vec<ImageDataset>) -> Result<[ImageDataset; N]> {
+    split.try_into().map_err(|parts: Vec<ImageDataset>| {
+        anyhow::anyhow!("expected {N} splits, got {}", parts.len())
     })
 }
 

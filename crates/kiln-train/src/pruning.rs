@@ -146,6 +146,7 @@ struct Weight {
     layer: String,
     id: ParamId,
     values: Vec<f32>,
+    device: Device,
 }
 
 /// Collects the prunable weights with their layer names.
@@ -170,12 +171,15 @@ impl ModuleVisitor for Collector {
             return;
         }
         let layer = self.path[..self.path.len() - 1].join(".");
-        let data = param.val().into_data();
+        let tensor = param.val();
+        let device = tensor.device();
+        let data = tensor.into_data();
         if let Ok(values) = data.as_slice::<f32>() {
             self.weights.push(Weight {
                 layer,
                 id: param.id,
                 values: values.to_vec(),
+                device,
             });
         }
     }
@@ -190,10 +194,16 @@ pub struct LayerSparsity {
     pub sparsity: f64,
 }
 
-/// The current masks (1 = keep, 0 = pruned), by parameter.
+/// The current masks (1 = keep, 0 = pruned), by parameter: flat tensors on the parameter's
+/// device, built at each update so that applying them every step copies nothing.
 #[derive(Default)]
 pub struct Pruner {
-    masks: HashMap<ParamId, Vec<f32>>,
+    masks: HashMap<ParamId, Tensor<1>>,
+}
+
+fn mask_tensor(mask: Vec<f32>, device: &Device) -> Tensor<1> {
+    let len = mask.len();
+    Tensor::from_data(TensorData::new(mask, [len]), device)
 }
 
 impl Pruner {
@@ -217,7 +227,8 @@ impl Pruner {
                     for &i in &order[..prune_count(order.len())] {
                         mask[i] = 0.0;
                     }
-                    self.masks.insert(weight.id, mask);
+                    self.masks
+                        .insert(weight.id, mask_tensor(mask, &weight.device));
                 }
             }
             PruningScope::Global => {
@@ -239,7 +250,8 @@ impl Pruner {
                     masks[w][i] = 0.0;
                 }
                 for (weight, mask) in selected.iter().zip(masks) {
-                    self.masks.insert(weight.id, mask);
+                    self.masks
+                        .insert(weight.id, mask_tensor(mask, &weight.device));
                 }
             }
         }
@@ -260,7 +272,7 @@ impl Pruner {
 }
 
 struct Masker<'a> {
-    masks: &'a HashMap<ParamId, Vec<f32>>,
+    masks: &'a HashMap<ParamId, Tensor<1>>,
 }
 
 impl ModuleMapper for Masker<'_> {
@@ -270,11 +282,10 @@ impl ModuleMapper for Masker<'_> {
         };
         param.map(|tensor| {
             let shape = tensor.shape();
-            if shape.num_elements() != mask.len() {
+            if shape.num_elements() != mask.shape().num_elements() {
                 return tensor;
             }
-            let mask =
-                Tensor::<D>::from_data(TensorData::new(mask.clone(), shape), &tensor.device());
+            let mask: Tensor<D> = mask.clone().reshape(shape);
             let required = tensor.is_require_grad();
             (tensor * mask).detach().set_require_grad(required)
         })

@@ -97,6 +97,24 @@ impl GraphBuilder {
         });
     }
 
+    /// The NHWC activation a `kernel`-sized window op (convolution) writes over `input`.
+    fn windowed_output(
+        &mut self,
+        name: &str,
+        input: TensorId,
+        [kh, kw]: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+        channels: usize,
+    ) -> TensorId {
+        let [n, h, w, _] = self.shape(input)[..] else {
+            panic!("{name}: a convolution input must be NHWC")
+        };
+        let (oh, _) = window(padding, h, kh, stride[0], 1);
+        let (ow, _) = window(padding, w, kw, stride[1], 1);
+        self.activation(name, &[n, oh, ow, channels])
+    }
+
     /// CONV_2D on an NHWC input with an OHWI filter.
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d(
@@ -109,15 +127,10 @@ impl GraphBuilder {
         padding: Padding,
         activation: Activation,
     ) -> TensorId {
-        let [n, h, w, _] = self.shape(input)[..] else {
-            panic!("conv2d input must be NHWC")
-        };
         let [o, kh, kw, _] = self.shape(filter)[..] else {
             panic!("conv2d filter must be OHWI")
         };
-        let (oh, _) = window(padding, h, kh, stride[0], 1);
-        let (ow, _) = window(padding, w, kw, stride[1], 1);
-        let output = self.activation(name, &[n, oh, ow, o]);
+        let output = self.windowed_output(name, input, [kh, kw], stride, padding, o);
         let options = BuiltinOptions::Conv2D(Conv2DOptions {
             padding,
             stride_w: stride[1] as i32,
@@ -147,15 +160,11 @@ impl GraphBuilder {
         padding: Padding,
         activation: Activation,
     ) -> TensorId {
-        let [n, h, w, c] = self.shape(input)[..] else {
-            panic!("depthwise_conv2d input must be NHWC")
-        };
         let [_, kh, kw, o] = self.shape(filter)[..] else {
             panic!("depthwise_conv2d filter must be [1, H, W, C]")
         };
-        let (oh, _) = window(padding, h, kh, stride[0], 1);
-        let (ow, _) = window(padding, w, kw, stride[1], 1);
-        let output = self.activation(name, &[n, oh, ow, o]);
+        let c = self.shape(input).last().copied().unwrap_or(1);
+        let output = self.windowed_output(name, input, [kh, kw], stride, padding, o);
         let options = BuiltinOptions::DepthwiseConv2D(DepthwiseConv2DOptions {
             padding,
             stride_w: stride[1] as i32,

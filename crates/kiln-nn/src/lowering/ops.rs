@@ -116,25 +116,29 @@ impl GraphBuilder {
 
     /// LOGISTIC (sigmoid).
     pub fn logistic(&mut self, name: &str, input: TensorId) -> TensorId {
-        let output = self.activation(name, &self.shape(input));
-        self.operator(
-            BuiltinOp::LOGISTIC,
-            &[Some(input)],
-            output,
-            BuiltinOptions::None,
-        );
-        output
+        self.elementwise(name, BuiltinOp::LOGISTIC, input, BuiltinOptions::None)
     }
 
     /// HARD_SWISH, `x · relu6(x + 3) / 6`.
     pub fn hard_swish(&mut self, name: &str, input: TensorId) -> TensorId {
-        let output = self.activation(name, &self.shape(input));
-        self.operator(
+        self.elementwise(
+            name,
             BuiltinOp::HARD_SWISH,
-            &[Some(input)],
-            output,
+            input,
             BuiltinOptions::HardSwish,
-        );
+        )
+    }
+
+    /// A one-input operator whose output has its input's shape.
+    fn elementwise(
+        &mut self,
+        name: &str,
+        op: BuiltinOp,
+        input: TensorId,
+        options: BuiltinOptions,
+    ) -> TensorId {
+        let output = self.activation(name, &self.shape(input));
+        self.operator(op, &[Some(input)], output, options);
         output
     }
 
