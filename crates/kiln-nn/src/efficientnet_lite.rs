@@ -36,7 +36,9 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu6, sigmoid};
 use kiln_tflite::{Activation, Model};
 
-use crate::Classifier;
+use crate::{Classifier, FloatForward, QuantHooks, QuantizableClassifier};
+
+use crate::hooked_layers::{conv_bn_hooked, conv2d_hooked, linear_hooked};
 use crate::lowering::{GraphBuilder, LowerError, TensorId, lower_conv_bn, lower_linear};
 
 /// TensorFlow EfficientNet's BatchNorm epsilon.
@@ -83,6 +85,29 @@ impl BlockActivation {
             Self::Relu6 => x,
             Self::Swish => graph.swish(&format!("{name}/swish"), x),
             Self::HardSwish => graph.hard_swish(&format!("{name}/hard_swish"), x),
+        }
+    }
+}
+
+/// `activation` after a convolution whose output `lower` names `name`, with fake-quant on
+/// what the int8 graph stores: the convolution's output after its fused part (ReLU6), and
+/// the unfused part's own output (`name/swish`, `name/hard_swish`).
+fn hooked_activation<H: QuantHooks>(
+    y: Tensor<4>,
+    hooks: &H,
+    name: &str,
+    activation: Option<BlockActivation>,
+) -> Tensor<4> {
+    match activation {
+        None => hooks.activation(name, y),
+        Some(BlockActivation::Relu6) => hooks.activation(name, relu6(y)),
+        Some(unfused) => {
+            let y = hooks.activation(name, y);
+            let suffix = match unfused {
+                BlockActivation::Swish => "swish",
+                _ => "hard_swish",
+            };
+            hooks.activation(&format!("{name}/{suffix}"), unfused.forward(y))
         }
     }
 }
@@ -397,8 +422,18 @@ impl ConvBn {
         Self { conv, bn }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+    /// Conv → BN → `activation` (none for the linear projections), with fake-quant points
+    /// on the tensors `lower` names `name` (after the fused part of the activation) and
+    /// `name/swish` or `name/hard_swish`.
+    fn forward_with<H: QuantHooks>(
+        &self,
+        x: Tensor<4>,
+        hooks: &H,
+        name: &str,
+        activation: Option<BlockActivation>,
+    ) -> Tensor<4> {
+        let y = conv_bn_hooked(&self.conv, &self.bn, x, hooks);
+        hooked_activation(y, hooks, name, activation)
     }
 
     /// Conv with BN folded, then `activation` (fused where TFLite can), or linear with `None`.
@@ -434,11 +469,20 @@ impl SqueezeExcite {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, activation: BlockActivation) -> Tensor<4> {
-        let pooled = x.clone().mean_dim(3).mean_dim(2);
-        let gate = activation.forward(self.reduce.forward(pooled));
-        let gate = sigmoid(self.expand.forward(gate));
-        x.mul(gate)
+    fn forward_with<H: QuantHooks>(
+        &self,
+        x: Tensor<4>,
+        hooks: &H,
+        name: &str,
+        activation: BlockActivation,
+    ) -> Tensor<4> {
+        let pooled = hooks.activation(&format!("{name}/mean"), x.clone().mean_dim(3).mean_dim(2));
+        let reduce = conv2d_hooked(&self.reduce, pooled, hooks);
+        let gate = hooked_activation(reduce, hooks, &format!("{name}/reduce"), Some(activation));
+        let gate = conv2d_hooked(&self.expand, gate, hooks);
+        let gate = hooks.activation(&format!("{name}/expand"), gate);
+        // LOGISTIC's int8 output has fixed parameters (1/256, −128): no observer.
+        hooks.activation(name, x.mul(sigmoid(gate)))
     }
 
     fn lower(
@@ -489,17 +533,36 @@ impl MbConv {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, activation: BlockActivation) -> Tensor<4> {
+    fn forward_with<H: QuantHooks>(
+        &self,
+        x: Tensor<4>,
+        hooks: &H,
+        name: &str,
+        activation: BlockActivation,
+    ) -> Tensor<4> {
         let mut y = match &self.expand {
-            Some(expand) => activation.forward(expand.forward(x.clone())),
+            Some(expand) => expand.forward_with(
+                x.clone(),
+                hooks,
+                &format!("{name}/expand"),
+                Some(activation),
+            ),
             None => x.clone(),
         };
-        y = activation.forward(self.depthwise.forward(y));
+        y = self
+            .depthwise
+            .forward_with(y, hooks, &format!("{name}/depthwise"), Some(activation));
         if let Some(se) = &self.se {
-            y = se.forward(y, activation);
+            y = se.forward_with(y, hooks, &format!("{name}/se"), activation);
         }
-        y = self.project.forward(y);
-        if self.residual { y.add(x) } else { y }
+        y = self
+            .project
+            .forward_with(y, hooks, &format!("{name}/project"), None);
+        if self.residual {
+            hooks.activation(&format!("{name}/add"), y.add(x))
+        } else {
+            y
+        }
     }
 
     fn lower(
@@ -547,14 +610,7 @@ pub struct EfficientNetLite {
 
 impl Classifier for EfficientNetLite {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let act = self.activation;
-        let mut x = act.forward(self.stem.forward(images));
-        for block in &self.blocks {
-            x = block.forward(x, act);
-        }
-        let x = act.forward(self.head.forward(x));
-        let pooled: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3);
-        self.classifier.forward(self.dropout.forward(pooled))
+        self.forward_with(images, &FloatForward)
     }
 
     /// Input `image` [1, H, W, C], output `logits` [1, classes].
@@ -578,6 +634,22 @@ impl Classifier for EfficientNetLite {
             None,
         )?;
         Ok(graph.finish(&[("image", image)], &[("logits", logits)]))
+    }
+}
+
+impl QuantizableClassifier for EfficientNetLite {
+    fn forward_with<H: QuantHooks>(&self, images: Tensor<4>, hooks: &H) -> Tensor<2> {
+        let act = Some(self.activation);
+        let x = hooks.activation("image", images);
+        let mut x = self.stem.forward_with(x, hooks, "stem", act);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward_with(x, hooks, &format!("block{i}"), self.activation);
+        }
+        let x = self.head.forward_with(x, hooks, "head", act);
+        let pooled: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3);
+        let pooled = hooks.activation("pool", pooled);
+        let logits = linear_hooked(&self.classifier, self.dropout.forward(pooled), hooks);
+        hooks.activation("logits", logits)
     }
 }
 
@@ -826,7 +898,9 @@ mod tests {
                 "input {side}"
             );
             let x = Tensor::<4>::zeros([1, 3, side, side], &Device::flex());
-            let stem = model.stem.forward(x);
+            let stem = model
+                .stem
+                .forward_with(x, &crate::FloatForward, "stem", None);
             assert_eq!(stem.dims()[2], side.div_ceil(2));
         }
     }

@@ -3,10 +3,13 @@
 
 mod classifier;
 mod efficientnet_lite;
+mod hooked_layers;
 pub mod lowering;
+mod quant_hooks;
 mod small_cnn;
 
-pub use classifier::Classifier;
+pub use classifier::{Classifier, QuantizableClassifier};
 pub use efficientnet_lite::{BlockActivation, EfficientNetLite, EfficientNetLiteConfig, StageSpec};
 pub use lowering::LowerError;
+pub use quant_hooks::{BatchNormMode, FloatForward, QuantHooks};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};

@@ -10,10 +10,11 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use kiln_tflite::{Activation, Model};
 
-use crate::Classifier;
+use crate::hooked_layers::{conv2d_hooked, linear_hooked};
 use crate::lowering::{
     GraphBuilder, LowerError, lower_conv2d, lower_linear, nchw_flatten_to_nhwc_rows,
 };
+use crate::{Classifier, FloatForward, QuantHooks, QuantizableClassifier};
 
 /// Shape and width of a SmallCnn.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,12 +93,7 @@ pub struct SmallCnn {
 
 impl Classifier for SmallCnn {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = images;
-        for conv in &self.convs {
-            x = self.pool.forward(relu(conv.forward(x)));
-        }
-        let x: Tensor<2> = x.flatten(1, 3);
-        self.fc2.forward(relu(self.fc1.forward(x)))
+        self.forward_with(images, &FloatForward)
     }
 
     /// Input `image` [1, H, W, C], output `logits` [1, classes].
@@ -127,5 +123,22 @@ impl Classifier for SmallCnn {
         )?;
         let logits = lower_linear(&mut graph, "logits", &self.fc2, x, Activation::None, None)?;
         Ok(graph.finish(&[("image", image)], &[("logits", logits)]))
+    }
+}
+
+impl QuantizableClassifier for SmallCnn {
+    /// Fake-quant points as `lower` names the tensors: `image`, `conv<n>` (after ReLU; each
+    /// pool and the flatten keep their input's int8 parameters), `dense1`, `logits`.
+    fn forward_with<H: QuantHooks>(&self, images: Tensor<4>, hooks: &H) -> Tensor<2> {
+        let mut x = hooks.activation("image", images);
+        for (i, conv) in self.convs.iter().enumerate() {
+            let y = relu(conv2d_hooked(conv, x, hooks));
+            x = self
+                .pool
+                .forward(hooks.activation(&format!("conv{}", i + 1), y));
+        }
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = hooks.activation("dense1", relu(linear_hooked(&self.fc1, x, hooks)));
+        hooks.activation("logits", linear_hooked(&self.fc2, x, hooks))
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod evaluate;
 mod optimizer;
 mod pruning;
+mod qat;
 mod schedule;
 mod throughput;
 mod train_loop;
@@ -21,6 +22,7 @@ pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use pruning::{
     LayerSparsity, Pruner, PruningScope, PruningSettings, SparsitySchedule, layer_sparsity,
 };
+pub use qat::{Qat, QatSettings, RangeObserver, fake_quant_asymmetric, fake_quant_symmetric};
 pub use schedule::{LrPlan, LrSchedule};
 pub use throughput::{Throughput, measure_throughput};
 pub use train_loop::{EpochStats, TrainOutcome, TrainSettings, train};

@@ -11,7 +11,7 @@ mod folded_conv;
 mod layers;
 mod layout;
 mod ops;
-mod padding;
+pub(crate) mod padding;
 
 pub use batch_norm::{FoldedConv, fold_batch_norm};
 pub use builder::{GraphBuilder, TensorId};

@@ -25,7 +25,7 @@ fn same_pair(input: usize, kernel: usize, stride: usize) -> Pair {
 
 /// The (before, after) pairs Burn's `Conv2d::forward` applies for this input size (burn-nn's
 /// own helper for this is crate-private, so its rule is restated here).
-fn burn_pairs(
+pub(crate) fn burn_pairs(
     config: &PaddingConfig2d,
     input: [usize; 2],
     kernel: [usize; 2],

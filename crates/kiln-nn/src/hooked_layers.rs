@@ -1,0 +1,167 @@
+//! Burn's conv and linear layers run with their weights passed through [`QuantHooks`] first —
+//! the same arithmetic as the layers' own `forward`, on the (fake-quantized) weight.
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::module::{conv2d, linear};
+use burn::tensor::ops::ConvOptions;
+
+use crate::lowering::padding::burn_pairs;
+use crate::quant_hooks::{BatchNormMode, QuantHooks};
+
+/// `conv.forward(x)` with its weight through `hooks`, quantized per output channel (axis 0
+/// of Burn's [out, in / groups, kh, kw]: TFLite's CONV_2D axis 0 and DEPTHWISE_CONV_2D axis 3).
+pub fn conv2d_hooked<H: QuantHooks>(conv: &Conv2d, x: Tensor<4>, hooks: &H) -> Tensor<4> {
+    let weight = hooks.weight(conv.weight.val(), Some(0));
+    conv2d_with_weight(conv, x, weight, conv.bias.as_ref().map(|b| b.val()))
+}
+
+/// `conv`'s convolution (stride, padding, dilation, groups) with another weight and bias.
+pub fn conv2d_with_weight(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    let [_, _, height, width] = x.dims();
+    let [rows, cols] = burn_pairs(
+        &conv.padding,
+        [height, width],
+        conv.kernel_size,
+        conv.stride,
+    );
+    let options =
+        ConvOptions::new_with_padding(conv.stride, [rows, cols], conv.dilation, conv.groups);
+    conv2d(x, weight, bias, options)
+}
+
+/// `layer.forward(x)` with its weight through `hooks`, one scale per tensor (the int8
+/// exporter's FULLY_CONNECTED default, and TF-MOT's).
+pub fn linear_hooked<H: QuantHooks>(layer: &Linear, x: Tensor<2>, hooks: &H) -> Tensor<2> {
+    let weight = hooks.weight(layer.weight.val(), None);
+    linear(x, weight, layer.bias.as_ref().map(|b| b.val()))
+}
+
+/// `bn.forward(conv.forward(x))` with `hooks`. Folded (QAT), the convolution runs with the
+/// BatchNorm-folded weight `w · γ/σ` (σ from the running variance) through the hooks — what
+/// the int8 model holds — following Krishnamoorthi, "Quantizing deep convolutional networks
+/// for efficient inference: A whitepaper" (2018), §3.2: while BatchNorm still trains, the
+/// output is divided by γ/σ again and normalised with the batch's statistics (which also
+/// update the running ones); frozen, the folded bias `β − γ·μ/σ` is added instead, exactly
+/// the exported graph's arithmetic.
+pub fn conv_bn_hooked<H: QuantHooks>(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    hooks: &H,
+) -> Tensor<4> {
+    let frozen = match hooks.batch_norm() {
+        BatchNormMode::Separate => {
+            return bn.forward(conv2d_hooked(conv, x, hooks));
+        }
+        BatchNormMode::Folded { frozen } => frozen,
+    };
+    let weight = conv.weight.val();
+    let channels = weight.dims()[0];
+    let device = weight.device();
+    let mean = bn.running_mean.value_sync().to_device(&device).detach();
+    let std = bn
+        .running_var
+        .value_sync()
+        .to_device(&device)
+        .detach()
+        .add_scalar(bn.epsilon)
+        .sqrt();
+    let gamma = bn.gamma.val();
+    let scale = gamma.clone().div(std.clone());
+    let folded = weight.mul(scale.clone().reshape([channels, 1, 1, 1]));
+    let folded = hooks.weight(folded, Some(0));
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let y = conv2d_with_weight(conv, x, folded, None);
+    let by_channel = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
+    let training = y.device().is_autodiff() && bn.training.is_enabled();
+    if training && !frozen {
+        let mut unscaled = y.div(by_channel(scale));
+        if let Some(bias) = bias {
+            unscaled = unscaled.add(by_channel(bias));
+        }
+        bn.forward(unscaled)
+    } else {
+        // β + γ/σ · (b − μ): the folded bias of lowering/batch_norm.rs.
+        let centred = match bias {
+            Some(bias) => bias.sub(mean),
+            None => mean.neg(),
+        };
+        y.add(by_channel(bn.beta.val().add(scale.mul(centred))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::BatchNormConfig;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::FloatForward;
+
+    /// Folds BatchNorm but leaves every value as it is.
+    struct FoldOnly(bool);
+
+    impl QuantHooks for FoldOnly {
+        fn weight<const D: usize>(&self, weight: Tensor<D>, _: Option<usize>) -> Tensor<D> {
+            weight
+        }
+        fn activation<const D: usize>(&self, _: &str, x: Tensor<D>) -> Tensor<D> {
+            x
+        }
+        fn batch_norm(&self) -> BatchNormMode {
+            BatchNormMode::Folded { frozen: self.0 }
+        }
+    }
+
+    fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        a.sub(b).abs().max().into_scalar::<f32>()
+    }
+
+    fn layers(device: &Device) -> (Conv2d, BatchNorm) {
+        let conv = Conv2dConfig::new([3, 6], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(burn::nn::PaddingConfig2d::Same)
+            .init(device);
+        let mut bn = BatchNormConfig::new(6).init(device);
+        bn.gamma = bn.gamma.map(|g| g.add_scalar(0.5));
+        bn.beta = bn.beta.map(|b| b.add_scalar(-0.25));
+        // Running statistics away from their (0, 1) start.
+        let x = Tensor::<4>::random([8, 3, 9, 9], Distribution::Normal(1.0, 2.0), device);
+        for _ in 0..20 {
+            let _ = bn.forward(conv.forward(x.clone()));
+        }
+        (conv, bn)
+    }
+
+    #[test]
+    fn folded_inference_is_conv_then_batch_norm() {
+        let train_device = Device::flex().autodiff();
+        let (conv, bn) = layers(&train_device);
+        let (conv, bn) = (conv.valid(), bn.valid());
+        let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &Device::flex());
+        let separate = conv_bn_hooked(&conv, &bn, x.clone(), &FloatForward);
+        let folded = conv_bn_hooked(&conv, &bn, x, &FoldOnly(false));
+        assert!(max_diff(separate, folded) < 1e-5);
+    }
+
+    #[test]
+    fn folded_training_normalises_with_batch_statistics_until_frozen() {
+        let device = Device::flex().autodiff();
+        let (conv, bn) = layers(&device);
+        let x = Tensor::<4>::random([4, 3, 9, 9], Distribution::Default, &device);
+        let separate = conv_bn_hooked(&conv, &bn, x.clone(), &FloatForward);
+        let folded = conv_bn_hooked(&conv, &bn, x.clone(), &FoldOnly(false));
+        assert!(max_diff(separate, folded) < 1e-4);
+        let frozen = conv_bn_hooked(&conv, &bn, x.clone(), &FoldOnly(true));
+        let inference = conv_bn_hooked(&conv.valid(), &bn.valid(), x.inner(), &FloatForward);
+        assert!(max_diff(frozen.inner(), inference) < 1e-5);
+    }
+}

@@ -1,0 +1,484 @@
+//! Quantization-aware training (Jacob et al., "Quantization and Training of Neural Networks
+//! for Efficient Integer-Arithmetic-Only Inference", CVPR 2018 — TF-MOT's `quantize_model`):
+//! the model trains through fake-quant — values rounded to the int8 grid they will have in
+//! the exported file and back to float — so it learns weights that survive the rounding.
+//!
+//! The grids are the int8 exporter's, so the Burn model and the int8 file compute the same
+//! function up to integer rounding inside the kernels:
+//! - weights (BatchNorm folded in, see kiln-nn's `conv_bn_hooked`): symmetric, [−127, 127],
+//!   one scale max|w|/127 per output channel for convolutions, one per tensor for dense
+//!   layers;
+//! - activations: asymmetric per tensor, [−128, 127], with the parameters kiln-export derives
+//!   from a range ([`kiln_export::asymmetric_int8_params`]); each range is an exponential
+//!   moving average of the training batches' min and max, started at the first batch's.
+//!
+//! Gradients pass straight through the rounding (the straight-through estimator), and are
+//! zero where an activation was clamped to its range, as TensorFlow's `FakeQuantWithMinMaxVars`.
+//! The observers live in the module (like BatchNorm's running statistics), so checkpoints
+//! and `--resume` carry them.
+
+use std::cell::RefCell;
+
+use burn::module::RunningState;
+use burn::prelude::*;
+use kiln_export::{QParams, Range, asymmetric_int8_params};
+use kiln_nn::{BatchNormMode, Classifier, LowerError, QuantHooks, QuantizableClassifier};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// When fake-quant starts and what stops moving, in training steps of the QAT run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QatSettings {
+    /// Weight of the old range in each moving-average update (TF-MOT uses 0.999 for long
+    /// runs; short fine-tunes want ranges that follow the weights within a hundred steps).
+    pub ema_decay: f64,
+    /// Steps that only observe ranges before fake-quant switches on (TF's `quant_delay`).
+    pub quant_delay: usize,
+    /// From this step on, the activation ranges stay as they are.
+    pub freeze_observers: Option<usize>,
+    /// From this step on, BatchNorm normalises with its running statistics, which stop
+    /// updating — the folded arithmetic of the exported model.
+    pub freeze_batch_norm: Option<usize>,
+}
+
+impl Default for QatSettings {
+    fn default() -> Self {
+        Self {
+            ema_decay: 0.99,
+            quant_delay: 0,
+            freeze_observers: None,
+            freeze_batch_norm: None,
+        }
+    }
+}
+
+impl QatSettings {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(TrainError::InvalidConfig(format!(
+                "QAT ema_decay = {} must be in [0, 1)",
+                self.ema_decay
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One activation's moving-average range: `[min, max, updates]`.
+#[derive(Module, Debug)]
+pub struct RangeObserver {
+    state: RunningState<Tensor<1>>,
+}
+
+impl RangeObserver {
+    fn new(device: &Device) -> Self {
+        Self {
+            state: RunningState::new(Tensor::zeros([3], device)),
+        }
+    }
+
+    /// The range, once a batch was observed.
+    fn read(&self) -> Option<Range> {
+        let [min, max, updates] = self.read_raw()?;
+        (updates > 0.0).then_some(Range { min, max })
+    }
+
+    /// Folds a batch's extremes into the average (the first batch sets it).
+    fn update(&self, batch: Range, decay: f64, device: &Device) {
+        let (min, max, updates) = match self.read_raw() {
+            Some([min, max, n]) if n > 0.0 => {
+                let blend = |old: f32, new: f32| {
+                    (decay * f64::from(old) + (1.0 - decay) * f64::from(new)) as f32
+                };
+                (blend(min, batch.min), blend(max, batch.max), n + 1.0)
+            }
+            _ => (batch.min, batch.max, 1.0),
+        };
+        self.state
+            .update(Tensor::from_floats([min, max, updates], device));
+    }
+
+    fn read_raw(&self) -> Option<[f32; 3]> {
+        let data = self.state.value_sync().into_data();
+        data.as_slice::<f32>().ok()?.try_into().ok()
+    }
+}
+
+/// A classifier in quantization-aware training: the model, an observer per quantized
+/// activation (by the lowered graph's tensor names), and the step counter the schedule
+/// reads. Train it like any [`Classifier`]; export `model` with [`Qat::ranges`].
+#[derive(Module, Debug)]
+pub struct Qat<M> {
+    pub model: M,
+    observers: Vec<RangeObserver>,
+    steps: RunningState<Tensor<1>>,
+    #[module(skip)]
+    names: Vec<String>,
+    #[module(skip)]
+    settings: QatSettings,
+}
+
+impl<M: QuantizableClassifier> Qat<M> {
+    /// Wraps `model` (parameters on any device). The activations to observe are found by one
+    /// inference pass of an `input` ([height, width, channels]) image on `eval_device`.
+    pub fn new(
+        model: M,
+        settings: QatSettings,
+        input: [usize; 3],
+        eval_device: &Device,
+    ) -> Result<Self, TrainError> {
+        settings.validate()?;
+        let [h, w, c] = input;
+        let recorder = NameRecorder::default();
+        let _ = model
+            .valid()
+            .forward_with(Tensor::zeros([1, c, h, w], eval_device), &recorder);
+        let names = recorder.names.into_inner();
+        let device = model_device(&model).unwrap_or_else(|| eval_device.clone());
+        Ok(Self {
+            observers: names.iter().map(|_| RangeObserver::new(&device)).collect(),
+            steps: RunningState::new(Tensor::zeros([1], &device)),
+            model,
+            names,
+            settings,
+        })
+    }
+}
+
+impl<M> Qat<M> {
+    /// The observed range of every quantized activation, by tensor name (those not observed
+    /// yet are left out).
+    pub fn ranges(&self) -> Vec<(String, Range)> {
+        self.names
+            .iter()
+            .zip(&self.observers)
+            .filter_map(|(name, o)| o.read().map(|r| (name.clone(), r)))
+            .collect()
+    }
+
+    /// Training steps taken so far.
+    pub fn steps(&self) -> usize {
+        let data = self.steps.value_sync().into_data();
+        data.as_slice::<f32>()
+            .ok()
+            .and_then(|v| v.first().copied())
+            .map_or(0, |v| v as usize)
+    }
+
+    pub fn settings(&self) -> &QatSettings {
+        &self.settings
+    }
+}
+
+impl<M: QuantizableClassifier + burn::module::ModuleDisplay> Classifier for Qat<M> {
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let device = images.device();
+        let training = device.is_autodiff();
+        let mut step = self.steps();
+        if training {
+            step += 1;
+            self.steps
+                .update(Tensor::from_floats([step as f32], &device));
+        }
+        // The step being taken, counted from 0.
+        let current = step.saturating_sub(usize::from(training));
+        let settings = &self.settings;
+        let reached = |at: Option<usize>| at.is_some_and(|s| current >= s);
+        let hooks = FakeQuant {
+            qat: self,
+            observe: training && !reached(settings.freeze_observers),
+            quantize: current >= settings.quant_delay || !training,
+            frozen_batch_norm: !training || reached(settings.freeze_batch_norm),
+            device,
+        };
+        self.model.forward_with(images, &hooks)
+    }
+
+    fn lower(&self, description: &str) -> Result<kiln_tflite::Model, LowerError> {
+        self.model.lower(description)
+    }
+}
+
+/// The hooks of one forward pass.
+struct FakeQuant<'a, M> {
+    qat: &'a Qat<M>,
+    observe: bool,
+    quantize: bool,
+    frozen_batch_norm: bool,
+    device: Device,
+}
+
+impl<M> QuantHooks for FakeQuant<'_, M> {
+    fn weight<const D: usize>(&self, weight: Tensor<D>, channel_axis: Option<usize>) -> Tensor<D> {
+        if self.quantize {
+            fake_quant_symmetric(weight, channel_axis)
+        } else {
+            weight
+        }
+    }
+
+    fn activation<const D: usize>(&self, tensor: &str, x: Tensor<D>) -> Tensor<D> {
+        let Some(index) = self.qat.names.iter().position(|n| n == tensor) else {
+            return x;
+        };
+        let observer = &self.qat.observers[index];
+        if self.observe
+            && let Some(batch) = extremes(&x)
+        {
+            observer.update(batch, self.qat.settings.ema_decay, &self.device);
+        }
+        match observer.read() {
+            Some(range) if self.quantize => fake_quant_asymmetric(x, asymmetric_int8_params(range)),
+            _ => x,
+        }
+    }
+
+    fn batch_norm(&self) -> BatchNormMode {
+        BatchNormMode::Folded {
+            frozen: self.frozen_batch_norm,
+        }
+    }
+}
+
+/// The smallest and largest value of `x` (`None` for empty or non-finite tensors).
+fn extremes<const D: usize>(x: &Tensor<D>) -> Option<Range> {
+    let x = x.clone().detach();
+    let both = Tensor::cat(vec![x.clone().min(), x.max()], 0).into_data();
+    let v = both.as_slice::<f32>().ok()?;
+    (v.len() == 2 && v[0].is_finite() && v[1].is_finite()).then(|| Range {
+        min: v[0],
+        max: v[1],
+    })
+}
+
+/// Round half away from zero, as TFLite's quantizer does (Burn's `round` goes to even).
+fn round_half_away<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone().sign().mul(x.abs().add_scalar(0.5).floor())
+}
+
+/// `x` on the int8 grid of `params` in the forward pass, unchanged in the backward pass
+/// where it lies inside the grid's range (zero gradient where it was clamped).
+pub fn fake_quant_asymmetric<const D: usize>(x: Tensor<D>, params: QParams) -> Tensor<D> {
+    let scale = f64::from(params.scale);
+    let zero_point = f64::from(params.zero_point);
+    let low = (-128.0 - zero_point) * scale;
+    let high = (127.0 - zero_point) * scale;
+    let clamped = x.clamp(low, high);
+    let rounded = round_half_away(clamped.clone().div_scalar(scale)).mul_scalar(scale);
+    clamped.clone() + (rounded - clamped).detach()
+}
+
+/// `weight` on the symmetric int8 grid — one scale max|w|/127 per slice along
+/// `channel_axis`, or one for the tensor — with a straight-through gradient.
+pub fn fake_quant_symmetric<const D: usize>(
+    weight: Tensor<D>,
+    channel_axis: Option<usize>,
+) -> Tensor<D> {
+    let dims = weight.dims();
+    let magnitude = weight.clone().detach().abs();
+    let max_abs: Tensor<D> = match channel_axis {
+        Some(axis) if axis < D => {
+            let channels = dims[axis];
+            let per_channel: Tensor<2> =
+                magnitude.swap_dims(0, axis).reshape([channels as i64, -1]);
+            let mut shape = [1usize; D];
+            shape[axis] = channels;
+            per_channel.max_dim(1).reshape(shape)
+        }
+        _ => magnitude.max().reshape([1usize; D]),
+    };
+    // An all-zero channel keeps scale 1 (any scale represents it).
+    let zero = max_abs.clone().equal_elem(0.0);
+    let scale = max_abs.mask_fill(zero, 127.0).div_scalar(127.0);
+    let quantized = round_half_away(weight.clone().div(scale.clone()))
+        .clamp(-127.0, 127.0)
+        .mul(scale);
+    weight.clone() + (quantized - weight).detach()
+}
+
+/// Collects the activation names a forward pass hooks, in order.
+#[derive(Default)]
+struct NameRecorder {
+    names: RefCell<Vec<String>>,
+}
+
+impl QuantHooks for NameRecorder {
+    fn weight<const D: usize>(&self, weight: Tensor<D>, _: Option<usize>) -> Tensor<D> {
+        weight
+    }
+
+    fn activation<const D: usize>(&self, tensor: &str, x: Tensor<D>) -> Tensor<D> {
+        let mut names = self.names.borrow_mut();
+        if !names.iter().any(|n| n == tensor) {
+            names.push(tensor.to_owned());
+        }
+        x
+    }
+
+    fn batch_norm(&self) -> BatchNormMode {
+        BatchNormMode::Folded { frozen: true }
+    }
+}
+
+/// The device of `model`'s first float parameter.
+fn model_device<M: Module>(model: &M) -> Option<Device> {
+    struct First(Option<Device>);
+    impl burn::module::ModuleVisitor for First {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if self.0.is_none() {
+                self.0 = Some(param.val().device());
+            }
+        }
+    }
+    let mut first = First(None);
+    model.visit(&mut first);
+    first.0
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+    use kiln_export::{Int8Options, TensorRanges, quantize_int8, quantize_symmetric};
+    use kiln_nn::{EfficientNetLiteConfig, SmallCnnConfig};
+
+    use super::*;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn activations_land_on_the_exporters_int8_grid() {
+        let device = Device::flex();
+        let params = asymmetric_int8_params(Range {
+            min: -0.7,
+            max: 2.3,
+        });
+        let x = Tensor::<1>::random([4096], Distribution::Uniform(-1.5, 3.5), &device);
+        let expected: Vec<f32> = values(x.clone())
+            .iter()
+            .map(|&v| (f32::from(params.quantize(v)) - params.zero_point as f32) * params.scale)
+            .collect();
+        let got = values(fake_quant_asymmetric(x, params));
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn weights_land_on_the_exporters_symmetric_grid() {
+        let device = Device::flex();
+        let w = Tensor::<4>::random([5, 3, 3, 3], Distribution::Normal(0.0, 0.2), &device);
+        // A dead channel keeps its zeros.
+        let w = w.slice_assign(
+            [4..5, 0..3, 0..3, 0..3],
+            Tensor::zeros([1, 3, 3, 3], &device),
+        );
+        let flat = values(w.clone());
+        for axis in [Some(0), None] {
+            let q = quantize_symmetric(&flat, &[5, 3, 3, 3], axis).unwrap();
+            let per_channel = flat.len() / q.scales.len();
+            let got = values(fake_quant_symmetric(w.clone(), axis));
+            for (i, g) in got.iter().enumerate() {
+                let e = f32::from(q.values[i]) * q.scales[i / per_channel];
+                assert!((g - e).abs() <= 1e-6, "{axis:?} [{i}]: {g} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_pass_straight_through_inside_the_range_only() {
+        let device = Device::flex().autodiff();
+        let params = asymmetric_int8_params(Range {
+            min: -1.0,
+            max: 1.0,
+        });
+        let x = Tensor::<1>::from_floats([-3.0, -0.5, 0.01, 0.7, 2.0], &device).require_grad();
+        let y = fake_quant_asymmetric(x.clone(), params);
+        let grads = y.sum().backward();
+        let grad = values(x.grad(&grads).unwrap());
+        assert_eq!(grad, vec![0.0, 1.0, 1.0, 1.0, 0.0]);
+        let w = Tensor::<2>::from_floats([[0.3, -0.2], [0.05, 0.1]], &device).require_grad();
+        let grads = fake_quant_symmetric(w.clone(), Some(0)).sum().backward();
+        assert_eq!(values(w.grad(&grads).unwrap()), vec![1.0; 4]);
+    }
+
+    /// Trains `qat` a few steps on noise so every observer sees batches.
+    fn observe<M: QuantizableClassifier + burn::module::ModuleDisplay>(
+        qat: &Qat<M>,
+        input: [usize; 3],
+        steps: usize,
+    ) -> Vec<Tensor<2>> {
+        let [h, w, c] = input;
+        let device = Device::flex().autodiff();
+        (0..steps)
+            .map(|_| {
+                qat.forward(Tensor::random(
+                    [4, c, h, w],
+                    Distribution::Uniform(-1.0, 1.0),
+                    &device,
+                ))
+            })
+            .collect()
+    }
+
+    /// The observed activations are exactly the tensors the int8 exporter needs ranges for.
+    fn ranges_cover_the_lowered_graph<M: QuantizableClassifier + burn::module::ModuleDisplay>(
+        model: M,
+        input: [usize; 3],
+    ) {
+        let qat = Qat::new(model, QatSettings::default(), input, &Device::flex()).unwrap();
+        observe(&qat, input, 2);
+        let lowered = qat.lower("qat").unwrap();
+        let tensors = &lowered.subgraphs[0].tensors;
+        let mut ranges = TensorRanges::new(tensors.len());
+        for (name, range) in qat.ranges() {
+            let index = tensors
+                .iter()
+                .position(|t| t.name == name)
+                .unwrap_or_else(|| panic!("observed '{name}' is not a tensor of the graph"));
+            ranges.set(index, range);
+        }
+        quantize_int8(&lowered, &ranges, &Int8Options::default())
+            .expect("every int8 activation has a QAT range");
+        assert_eq!(qat.steps(), 2);
+    }
+
+    #[test]
+    fn small_cnn_observers_match_its_lowered_tensors() {
+        let device = Device::flex().autodiff();
+        let model = SmallCnnConfig::new([12, 12, 1], 3).init(&device).unwrap();
+        ranges_cover_the_lowered_graph(model, [12, 12, 1]);
+    }
+
+    #[test]
+    fn efficientnet_lite_observers_match_its_lowered_tensors() {
+        let device = Device::flex().autodiff();
+        let model = EfficientNetLiteConfig::new([32, 32, 3], 4)
+            .init(&device)
+            .unwrap();
+        ranges_cover_the_lowered_graph(model, [32, 32, 3]);
+    }
+
+    #[test]
+    fn quant_delay_keeps_the_first_steps_float() {
+        let device = Device::flex().autodiff();
+        let input = [10, 10, 1];
+        let model = SmallCnnConfig::new(input, 3).init(&device).unwrap();
+        let settings = QatSettings {
+            quant_delay: 1,
+            ..QatSettings::default()
+        };
+        let qat = Qat::new(model.clone(), settings, input, &Device::flex()).unwrap();
+        let x = Tensor::<4>::random([2, 1, 10, 10], Distribution::Default, &device);
+        let float = values(model.forward(x.clone()));
+        assert_eq!(
+            values(qat.forward(x.clone())),
+            float,
+            "step 0 observes only"
+        );
+        assert_ne!(values(qat.forward(x)), float, "step 1 is fake-quantized");
+        assert_eq!(qat.steps(), 2);
+    }
+}
