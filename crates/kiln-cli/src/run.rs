@@ -164,6 +164,8 @@ impl Run<'_> {
             progress: std::io::stderr().is_terminal(),
             interrupt: Some(interrupt),
             pruning: None,
+            preserve_sparsity: false,
+            distillation: None,
         };
         let train_started = Instant::now();
         let validation = (!validation_set.is_empty()).then_some(validation_set);

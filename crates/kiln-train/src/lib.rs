@@ -5,6 +5,7 @@
 mod backend;
 mod batch;
 mod checkpoint;
+mod distillation;
 mod error;
 mod evaluate;
 mod optimizer;
@@ -16,6 +17,7 @@ mod train_loop;
 
 pub use backend::BackendKind;
 pub use batch::Augment;
+pub use distillation::{Distillation, soft_target_kl};
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
 pub use optimizer::{OptimizerKind, OptimizerSettings};

@@ -157,12 +157,18 @@ struct Collector {
 }
 
 impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_owned());
+    // An enum of architectures enters its variant like a field; layer names leave it out
+    // (`convs.0`, not `SmallCnn.convs.0`), so patterns do not depend on the wrapping.
+    fn enter_module(&mut self, name: &str, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.path.push(name.to_owned());
+        }
     }
 
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.path.pop();
+        }
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -255,6 +261,23 @@ impl Pruner {
                 }
             }
         }
+    }
+
+    /// Masks that keep every prunable weight that is zero now at zero: fine-tuning a pruned
+    /// model (QAT, say) then cannot lose its sparsity.
+    pub fn keeping_zeros<M: Module>(model: &M) -> Self {
+        let mut collector = Collector::default();
+        model.visit(&mut collector);
+        let masks = collector
+            .weights
+            .into_iter()
+            .filter(|w| w.values.contains(&0.0))
+            .map(|w| {
+                let mask = w.values.iter().map(|&v| f32::from(v != 0.0)).collect();
+                (w.id, mask_tensor(mask, &w.device))
+            })
+            .collect();
+        Self { masks }
     }
 
     pub fn is_active(&self) -> bool {
@@ -440,5 +463,43 @@ mod tests {
         let layers = layer_sparsity(&global.apply(model));
         let zeros: usize = layers.iter().map(|l| l.zeros).sum();
         assert_eq!(zeros, (32 + 8) / 2);
+    }
+
+    #[test]
+    fn kept_zeros_survive_weight_updates() {
+        use burn::nn::{Linear, LinearConfig};
+        let device = Device::flex();
+        let layer: Linear = LinearConfig::new(6, 3).init(&device);
+        let mut settings = polynomial();
+        settings.exclude.clear();
+        let mut pruner = Pruner::default();
+        pruner.update(&layer, &settings, 0.5);
+        let pruned = pruner.apply(layer);
+        let keeper = Pruner::keeping_zeros(&pruned);
+        // What an optimizer step does to every weight.
+        let stepped = pruned.clone().map(&mut Shift);
+        assert_eq!(layer_sparsity(&stepped)[0].zeros, 0);
+        let kept = keeper.apply(stepped);
+        let (before, after) = (
+            pruned.weight.val().into_data(),
+            kept.weight.val().into_data(),
+        );
+        for (b, a) in before
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .zip(after.as_slice::<f32>().unwrap())
+        {
+            assert_eq!(*b == 0.0, *a == 0.0);
+        }
+        assert_eq!(layer_sparsity(&kept)[0].zeros, 9);
+    }
+
+    struct Shift;
+
+    impl ModuleMapper for Shift {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| t.add_scalar(0.125))
+        }
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Augment, image_tensor, images_nchw, label_tensor};
 use crate::checkpoint::{CheckpointState, Checkpoints};
+use crate::distillation::Distillation;
 use crate::error::TrainError;
 use crate::evaluate::{accuracy, argmax_rows, predict};
 use crate::optimizer::OptimizerSettings;
@@ -62,6 +63,11 @@ pub struct TrainSettings {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Magnitude pruning on a schedule (steps count from this run's first step).
     pub pruning: Option<PruningSettings>,
+    /// Keep every weight that is exactly zero at the start at zero (fine-tuning a pruned
+    /// model without losing its sparsity, e.g. in QAT).
+    pub preserve_sparsity: bool,
+    /// Train against a teacher's soft targets as well as the labels.
+    pub distillation: Option<Distillation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +167,10 @@ pub fn train<M: Classifier>(
     // caller seeded, before the per-epoch reseeding below would change what they become.
     model.visit(&mut Materialize);
     let mut pruner = Pruner::default();
+    if settings.preserve_sparsity {
+        pruner = Pruner::keeping_zeros(&model);
+        model = pruner.apply(model);
+    }
     if let Some(pruning) = &settings.pruning {
         pruning.validate()?;
         // A resumed run rebuilds the masks the interrupted one had: the pruned weights are
@@ -210,8 +220,11 @@ pub fn train<M: Classifier>(
             let images = image_tensor(data, pixels, batch.len(), device);
             let labels = label_tensor(data, batch, device);
             data_seconds += batch_started.elapsed().as_secs_f64();
-            let logits = model.forward(images);
-            let loss = loss_fn.forward(logits.clone(), labels);
+            let logits = model.forward(images.clone());
+            let mut loss = loss_fn.forward(logits.clone(), labels);
+            if let Some(distillation) = &settings.distillation {
+                loss = distillation.loss(logits.clone(), images, loss);
+            }
 
             let logits = logits.into_data();
             let logits = logits
@@ -238,6 +251,8 @@ pub fn train<M: Classifier>(
                 if let Some(sparsity) = pruning.update_at((epoch - 1) * steps_per_epoch + step) {
                     pruner.update(&model, pruning, sparsity);
                 }
+                model = pruner.apply(model);
+            } else if pruner.is_active() {
                 model = pruner.apply(model);
             }
             bar.set_message(format!(
@@ -353,6 +368,9 @@ fn validate(
         return invalid(format!(
             "step schedule: step_epochs = {every_epochs} must be ≥ 1 and step_gamma = {gamma} in (0, 1]"
         ));
+    }
+    if let Some(distillation) = &settings.distillation {
+        distillation.validate()?;
     }
     if settings.early_stopping_patience.is_some() && validation.is_none_or(ImageDataset::is_empty) {
         return invalid(
