@@ -9,6 +9,8 @@ use crate::{
     Classifier, EfficientNetLite, LowerError, QuantHooks, QuantizableClassifier, SmallCnn,
 };
 
+// Moved a handful of times per run; boxing would cost Burn's Module derive its support.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AnyClassifier {
     SmallCnn(SmallCnn),
