@@ -225,7 +225,7 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         let small_cnn_keys = [
             ("conv_filters", self.conv_filters.is_some()),
             ("dense_units", self.dense_units.is_some()),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kiln_data::ImageDataset;
-use kiln_export::{Calibrator, Int8Options, IoType, ModelCard};
+use kiln_export::{Calibrator, Int8Options, IoType, ModelCard, TensorRanges};
 use kiln_tflite::Model;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -16,79 +16,98 @@ use crate::config::{ExportConfig, Int8Io, Variant};
 /// A written variant.
 pub struct Exported {
     pub variant: Variant,
+    /// The variant's name in the report (`int8`, `pruned80_int8`, `qat_int8`, …).
+    pub name: String,
     pub file: String,
     pub path: PathBuf,
 }
 
-/// Writes every configured variant of `fp32` into `run_dir`, in the configured order.
-/// `train` supplies the int8 calibration images (a sample seeded by `seed`); every file carries
-/// `card` as metadata (labels, normalisation, description, minimum runtime version).
+/// Where a full-int8 export gets its activation ranges.
+pub enum Int8Ranges<'a> {
+    /// Calibrate: run the fp32 model on a seeded sample of `calibration_samples` training
+    /// images (TFLite's post-training quantization).
+    Calibrate { train: &'a ImageDataset, seed: u64 },
+    /// Ranges learned in quantization-aware training, by tensor index.
+    Given(TensorRanges),
+}
+
+/// Writes `variants` of `fp32` into `run_dir` as `model_<prefix>_<variant>.tflite` (no prefix:
+/// `model_<variant>.tflite`), named `<prefix>_<variant>`. Every file carries `card` as
+/// metadata (labels, normalisation, description, minimum runtime version).
 pub fn export_variants(
     fp32: &Model,
     card: &ModelCard,
+    (prefix, variants): (&str, &[Variant]),
     run_dir: &Path,
     config: &ExportConfig,
-    train: &ImageDataset,
-    seed: u64,
+    int8: &Int8Ranges,
 ) -> Result<Vec<Exported>> {
-    let mut written = Vec::with_capacity(config.variants.len());
-    for &variant in &config.variants {
-        written.push(export_one(
-            fp32,
-            card,
-            variant,
-            &variant.file_name(),
-            run_dir,
-            config,
-            train,
-            seed,
-        )?);
-    }
-    Ok(written)
+    variants
+        .iter()
+        .map(|&variant| {
+            let name = if prefix.is_empty() {
+                variant.name().to_owned()
+            } else {
+                format!("{prefix}_{}", variant.name())
+            };
+            export_one(fp32, card, variant, &name, run_dir, config, int8)
+        })
+        .collect()
 }
 
-/// Derives `variant` from `fp32` and writes it, with `card`'s metadata, as `run_dir/file`.
-#[allow(clippy::too_many_arguments)]
+/// Derives `variant` from `fp32` and writes it, with `card`'s metadata, as
+/// `run_dir/model_<name>.tflite`.
 pub fn export_one(
     fp32: &Model,
     card: &ModelCard,
     variant: Variant,
-    file: &str,
+    name: &str,
     run_dir: &Path,
     config: &ExportConfig,
-    train: &ImageDataset,
-    seed: u64,
+    int8_ranges: &Int8Ranges,
 ) -> Result<Exported> {
     let model = match variant {
         Variant::Fp32 => fp32.clone(),
         Variant::Fp16 => kiln_export::to_float16(fp32).context("float16 export")?,
         Variant::Dynamic => kiln_export::to_dynamic_range(fp32).context("dynamic-range export")?,
-        Variant::Int8 => int8(fp32, config, train, seed).context("int8 export")?,
+        Variant::Int8 => int8(fp32, config, int8_ranges).context("int8 export")?,
     };
-    let path = run_dir.join(file);
+    let file = format!("model_{name}.tflite");
+    let path = run_dir.join(&file);
     let bytes = kiln_export::to_bytes_with_metadata(&model, card)
-        .with_context(|| format!("{} metadata", variant.name()))?;
+        .with_context(|| format!("{name} metadata"))?;
     kiln_tflite::write_atomically(&path, &bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     info!("exported {}", path.display());
     Ok(Exported {
         variant,
-        file: file.to_owned(),
+        name: name.to_owned(),
+        file,
         path,
     })
 }
 
-/// Calibrates on `calibration_samples` training images, then quantizes to full int8.
-fn int8(fp32: &Model, config: &ExportConfig, train: &ImageDataset, seed: u64) -> Result<Model> {
-    let mut calibrator = Calibrator::new(fp32)?;
-    let rows = calibration_rows(train.len(), config.calibration_samples, seed);
-    for &row in &rows {
-        calibrator
-            .observe(&[train.image(row)])
-            .with_context(|| format!("calibrating on training image {row}"))?;
-    }
-    let ranges = calibrator.finish()?;
-    info!("int8: calibrated on {} training images", ranges.samples());
+/// Quantizes to full int8 with calibrated or QAT ranges.
+fn int8(fp32: &Model, config: &ExportConfig, source: &Int8Ranges) -> Result<Model> {
+    let calibrated;
+    let ranges = match source {
+        Int8Ranges::Given(ranges) => ranges,
+        Int8Ranges::Calibrate { train, seed } => {
+            let mut calibrator = Calibrator::new(fp32)?;
+            let rows = calibration_rows(train.len(), config.calibration_samples, *seed);
+            for &row in &rows {
+                calibrator
+                    .observe(&[train.image(row)])
+                    .with_context(|| format!("calibrating on training image {row}"))?;
+            }
+            calibrated = calibrator.finish()?;
+            info!(
+                "int8: calibrated on {} training images",
+                calibrated.samples()
+            );
+            &calibrated
+        }
+    };
     let options = Int8Options {
         io: match config.int8_io {
             Int8Io::Int8 => IoType::Int8,
@@ -97,7 +116,7 @@ fn int8(fp32: &Model, config: &ExportConfig, train: &ImageDataset, seed: u64) ->
         },
         ..Int8Options::default()
     };
-    Ok(kiln_export::quantize_int8(fp32, &ranges, &options)?)
+    Ok(kiln_export::quantize_int8(fp32, ranges, &options)?)
 }
 
 /// A seeded uniform sample of `count` row indices (all rows when there are fewer): datasets

@@ -34,6 +34,10 @@ enum Command {
         /// kill or Ctrl-C); the result equals an uninterrupted run's.
         #[arg(long)]
         resume: bool,
+        /// Compare distilled and plain students over N seeds (mean ± std in the report);
+        /// overrides the recipe's [distill] seeds.
+        #[arg(long, value_name = "N")]
+        seeds: Option<usize>,
     },
     /// Run a .tflite on .npy (or .npz, one array per input) inputs with kiln-runtime.
     Infer {
@@ -165,7 +169,8 @@ fn main() -> ExitCode {
             out,
             overrides,
             resume,
-        } => run::run(&config, out, &overrides, resume).map(|dir| {
+            seeds,
+        } => run::run(&config, out, &overrides, resume, seeds).map(|dir| {
             println!("{}", dir.display());
         }),
         Command::Infer {

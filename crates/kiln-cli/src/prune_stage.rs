@@ -15,7 +15,7 @@ use tracing::info;
 use crate::recipe::PruneStage;
 
 pub struct Pruned<M> {
-    /// The pruned model, on the plain device.
+    /// The pruned model, on the autodiff device (QAT may fine-tune it further).
     pub model: M,
     pub history: Vec<EpochStats>,
     pub layers: Vec<LayerSparsity>,
@@ -64,7 +64,7 @@ pub fn prune<M: Classifier>(
         )
     })
     .context("pruning fine-tune failed")?;
-    let model = outcome.model.valid();
+    let model = outcome.model;
     let layers = layer_sparsity(&model);
     let (zeros, weights) = layers
         .iter()

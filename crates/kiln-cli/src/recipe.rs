@@ -5,12 +5,19 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub use crate::distill_stage::DistillStage;
+pub use crate::qat_stage::QatStage;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Train,
-    /// Fine-tune the trained model with magnitude pruning on a schedule (`[prune]`).
+    /// Train a student against a teacher's soft targets (`[distill]`).
+    Distill,
+    /// Fine-tune a model with magnitude pruning on a schedule (`[prune]`).
     Prune,
+    /// Quantization-aware fine-tuning (`[qat]`); exports `…qat_int8` with the QAT ranges.
+    Qat,
     Export,
     Verify,
     Report,
@@ -21,14 +28,54 @@ pub enum Stage {
 pub struct Recipe {
     pub description: Option<String>,
     pub stages: Vec<Stage>,
+    /// Parameters of the `distill` stage.
+    pub distill: Option<DistillStage>,
     /// Parameters of the `prune` stage.
     pub prune: Option<PruneStage>,
+    /// Parameters of the `qat` stage.
+    pub qat: Option<QatStage>,
+}
+
+/// A stage whose model a later compression stage can start from (`from = "…"`).
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Train,
+    Distill,
+    Prune,
+}
+
+impl Source {
+    pub fn stage(self) -> Stage {
+        match self {
+            Self::Train => Stage::Train,
+            Self::Distill => Stage::Distill,
+            Self::Prune => Stage::Prune,
+        }
+    }
+}
+
+impl Recipe {
+    /// The model a compression stage `stage` starts from: `from` when given, else the latest
+    /// model-making stage before it.
+    pub fn source_of(&self, stage: Stage, from: Option<Source>) -> Source {
+        from.unwrap_or_else(|| {
+            [Source::Prune, Source::Distill, Source::Train]
+                .into_iter()
+                .filter(|s| s.stage() < stage)
+                .find(|s| self.stages.contains(&s.stage()))
+                .unwrap_or(Source::Train)
+        })
+    }
 }
 
 /// `[prune]`: fine-tuning with magnitude pruning (TF-MOT's `prune_low_magnitude` schedule).
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneStage {
+    /// The model to prune: "train" or "distill" (default: the latest before `prune`).
+    #[serde(default)]
+    pub from: Option<Source>,
     /// Fraction of each prunable layer's weights that are zero at the end.
     pub final_sparsity: f64,
     #[serde(default)]
@@ -140,6 +187,47 @@ impl PruneStage {
     }
 }
 
+const ORDER: &str = "train → distill → prune → qat → export → verify → report";
+const PRUNE_KEYS: &str = "final_sparsity, epochs, end_epoch, learning_rate";
+const QAT_KEYS: &str = "epochs, learning_rate";
+const DISTILL_KEYS: &str = "a [distill.student] model table";
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Distill => "distill",
+            Self::Prune => "prune",
+            Self::Qat => "qat",
+            Self::Export => "export",
+            Self::Verify => "verify",
+            Self::Report => "report",
+        }
+    }
+}
+
+/// A stage and its parameter table come together.
+fn table_matches_stage(
+    path: &Path,
+    recipe: &Recipe,
+    stage: Stage,
+    has_table: bool,
+    required: &str,
+) -> Result<()> {
+    let name = stage.name();
+    match (recipe.stages.contains(&stage), has_table) {
+        (true, false) => bail!(
+            "{}: the `{name}` stage needs a [{name}] table ({required})",
+            path.display()
+        ),
+        (false, true) => bail!(
+            "{}: a [{name}] table without a `{name}` stage in `stages`",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 pub fn load(path: &Path) -> Result<Recipe> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -149,41 +237,62 @@ pub fn load(path: &Path) -> Result<Recipe> {
     })?;
     let recipe: Recipe = toml::from_str(&text).with_context(|| {
         format!(
-            "invalid pipeline recipe {} (known stages: train, prune, export, verify, report)",
+            "invalid pipeline recipe {} (stages, in order: {ORDER})",
             path.display()
         )
     })?;
-    match (recipe.stages.contains(&Stage::Prune), &recipe.prune) {
-        (true, None) => bail!(
-            "{}: the `prune` stage needs a [prune] table (final_sparsity, epochs, end_epoch, learning_rate)",
-            path.display()
-        ),
-        (false, Some(_)) => bail!(
-            "{}: a [prune] table without a `prune` stage in `stages`",
-            path.display()
-        ),
-        (true, Some(prune)) => {
-            if let Err(reason) = prune.validate() {
-                bail!("{}: stage `prune`: {reason}", path.display());
-            }
-        }
-        (false, None) => {}
-    }
-    let order = [
-        Stage::Train,
+    table_matches_stage(
+        path,
+        &recipe,
         Stage::Prune,
-        Stage::Export,
-        Stage::Verify,
-        Stage::Report,
+        recipe.prune.is_some(),
+        PRUNE_KEYS,
+    )?;
+    table_matches_stage(path, &recipe, Stage::Qat, recipe.qat.is_some(), QAT_KEYS)?;
+    table_matches_stage(
+        path,
+        &recipe,
+        Stage::Distill,
+        recipe.distill.is_some(),
+        DISTILL_KEYS,
+    )?;
+    let checks = [
+        (
+            Stage::Prune,
+            recipe.prune.as_ref().map(PruneStage::validate),
+        ),
+        (Stage::Qat, recipe.qat.as_ref().map(QatStage::validate)),
+        (
+            Stage::Distill,
+            recipe.distill.as_ref().map(DistillStage::validate),
+        ),
     ];
-    let positions: Vec<usize> = recipe
-        .stages
-        .iter()
-        .map(|s| order.iter().position(|o| o == s).unwrap_or(usize::MAX))
-        .collect();
-    if recipe.stages.is_empty() || positions.windows(2).any(|w| w[0] >= w[1]) {
+    for (stage, check) in checks {
+        if let Some(Err(reason)) = check {
+            bail!("{}: stage `{}`: {reason}", path.display(), stage.name());
+        }
+    }
+    let sources = [
+        (Stage::Prune, recipe.prune.as_ref().and_then(|p| p.from)),
+        (Stage::Qat, recipe.qat.as_ref().and_then(|q| q.from)),
+    ];
+    for (stage, from) in sources {
+        if let Some(from) = from
+            && recipe.stages.contains(&stage)
+            && !(recipe.stages.contains(&from.stage()) && from.stage() < stage)
+        {
+            bail!(
+                "{}: stage `{}`: from = \"{}\" needs the `{}` stage before it",
+                path.display(),
+                stage.name(),
+                from.stage().name(),
+                from.stage().name()
+            );
+        }
+    }
+    if recipe.stages.is_empty() || recipe.stages.windows(2).any(|w| w[0] >= w[1]) {
         bail!(
-            "{}: stages must be a non-empty subsequence of train → prune → export → verify → report",
+            "{}: stages must be a non-empty subsequence of {ORDER}",
             path.display()
         );
     }
@@ -252,11 +361,82 @@ learning_rate = 0.0005
                     "[\"train\", \"prune\", \"export\"]",
                     "[\"train\", \"export\", \"prune\"]",
                 ),
-                "train → prune → export",
+                "stages must be a non-empty subsequence",
             ),
         ];
         for (i, (text, needle)) in cases.iter().enumerate() {
             let err = format!("{:#}", load_text(&i.to_string(), text).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    const QAT_AND_DISTILL: &str = r#"
+stages = ["train", "distill", "qat", "export"]
+[distill]
+student = { architecture = "small_cnn", conv_filters = [8, 16] }
+[qat]
+epochs = 2
+learning_rate = 0.0001
+"#;
+
+    #[test]
+    fn qat_starts_from_the_latest_model_unless_told() {
+        let recipe = load_text("qat-ok", QAT_AND_DISTILL).unwrap();
+        let qat = recipe.qat.as_ref().unwrap();
+        assert_eq!(recipe.source_of(Stage::Qat, qat.from), Source::Distill);
+        assert_eq!(
+            recipe.source_of(Stage::Qat, Some(Source::Train)),
+            Source::Train
+        );
+        let distill = recipe.distill.unwrap();
+        assert_eq!(
+            (distill.temperature, distill.alpha, distill.seeds),
+            (4.0, 0.9, 1)
+        );
+        assert_eq!(qat.settings(10).quant_delay, 0);
+    }
+
+    #[test]
+    fn malformed_qat_and_distill_tables_name_the_stage_and_key() {
+        let cases = [
+            (
+                QAT_AND_DISTILL.replace("epochs = 2", "epochs = 2\nquant_delay = 1"),
+                "quant_delay",
+            ),
+            (
+                QAT_AND_DISTILL.replace("epochs = 2", "epochs = 2\nfreeze_observers_epoch = 5"),
+                "freeze_observers_epoch",
+            ),
+            (
+                QAT_AND_DISTILL.replace("epochs = 2", "epochs = 2\nfrom = \"prune\""),
+                "needs the `prune` stage",
+            ),
+            (
+                QAT_AND_DISTILL.replace("conv_filters", "conv_filterz"),
+                "conv_filterz",
+            ),
+            (
+                QAT_AND_DISTILL.replace("[distill]", "[distill]\nalpha = 2.0"),
+                "stage `distill`: alpha",
+            ),
+            (
+                QAT_AND_DISTILL.replace("\"qat\", ", ""),
+                "a [qat] table without a `qat` stage",
+            ),
+            (
+                "stages = [\"train\", \"distill\"]\n".to_owned(),
+                "needs a [distill] table",
+            ),
+            (
+                QAT_AND_DISTILL.replace(
+                    "[\"train\", \"distill\", \"qat\"",
+                    "[\"train\", \"qat\", \"distill\"",
+                ),
+                "stages must be a non-empty subsequence",
+            ),
+        ];
+        for (i, (text, needle)) in cases.iter().enumerate() {
+            let err = format!("{:#}", load_text(&format!("qd{i}"), text).unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
         }
     }

@@ -25,9 +25,15 @@ pub struct Report {
     pub dataset: DatasetReport,
     pub training: TrainingReport,
     pub variants: Vec<VariantReport>,
+    /// The distill stage, when the recipe has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distillation: Option<crate::distill_stage::DistillationReport>,
     /// The prune stage, when the recipe has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pruning: Option<PruningReport>,
+    /// The qat stage, when the recipe has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qat: Option<QatReport>,
     pub total_seconds: f64,
 }
 
@@ -39,6 +45,25 @@ pub struct PruningReport {
     pub burn_test_accuracy: f64,
     pub layers: Vec<kiln_train::LayerSparsity>,
     pub epochs: Vec<EpochStats>,
+}
+
+#[derive(Serialize)]
+pub struct QatReport {
+    pub settings: crate::qat_stage::QatStage,
+    /// The stage whose model QAT fine-tuned.
+    pub from: String,
+    /// The Burn model with fake-quant, which the int8 file is verified against.
+    pub burn_fake_quant_test_accuracy: f64,
+    /// The activation ranges QAT learned, which the int8 file's parameters come from.
+    pub ranges: Vec<TensorRange>,
+    pub epochs: Vec<EpochStats>,
+}
+
+#[derive(Serialize)]
+pub struct TensorRange {
+    pub tensor: String,
+    pub min: f32,
+    pub max: f32,
 }
 
 #[derive(Serialize)]
@@ -405,9 +430,74 @@ impl Report {
             }
             md += "\n![sparsity schedule](sparsity.svg)\n";
         }
+        if let Some(q) = &self.qat {
+            md += &qat_markdown(q);
+        }
+        if let Some(d) = &self.distillation {
+            md += &distillation_markdown(d);
+        }
         md += "\n![accuracy vs gzip size](variants.svg)\n";
         md
     }
+}
+
+fn qat_markdown(q: &QatReport) -> String {
+    let s = &q.settings;
+    let mut md = format!(
+        "\n## Quantization-aware training\n\nFrom the `{}` model: {} epochs at learning rate {} (cosine), fake-quant from epoch {}{}{}, range EMA decay {}. \
+         The fake-quant Burn model scores {:.2}%; its int8 file takes these activation ranges:\n\n| tensor | min | max |\n|---|---:|---:|\n",
+        q.from,
+        s.epochs,
+        s.learning_rate,
+        s.quant_delay_epochs,
+        s.freeze_observers_epoch
+            .map_or(String::new(), |e| format!(", ranges frozen from epoch {e}")),
+        s.freeze_batch_norm_epoch.map_or(String::new(), |e| format!(
+            ", BatchNorm frozen from epoch {e}"
+        )),
+        s.ema_decay,
+        100.0 * q.burn_fake_quant_test_accuracy
+    );
+    for r in &q.ranges {
+        md += &format!("| `{}` | {:.4} | {:.4} |\n", r.tensor, r.min, r.max);
+    }
+    md
+}
+
+fn distillation_markdown(d: &crate::distill_stage::DistillationReport) -> String {
+    let s = &d.settings;
+    let pm =
+        |m: crate::distill_stage::MeanStd| format!("{:.2} ± {:.2}%", 100.0 * m.mean, 100.0 * m.std);
+    let mut md = format!(
+        "\n## Distillation\n\nTeacher: {} ({} parameters, {:.2}% test accuracy). Student: {:?} ({} parameters), T = {}, α = {}. \
+         Each seed trains the student twice from the same initial weights: on labels alone, and with the teacher.\n\n\
+         | seed | student alone | distilled student | gain |\n|---:|---:|---:|---:|\n",
+        d.teacher,
+        d.teacher_parameters,
+        100.0 * d.teacher_test_accuracy,
+        s.student.architecture,
+        d.student_parameters,
+        s.temperature,
+        s.alpha
+    );
+    for r in &d.seeds {
+        md += &format!(
+            "| {} | {:.2}% | {:.2}% | {:+.2} pt |\n",
+            r.seed,
+            100.0 * r.baseline_accuracy,
+            100.0 * r.distilled_accuracy,
+            100.0 * (r.distilled_accuracy - r.baseline_accuracy)
+        );
+    }
+    md += &format!(
+        "| **mean ± std over {}** | **{}** | **{}** | **{:+.2} ± {:.2} pt** |\n",
+        d.seeds.len(),
+        pm(d.baseline),
+        pm(d.distilled),
+        100.0 * d.gain.mean,
+        100.0 * d.gain.std
+    );
+    md
 }
 
 #[cfg(test)]

@@ -1,42 +1,59 @@
-//! `pipeline run`: config → data → train → export (fp32 and its variants) → verify → report,
-//! in a run directory.
+//! `pipeline run`: config → data → the recipe's stages (train → distill → prune → qat) →
+//! export every model the stages made, with its variants → verify → report, in a run
+//! directory.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
+use burn::module::Module;
 use burn::prelude::Device;
-use kiln_nn::{BlockActivation, Classifier, EfficientNetLiteConfig, SmallCnnConfig};
+use kiln_nn::{AnyClassifier, Classifier};
 use kiln_train::{Augment, TrainSettings, predict, train};
 use tracing::{info, warn};
 
-use crate::config::{self, ActivationConfig, Architecture, LoadedConfig};
+use crate::config::{self, LoadedConfig, Variant};
 use crate::data::{Splits, load_data};
-use crate::export::{export_one, export_variants};
+use crate::distill_stage::{Teacher, distill};
+use crate::export::{Int8Ranges, export_variants};
+use crate::model_build::build_model;
 use crate::prune_stage::prune;
-use crate::recipe::{self, Stage};
-use crate::report::{self, DatasetReport, Parity, Report, VariantReport};
+use crate::qat_stage::{quantization_aware_training, tensor_ranges};
+use crate::recipe::{self, Source, Stage};
+use crate::report::{self, DatasetReport, Parity, QatReport, Report, VariantReport};
 use crate::verify::verify_variant;
 
+/// Runs `config_path`'s pipeline into `out` (default `artifacts/<name>`). `seeds` overrides
+/// the distill stage's number of seeds.
 pub fn run(
     config_path: &Path,
     out: Option<PathBuf>,
     overrides: &[String],
     resume: bool,
+    seeds: Option<usize>,
 ) -> Result<PathBuf> {
     let loaded = config::load(config_path, overrides)?;
     let config = &loaded.config;
     let recipe_path = loaded.resolve(&config.pipeline);
-    let recipe = recipe::load(&recipe_path)?;
+    let mut recipe = recipe::load(&recipe_path)?;
     if recipe.stages.contains(&Stage::Verify) && !recipe.stages.contains(&Stage::Export) {
         bail!(
             "{}: `verify` needs `export` before it",
             recipe_path.display()
         );
+    }
+    if let Some(seeds) = seeds {
+        match recipe.distill.as_mut() {
+            Some(distill) if seeds > 0 => distill.seeds = seeds,
+            Some(_) => bail!("--seeds must be at least 1"),
+            None => bail!(
+                "--seeds N repeats the distill stage's student comparison over N seeds, but the recipe {} has no distill stage (see pipelines/distill-prune-qat.toml)",
+                recipe_path.display()
+            ),
+        }
     }
     let run_dir = out.unwrap_or_else(|| PathBuf::from("artifacts").join(&config.name));
     std::fs::create_dir_all(&run_dir)
@@ -46,18 +63,19 @@ pub fn run(
         loaded.effective_toml.as_bytes(),
     )
     .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
-    info!(run_dir = %run_dir.display(), stages = ?recipe.stages, "starting run '{}'", config.name);
+    let stage_names: Vec<&str> = recipe.stages.iter().map(|s| s.name()).collect();
+    info!(run_dir = %run_dir.display(), stages = ?stage_names, "starting run '{}'", config.name);
     if let Some(description) = &recipe.description {
         info!("recipe {}: {description}", recipe_path.display());
     }
 
     let started = Instant::now();
     let splits = load_data(&loaded)?;
-    let (train_set, validation_set, test_set) = (&splits.train, &splits.validation, &splits.test);
+    let train_set = &splits.train;
     info!(
         train = train_set.len(),
-        validation = validation_set.len(),
-        test = test_set.len(),
+        validation = splits.validation.len(),
+        test = splits.test.len(),
         classes = train_set.class_names.len(),
         skipped = splits.provenance.skipped.values().sum::<usize>(),
         "data loaded ({}×{}×{})",
@@ -66,10 +84,11 @@ pub fn run(
         train_set.channels
     );
 
-    // Train (always first: the recipe checks it).
     let device = config.train.backend.device()?;
     device.seed(config.seed);
     let autodiff = device.clone().autodiff();
+    let input = [train_set.height, train_set.width, train_set.channels];
+    let model = build_model(&config.model, input, train_set.class_names.len(), &autodiff)?;
     let run = Run {
         loaded: &loaded,
         config_path,
@@ -81,40 +100,7 @@ pub fn run(
         resume,
         started,
     };
-    match config.model.architecture {
-        Architecture::SmallCnn => {
-            let mut c = SmallCnnConfig::new(
-                [train_set.height, train_set.width, train_set.channels],
-                train_set.class_names.len(),
-            );
-            if let Some(filters) = &config.model.conv_filters {
-                c.conv_filters = filters.clone();
-            }
-            c.dense_units = config.model.dense_units.unwrap_or(c.dense_units);
-            let model = c.init(&autodiff).context("cannot build the model")?;
-            run.continue_with(model)?;
-        }
-        Architecture::EfficientnetLite => {
-            let m = &config.model;
-            let mut c = EfficientNetLiteConfig::new(
-                [train_set.height, train_set.width, train_set.channels],
-                train_set.class_names.len(),
-            );
-            c.width_multiplier = m.width_multiplier.unwrap_or(c.width_multiplier);
-            c.depth_multiplier = m.depth_multiplier.unwrap_or(c.depth_multiplier);
-            c.se_ratio = m.se_ratio.or(c.se_ratio);
-            c.dropout = m.dropout.unwrap_or(c.dropout);
-            if let Some(activation) = m.activation {
-                c.activation = match activation {
-                    ActivationConfig::Relu6 => BlockActivation::Relu6,
-                    ActivationConfig::Swish => BlockActivation::Swish,
-                    ActivationConfig::HardSwish => BlockActivation::HardSwish,
-                };
-            }
-            let model = c.init(&autodiff).context("cannot build the model")?;
-            run.continue_with(model)?;
-        }
-    }
+    run.continue_with(model)?;
     Ok(run_dir)
 }
 
@@ -131,20 +117,51 @@ struct Run<'a> {
     started: Instant,
 }
 
+/// A model a stage made, to export.
+struct Candidate {
+    /// The stage that made it, for later stages' `from` (QAT's model is not a source).
+    source: Option<Source>,
+    /// Its variants are named `<prefix>_<variant>` (none for the trained model).
+    prefix: String,
+    /// On the autodiff device.
+    model: AnyClassifier,
+    /// The stages that made it, in order.
+    stages: Vec<String>,
+    sparsity: Option<f64>,
+    variants: Vec<Variant>,
+    /// QAT's wrapped model: its ranges quantize the int8 file, and its fake-quant forward is
+    /// the reference the file is verified against.
+    qat: Option<kiln_train::Qat<AnyClassifier>>,
+}
+
+impl Candidate {
+    fn derived_prefix(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}_{name}", self.prefix)
+        }
+    }
+}
+
+/// A copy of `model` to train further that shares nothing with it: a clone would share
+/// BatchNorm's running statistics, which the next stage's training updates.
+fn independent_copy(model: &AnyClassifier) -> AnyClassifier {
+    model.valid().train()
+}
+
+fn candidate(candidates: &[Candidate], source: Source) -> Result<&Candidate> {
+    candidates
+        .iter()
+        .rev()
+        .find(|c| c.source == Some(source))
+        .with_context(|| format!("no model from the `{}` stage", source.stage().name()))
+}
+
 impl Run<'_> {
-    /// Train → evaluate → export → verify → report, for any architecture.
-    fn continue_with<M: Classifier>(&self, model: M) -> Result<()> {
+    fn train_settings(&self) -> Result<TrainSettings> {
         let config = &self.loaded.config;
-        let recipe = self.recipe;
-        let run_dir = self.run_dir;
-        let (train_set, validation_set, test_set) = (
-            &self.splits.train,
-            &self.splits.validation,
-            &self.splits.test,
-        );
-        let device = self.device;
-        let interrupt = interrupt_flag();
-        let settings = TrainSettings {
+        Ok(TrainSettings {
             epochs: config.train.epochs,
             batch_size: config.train.batch_size,
             learning_rate: config.train.learning_rate,
@@ -158,15 +175,30 @@ impl Run<'_> {
                 horizontal_flip: config.train.augment_flip,
             },
             seed: config.seed,
-            checkpoint_dir: Some(run_dir.join("checkpoint")),
+            checkpoint_dir: Some(self.run_dir.join("checkpoint")),
             resume: self.resume,
             fingerprint: config.training_fingerprint()?,
             progress: std::io::stderr().is_terminal(),
-            interrupt: Some(interrupt),
+            interrupt: Some(interrupt_flag()),
             pruning: None,
             preserve_sparsity: false,
             distillation: None,
-        };
+        })
+    }
+
+    /// Train → distill → prune → qat → export → verify → report.
+    fn continue_with(&self, model: AnyClassifier) -> Result<()> {
+        let config = &self.loaded.config;
+        let recipe = self.recipe;
+        let run_dir = self.run_dir;
+        let (train_set, validation_set, test_set) = (
+            &self.splits.train,
+            &self.splits.validation,
+            &self.splits.test,
+        );
+        let device = self.device;
+        let settings = self.train_settings()?;
+        let has = |stage| recipe.stages.contains(&stage);
         let train_started = Instant::now();
         let validation = (!validation_set.is_empty()).then_some(validation_set);
         let outcome = train(
@@ -207,32 +239,75 @@ impl Run<'_> {
             );
         }
         let selected_epoch = outcome.selected_epoch;
-        let (outcome_resumed_from, stopped_early) = (outcome.resumed_from, outcome.stopped_early);
-        let history = outcome.history;
         let trained = outcome.model;
-        let model = trained.clone().valid();
-        model
-            .clone()
-            .save_file(run_dir.join("model.bpk"))
-            .map_err(|e| {
-                anyhow::anyhow!("cannot save {}: {e}", run_dir.join("model.bpk").display())
-            })?;
+        let model_file = run_dir.join("model.bpk");
+        let record = trained
+            .valid()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("cannot serialise the trained model: {e}"))?;
+        kiln_tflite::write_atomically(&model_file, &record)
+            .with_context(|| format!("cannot save {}", model_file.display()))?;
 
-        let burn_logits = predict(&model, test_set, device).context("evaluating the Burn model")?;
+        let burn_logits =
+            predict(&trained, test_set, device).context("evaluating the Burn model")?;
         let classes = test_set.class_names.len();
         let burn_accuracy = kiln_train::accuracy(&burn_logits, &test_set.labels, classes);
         info!(
             "Burn model (epoch {selected_epoch}) test accuracy {:.2}%",
             100.0 * burn_accuracy
         );
-        let validation_accuracy = history
+        let validation_accuracy = outcome
+            .history
             .iter()
             .find(|e| e.epoch == selected_epoch)
             .and_then(|e| e.val_accuracy);
-        let pruned = match (&recipe.prune, recipe.stages.contains(&Stage::Prune)) {
+        let mut candidates = vec![Candidate {
+            source: Some(Source::Train),
+            prefix: String::new(),
+            model: trained.clone(),
+            stages: vec!["train".into()],
+            sparsity: None,
+            variants: config.export.variants.clone(),
+            qat: None,
+        }];
+
+        let distillation = match (&recipe.distill, has(Stage::Distill)) {
             (Some(stage), true) => {
+                let teacher = match &stage.teacher_run {
+                    Some(dir) => Teacher::Run(dir.clone()),
+                    None => Teacher::ThisRun(Box::new(trained.valid())),
+                };
+                let distilled = distill(
+                    teacher,
+                    stage,
+                    &settings,
+                    (train_set, validation, test_set),
+                    (run_dir, self.resume),
+                    (self.autodiff, device),
+                )?;
+                candidates.push(Candidate {
+                    source: Some(Source::Distill),
+                    prefix: "student".into(),
+                    model: distilled.student,
+                    stages: vec![
+                        "train (teacher)".into(),
+                        format!("distill T={} α={}", stage.temperature, stage.alpha),
+                    ],
+                    sparsity: None,
+                    variants: stage.variants.clone(),
+                    qat: None,
+                });
+                Some(distilled.report)
+            }
+            _ => None,
+        };
+
+        let pruning = match (&recipe.prune, has(Stage::Prune)) {
+            (Some(stage), true) => {
+                let base = candidate(&candidates, recipe.source_of(Stage::Prune, stage.from))?;
                 let pruned = prune(
-                    trained,
+                    independent_copy(&base.model),
                     stage,
                     &settings,
                     (train_set, run_dir, self.resume),
@@ -240,96 +315,91 @@ impl Run<'_> {
                 )?;
                 let logits = predict(&pruned.model, test_set, device)
                     .context("evaluating the pruned Burn model")?;
-                Some((stage, pruned, logits))
+                let mut stages = base.stages.clone();
+                stages.push(format!("prune {:.0}%", 100.0 * stage.final_sparsity));
+                candidates.push(Candidate {
+                    source: Some(Source::Prune),
+                    prefix: base.derived_prefix(&stage.variant_prefix()),
+                    model: pruned.model,
+                    stages,
+                    sparsity: Some(pruned.sparsity),
+                    variants: stage.variants.clone(),
+                    qat: None,
+                });
+                Some(report::PruningReport {
+                    settings: stage.clone(),
+                    sparsity: pruned.sparsity,
+                    burn_test_accuracy: kiln_train::accuracy(&logits, &test_set.labels, classes),
+                    layers: pruned.layers,
+                    epochs: pruned.history,
+                })
             }
             _ => None,
         };
-        let mut variants = Vec::new();
-        if recipe.stages.contains(&Stage::Export) {
-            let description = format!(
-                "Kiln {} ({})",
-                config.name,
-                config.model.architecture.display_name()
-            );
-            let tflite = model
-                .lower(&description)
-                .context("lowering the model to TFLite")?;
-            let card = kiln_export::ModelCard {
-                name: config.name.clone(),
-                // Short on purpose: metadata bytes count against the int8 size budget.
-                description: format!(
-                    "{} classifier, {} classes, by Kiln",
-                    config.model.architecture.display_name(),
-                    train_set.class_names.len()
-                ),
-                version: format!("seed {}", config.seed),
-                author: "Kiln".into(),
-                labels: train_set.class_names.clone(),
-                mean: config.data.mean.clone(),
-                std: config.data.std.clone(),
-            };
-            let exported = export_variants(
-                &tflite,
-                &card,
-                run_dir,
-                &config.export,
-                train_set,
-                config.seed,
-            )?;
-            for file in &exported {
-                let name = file.variant.name();
-                let mut variant = VariantReport::for_file(name, run_dir, &file.file)?;
-                if recipe.stages.contains(&Stage::Verify) {
-                    verify_into(
-                        &mut variant,
-                        &file.path,
-                        test_set,
-                        (&burn_logits, "burn"),
-                        config.verify.latency_runs,
-                    )?;
-                }
-                variants.push(variant);
+
+        let qat = match (&recipe.qat, has(Stage::Qat)) {
+            (Some(stage), true) => {
+                let from = recipe.source_of(Stage::Qat, stage.from);
+                let base = candidate(&candidates, from)?;
+                let name = base.derived_prefix("qat");
+                let outcome = quantization_aware_training(
+                    independent_copy(&base.model),
+                    stage,
+                    &settings,
+                    (train_set, run_dir, self.resume),
+                    (self.autodiff, device),
+                    (&name, base.sparsity.is_some()),
+                )?;
+                let logits = predict(&outcome.qat, test_set, device)
+                    .context("evaluating the fake-quant Burn model")?;
+                let fake_quant_accuracy = kiln_train::accuracy(&logits, &test_set.labels, classes);
+                info!(
+                    "QAT: the fake-quant Burn model scores {:.2}% on the test split",
+                    100.0 * fake_quant_accuracy
+                );
+                let mut stages = base.stages.clone();
+                stages.push(format!("qat {} epochs", stage.epochs));
+                // A pruned model's zeros are masked through QAT, so its sparsity carries over.
+                let sparsity = base.sparsity;
+                let report = QatReport {
+                    settings: stage.clone(),
+                    from: from.stage().name().into(),
+                    burn_fake_quant_test_accuracy: fake_quant_accuracy,
+                    ranges: outcome
+                        .qat
+                        .ranges()
+                        .into_iter()
+                        .map(|(tensor, r)| report::TensorRange {
+                            tensor,
+                            min: r.min,
+                            max: r.max,
+                        })
+                        .collect(),
+                    epochs: outcome.history,
+                };
+                candidates.push(Candidate {
+                    source: None,
+                    prefix: name,
+                    model: outcome.qat.model.clone(),
+                    stages,
+                    sparsity,
+                    variants: vec![Variant::Int8],
+                    qat: Some(outcome.qat),
+                });
+                Some(report)
             }
-            if let Some((stage, pruned, pruned_logits)) = &pruned {
-                let tflite = pruned
-                    .model
-                    .lower(&description)
-                    .context("lowering the pruned model to TFLite")?;
-                for &kind in &stage.variants {
-                    let name = format!("{}_{}", stage.variant_prefix(), kind.name());
-                    let file = export_one(
-                        &tflite,
-                        &card,
-                        kind,
-                        &format!("model_{name}.tflite"),
-                        run_dir,
-                        &config.export,
-                        train_set,
-                        config.seed,
-                    )?;
-                    let mut variant = VariantReport::for_file(&name, run_dir, &file.file)?;
-                    variant.sparsity = Some(pruned.sparsity);
-                    variant.stages = vec![
-                        "train".into(),
-                        format!("prune {:.0}%", 100.0 * stage.final_sparsity),
-                        format!("export {}", kind.name()),
-                    ];
-                    if recipe.stages.contains(&Stage::Verify) {
-                        verify_into(
-                            &mut variant,
-                            &file.path,
-                            test_set,
-                            (pruned_logits, "burn (pruned)"),
-                            config.verify.latency_runs,
-                        )?;
-                    }
-                    variants.push(variant);
-                }
+            _ => None,
+        };
+
+        let mut variants = Vec::new();
+        if has(Stage::Export) {
+            for candidate in &candidates {
+                variants.extend(self.export_candidate(candidate, &burn_logits)?);
             }
             report::compare_with_fp32(&mut variants);
         }
 
-        if recipe.stages.contains(&Stage::Report) {
+        if has(Stage::Report) {
             let report = Report {
                 name: config.name.clone(),
                 config_file: std::path::absolute(self.config_path)
@@ -339,31 +409,21 @@ impl Run<'_> {
                 config_sha256: report::sha256_hex(self.loaded.effective_toml.as_bytes()),
                 seed: config.seed,
                 backend: config.train.backend.name().into(),
-                stages: recipe
-                    .stages
-                    .iter()
-                    .map(|s| format!("{s:?}").to_lowercase())
-                    .collect(),
+                stages: recipe.stages.iter().map(|s| s.name().to_owned()).collect(),
                 dataset: DatasetReport::new(self.splits, &config.data.normalization())?,
                 training: report::TrainingReport {
                     seconds: train_seconds,
                     burn_test_accuracy: burn_accuracy,
                     burn_validation_accuracy: validation_accuracy,
                     selected_epoch,
-                    resumed_from: outcome_resumed_from,
-                    stopped_early,
-                    epochs: history,
+                    resumed_from: outcome.resumed_from,
+                    stopped_early: outcome.stopped_early,
+                    epochs: outcome.history,
                 },
                 variants,
-                pruning: pruned
-                    .as_ref()
-                    .map(|(stage, pruned, logits)| report::PruningReport {
-                        settings: (*stage).clone(),
-                        sparsity: pruned.sparsity,
-                        burn_test_accuracy: kiln_train::accuracy(logits, &test_set.labels, classes),
-                        layers: pruned.layers.clone(),
-                        epochs: pruned.history.clone(),
-                    }),
+                distillation,
+                pruning,
+                qat,
                 total_seconds: self.started.elapsed().as_secs_f64(),
             };
             report.write(run_dir)?;
@@ -374,6 +434,93 @@ impl Run<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Lowers `candidate`, writes its variants and verifies each against its Burn model.
+    /// `trained_logits` are the trained model's test logits (already computed).
+    fn export_candidate(
+        &self,
+        candidate: &Candidate,
+        trained_logits: &[f32],
+    ) -> Result<Vec<VariantReport>> {
+        let config = &self.loaded.config;
+        let (train_set, test_set) = (&self.splits.train, &self.splits.test);
+        let description = format!(
+            "Kiln {} ({})",
+            config.name,
+            config.model.architecture.display_name()
+        );
+        let what = if candidate.prefix.is_empty() {
+            "the model".to_owned()
+        } else {
+            format!("the {} model", candidate.prefix)
+        };
+        let tflite = candidate
+            .model
+            .valid()
+            .lower(&description)
+            .with_context(|| format!("lowering {what} to TFLite"))?;
+        let card = kiln_export::ModelCard {
+            name: config.name.clone(),
+            // Short on purpose: metadata bytes count against the int8 size budget.
+            description: format!(
+                "{} classifier, {} classes, by Kiln",
+                config.model.architecture.display_name(),
+                train_set.class_names.len()
+            ),
+            version: format!("seed {}", config.seed),
+            author: "Kiln".into(),
+            labels: train_set.class_names.clone(),
+            mean: config.data.mean.clone(),
+            std: config.data.std.clone(),
+        };
+        let int8 = match &candidate.qat {
+            Some(qat) => Int8Ranges::Given(tensor_ranges(qat, &tflite)?),
+            None => Int8Ranges::Calibrate {
+                train: train_set,
+                seed: config.seed,
+            },
+        };
+        let verify = self.recipe.stages.contains(&Stage::Verify);
+        let (reference, reference_name) = match (&candidate.qat, candidate.source) {
+            (Some(qat), _) => (predict(qat, test_set, self.device)?, "burn (fake-quant)"),
+            (None, Some(Source::Train)) => (trained_logits.to_vec(), "burn"),
+            (None, _) if verify => (
+                predict(&candidate.model, test_set, self.device)?,
+                "burn (this stage's model)",
+            ),
+            (None, _) => (Vec::new(), ""),
+        };
+        let exported = export_variants(
+            &tflite,
+            &card,
+            (&candidate.prefix, &candidate.variants),
+            self.run_dir,
+            &config.export,
+            &int8,
+        )?;
+        let mut reports = Vec::with_capacity(exported.len());
+        for file in exported {
+            let mut variant = VariantReport::for_file(&file.name, self.run_dir, &file.file)?;
+            variant.sparsity = candidate.sparsity;
+            variant.stages = candidate.stages.clone();
+            variant.stages.push(match (&candidate.qat, file.variant) {
+                (Some(_), Variant::Int8) => "export int8 (QAT ranges)".into(),
+                (None, Variant::Int8) => "export int8 (calibrated)".into(),
+                (_, kind) => format!("export {}", kind.name()),
+            });
+            if verify {
+                verify_into(
+                    &mut variant,
+                    &file.path,
+                    test_set,
+                    (&reference, reference_name),
+                    config.verify.latency_runs,
+                )?;
+            }
+            reports.push(variant);
+        }
+        Ok(reports)
     }
 }
 

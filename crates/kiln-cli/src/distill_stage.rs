@@ -1,0 +1,327 @@
+//! The `distill` stage: a student network learns from a teacher — the model this run trained,
+//! or a previous run's (`teacher_run`) — with the loss α·T²·KL + (1 − α)·CE. For every seed
+//! (`seeds`, or `pipeline run --seeds N`) the same student is also trained without the
+//! teacher from the same initial weights, so the report shows the gain as mean ± std over
+//! seeds: on small networks one seed's difference is mostly noise.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::prelude::Device;
+use kiln_data::ImageDataset;
+use kiln_nn::{AnyClassifier, Classifier};
+use kiln_train::{Distillation, TrainSettings, accuracy, predict, train};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::config::{ModelConfig, Variant};
+use crate::model_build::build_model;
+
+/// `[distill]`: the student and the loss.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillStage {
+    /// The student network, with the keys of a config's [model] table.
+    pub student: ModelConfig,
+    /// A previous run directory whose model (model.bpk, with the [model] of its config.toml)
+    /// teaches, instead of the model this run trains; relative to the working directory.
+    #[serde(default)]
+    pub teacher_run: Option<PathBuf>,
+    /// Softening temperature T.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Weight α of the teacher's soft targets (1 − α goes to the labels).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Student training epochs (default: [train] epochs).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Student learning rate (default: [train] learning_rate).
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// Seeds to compare students over (`--seeds` overrides); the first seed's distilled
+    /// student goes on to the next stages and is exported.
+    #[serde(default = "default_seeds")]
+    pub seeds: usize,
+    /// Variants of the distilled student to export, named student_<variant>.
+    #[serde(default = "default_variants")]
+    pub variants: Vec<Variant>,
+}
+
+fn default_temperature() -> f64 {
+    4.0
+}
+
+fn default_alpha() -> f64 {
+    0.9
+}
+
+fn default_seeds() -> usize {
+    1
+}
+
+fn default_variants() -> Vec<Variant> {
+    vec![Variant::Fp32, Variant::Int8]
+}
+
+impl DistillStage {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.student
+            .validate()
+            .map_err(|e| format!("student: {e:#}"))?;
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!(
+                "temperature = {} must be positive",
+                self.temperature
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(format!("alpha = {} must be in [0, 1]", self.alpha));
+        }
+        if self.seeds == 0 || self.epochs == Some(0) {
+            return Err("seeds and epochs must be at least 1".into());
+        }
+        if let Some(lr) = self.learning_rate
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(format!("learning_rate = {lr} must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// One seed's students.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    /// Test accuracy of the student trained on labels alone.
+    pub baseline_accuracy: f64,
+    /// Test accuracy of the student trained with the teacher.
+    pub distilled_accuracy: f64,
+}
+
+/// Mean and sample standard deviation.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl MeanStd {
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            std: var.sqrt(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DistillationReport {
+    pub settings: DistillStage,
+    /// "this run's train stage" or the teacher run's directory.
+    pub teacher: String,
+    pub teacher_test_accuracy: f64,
+    pub teacher_parameters: usize,
+    pub student_parameters: usize,
+    pub seeds: Vec<SeedResult>,
+    pub baseline: MeanStd,
+    pub distilled: MeanStd,
+    /// Mean and std over seeds of distilled − baseline (paired: same initial weights).
+    pub gain: MeanStd,
+}
+
+pub struct Distilled {
+    /// The first seed's distilled student, on the autodiff device.
+    pub student: AnyClassifier,
+    pub report: DistillationReport,
+}
+
+/// Where the teacher comes from.
+pub enum Teacher {
+    /// The model this run trained (on the plain device).
+    ThisRun(Box<AnyClassifier>),
+    /// A previous run's directory.
+    Run(PathBuf),
+}
+
+/// Trains students with and without `teacher` over `stage.seeds` seeds.
+pub fn distill(
+    teacher: Teacher,
+    stage: &DistillStage,
+    base: &TrainSettings,
+    (train_set, validation, test_set): (&ImageDataset, Option<&ImageDataset>, &ImageDataset),
+    (run_dir, resume): (&Path, bool),
+    (autodiff, device): (&Device, &Device),
+) -> Result<Distilled> {
+    let input = [train_set.height, train_set.width, train_set.channels];
+    let classes = train_set.class_names.len();
+    let (teacher, teacher_name) = match teacher {
+        Teacher::ThisRun(model) => (*model, "this run's train stage".to_owned()),
+        Teacher::Run(dir) => (
+            load_run_model(&dir, input, classes, device)?,
+            dir.display().to_string(),
+        ),
+    };
+    let teacher_logits = predict(&teacher, test_set, device).context("evaluating the teacher")?;
+    let teacher_test_accuracy = accuracy(&teacher_logits, &test_set.labels, classes);
+    let teacher_parameters = teacher.num_params();
+    info!(
+        "distill: teacher ({teacher_name}) test accuracy {:.2}%, {teacher_parameters} parameters",
+        100.0 * teacher_test_accuracy
+    );
+    let teacher = Rc::new(teacher);
+    let fingerprint = format!(
+        "{}+distill{}",
+        base.fingerprint,
+        serde_json::to_string(stage).unwrap_or_default()
+    );
+    let mut seeds = Vec::with_capacity(stage.seeds);
+    let mut first_student = None;
+    let mut student_parameters = 0;
+    for i in 0..stage.seeds {
+        let seed = base.seed + i as u64;
+        let mut accuracies = [0.0; 2];
+        for (slot, with_teacher) in [false, true].into_iter().enumerate() {
+            let kind = if with_teacher {
+                "distilled"
+            } else {
+                "baseline"
+            };
+            // The same initial weights for both students of a seed: a paired comparison.
+            device.seed(seed);
+            let student = build_model(&stage.student, input, classes, autodiff)
+                .context("building the student")?;
+            student_parameters = student.num_params();
+            let checkpoint_dir = run_dir.join(format!("checkpoint-distill-{seed}-{kind}"));
+            let teacher = Rc::clone(&teacher);
+            let settings = TrainSettings {
+                epochs: stage.epochs.unwrap_or(base.epochs),
+                learning_rate: stage.learning_rate.unwrap_or(base.learning_rate),
+                seed,
+                resume: resume && checkpoint_dir.join("state.json").exists(),
+                checkpoint_dir: Some(checkpoint_dir),
+                fingerprint: format!("{fingerprint}+{seed}+{kind}"),
+                progress: std::io::stderr().is_terminal(),
+                pruning: None,
+                preserve_sparsity: false,
+                distillation: with_teacher.then(|| Distillation {
+                    teacher: Rc::new(move |images| teacher.forward(images)),
+                    temperature: stage.temperature,
+                    alpha: stage.alpha,
+                }),
+                ..base.clone()
+            };
+            let outcome = train(student, train_set, validation, &settings, autodiff, device, |e| {
+                info!(
+                    "distill seed {seed} {kind} student epoch {}/{}: loss {:.4}, train accuracy {:.2}%",
+                    e.epoch,
+                    settings.epochs,
+                    e.loss,
+                    100.0 * e.accuracy
+                )
+            })
+            .with_context(|| format!("training the {kind} student (seed {seed})"))?;
+            let logits = predict(&outcome.model, test_set, device)
+                .with_context(|| format!("evaluating the {kind} student"))?;
+            accuracies[slot] = accuracy(&logits, &test_set.labels, classes);
+            info!(
+                "distill seed {seed}: {kind} student test accuracy {:.2}%",
+                100.0 * accuracies[slot]
+            );
+            if with_teacher && first_student.is_none() {
+                first_student = Some(outcome.model);
+            }
+        }
+        seeds.push(SeedResult {
+            seed,
+            baseline_accuracy: accuracies[0],
+            distilled_accuracy: accuracies[1],
+        });
+    }
+    let column = |f: fn(&SeedResult) -> f64| seeds.iter().map(f).collect::<Vec<_>>();
+    let report = DistillationReport {
+        settings: stage.clone(),
+        teacher: teacher_name,
+        teacher_test_accuracy,
+        teacher_parameters,
+        student_parameters,
+        baseline: MeanStd::of(&column(|s| s.baseline_accuracy)),
+        distilled: MeanStd::of(&column(|s| s.distilled_accuracy)),
+        gain: MeanStd::of(&column(|s| s.distilled_accuracy - s.baseline_accuracy)),
+        seeds,
+    };
+    info!(
+        "distill over {} seed(s): baseline {:.2} ± {:.2}%, distilled {:.2} ± {:.2}%",
+        report.seeds.len(),
+        100.0 * report.baseline.mean,
+        100.0 * report.baseline.std,
+        100.0 * report.distilled.mean,
+        100.0 * report.distilled.std
+    );
+    let student = first_student.context("the distill stage trained no student")?;
+    Ok(Distilled { student, report })
+}
+
+/// A previous run's trained model: its config.toml's [model] built for this data, with the
+/// parameters of its model.bpk.
+pub fn load_run_model(
+    dir: &Path,
+    input: [usize; 3],
+    classes: usize,
+    device: &Device,
+) -> Result<AnyClassifier> {
+    let config_path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config_path).with_context(|| {
+        format!(
+            "teacher_run: cannot read {} (teacher_run names a directory `pipeline run` wrote)",
+            config_path.display()
+        )
+    })?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("teacher_run: {} is not valid TOML", config_path.display()))?;
+    let Some(model) = table.get("model").cloned() else {
+        bail!(
+            "teacher_run: {} has no [model] table",
+            config_path.display()
+        );
+    };
+    let model: ModelConfig = model
+        .try_into()
+        .with_context(|| format!("teacher_run: the [model] of {}", config_path.display()))?;
+    let weights = dir.join("model.bpk");
+    let built = build_model(&model, input, classes, device)
+        .context("teacher_run: its [model] does not fit this run's data")?;
+    built.try_load_file(&weights).map_err(|e| {
+        anyhow::anyhow!(
+            "teacher_run: cannot load {} into its [model] for {}×{}×{} images and {classes} classes: {e}",
+            weights.display(),
+            input[0],
+            input[1],
+            input[2]
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std() {
+        let m = MeanStd::of(&[0.9, 0.92, 0.94]);
+        assert!((m.mean - 0.92).abs() < 1e-12);
+        assert!((m.std - 0.02).abs() < 1e-12);
+        assert_eq!(MeanStd::of(&[0.5]).std, 0.0);
+    }
+}

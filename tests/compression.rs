@@ -1,0 +1,239 @@
+//! Compression recipes end to end on tiny quickstart runs: pruning → quantization-aware
+//! training (the int8 file takes QAT's ranges, keeps the pruned zeros and agrees with the
+//! fake-quant Burn model), and distillation over several seeds.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use kiln_export::{Range, asymmetric_int8_params};
+use serde_json::Value;
+use support::*;
+
+/// Runs the quickstart (2 epochs on 1,024 digits, 200 test digits, unless `extra` sets
+/// otherwise) with `recipe`.
+fn tiny_run(name: &str, recipe: &str, extra: &[&str]) -> (PathBuf, std::process::Output) {
+    let dir = scratch_dir(name);
+    let recipe_path = dir.join("recipe.toml");
+    std::fs::write(&recipe_path, recipe).unwrap();
+    let out = dir.join("run");
+    let pipeline_set = format!("pipeline={}", recipe_path.display());
+    let mut args = vec![
+        "run",
+        "configs/quickstart.toml",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        &pipeline_set,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.limit_train=1024",
+        "--set",
+        "data.limit_test=200",
+        "--set",
+        "export.variants=[\"fp32\"]",
+        "--set",
+        "verify.latency_runs=2",
+    ];
+    args.extend_from_slice(extra);
+    let result = pipeline(&args);
+    (out, result)
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn variant<'r>(report: &'r Value, name: &str) -> &'r Value {
+    report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no variant {name}: {}", report["variants"]))
+}
+
+fn succeeded(result: &std::process::Output) {
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// Prune to 80%, then QAT from the pruned model: `pruned80_qat_int8` keeps the zeros, its
+/// activation parameters are exactly those of QAT's ranges, and it agrees with the
+/// fake-quant Burn model.
+#[test]
+fn qat_after_pruning_exports_sparse_int8_with_the_learned_ranges() {
+    let (out, result) = tiny_run(
+        "qat_after_pruning",
+        r#"stages = ["train", "prune", "qat", "export", "verify", "report"]
+[prune]
+final_sparsity = 0.8
+epochs = 2
+end_epoch = 1
+frequency = 4
+learning_rate = 0.0005
+variants = ["int8"]
+[qat]
+epochs = 1
+learning_rate = 0.0001
+"#,
+        // All 4,000 training and 1,000 test digits: a model trained past the point where
+        // near-tied logits dominate, so agreement measures quantization, not ties.
+        &[
+            "--set",
+            "data.limit_train=4000",
+            "--set",
+            "data.limit_test=1000",
+        ],
+    );
+    succeeded(&result);
+    let report = report(&out);
+    assert_eq!(report["qat"]["from"], "prune");
+    let qat = variant(&report, "pruned80_qat_int8");
+    assert!(qat["sparsity"].as_f64().unwrap() >= 0.8, "{qat}");
+    let stages: Vec<&str> = qat["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "train",
+            "prune 80%",
+            "qat 1 epochs",
+            "export int8 (QAT ranges)"
+        ]
+    );
+    // The int8 file against the Burn model with fake-quant, on the 1,000 test digits.
+    let parity = &qat["parity"];
+    assert_eq!(parity["reference"], "burn (fake-quant)");
+    assert!(
+        parity["argmax_agreement"].as_f64().unwrap() >= 0.995,
+        "{parity}"
+    );
+    // QAT fine-tunes the pruned model: it does not lose what pruning kept.
+    let pruned = report["pruning"]["burn_test_accuracy"].as_f64().unwrap();
+    assert!(
+        qat["accuracy"].as_f64().unwrap() >= pruned - 0.01,
+        "{qat} vs the pruned Burn model's {pruned}"
+    );
+
+    let model = kiln_tflite::Model::read_file(&out.join("model_pruned80_qat_int8.tflite")).unwrap();
+    let graph = &model.subgraphs[0];
+    let ranges = report["qat"]["ranges"].as_array().unwrap();
+    let names: Vec<&str> = ranges
+        .iter()
+        .map(|r| r["tensor"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["image", "conv1", "conv2", "dense1", "logits"]);
+    for r in ranges {
+        let name = r["tensor"].as_str().unwrap();
+        let range = Range {
+            min: r["min"].as_f64().unwrap() as f32,
+            max: r["max"].as_f64().unwrap() as f32,
+        };
+        let expected = asymmetric_int8_params(range);
+        let tensor = graph.tensors.iter().find(|t| t.name == name).unwrap();
+        let q = tensor.quantization.as_ref().expect("quantized");
+        assert_eq!(q.scale, vec![expected.scale], "{name}");
+        assert_eq!(q.zero_point, vec![i64::from(expected.zero_point)], "{name}");
+    }
+    let mut checked = 0;
+    for tensor in &graph.tensors {
+        if tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights") {
+            let data = model.tensor_data(tensor);
+            let zeros = data.iter().filter(|&&b| b == 0).count();
+            assert!(
+                zeros * 5 >= data.len() * 4,
+                "{}: {zeros} of {}",
+                tensor.name,
+                data.len()
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
+}
+
+/// A small student learns from the quickstart model over two seeds (`--seeds`): the report
+/// holds each seed's student with and without the teacher and their mean ± std, and the
+/// distilled student is exported and verified.
+#[test]
+fn distillation_compares_students_over_seeds() {
+    let (out, result) = tiny_run(
+        "distill_seeds",
+        r#"stages = ["train", "distill", "export", "verify", "report"]
+[distill]
+student = { architecture = "small_cnn", conv_filters = [8, 16], dense_units = 32 }
+temperature = 4.0
+alpha = 0.9
+epochs = 3
+variants = ["fp32", "int8"]
+"#,
+        &["--seeds", "2"],
+    );
+    succeeded(&result);
+    let report = report(&out);
+    let d = &report["distillation"];
+    let seeds = d["seeds"].as_array().unwrap();
+    assert_eq!(seeds.len(), 2, "{d}");
+    assert_eq!(seeds[0]["seed"], 42);
+    assert_eq!(seeds[1]["seed"], 43);
+    for s in seeds {
+        for key in ["baseline_accuracy", "distilled_accuracy"] {
+            let a = s[key].as_f64().unwrap();
+            assert!(a > 0.3, "{key} {a}: the student learns in three epochs");
+        }
+    }
+    let mean = (seeds[0]["distilled_accuracy"].as_f64().unwrap()
+        + seeds[1]["distilled_accuracy"].as_f64().unwrap())
+        / 2.0;
+    assert!((d["distilled"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!(d["student_parameters"].as_u64().unwrap() < d["teacher_parameters"].as_u64().unwrap());
+    for name in ["student_fp32", "student_int8"] {
+        let v = variant(&report, name);
+        assert!(v["accuracy"].as_f64().is_some(), "{v}");
+    }
+    assert_eq!(
+        variant(&report, "student_fp32")["parity"]["argmax_agreement"],
+        1.0
+    );
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("## Distillation"), "{markdown}");
+    assert!(markdown.contains("mean ± std over 2"), "{markdown}");
+}
+
+/// `--seeds` belongs to distillation; without a distill stage it is a named error, and a
+/// malformed [qat] table names the stage and the key.
+#[test]
+fn seeds_without_distillation_and_bad_qat_tables_are_named_errors() {
+    let (_, result) = tiny_run(
+        "seeds_without_distill",
+        "stages = [\"train\", \"export\"]\n",
+        &["--seeds", "3"],
+    );
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("--seeds") && stderr.contains("no distill stage"),
+        "{stderr}"
+    );
+
+    let (_, result) = tiny_run(
+        "bad_qat",
+        "stages = [\"train\", \"qat\", \"export\"]\n[qat]\nepochs = 2\nlearning_rate = 0.001\nquant_delay_epochs = 2\n",
+        &[],
+    );
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("stage `qat`") && stderr.contains("quant_delay_epochs"),
+        "{stderr}"
+    );
+}
