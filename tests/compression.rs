@@ -237,3 +237,34 @@ fn seeds_without_distillation_and_bad_qat_tables_are_named_errors() {
         "{stderr}"
     );
 }
+
+/// The quickstart's own recipe (pipelines/quickstart.toml) exports the dense variants,
+/// `pruned80_int8` and `qat_int8`, each verified.
+#[test]
+fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
+    let recipe = std::fs::read_to_string(repo_root().join("pipelines/quickstart.toml")).unwrap();
+    let (out, result) = tiny_run("quickstart_recipe", &recipe, &[]);
+    succeeded(&result);
+    let report = report(&out);
+    let names: Vec<&str> = report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fp32", "pruned80_int8", "qat_int8"]);
+    assert!(
+        variant(&report, "pruned80_int8")["sparsity"]
+            .as_f64()
+            .unwrap()
+            >= 0.8
+    );
+    assert_eq!(report["qat"]["from"], "train");
+    for name in names {
+        assert!(
+            variant(&report, name)["parity"]["argmax_agreement"]
+                .as_f64()
+                .is_some()
+        );
+    }
+}

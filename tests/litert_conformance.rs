@@ -274,11 +274,17 @@ fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
 #[test]
 fn efficientnet_lite_runs_in_litert_and_agrees_with_burn() {
     let dir = scratch_dir("litert_efficientnet");
+    // With a QAT stage: its int8 file carries BatchNorm-folded, fake-quant-trained weights.
+    let recipe = dir.join("qat.toml");
+    std::fs::write(&recipe, QAT_RECIPE).unwrap();
+    let pipeline_set = format!("pipeline={}", recipe.display());
     let out = support::pipeline(&[
         "run",
         "configs/efficientnet_lite.toml",
         "--out",
         dir.to_str().unwrap(),
+        "--set",
+        &pipeline_set,
         "--set",
         "train.epochs=2",
         "--set",
@@ -312,15 +318,69 @@ fn efficientnet_lite_runs_in_litert_and_agrees_with_burn() {
         &file("fp32"),
         Expect::Float { rel: 1e-5 },
     );
+    // ~30 chained requantizations with residual adds: a few steps apart off the reference path.
+    let deep = Expect::Steps {
+        step: 1.0,
+        slack: 4.0,
+    };
+    check_variant(&python, &dir, "efficientnet_int8", &file("int8"), deep);
     check_variant(
         &python,
         &dir,
-        "efficientnet_int8",
-        &file("int8"),
-        // ~30 chained requantizations with residual adds: a few steps apart off the reference path.
+        "efficientnet_qat_int8",
+        &file("qat_int8"),
+        deep,
+    );
+}
+
+/// A train → qat recipe: one epoch of quantization-aware fine-tuning.
+const QAT_RECIPE: &str = r#"stages = ["train", "qat", "export", "verify", "report"]
+[qat]
+epochs = 1
+learning_rate = 0.0001
+"#;
+
+/// The QAT int8 file (activation parameters from training's ranges, not calibration) is
+/// held to the same standard as the calibrated one: bit-exact with LiteRT's reference
+/// kernels, one step from the others.
+#[test]
+fn qat_int8_runs_in_litert_like_calibrated_int8() {
+    let Some(python) = litert() else { return };
+    let dir = scratch_dir("litert_qat");
+    let recipe = dir.join("qat.toml");
+    std::fs::write(&recipe, QAT_RECIPE).unwrap();
+    let pipeline_set = format!("pipeline={}", recipe.display());
+    let out = support::pipeline(&[
+        "run",
+        "configs/quickstart.toml",
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        &pipeline_set,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.limit_train=1024",
+        "--set",
+        "data.limit_test=64",
+        "--set",
+        "export.variants=[\"fp32\"]",
+        "--set",
+        "verify.latency_runs=2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_variant(
+        &python,
+        &dir,
+        "qat_int8",
+        &dir.join("model_qat_int8.tflite"),
         Expect::Steps {
             step: 1.0,
-            slack: 4.0,
+            slack: 1.0,
         },
     );
 }

@@ -60,13 +60,16 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Trains a tiny quickstart model (1,024 digits, two epochs: a few seconds) into `dir`.
+/// Trains a tiny quickstart model (1,024 digits, two epochs: a few seconds; the float32
+/// recipe, without the quickstart's compression stages) into `dir`.
 pub fn tiny_quickstart_run(dir: &Path) -> PathBuf {
     let out = pipeline(&[
         "run",
         "configs/quickstart.toml",
         "--out",
         dir.to_str().expect("utf-8 path"),
+        "--set",
+        "pipeline=../pipelines/float32.toml",
         "--set",
         "train.epochs=2",
         "--set",

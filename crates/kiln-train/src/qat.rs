@@ -481,4 +481,72 @@ mod tests {
         assert_ne!(values(qat.forward(x)), float, "step 1 is fake-quantized");
         assert_eq!(qat.steps(), 2);
     }
+
+    /// Bright or dark 10×10 images: something to train on.
+    fn two_tone(rows: usize) -> kiln_data::ImageDataset {
+        let side = 10;
+        let labels: Vec<u32> = (0..rows as u32).map(|i| i % 2).collect();
+        let images = labels
+            .iter()
+            .flat_map(|&l| std::iter::repeat_n(0.2 + 0.6 * l as f32, side * side))
+            .collect();
+        kiln_data::ImageDataset {
+            images,
+            labels,
+            height: side,
+            width: side,
+            channels: 1,
+            class_names: vec!["dark".into(), "bright".into()],
+            skipped: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn settings(epochs: usize) -> crate::TrainSettings {
+        crate::TrainSettings {
+            epochs,
+            batch_size: 8,
+            learning_rate: 0.001,
+            schedule: crate::LrSchedule::Constant,
+            warmup_epochs: 0,
+            optimizer: crate::OptimizerSettings::default(),
+            label_smoothing: 0.0,
+            early_stopping_patience: None,
+            augment: crate::Augment::default(),
+            seed: 1,
+            checkpoint_dir: None,
+            resume: false,
+            fingerprint: String::new(),
+            progress: false,
+            interrupt: None,
+            pruning: None,
+            preserve_sparsity: false,
+            distillation: None,
+        }
+    }
+
+    /// Steps are counted across optimizer updates, and frozen observers stop moving.
+    #[test]
+    fn the_training_loop_counts_steps_and_freezing_holds_the_ranges() {
+        let eval = Device::flex();
+        let device = eval.clone().autodiff();
+        let data = two_tone(32);
+        let model = SmallCnnConfig::new([10, 10, 1], 2).init(&device).unwrap();
+        let qat_settings = QatSettings {
+            freeze_observers: Some(4),
+            ..QatSettings::default()
+        };
+        let qat = Qat::new(model, qat_settings, [10, 10, 1], &eval).unwrap();
+        let once = crate::train(qat, &data, None, &settings(1), &device, &eval, |_| {})
+            .unwrap()
+            .model;
+        assert_eq!(once.steps(), 4);
+        let frozen = once.ranges();
+        assert_eq!(frozen.len(), 5, "{frozen:?}");
+        let twice = crate::train(once, &data, None, &settings(1), &device, &eval, |_| {})
+            .unwrap()
+            .model;
+        assert_eq!(twice.steps(), 8);
+        assert_eq!(twice.ranges(), frozen);
+    }
 }
