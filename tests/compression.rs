@@ -207,6 +207,33 @@ variants = ["fp32", "int8"]
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(markdown.contains("## Distillation"), "{markdown}");
     assert!(markdown.contains("mean ± std over 2"), "{markdown}");
+
+    // That run's model teaches again from its run directory, with no train stage.
+    let teacher_run = format!("teacher_run = {:?}\n", out.display().to_string());
+    let (again, result) = tiny_run(
+        "distill_from_a_run",
+        &format!(
+            "stages = [\"distill\", \"export\", \"verify\", \"report\"]\n[distill]\n{teacher_run}\
+             student = {{ architecture = \"small_cnn\", conv_filters = [8, 16], dense_units = 32 }}\n\
+             epochs = 1\nvariants = [\"int8\"]\n"
+        ),
+        &[],
+    );
+    succeeded(&result);
+    let report = self::report(&again);
+    assert!(report.get("training").is_none(), "no train stage ran");
+    assert_eq!(report["distillation"]["teacher"], out.display().to_string());
+    assert_eq!(
+        report["distillation"]["teacher_test_accuracy"], d["teacher_test_accuracy"],
+        "the same teacher, reloaded"
+    );
+    let names: Vec<&str> = report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["student_int8"]);
 }
 
 /// `--seeds` belongs to distillation; without a distill stage it is a named error, and a

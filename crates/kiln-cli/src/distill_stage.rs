@@ -28,6 +28,7 @@ pub struct DistillStage {
     pub student: ModelConfig,
     /// A previous run directory whose model (model.bpk, with the [model] of its config.toml)
     /// teaches, instead of the model this run trains; relative to the working directory.
+    /// With it, a recipe may start at `distill` and train no teacher.
     #[serde(default)]
     pub teacher_run: Option<PathBuf>,
     /// Softening temperature T.

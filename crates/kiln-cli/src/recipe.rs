@@ -296,11 +296,17 @@ pub fn load(path: &Path) -> Result<Recipe> {
             path.display()
         );
     }
-    if recipe.stages[0] != Stage::Train {
-        bail!(
-            "{}: the first stage must be `train` (resuming from a run directory is not supported yet)",
+    let teacher_from_a_run = recipe
+        .distill
+        .as_ref()
+        .is_some_and(|d| d.teacher_run.is_some());
+    match recipe.stages[0] {
+        Stage::Train => {}
+        Stage::Distill if teacher_from_a_run => {}
+        _ => bail!(
+            "{}: the first stage must be `train`, or `distill` with a [distill] teacher_run",
             path.display()
-        );
+        ),
     }
     Ok(recipe)
 }

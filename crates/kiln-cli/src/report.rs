@@ -23,7 +23,9 @@ pub struct Report {
     pub backend: String,
     pub stages: Vec<String>,
     pub dataset: DatasetReport,
-    pub training: TrainingReport,
+    /// The train stage (absent when a recipe distils from a previous run's teacher).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingReport>,
     pub variants: Vec<VariantReport>,
     /// The distill stage, when the recipe has one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,31 +253,10 @@ impl Report {
     /// gzip size, latency in the labels).
     fn plots(&self) -> Vec<(&'static str, String)> {
         use crate::plots::{Series, line_chart, scatter};
-        let epochs = &self.training.epochs;
-        let per_epoch = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
-            epochs
-                .iter()
-                .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
-                .collect()
-        };
-        let mut series = vec![
-            Series {
-                name: "train loss",
-                points: per_epoch(&|e| Some(e.loss)),
-            },
-            Series {
-                name: "train accuracy",
-                points: per_epoch(&|e| Some(e.accuracy)),
-            },
-        ];
-        let validation = per_epoch(&|e| e.val_accuracy);
-        if !validation.is_empty() {
-            series.push(Series {
-                name: "validation accuracy",
-                points: validation,
-            });
+        let mut plots = Vec::new();
+        if let Some(training) = &self.training {
+            plots.push(("training.svg", training_chart(&training.epochs)));
         }
-        let training = line_chart("Training", "epoch", "loss / accuracy", &series);
         let points: Vec<(f64, f64, String)> = self
             .variants
             .iter()
@@ -294,7 +275,7 @@ impl Report {
             "test accuracy",
             &points,
         );
-        let mut plots = vec![("training.svg", training), ("variants.svg", variants)];
+        plots.push(("variants.svg", variants));
         if let Some(p) = &self.pruning {
             let points: Vec<(f64, f64)> = p
                 .epochs
@@ -363,24 +344,9 @@ impl Report {
                     .join(", ")
             }
         );
-        md += "## Training\n\n| epoch | loss | train accuracy | learning rate | seconds | of which data path |\n|---:|---:|---:|---:|---:|---:|\n";
-        for e in &self.training.epochs {
-            md += &format!(
-                "| {} | {:.4} | {:.2}% | {:.2e} | {:.1} | {:.1}% |\n",
-                e.epoch,
-                e.loss,
-                100.0 * e.accuracy,
-                e.learning_rate,
-                e.seconds,
-                100.0 * e.data_seconds / e.seconds.max(1e-9)
-            );
+        if let Some(training) = &self.training {
+            md += &training_markdown(training);
         }
-        md += "\n![training curves](training.svg)\n";
-        md += &format!(
-            "\nTrained in {:.1} s; the Burn model scores {:.2}% on the test split.\n\n",
-            self.training.seconds,
-            100.0 * self.training.burn_test_accuracy
-        );
         md += "## Variants\n\nAccuracy and latency are kiln-runtime's on the test split; parity compares each \
                file's (dequantized) logits with the Burn model's.\n\n";
         md += "| variant | file | bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity |\n";
@@ -439,6 +405,58 @@ impl Report {
         md += "\n![accuracy vs gzip size](variants.svg)\n";
         md
     }
+}
+
+/// Loss and accuracies per epoch.
+fn training_chart(epochs: &[EpochStats]) -> String {
+    use crate::plots::{Series, line_chart};
+    let per_epoch = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
+        epochs
+            .iter()
+            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+            .collect()
+    };
+    let mut series = vec![
+        Series {
+            name: "train loss",
+            points: per_epoch(&|e| Some(e.loss)),
+        },
+        Series {
+            name: "train accuracy",
+            points: per_epoch(&|e| Some(e.accuracy)),
+        },
+    ];
+    let validation = per_epoch(&|e| e.val_accuracy);
+    if !validation.is_empty() {
+        series.push(Series {
+            name: "validation accuracy",
+            points: validation,
+        });
+    }
+    line_chart("Training", "epoch", "loss / accuracy", &series)
+}
+
+fn training_markdown(training: &TrainingReport) -> String {
+    let mut md = String::new();
+    md += "## Training\n\n| epoch | loss | train accuracy | learning rate | seconds | of which data path |\n|---:|---:|---:|---:|---:|---:|\n";
+    for e in &training.epochs {
+        md += &format!(
+            "| {} | {:.4} | {:.2}% | {:.2e} | {:.1} | {:.1}% |\n",
+            e.epoch,
+            e.loss,
+            100.0 * e.accuracy,
+            e.learning_rate,
+            e.seconds,
+            100.0 * e.data_seconds / e.seconds.max(1e-9)
+        );
+    }
+    md += "\n![training curves](training.svg)\n";
+    md += &format!(
+        "\nTrained in {:.1} s; the Burn model scores {:.2}% on the test split.\n\n",
+        training.seconds,
+        100.0 * training.burn_test_accuracy
+    );
+    md
 }
 
 fn qat_markdown(q: &QatReport) -> String {

@@ -117,6 +117,14 @@ struct Run<'a> {
     started: Instant,
 }
 
+/// The train stage's result.
+struct Trained {
+    /// On the autodiff device.
+    model: AnyClassifier,
+    test_logits: Vec<f32>,
+    report: report::TrainingReport,
+}
+
 /// A model a stage made, to export.
 struct Candidate {
     /// The stage that made it, for later stages' `from` (QAT's model is not a source).
@@ -199,84 +207,34 @@ impl Run<'_> {
         let device = self.device;
         let settings = self.train_settings()?;
         let has = |stage| recipe.stages.contains(&stage);
-        let train_started = Instant::now();
         let validation = (!validation_set.is_empty()).then_some(validation_set);
-        let outcome = train(
-            model,
-            train_set,
-            validation,
-            &settings,
-            self.autodiff,
-            device,
-            |e| {
-                info!(
-                    "epoch {}/{}: loss {:.4}, train accuracy {:.2}%{}, lr {:.2e}, {:.1}s ({:.1}% in the data path)",
-                    e.epoch,
-                    settings.epochs,
-                    e.loss,
-                    100.0 * e.accuracy,
-                    e.val_accuracy
-                        .map_or(String::new(), |v| format!(", validation {:.2}%", 100.0 * v)),
-                    e.learning_rate,
-                    e.seconds,
-                    100.0 * e.data_seconds / e.seconds.max(1e-9)
-                )
-            },
-        )
-        .context("training failed")?;
-        let train_seconds = train_started.elapsed().as_secs_f64();
-        if let Some(epoch) = outcome.resumed_from {
-            info!(
-                "resumed after epoch {epoch} from {}",
-                run_dir.join("checkpoint").display()
-            );
-        }
-        if outcome.stopped_early {
-            info!(
-                "early stopping after epoch {}: no better validation accuracy for {} epochs",
-                outcome.history.len(),
-                config.train.early_stopping_patience.unwrap_or(0)
-            );
-        }
-        let selected_epoch = outcome.selected_epoch;
-        let trained = outcome.model;
-        let model_file = run_dir.join("model.bpk");
-        let record = trained
-            .valid()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| anyhow::anyhow!("cannot serialise the trained model: {e}"))?;
-        kiln_tflite::write_atomically(&model_file, &record)
-            .with_context(|| format!("cannot save {}", model_file.display()))?;
-
-        let burn_logits =
-            predict(&trained, test_set, device).context("evaluating the Burn model")?;
         let classes = test_set.class_names.len();
-        let burn_accuracy = kiln_train::accuracy(&burn_logits, &test_set.labels, classes);
-        info!(
-            "Burn model (epoch {selected_epoch}) test accuracy {:.2}%",
-            100.0 * burn_accuracy
-        );
-        let validation_accuracy = outcome
-            .history
+        let trained = if has(Stage::Train) {
+            Some(self.train_stage(model, &settings)?)
+        } else {
+            None
+        };
+        let mut candidates: Vec<Candidate> = trained
             .iter()
-            .find(|e| e.epoch == selected_epoch)
-            .and_then(|e| e.val_accuracy);
-        let mut candidates = vec![Candidate {
-            source: Some(Source::Train),
-            prefix: String::new(),
-            model: trained.clone(),
-            stages: vec!["train".into()],
-            sparsity: None,
-            variants: config.export.variants.clone(),
-            qat: None,
-        }];
+            .map(|t| Candidate {
+                source: Some(Source::Train),
+                prefix: String::new(),
+                model: t.model.clone(),
+                stages: vec!["train".into()],
+                sparsity: None,
+                variants: config.export.variants.clone(),
+                qat: None,
+            })
+            .collect();
 
         let distillation = match (&recipe.distill, has(Stage::Distill)) {
             (Some(stage), true) => {
-                let teacher = match &stage.teacher_run {
-                    Some(dir) => Teacher::Run(dir.clone()),
-                    None => Teacher::ThisRun(Box::new(trained.valid())),
+                let teacher = match (&stage.teacher_run, &trained) {
+                    (Some(dir), _) => Teacher::Run(dir.clone()),
+                    (None, Some(trained)) => Teacher::ThisRun(Box::new(trained.model.valid())),
+                    (None, None) => bail!(
+                        "the distill stage needs a teacher: a train stage before it, or teacher_run"
+                    ),
                 };
                 let distilled = distill(
                     teacher,
@@ -394,7 +352,8 @@ impl Run<'_> {
         let mut variants = Vec::new();
         if has(Stage::Export) {
             for candidate in &candidates {
-                variants.extend(self.export_candidate(candidate, &burn_logits)?);
+                let trained_logits = trained.as_ref().map(|t| t.test_logits.as_slice());
+                variants.extend(self.export_candidate(candidate, trained_logits)?);
             }
             report::compare_with_fp32(&mut variants);
         }
@@ -411,15 +370,7 @@ impl Run<'_> {
                 backend: config.train.backend.name().into(),
                 stages: recipe.stages.iter().map(|s| s.name().to_owned()).collect(),
                 dataset: DatasetReport::new(self.splits, &config.data.normalization())?,
-                training: report::TrainingReport {
-                    seconds: train_seconds,
-                    burn_test_accuracy: burn_accuracy,
-                    burn_validation_accuracy: validation_accuracy,
-                    selected_epoch,
-                    resumed_from: outcome.resumed_from,
-                    stopped_early: outcome.stopped_early,
-                    epochs: outcome.history,
-                },
+                training: trained.map(|t| t.report),
                 variants,
                 distillation,
                 pruning,
@@ -436,12 +387,100 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Trains the config's model and saves it as `model.bpk`.
+    fn train_stage(&self, model: AnyClassifier, settings: &TrainSettings) -> Result<Trained> {
+        let config = &self.loaded.config;
+        let run_dir = self.run_dir;
+        let (train_set, validation_set, test_set) = (
+            &self.splits.train,
+            &self.splits.validation,
+            &self.splits.test,
+        );
+        let device = self.device;
+        let train_started = Instant::now();
+        let validation = (!validation_set.is_empty()).then_some(validation_set);
+        let outcome = train(
+            model,
+            train_set,
+            validation,
+            settings,
+            self.autodiff,
+            device,
+            |e| {
+                info!(
+                    "epoch {}/{}: loss {:.4}, train accuracy {:.2}%{}, lr {:.2e}, {:.1}s ({:.1}% in the data path)",
+                    e.epoch,
+                    settings.epochs,
+                    e.loss,
+                    100.0 * e.accuracy,
+                    e.val_accuracy
+                        .map_or(String::new(), |v| format!(", validation {:.2}%", 100.0 * v)),
+                    e.learning_rate,
+                    e.seconds,
+                    100.0 * e.data_seconds / e.seconds.max(1e-9)
+                )
+            },
+        )
+        .context("training failed")?;
+        let train_seconds = train_started.elapsed().as_secs_f64();
+        if let Some(epoch) = outcome.resumed_from {
+            info!(
+                "resumed after epoch {epoch} from {}",
+                run_dir.join("checkpoint").display()
+            );
+        }
+        if outcome.stopped_early {
+            info!(
+                "early stopping after epoch {}: no better validation accuracy for {} epochs",
+                outcome.history.len(),
+                config.train.early_stopping_patience.unwrap_or(0)
+            );
+        }
+        let selected_epoch = outcome.selected_epoch;
+        let trained = outcome.model;
+        let model_file = run_dir.join("model.bpk");
+        let record = trained
+            .valid()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("cannot serialise the trained model: {e}"))?;
+        kiln_tflite::write_atomically(&model_file, &record)
+            .with_context(|| format!("cannot save {}", model_file.display()))?;
+
+        let burn_logits =
+            predict(&trained, test_set, device).context("evaluating the Burn model")?;
+        let classes = test_set.class_names.len();
+        let burn_accuracy = kiln_train::accuracy(&burn_logits, &test_set.labels, classes);
+        info!(
+            "Burn model (epoch {selected_epoch}) test accuracy {:.2}%",
+            100.0 * burn_accuracy
+        );
+        let validation_accuracy = outcome
+            .history
+            .iter()
+            .find(|e| e.epoch == selected_epoch)
+            .and_then(|e| e.val_accuracy);
+        Ok(Trained {
+            model: trained,
+            test_logits: burn_logits,
+            report: report::TrainingReport {
+                seconds: train_seconds,
+                burn_test_accuracy: burn_accuracy,
+                burn_validation_accuracy: validation_accuracy,
+                selected_epoch,
+                resumed_from: outcome.resumed_from,
+                stopped_early: outcome.stopped_early,
+                epochs: outcome.history,
+            },
+        })
+    }
+
     /// Lowers `candidate`, writes its variants and verifies each against its Burn model.
     /// `trained_logits` are the trained model's test logits (already computed).
     fn export_candidate(
         &self,
         candidate: &Candidate,
-        trained_logits: &[f32],
+        trained_logits: Option<&[f32]>,
     ) -> Result<Vec<VariantReport>> {
         let config = &self.loaded.config;
         let (train_set, test_set) = (&self.splits.train, &self.splits.test);
@@ -482,14 +521,14 @@ impl Run<'_> {
             },
         };
         let verify = self.recipe.stages.contains(&Stage::Verify);
-        let (reference, reference_name) = match (&candidate.qat, candidate.source) {
-            (Some(qat), _) => (predict(qat, test_set, self.device)?, "burn (fake-quant)"),
-            (None, Some(Source::Train)) => (trained_logits.to_vec(), "burn"),
-            (None, _) if verify => (
+        let (reference, reference_name) = match (&candidate.qat, candidate.source, trained_logits) {
+            (Some(qat), _, _) => (predict(qat, test_set, self.device)?, "burn (fake-quant)"),
+            (None, Some(Source::Train), Some(logits)) => (logits.to_vec(), "burn"),
+            (None, _, _) if verify => (
                 predict(&candidate.model, test_set, self.device)?,
                 "burn (this stage's model)",
             ),
-            (None, _) => (Vec::new(), ""),
+            _ => (Vec::new(), ""),
         };
         let exported = export_variants(
             &tflite,
