@@ -54,6 +54,15 @@ fn variant<'r>(report: &'r Value, name: &str) -> &'r Value {
         .unwrap_or_else(|| panic!("no variant {name}: {}", report["variants"]))
 }
 
+fn variant_names(report: &Value) -> Vec<&str> {
+    report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect()
+}
+
 fn succeeded(result: &std::process::Output) {
     assert!(
         result.status.success(),
@@ -144,21 +153,10 @@ learning_rate = 0.0001
         assert_eq!(q.scale, vec![expected.scale], "{name}");
         assert_eq!(q.zero_point, vec![i64::from(expected.zero_point)], "{name}");
     }
-    let mut checked = 0;
-    for tensor in &graph.tensors {
-        if tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights") {
-            let data = model.tensor_data(tensor);
-            let zeros = data.iter().filter(|&&b| b == 0).count();
-            assert!(
-                zeros * 5 >= data.len() * 4,
-                "{}: {zeros} of {}",
-                tensor.name,
-                data.len()
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 4);
+    assert_eq!(
+        assert_weights_80_percent_zeros(&out.join("model_pruned80_qat_int8.tflite")),
+        4
+    );
 }
 
 /// A small student learns from the quickstart model over two seeds (`--seeds`): the report
@@ -227,12 +225,7 @@ variants = ["fp32", "int8"]
         report["distillation"]["teacher_test_accuracy"], d["teacher_test_accuracy"],
         "the same teacher, reloaded"
     );
-    let names: Vec<&str> = report["variants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap())
-        .collect();
+    let names = variant_names(&report);
     assert_eq!(names, ["student_int8"]);
 }
 
@@ -273,12 +266,7 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     let (out, result) = tiny_run("quickstart_recipe", &recipe, &[]);
     succeeded(&result);
     let report = report(&out);
-    let names: Vec<&str> = report["variants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap())
-        .collect();
+    let names = variant_names(&report);
     assert_eq!(names, ["fp32", "pruned80_int8", "qat_int8"]);
     assert!(
         variant(&report, "pruned80_int8")["sparsity"]

@@ -318,21 +318,8 @@ variants = ["int8"]
     assert_eq!(layers.len(), 4, "conv1, conv2, dense, logits: {layers:?}");
 
     // The file itself: every conv and dense weight tensor is at least 80% zeros.
-    let model = kiln_tflite::Model::read_file(&out.join("model_pruned80_int8.tflite")).unwrap();
-    let graph = &model.subgraphs[0];
-    let mut checked = 0;
-    for tensor in &graph.tensors {
-        if tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights") {
-            let data = model.tensor_data(tensor);
-            let zeros = data.iter().filter(|&&b| b == 0).count();
-            assert!(
-                zeros * 5 >= data.len() * 4,
-                "{}: {zeros} zeros of {}",
-                tensor.name,
-                data.len()
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 4);
+    assert_eq!(
+        assert_weights_80_percent_zeros(&out.join("model_pruned80_int8.tflite")),
+        4
+    );
 }

@@ -275,31 +275,10 @@ fn every_variant_runs_in_litert_and_matches_kiln_runtime() {
 fn efficientnet_lite_runs_in_litert_and_agrees_with_burn() {
     let dir = scratch_dir("litert_efficientnet");
     // With a QAT stage: its int8 file carries BatchNorm-folded, fake-quant-trained weights.
-    let recipe = dir.join("qat.toml");
-    std::fs::write(&recipe, QAT_RECIPE).unwrap();
-    let pipeline_set = format!("pipeline={}", recipe.display());
-    let out = support::pipeline(&[
-        "run",
+    run_qat_recipe(
         "configs/efficientnet_lite.toml",
-        "--out",
-        dir.to_str().unwrap(),
-        "--set",
-        &pipeline_set,
-        "--set",
-        "train.epochs=2",
-        "--set",
-        "train.warmup_epochs=0",
-        "--set",
-        "data.limit_train=512",
-        "--set",
-        "data.limit_test=64",
-        "--set",
-        "verify.latency_runs=2",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &dir,
+        &["train.warmup_epochs=0", "data.limit_train=512"],
     );
     let report: Value =
         serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
@@ -340,6 +319,31 @@ epochs = 1
 learning_rate = 0.0001
 "#;
 
+/// Runs `config` with QAT_RECIPE into `dir`: two training epochs, 64 test images, and `sets`.
+fn run_qat_recipe(config: &str, dir: &Path, sets: &[&str]) {
+    let recipe = dir.join("qat.toml");
+    std::fs::write(&recipe, QAT_RECIPE).unwrap();
+    let pipeline_set = format!("pipeline={}", recipe.display());
+    let mut args = vec!["run", config, "--out", dir.to_str().unwrap()];
+    for set in [
+        pipeline_set.as_str(),
+        "train.epochs=2",
+        "data.limit_test=64",
+        "verify.latency_runs=2",
+    ]
+    .iter()
+    .chain(sets)
+    {
+        args.extend(["--set", set]);
+    }
+    let out = support::pipeline(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The QAT int8 file (activation parameters from training's ranges, not calibration) is
 /// held to the same standard as the calibrated one: bit-exact with LiteRT's reference
 /// kernels, one step from the others.
@@ -347,31 +351,10 @@ learning_rate = 0.0001
 fn qat_int8_runs_in_litert_like_calibrated_int8() {
     let Some(python) = litert() else { return };
     let dir = scratch_dir("litert_qat");
-    let recipe = dir.join("qat.toml");
-    std::fs::write(&recipe, QAT_RECIPE).unwrap();
-    let pipeline_set = format!("pipeline={}", recipe.display());
-    let out = support::pipeline(&[
-        "run",
+    run_qat_recipe(
         "configs/quickstart.toml",
-        "--out",
-        dir.to_str().unwrap(),
-        "--set",
-        &pipeline_set,
-        "--set",
-        "train.epochs=2",
-        "--set",
-        "data.limit_train=1024",
-        "--set",
-        "data.limit_test=64",
-        "--set",
-        "export.variants=[\"fp32\"]",
-        "--set",
-        "verify.latency_runs=2",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &dir,
+        &["data.limit_train=1024", "export.variants=[\"fp32\"]"],
     );
     check_variant(
         &python,

@@ -160,3 +160,24 @@ pub fn uniform_inputs(count: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Checks that every conv filter and dense weight tensor in the `.tflite` at `path` is at
+/// least 80% exact zeros (int8 zeros, or float zero bytes); returns how many it checked.
+pub fn assert_weights_80_percent_zeros(path: &Path) -> usize {
+    let model = kiln_tflite::Model::read_file(path).expect("a readable model");
+    let mut checked = 0;
+    for tensor in &model.subgraphs[0].tensors {
+        if tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights") {
+            let data = model.tensor_data(tensor);
+            let zeros = data.iter().filter(|&&b| b == 0).count();
+            assert!(
+                zeros * 5 >= data.len() * 4,
+                "{}: {zeros} zeros of {}",
+                tensor.name,
+                data.len()
+            );
+            checked += 1;
+        }
+    }
+    checked
+}

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod distill_stage;
 pub mod export;
+pub mod fine_tune;
 pub mod infer;
 pub mod inspect;
 pub mod model_build;

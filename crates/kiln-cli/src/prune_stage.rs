@@ -2,16 +2,16 @@
 //! schedule, leaving exact zeros in the pruned weights; its variants are exported next to the
 //! dense ones as `pruned<percent>_<variant>`.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::prelude::Device;
 use kiln_data::ImageDataset;
 use kiln_nn::Classifier;
-use kiln_train::{EpochStats, LayerSparsity, LrSchedule, TrainSettings, layer_sparsity, train};
+use kiln_train::{EpochStats, LayerSparsity, TrainSettings, layer_sparsity, train};
 use tracing::info;
 
+use crate::fine_tune::fine_tune_settings;
 use crate::recipe::PruneStage;
 
 pub struct Pruned<M> {
@@ -34,24 +34,14 @@ pub fn prune<M: Classifier>(
 ) -> Result<Pruned<M>> {
     let steps_per_epoch = train_set.len().div_ceil(base.batch_size.max(1));
     let pruning = stage.settings(steps_per_epoch);
-    let checkpoint_dir = run_dir.join("checkpoint-prune");
     let settings = TrainSettings {
-        epochs: stage.epochs,
-        learning_rate: stage.learning_rate,
-        // Decays to zero over the fine-tuning, so the last epochs settle the surviving weights.
-        schedule: LrSchedule::Cosine,
-        warmup_epochs: 0,
-        early_stopping_patience: None,
-        resume: resume && checkpoint_dir.join("state.json").exists(),
-        checkpoint_dir: Some(checkpoint_dir),
-        fingerprint: format!(
-            "{}+prune{}",
-            base.fingerprint,
-            serde_json::to_string(stage).unwrap_or_default()
-        ),
-        progress: std::io::stderr().is_terminal(),
         pruning: Some(pruning.clone()),
-        ..base.clone()
+        ..fine_tune_settings(
+            base,
+            ("prune", stage),
+            (stage.epochs, stage.learning_rate),
+            (run_dir, resume),
+        )
     };
     let outcome = train(trained, train_set, None, &settings, autodiff, device, |e| {
         info!(

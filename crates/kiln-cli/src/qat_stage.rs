@@ -2,7 +2,6 @@
 //! model; its int8 file is exported with the activation ranges training learned instead of
 //! a calibration pass, as `qat_int8` (`pruned80_qat_int8` from a pruned model, …).
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -11,10 +10,11 @@ use kiln_data::ImageDataset;
 use kiln_export::TensorRanges;
 use kiln_nn::AnyClassifier;
 use kiln_tflite::Model;
-use kiln_train::{EpochStats, LrSchedule, Qat, QatSettings, TrainSettings, train};
+use kiln_train::{EpochStats, Qat, QatSettings, TrainSettings, train};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::fine_tune::fine_tune_settings;
 use crate::recipe::Source;
 
 /// `[qat]`: quantization-aware training (TF-MOT's `quantize_model` + fit).
@@ -110,25 +110,14 @@ pub fn quantization_aware_training(
     let input = [train_set.height, train_set.width, train_set.channels];
     let qat = Qat::new(model, stage.settings(steps_per_epoch), input, device)
         .context("preparing quantization-aware training")?;
-    let checkpoint_dir = run_dir.join(format!("checkpoint-{name}"));
     let settings = TrainSettings {
-        epochs: stage.epochs,
-        learning_rate: stage.learning_rate,
-        schedule: LrSchedule::Cosine,
-        warmup_epochs: 0,
-        early_stopping_patience: None,
-        resume: resume && checkpoint_dir.join("state.json").exists(),
-        checkpoint_dir: Some(checkpoint_dir),
-        fingerprint: format!(
-            "{}+{name}{}",
-            base.fingerprint,
-            serde_json::to_string(stage).unwrap_or_default()
-        ),
-        progress: std::io::stderr().is_terminal(),
-        pruning: None,
         preserve_sparsity,
-        distillation: None,
-        ..base.clone()
+        ..fine_tune_settings(
+            base,
+            (name, stage),
+            (stage.epochs, stage.learning_rate),
+            (run_dir, resume),
+        )
     };
     let outcome = train(qat, train_set, None, &settings, autodiff, device, |e| {
         info!(

@@ -391,14 +391,10 @@ impl Run<'_> {
     fn train_stage(&self, model: AnyClassifier, settings: &TrainSettings) -> Result<Trained> {
         let config = &self.loaded.config;
         let run_dir = self.run_dir;
-        let (train_set, validation_set, test_set) = (
-            &self.splits.train,
-            &self.splits.validation,
-            &self.splits.test,
-        );
+        let (train_set, test_set) = (&self.splits.train, &self.splits.test);
+        let validation = (!self.splits.validation.is_empty()).then_some(&self.splits.validation);
         let device = self.device;
         let train_started = Instant::now();
-        let validation = (!validation_set.is_empty()).then_some(validation_set);
         let outcome = train(
             model,
             train_set,
