@@ -258,8 +258,8 @@ fn seeds_without_distillation_and_bad_qat_tables_are_named_errors() {
     );
 }
 
-/// The quickstart's own recipe (pipelines/quickstart.toml) exports the dense variants,
-/// `pruned80_int8` and `qat_int8`, each verified.
+/// The quickstart's own recipe (pipelines/quickstart.toml) exports the dense variants, the
+/// distilled student (compared over 3 seeds), `pruned80_int8` and `qat_int8`, each verified.
 #[test]
 fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     let recipe = std::fs::read_to_string(repo_root().join("pipelines/quickstart.toml")).unwrap();
@@ -267,7 +267,8 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     succeeded(&result);
     let report = report(&out);
     let names = variant_names(&report);
-    assert_eq!(names, ["fp32", "pruned80_int8", "qat_int8"]);
+    assert_eq!(names, ["fp32", "student_int8", "pruned80_int8", "qat_int8"]);
+    assert_eq!(report["distillation"]["seeds"].as_array().unwrap().len(), 3);
     assert!(
         variant(&report, "pruned80_int8")["sparsity"]
             .as_f64()

@@ -24,7 +24,9 @@ pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use pruning::{
     LayerSparsity, Pruner, PruningScope, PruningSettings, SparsitySchedule, layer_sparsity,
 };
-pub use qat::{Qat, QatSettings, RangeObserver, fake_quant_asymmetric, fake_quant_symmetric};
+pub use qat::{
+    Qat, QatSettings, RangeObserver, TracedActivation, fake_quant_asymmetric, fake_quant_symmetric,
+};
 pub use schedule::{LrPlan, LrSchedule};
 pub use throughput::{Throughput, measure_throughput};
 pub use train_loop::{EpochStats, TrainOutcome, TrainSettings, train};

@@ -200,6 +200,55 @@ impl<M: QuantizableClassifier + burn::module::ModuleDisplay> Classifier for Qat<
     }
 }
 
+/// One activation of a [`Qat::trace`]: its tensor name, Burn shape (NCHW for images) and
+/// fake-quantized values.
+pub type TracedActivation = (String, Vec<usize>, Vec<f32>);
+
+impl<M: QuantizableClassifier> Qat<M> {
+    /// Runs inference (on a plain device) and returns every quantized activation as the
+    /// int8 model should hold it, for per-tensor comparison with the exported file.
+    pub fn trace(&self, images: Tensor<4>) -> Vec<TracedActivation> {
+        let hooks = Tracing {
+            inner: FakeQuant {
+                qat: self,
+                observe: false,
+                quantize: true,
+                frozen_batch_norm: true,
+                device: images.device(),
+            },
+            seen: RefCell::new(Vec::new()),
+        };
+        let _ = self.model.forward_with(images, &hooks);
+        hooks.seen.into_inner()
+    }
+}
+
+/// Fake-quant hooks that also keep each activation they return.
+struct Tracing<'a, M> {
+    inner: FakeQuant<'a, M>,
+    seen: RefCell<Vec<TracedActivation>>,
+}
+
+impl<M> QuantHooks for Tracing<'_, M> {
+    fn weight<const D: usize>(&self, weight: Tensor<D>, channel_axis: Option<usize>) -> Tensor<D> {
+        self.inner.weight(weight, channel_axis)
+    }
+
+    fn activation<const D: usize>(&self, tensor: &str, x: Tensor<D>) -> Tensor<D> {
+        let y = self.inner.activation(tensor, x);
+        if let Ok(values) = y.clone().into_data().try_to_vec::<f32>() {
+            self.seen
+                .borrow_mut()
+                .push((tensor.to_owned(), y.dims().to_vec(), values));
+        }
+        y
+    }
+
+    fn batch_norm(&self) -> BatchNormMode {
+        self.inner.batch_norm()
+    }
+}
+
 /// The hooks of one forward pass.
 struct FakeQuant<'a, M> {
     qat: &'a Qat<M>,

@@ -1,0 +1,143 @@
+//! Layer by layer, the int8 file QAT exports computes what the fake-quant Burn model
+//! computes: every quantized activation of kiln-runtime's run, dequantized, sits on the
+//! value Burn's fake-quant produced, up to the integer kernels' rounding.
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use kiln_export::{Int8Options, QParams, TensorRanges, quantize_int8};
+use kiln_nn::{AnyClassifier, Classifier, EfficientNetLiteConfig, SmallCnnConfig};
+use kiln_runtime::Interpreter;
+use kiln_tflite::TensorType;
+use kiln_train::{Qat, QatSettings};
+
+/// How far the int8 file's activations are from fake-quant's, in quantization steps.
+#[derive(Debug, Default)]
+struct Gap {
+    compared: usize,
+    /// Elements more than half a step apart (after dequantizing).
+    off: usize,
+    max_steps: f64,
+}
+
+/// Trains `model`'s observers (and BatchNorm statistics) on noise, exports int8 with the QAT
+/// ranges, and compares every quantized activation on `rows` inputs.
+fn gaps(model: AnyClassifier, input: [usize; 3], rows: usize) -> Vec<(String, Gap)> {
+    let [h, w, c] = input;
+    let eval = Device::flex();
+    eval.seed(7);
+    let train = eval.clone().autodiff();
+    let qat = Qat::new(model, QatSettings::default(), input, &eval).unwrap();
+    for _ in 0..8 {
+        let images = Tensor::<4>::random([8, c, h, w], Distribution::Uniform(0.0, 1.0), &train);
+        let _ = qat.forward(images);
+    }
+    let qat = qat.valid();
+    let lowered = qat.lower("parity").unwrap();
+    let tensors = &lowered.subgraphs[0].tensors;
+    let mut ranges = TensorRanges::new(tensors.len());
+    for (name, range) in qat.ranges() {
+        ranges.set(tensors.iter().position(|t| t.name == name).unwrap(), range);
+    }
+    let int8 = quantize_int8(&lowered, &ranges, &Int8Options::default()).unwrap();
+    let mut interpreter = Interpreter::new(int8).unwrap();
+    let mut gaps: Vec<(String, Gap)> = Vec::new();
+    for row in 0..rows {
+        let images = Tensor::<4>::random([1, c, h, w], Distribution::Uniform(0.0, 1.0), &eval);
+        let nhwc = images.clone().permute([0, 2, 3, 1]).into_data();
+        let input = interpreter
+            .input_info(0)
+            .unwrap()
+            .quantization
+            .clone()
+            .unwrap();
+        let params = QParams {
+            scale: input.scale[0],
+            zero_point: input.zero_point[0] as i32,
+        };
+        let bytes: Vec<u8> = nhwc
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| params.quantize(v) as u8)
+            .collect();
+        interpreter.set_input(0, &bytes).unwrap();
+        let traced = qat.trace(images);
+        interpreter
+            .invoke_with(|_, info, bytes| {
+                let Some((name, shape, burn)) = traced.iter().find(|(n, _, _)| *n == info.name)
+                else {
+                    return;
+                };
+                let (Some(q), TensorType::Int8) = (&info.quantization, info.dtype) else {
+                    return;
+                };
+                let (scale, zero_point) = (f64::from(q.scale[0]), q.zero_point[0] as f64);
+                // Burn's activations are NCHW; the file's NHWC.
+                let nchw_index = |i: usize| match shape[..] {
+                    [_, ch, hh, ww] => {
+                        let (y, x, k) = ((i / ch) / ww, (i / ch) % ww, i % ch);
+                        (k * hh + y) * ww + x
+                    }
+                    _ => i,
+                };
+                let gap = match gaps.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, gap)) => gap,
+                    None => {
+                        gaps.push((name.clone(), Gap::default()));
+                        &mut gaps.last_mut().unwrap().1
+                    }
+                };
+                for (i, &b) in bytes.iter().enumerate() {
+                    let ours = (f64::from(b as i8) - zero_point) * scale;
+                    let steps = (ours - f64::from(burn[nchw_index(i)])).abs() / scale;
+                    gap.compared += 1;
+                    gap.off += usize::from(steps > 0.5);
+                    gap.max_steps = gap.max_steps.max(steps);
+                }
+            })
+            .unwrap();
+        let _ = row;
+    }
+    gaps
+}
+
+/// Every quantized activation was compared; none is more than `max_steps` from fake-quant;
+/// the first layer (exact int8 inputs) differs only where float rounding meets a tie.
+fn check(gaps: &[(String, Gap)], tensors: usize, max_steps: f64) {
+    for (name, gap) in gaps {
+        eprintln!("{name}: {gap:?}");
+    }
+    assert_eq!(gaps.len(), tensors, "{gaps:?}");
+    assert!(
+        gaps[0].1.max_steps < 1e-3,
+        "the quantized input is exact: {gaps:?}"
+    );
+    let first = &gaps[1].1;
+    assert!(
+        first.off * 1000 <= first.compared,
+        "{}: {first:?}",
+        gaps[1].0
+    );
+    for (name, gap) in gaps {
+        assert!(gap.max_steps <= max_steps + 1e-3, "{name}: {gap:?}");
+    }
+}
+
+#[test]
+fn small_cnn_int8_activations_match_fake_quant() {
+    let device = Device::flex().autodiff();
+    let model = SmallCnnConfig::new([28, 28, 1], 10).init(&device).unwrap();
+    // image, conv1, conv2, dense1, logits: one step at most.
+    check(&gaps(model.into(), [28, 28, 1], 8), 5, 1.0);
+}
+
+/// Thirty-odd layers deep, one-step differences (float sums landing on the other side of a
+/// rounding tie) feed the next layers; they stay within three steps.
+#[test]
+fn efficientnet_lite_int8_activations_match_fake_quant() {
+    let device = Device::flex().autodiff();
+    let model = EfficientNetLiteConfig::new([28, 28, 1], 10)
+        .init(&device)
+        .unwrap();
+    check(&gaps(model.into(), [28, 28, 1], 8), 37, 3.0);
+}
