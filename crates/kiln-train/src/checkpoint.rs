@@ -180,6 +180,11 @@ impl Checkpoints {
 }
 
 fn model_bytes<M: Module>(model: &M) -> Result<Bytes, String> {
+    // A running state (BatchNorm's statistics, QAT's observers) keeps each thread's latest
+    // update aside until something syncs it, and a record reads the synced value: without
+    // this, the checkpoint would hold the state of one step before. `valid()` syncs every
+    // running state in place (the copy it returns is dropped).
+    drop(model.valid());
     model
         .clone()
         .into_record()

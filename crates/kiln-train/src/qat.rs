@@ -598,4 +598,51 @@ mod tests {
         assert_eq!(twice.steps(), 8);
         assert_eq!(twice.ranges(), frozen);
     }
+
+    /// A checkpoint carries the observers and the step count: QAT interrupted after an
+    /// epoch and resumed ends where an uninterrupted run does.
+    #[test]
+    fn resumed_qat_ends_where_an_uninterrupted_run_does() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let eval = Device::flex();
+        let device = eval.clone().autodiff();
+        let input = [10, 10, 1];
+        let data = two_tone(16);
+        let build = || {
+            device.seed(3);
+            let model = SmallCnnConfig::new(input, 2).init(&device).unwrap();
+            Qat::new(model, QatSettings::default(), input, &eval).unwrap()
+        };
+        let whole = crate::train(build(), &data, None, &settings(2), &device, &eval, |_| {})
+            .unwrap()
+            .model;
+
+        let dir = std::env::temp_dir().join(format!("kiln-qat-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stop = Arc::new(AtomicBool::new(false));
+        let interrupted = crate::TrainSettings {
+            checkpoint_dir: Some(dir.clone()),
+            interrupt: Some(Arc::clone(&stop)),
+            ..settings(2)
+        };
+        let first = crate::train(build(), &data, None, &interrupted, &device, &eval, |_| {
+            stop.store(true, Ordering::SeqCst)
+        });
+        assert!(matches!(
+            first,
+            Err(TrainError::Interrupted { last_epoch: 1, .. })
+        ));
+        let resumed = crate::TrainSettings {
+            checkpoint_dir: Some(dir.clone()),
+            resume: true,
+            ..settings(2)
+        };
+        let rest = crate::train(build(), &data, None, &resumed, &device, &eval, |_| {})
+            .unwrap()
+            .model;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(rest.steps(), whole.steps());
+        assert_eq!(rest.ranges(), whole.ranges());
+    }
 }
