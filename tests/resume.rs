@@ -31,7 +31,7 @@ const SETTINGS: &[&str] = &[
     "verify.latency_runs=2",
 ];
 
-fn args(out: &Path, extra: &[&'static str]) -> Vec<String> {
+fn args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["run", "configs/quickstart.toml", "--out"]
         .iter()
         .map(|s| (*s).to_owned())
@@ -41,9 +41,9 @@ fn args(out: &Path, extra: &[&'static str]) -> Vec<String> {
     args
 }
 
-fn spawn(out: &Path) -> Child {
+fn spawn(out: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .args(args(out, &[]))
+        .args(args(out, extra))
         .current_dir(repo_root())
         .env("RUST_LOG", "warn")
         .env(
@@ -56,9 +56,14 @@ fn spawn(out: &Path) -> Child {
         .expect("start pipeline")
 }
 
-/// The last complete epoch recorded in the run's checkpoint (0 when none yet).
+/// The last complete epoch recorded in the run's training checkpoint (0 when none yet).
 fn checkpointed_epoch(out: &Path) -> usize {
-    std::fs::read(out.join("checkpoint/state.json"))
+    stage_checkpointed_epoch(out, "checkpoint")
+}
+
+/// The last complete epoch in the checkpoint directory `stage_dir` of the run.
+fn stage_checkpointed_epoch(out: &Path, stage_dir: &str) -> usize {
+    std::fs::read(out.join(stage_dir).join("state.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
         .and_then(|state| state["epoch"].as_u64())
@@ -66,8 +71,12 @@ fn checkpointed_epoch(out: &Path) -> usize {
 }
 
 fn wait_for_epoch(out: &Path, child: &mut Child, epoch: usize) {
+    wait_for_stage_epoch(out, "checkpoint", child, epoch);
+}
+
+fn wait_for_stage_epoch(out: &Path, stage_dir: &str, child: &mut Child, epoch: usize) {
     let deadline = Instant::now() + Duration::from_secs(300);
-    while checkpointed_epoch(out) < epoch {
+    while stage_checkpointed_epoch(out, stage_dir) < epoch {
         assert!(
             child.try_wait().expect("poll child").is_none(),
             "the run ended before epoch {epoch} was checkpointed"
@@ -78,7 +87,13 @@ fn wait_for_epoch(out: &Path, child: &mut Child, epoch: usize) {
 }
 
 fn resume(out: &Path) -> Value {
-    let owned = args(out, &["--resume"]);
+    resume_with(out, &[])
+}
+
+fn resume_with(out: &Path, extra: &[&str]) -> Value {
+    let mut with_resume = extra.to_vec();
+    with_resume.push("--resume");
+    let owned = args(out, &with_resume);
     let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
     let result = pipeline(&refs);
     assert!(
@@ -95,8 +110,12 @@ fn report(out: &Path) -> Value {
 }
 
 fn uninterrupted(dir: &Path) -> (PathBuf, Value) {
+    uninterrupted_with(dir, &[])
+}
+
+fn uninterrupted_with(dir: &Path, extra: &[&str]) -> (PathBuf, Value) {
     let out = dir.join("uninterrupted");
-    let owned = args(&out, &[]);
+    let owned = args(&out, extra);
     let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
     let result = pipeline(&refs);
     assert!(
@@ -144,7 +163,7 @@ fn kill_9_then_resume_matches_an_uninterrupted_run() {
     let (reference_dir, reference) = uninterrupted(&dir);
 
     let out = dir.join("killed");
-    let mut child = spawn(&out);
+    let mut child = spawn(&out, &[]);
     wait_for_epoch(&out, &mut child, 2);
     child.kill().expect("SIGKILL"); // kill -9: no chance to clean up
     let _ = child.wait();
@@ -169,7 +188,7 @@ fn ctrl_c_saves_and_exits_cleanly_then_resumes() {
     let (reference_dir, reference) = uninterrupted(&dir);
 
     let out = dir.join("interrupted");
-    let mut child = spawn(&out);
+    let mut child = spawn(&out, &[]);
     wait_for_epoch(&out, &mut child, 1);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -212,4 +231,51 @@ fn resume_refuses_a_changed_config_and_a_missing_checkpoint() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success());
     assert!(stderr.contains("different config"), "{stderr}");
+}
+
+/// Killed in the middle of quantization-aware training (after the train stage finished),
+/// the run resumes the QAT stage from its own checkpoint and writes the same qat_int8 file
+/// as an uninterrupted run.
+#[test]
+fn kill_9_during_qat_then_resume_matches_an_uninterrupted_run() {
+    let dir = scratch_dir("resume_qat");
+    let recipe = dir.join("qat.toml");
+    std::fs::write(
+        &recipe,
+        "stages = [\"train\", \"qat\", \"export\", \"verify\", \"report\"]\n\
+         [qat]\nepochs = 4\nlearning_rate = 0.0002\n",
+    )
+    .unwrap();
+    let pipeline_set = format!("pipeline={}", recipe.display());
+    let extra = ["--set", pipeline_set.as_str(), "--set", "train.epochs=2"];
+    let (reference_dir, reference) = uninterrupted_with(&dir, &extra);
+
+    let out = dir.join("killed");
+    let mut child = spawn(&out, &extra);
+    wait_for_stage_epoch(&out, "checkpoint-qat", &mut child, 1);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let killed_at = stage_checkpointed_epoch(&out, "checkpoint-qat");
+    assert!(
+        (1..4).contains(&killed_at),
+        "killed after QAT epoch {killed_at}"
+    );
+    assert!(!out.join("report.json").exists(), "the killed run finished");
+
+    let resumed = resume_with(&out, &extra);
+    let qat = |r: &Value| -> Vec<Value> {
+        r["qat"]["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["loss"].clone())
+            .collect()
+    };
+    assert_eq!(qat(&resumed), qat(&reference), "QAT per-epoch losses");
+    assert_eq!(resumed["qat"]["ranges"], reference["qat"]["ranges"]);
+    let file = |d: &Path| std::fs::read(d.join("model_qat_int8.tflite")).expect("qat_int8");
+    assert!(
+        file(&out) == file(&reference_dir),
+        "the resumed run's qat_int8 differs from the uninterrupted run's"
+    );
 }
