@@ -1,5 +1,5 @@
 //! `pipeline compare RUN_DIR...`: one table across runs — every variant of every run with its
-//! size, gzip size, accuracy and latency — for researchers comparing configs, seeds or
+//! size, gzip size, accuracy, latency and sparsity — for researchers comparing configs, seeds or
 //! schedules side by side.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ struct Row {
     accuracy: Option<f64>,
     accuracy_delta: Option<f64>,
     latency_ms_p50: Option<f64>,
+    sparsity: Option<f64>,
 }
 
 pub fn run(run_dirs: &[PathBuf], as_json: bool) -> Result<()> {
@@ -38,7 +39,7 @@ pub fn run(run_dirs: &[PathBuf], as_json: bool) -> Result<()> {
                     "run": r.run, "name": r.name, "seed": r.seed, "variant": r.variant,
                     "bytes": r.bytes, "gzip_bytes": r.gzip_bytes, "size_vs_fp32": r.size_vs_fp32,
                     "accuracy": r.accuracy, "accuracy_delta": r.accuracy_delta,
-                    "latency_ms_p50": r.latency_ms_p50,
+                    "latency_ms_p50": r.latency_ms_p50, "sparsity": r.sparsity,
                 })
             })
             .collect();
@@ -76,13 +77,14 @@ fn rows_of(dir: &Path) -> Result<Vec<Row>> {
             accuracy: v["accuracy"].as_f64(),
             accuracy_delta: v["accuracy_delta"].as_f64(),
             latency_ms_p50: v["latency_ms_p50"].as_f64(),
+            sparsity: v["sparsity"].as_f64(),
         })
         .collect())
 }
 
 fn table(rows: &[Row]) -> String {
     let dash = || "—".to_owned();
-    let cells: Vec<[String; 9]> = rows
+    let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
@@ -98,11 +100,13 @@ fn table(rows: &[Row]) -> String {
                 r.accuracy_delta
                     .map_or_else(dash, |d| format!("{:+.2}", 100.0 * d)),
                 r.latency_ms_p50.map_or_else(dash, |l| format!("{l:.3} ms")),
+                r.sparsity
+                    .map_or_else(dash, |s| format!("{:.1}%", 100.0 * s)),
             ]
         })
         .collect();
     let header = [
-        "run", "seed", "variant", "bytes", "gzip", "vs fp32", "accuracy", "Δ pt", "p50",
+        "run", "seed", "variant", "bytes", "gzip", "vs fp32", "accuracy", "Δ pt", "p50", "sparsity",
     ];
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
