@@ -5,10 +5,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use burn::module::Module;
 use burn::prelude::Device;
 use kiln_data::ImageDataset;
 use kiln_export::TensorRanges;
-use kiln_nn::AnyClassifier;
+use kiln_nn::{AnyClassifier, Classifier};
 use kiln_tflite::Model;
 use kiln_train::{EpochStats, Qat, QatSettings, TrainSettings, train};
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,7 @@ pub fn quantization_aware_training(
     (autodiff, device): (&Device, &Device),
     (name, preserve_sparsity): (&str, bool),
 ) -> Result<QatOutcome> {
+    ensure_int8_exportable(&model)?;
     let steps_per_epoch = train_set.len().div_ceil(base.batch_size.max(1));
     let input = [train_set.height, train_set.width, train_set.channels];
     let qat = Qat::new(model, stage.settings(steps_per_epoch), input, device)
@@ -133,6 +135,29 @@ pub fn quantization_aware_training(
         qat: outcome.model,
         history: outcome.history,
     })
+}
+
+/// Fails before any training when the model has operators full-integer export does not
+/// support (e.g. swish's MUL): QAT's only product is an int8 file.
+fn ensure_int8_exportable(model: &AnyClassifier) -> Result<()> {
+    let lowered = model
+        .valid()
+        .lower("int8 check")
+        .context("lowering the model QAT would train")?;
+    let tensors = lowered.subgraphs.first().map_or(0, |g| g.tensors.len());
+    let mut ranges = TensorRanges::new(tensors);
+    for t in 0..tensors {
+        ranges.set(
+            t,
+            kiln_export::Range {
+                min: -1.0,
+                max: 1.0,
+            },
+        );
+    }
+    kiln_export::quantize_int8(&lowered, &ranges, &kiln_export::Int8Options::default())
+        .map(drop)
+        .context("the qat stage exports full int8, which this model cannot be")
 }
 
 /// The QAT ranges as kiln-export wants them: by tensor index of `lowered`'s subgraph.
