@@ -11,12 +11,18 @@ use serde_json::Value;
 use support::*;
 
 /// Runs the quickstart (2 epochs on 1,024 digits, 200 test digits, unless `extra` sets
-/// otherwise) with `recipe`.
+/// otherwise) with `recipe`, in a fresh scratch directory.
 fn tiny_run(name: &str, recipe: &str, extra: &[&str]) -> (PathBuf, std::process::Output) {
     let dir = scratch_dir(name);
-    let recipe_path = dir.join("recipe.toml");
-    std::fs::write(&recipe_path, recipe).unwrap();
+    std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
     let out = dir.join("run");
+    let result = rerun(&out, extra);
+    (out, result)
+}
+
+/// Runs tiny_run's pipeline again into its run directory `out`, with `extra` arguments.
+fn rerun(out: &Path, extra: &[&str]) -> std::process::Output {
+    let recipe_path = out.parent().unwrap().join("recipe.toml");
     let pipeline_set = format!("pipeline={}", recipe_path.display());
     let mut args = vec![
         "run",
@@ -37,8 +43,7 @@ fn tiny_run(name: &str, recipe: &str, extra: &[&str]) -> (PathBuf, std::process:
         "verify.latency_runs=2",
     ];
     args.extend_from_slice(extra);
-    let result = pipeline(&args);
-    (out, result)
+    pipeline(&args)
 }
 
 fn report(dir: &Path) -> Value {
@@ -205,6 +210,13 @@ variants = ["fp32", "int8"]
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(markdown.contains("## Distillation"), "{markdown}");
     assert!(markdown.contains("mean ± std over 2"), "{markdown}");
+
+    // One more seed on resume: the two students of each earlier seed are reused as they were.
+    succeeded(&rerun(&out, &["--seeds", "3", "--resume"]));
+    let more = self::report(&out);
+    let more_seeds = more["distillation"]["seeds"].as_array().unwrap();
+    assert_eq!(more_seeds.len(), 3);
+    assert_eq!(more_seeds[..2], seeds[..]);
 
     // That run's model teaches again from its run directory, with no train stage.
     let teacher_run = format!("teacher_run = {:?}\n", out.display().to_string());

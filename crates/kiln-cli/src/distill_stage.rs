@@ -182,10 +182,20 @@ pub fn distill(
         100.0 * teacher_test_accuracy
     );
     let teacher = Rc::new(teacher);
+    // What shapes each student's training (not `seeds` or `variants`: a resumed run with
+    // more seeds reuses the students it already has).
+    let shaping = (
+        &stage.student,
+        &stage.teacher_run,
+        stage.temperature,
+        stage.alpha,
+        stage.epochs,
+        stage.learning_rate,
+    );
     let fingerprint = format!(
         "{}+distill{}",
         base.fingerprint,
-        serde_json::to_string(stage).unwrap_or_default()
+        serde_json::to_string(&shaping).unwrap_or_default()
     );
     let mut seeds = Vec::with_capacity(stage.seeds);
     let mut first_student = None;
