@@ -162,6 +162,27 @@ learning_rate = 0.0001
         assert_weights_80_percent_zeros(&out.join("model_pruned80_qat_int8.tflite")),
         4
     );
+
+    // `pipeline verify` reaches every exported variant by name.
+    let verify = pipeline(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--variant",
+        "pruned80_qat_int8",
+        "--images",
+        "20",
+        "--json",
+    ]);
+    succeeded(&verify);
+    let layers: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(layers[0]["variant"], "pruned80_qat_int8");
+    let verify = pipeline(&["verify", out.to_str().unwrap(), "--variant", "qat_int8"]);
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        !verify.status.success()
+            && stderr.contains("exported: fp32, pruned80_int8, pruned80_qat_int8"),
+        "{stderr}"
+    );
 }
 
 /// A small student learns from the quickstart model over two seeds (`--seeds`): the report

@@ -61,7 +61,8 @@ enum Command {
         /// Compare every tensor, not only the model's outputs.
         #[arg(long)]
         per_layer: bool,
-        /// Variant to compare with fp32 (repeatable; default: every exported variant).
+        /// Variant to compare with fp32, any exported one (`int8`, `qat_int8`, `pruned80_int8`,
+        /// …; repeatable; default: the config's dense variants).
         #[arg(long = "variant", value_name = "NAME")]
         variants: Vec<String>,
         /// The first N test images.

@@ -29,23 +29,28 @@ pub fn run(
 ) -> Result<()> {
     ensure!(images > 0, "--images must be at least 1");
     let loaded = config::load_run(run_dir)?;
-    let chosen: Vec<Variant> = if variants.is_empty() {
+    // Any exported variant by name (`int8`, `qat_int8`, `pruned80_int8`, …); by default the
+    // configured dense ones.
+    let chosen: Vec<String> = if variants.is_empty() {
         let configured = &loaded.config.export.variants;
         configured
             .iter()
-            .copied()
-            .filter(|&v| v != Variant::Fp32)
+            .filter(|&&v| v != Variant::Fp32)
+            .map(|v| v.name().to_owned())
             .collect()
     } else {
-        variants
-            .iter()
-            .map(|name| {
-                Variant::from_name(name).with_context(|| {
-                    format!("unknown variant '{name}' (fp32, fp16, dynamic or int8)")
-                })
-            })
-            .collect::<Result<_>>()?
+        variants.to_vec()
     };
+    for name in &chosen {
+        let path = run_dir.join(format!("model_{name}.tflite"));
+        ensure!(
+            path.is_file(),
+            "no variant '{name}' in {} (no {}); exported: {}",
+            run_dir.display(),
+            path.display(),
+            exported_variants(run_dir).join(", ")
+        );
+    }
     ensure!(
         !chosen.is_empty(),
         "no variant to compare with fp32: name one with --variant"
@@ -55,7 +60,8 @@ pub fn run(
     let fp32 = run_dir.join(Variant::Fp32.file_name());
     let mut reports = Vec::new();
     for variant in chosen {
-        let path = run_dir.join(variant.file_name());
+        let file = format!("model_{variant}.tflite");
+        let path = run_dir.join(&file);
         let mut float = crate::model_file::interpreter(&fp32)?;
         let mut quantized = crate::model_file::interpreter(&path)?;
         let output_names: Vec<String> = (0..float.output_count())
@@ -69,14 +75,14 @@ pub fn run(
         if !as_json {
             println!(
                 "{} vs {} on {} test images (kiln-runtime):\n{}",
-                variant.file_name(),
+                file,
                 Variant::Fp32.file_name(),
                 rows.len(),
                 per_layer::table(&tensors)
             );
         }
         reports.push(VariantLayers {
-            variant: variant.name().into(),
+            variant,
             images: rows.len(),
             tensors,
         });
@@ -85,4 +91,23 @@ pub fn run(
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(())
+}
+
+/// The variant names of the `model_<name>.tflite` files in `run_dir`, sorted.
+fn exported_variants(run_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            Some(
+                name.strip_prefix("model_")?
+                    .strip_suffix(".tflite")?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    names.sort();
+    names
 }
