@@ -97,7 +97,7 @@ fn int8(fp32: &Model, config: &ExportConfig, source: &Int8Ranges) -> Result<Mode
             let rows = calibration_rows(train.len(), config.calibration_samples, *seed);
             for &row in &rows {
                 calibrator
-                    .observe(&[train.image(row)])
+                    .observe(&[&train.image(row)])
                     .with_context(|| format!("calibrating on training image {row}"))?;
             }
             calibrated = calibrator.finish()?;

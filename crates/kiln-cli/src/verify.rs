@@ -29,7 +29,7 @@ pub fn verify_variant(
     let mut logits = Vec::with_capacity(test.len() * classes);
     let mut latencies = Vec::with_capacity(test.len());
     for row in 0..test.len() {
-        real_io::set_input(&mut interpreter, 0, test.image(row))?;
+        real_io::set_input(&mut interpreter, 0, &test.image(row))?;
         let started = Instant::now();
         interpreter.invoke()?;
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
@@ -43,7 +43,7 @@ pub fn verify_variant(
     );
     // Latency over extra timed runs of the first image, after the full pass warmed caches.
     for _ in 0..latency_runs {
-        real_io::set_input(&mut interpreter, 0, test.image(0))?;
+        real_io::set_input(&mut interpreter, 0, &test.image(0))?;
         let started = Instant::now();
         interpreter.invoke()?;
         latencies.push(started.elapsed().as_secs_f64() * 1e3);

@@ -56,7 +56,8 @@ pub fn run(
         "no variant to compare with fp32: name one with --variant"
     );
     let test = crate::data::load_data(&loaded)?.test;
-    let rows: Vec<&[f32]> = (0..test.len().min(images)).map(|r| test.image(r)).collect();
+    let images: Vec<Vec<f32>> = (0..test.len().min(images)).map(|r| test.image(r)).collect();
+    let rows: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
     let fp32 = run_dir.join(Variant::Fp32.file_name());
     let mut reports = Vec::new();
     for variant in chosen {

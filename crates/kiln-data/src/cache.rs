@@ -79,12 +79,7 @@ impl DecodedCache {
             for label in &dataset.labels {
                 out.write_all(&label.to_le_bytes())?;
             }
-            let pixels: Vec<u8> = dataset
-                .images
-                .iter()
-                .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-                .collect();
-            out.write_all(&pixels)?;
+            out.write_all(&dataset.images)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&temp, &final_path)
         };
@@ -130,10 +125,7 @@ fn decode_entry(bytes: &[u8]) -> Option<ImageDataset> {
     if labels.iter().any(|&l| l as usize >= class_names.len()) {
         return None;
     }
-    let images = rest[label_bytes..]
-        .iter()
-        .map(|&p| f32::from(p) / 255.0)
-        .collect();
+    let images = rest[label_bytes..].to_vec();
     Some(ImageDataset {
         images,
         labels,
@@ -143,6 +135,7 @@ fn decode_entry(bytes: &[u8]) -> Option<ImageDataset> {
         class_names,
         skipped: field("skipped")?,
         warnings: strings("warnings")?,
+        normalization: crate::Normalization::identity(),
     })
 }
 
@@ -180,7 +173,7 @@ mod tests {
 
     fn sample() -> ImageDataset {
         ImageDataset {
-            images: vec![0.0, 1.0, 128.0 / 255.0, 3.0 / 255.0],
+            images: vec![0, 255, 128, 3],
             labels: vec![1, 0],
             height: 1,
             width: 2,
@@ -188,6 +181,7 @@ mod tests {
             class_names: vec!["cat".into(), "dog".into()],
             skipped: 3,
             warnings: vec!["row 7: cannot decode".into()],
+            normalization: crate::Normalization::identity(),
         }
     }
 

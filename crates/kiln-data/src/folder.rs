@@ -107,6 +107,7 @@ pub fn read_image_folder(root: &Path, decode: DecodeSpec) -> Result<ImageDataset
         class_names,
         skipped: 0,
         warnings: Vec::new(),
+        normalization: crate::Normalization::identity(),
     };
     let mut dims = None;
     for ((path, label), image) in files.iter().zip(decoded) {
@@ -124,9 +125,7 @@ pub fn read_image_folder(root: &Path, decode: DecodeSpec) -> Result<ImageDataset
                         expected.1
                     )));
                 }
-                dataset
-                    .images
-                    .extend(image.pixels.iter().map(|&p| f32::from(p) / 255.0));
+                dataset.images.extend_from_slice(&image.pixels);
                 dataset.labels.push(*label);
             }
             Err(reason) => {

@@ -77,11 +77,11 @@ impl Normalization {
 }
 
 impl ImageDataset {
-    /// Applies `norm` to every image (after validating it against the channel count).
+    /// Reads every image with `norm` from now on (after validating it against the channel
+    /// count); the stored pixels stay as decoded.
     pub fn normalize(&mut self, norm: &Normalization) -> Result<(), DataError> {
         norm.validate(self.channels)?;
-        let channels = self.channels;
-        norm.apply(&mut self.images, channels);
+        self.normalization = norm.clone();
         Ok(())
     }
 }
@@ -129,5 +129,37 @@ mod tests {
                 .contains("positive")
         );
         assert!(Normalization::identity().validate(3).is_ok());
+    }
+
+    #[test]
+    fn a_normalised_dataset_keeps_its_pixels_and_reads_normalised() {
+        let mut data = ImageDataset {
+            images: vec![0, 255, 51, 102],
+            labels: vec![0, 1],
+            height: 1,
+            width: 1,
+            channels: 2,
+            class_names: vec!["a".into(), "b".into()],
+            skipped: 0,
+            warnings: Vec::new(),
+            normalization: Normalization::identity(),
+        };
+        let norm = Normalization {
+            mean: vec![0.5, 0.0],
+            std: vec![0.5, 2.0],
+        };
+        data.normalize(&norm).unwrap();
+        assert_eq!(data.pixels(1), &[51, 102]);
+        let expected = [(0.2f32 - 0.5) / 0.5, 0.4 / 2.0];
+        for (got, want) in data.image(1).iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // A split keeps reading the same way.
+        assert_eq!(data.subset(&[1]).image(0), data.image(1));
+        let bad = Normalization {
+            mean: vec![0.5, 0.5, 0.5],
+            std: vec![1.0],
+        };
+        assert!(data.normalize(&bad).is_err());
     }
 }

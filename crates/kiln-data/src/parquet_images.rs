@@ -360,7 +360,7 @@ fn agreed_class_names(
 /// Decoded rows gathered across files, in order.
 struct Accumulator {
     channels: usize,
-    images: Vec<f32>,
+    images: Vec<u8>,
     labels: Vec<u32>,
     /// (height, width) of the first decoded image; every later one must match.
     dims: Option<(usize, usize)>,
@@ -434,8 +434,7 @@ impl Accumulator {
             }
             Some(_) => {}
         }
-        self.images
-            .extend(image.pixels.iter().map(|&p| f32::from(p) / 255.0));
+        self.images.extend_from_slice(&image.pixels);
         self.labels.push(row.label);
         Ok(())
     }
@@ -476,6 +475,7 @@ impl Accumulator {
             class_names,
             skipped: self.skipped,
             warnings,
+            normalization: crate::Normalization::identity(),
         })
     }
 }

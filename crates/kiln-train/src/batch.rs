@@ -1,6 +1,6 @@
-//! Turning dataset rows into Burn tensors: NHWC pixels → NCHW batch, with seeded
-//! augmentation: random shifts (pad-and-crop with zero fill, what helps digit-like data) and
-//! horizontal flips (photos).
+//! Turning dataset rows into Burn tensors: NHWC pixels → normalised NCHW floats, with seeded
+//! augmentation: random shifts (pad-and-crop with zero fill — the normalised mean —, what
+//! helps digit-like data) and horizontal flips (photos).
 
 use burn::prelude::*;
 use kiln_data::ImageDataset;
@@ -25,8 +25,9 @@ pub fn images_nchw(
 ) -> Vec<f32> {
     let (h, w, c) = (data.height, data.width, data.channels);
     let mut out = vec![0.0f32; indices.len() * c * h * w];
+    let mut image = vec![0.0f32; data.image_len()];
     for (slot, &row) in indices.iter().enumerate() {
-        let image = data.image(row);
+        data.write_image(row, &mut image);
         let (dy, dx) = match rng.as_deref_mut() {
             Some(rng) if augment.shift > 0 => {
                 let s = augment.shift as i32;

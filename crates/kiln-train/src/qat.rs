@@ -537,7 +537,7 @@ mod tests {
         let labels: Vec<u32> = (0..rows as u32).map(|i| i % 2).collect();
         let images = labels
             .iter()
-            .flat_map(|&l| std::iter::repeat_n(0.2 + 0.6 * l as f32, side * side))
+            .flat_map(|&l| std::iter::repeat_n(50 + 150 * l as u8, side * side))
             .collect();
         kiln_data::ImageDataset {
             images,
@@ -548,6 +548,7 @@ mod tests {
             class_names: vec!["dark".into(), "bright".into()],
             skipped: 0,
             warnings: Vec::new(),
+            normalization: kiln_data::Normalization::identity(),
         }
     }
 

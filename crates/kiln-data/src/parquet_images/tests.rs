@@ -121,9 +121,9 @@ fn reads_hf_layout_with_class_names() {
     assert_eq!(d.class_names, vec!["cat", "dog", "bird"]);
     assert_eq!((d.skipped, d.warnings.len()), (0, 0));
     // Pixel (y=1, x=2) of image 1 is (2, 1, 7) / 255, in HWC order.
+    assert_eq!(&d.pixels(1)[(5 + 2) * 3..(5 + 2) * 3 + 3], &[2, 1, 7]);
     let px = &d.image(1)[(5 + 2) * 3..(5 + 2) * 3 + 3];
     assert_eq!(px, &[2.0 / 255.0, 1.0 / 255.0, 7.0 / 255.0]);
-    assert!(d.images.iter().all(|v| (0.0..=1.0).contains(v)));
 }
 
 #[test]
@@ -163,7 +163,8 @@ fn grayscale_png_read_as_rgb_and_rgb_read_as_grayscale() {
     write_hf(&path, &[Some(gray_png(2, 2, 51))], &[0], None);
     let d = read(std::slice::from_ref(&path), ColorMode::Rgb, None);
     assert_eq!(d.channels, 3);
-    assert_eq!(d.images, vec![0.2; 2 * 2 * 3]);
+    assert_eq!(d.images, vec![51; 2 * 2 * 3]);
+    assert_eq!(d.image(0), vec![0.2; 2 * 2 * 3]);
 
     let path = dir.file("rgb.parquet");
     write_hf(&path, &[Some(rgb_png(2, 3))], &[0], None);
