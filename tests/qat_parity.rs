@@ -1,6 +1,7 @@
-//! Layer by layer, the int8 file QAT exports computes what the fake-quant Burn model
-//! computes: every quantized activation of kiln-runtime's run, dequantized, sits on the
-//! value Burn's fake-quant produced, up to the integer kernels' rounding.
+//! Layer by layer, the int8 file QAT exports computes what the fake-quant Burn model computes
+//! in inference: every quantized activation of kiln-runtime's run, dequantized, is the value
+//! Burn's fake-quant produced — no element a step apart, through SmallCnn and through
+//! EfficientNet-lite's ~35 layers (BatchNorm folded, depthwise, residual ADD, MEAN).
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -101,25 +102,15 @@ fn gaps(model: AnyClassifier, input: [usize; 3], rows: usize) -> Vec<(String, Ga
     gaps
 }
 
-/// Every quantized activation was compared; none is more than `max_steps` from fake-quant;
-/// the first layer (exact int8 inputs) differs only where float rounding meets a tie.
-fn check(gaps: &[(String, Gap)], tensors: usize, max_steps: f64) {
+/// Every quantized activation was compared, and every element is the same int8 value.
+fn check(gaps: &[(String, Gap)], tensors: usize) {
     for (name, gap) in gaps {
         eprintln!("{name}: {gap:?}");
     }
     assert_eq!(gaps.len(), tensors, "{gaps:?}");
-    assert!(
-        gaps[0].1.max_steps < 1e-3,
-        "the quantized input is exact: {gaps:?}"
-    );
-    let first = &gaps[1].1;
-    assert!(
-        first.off * 1000 <= first.compared,
-        "{}: {first:?}",
-        gaps[1].0
-    );
     for (name, gap) in gaps {
-        assert!(gap.max_steps <= max_steps + 1e-3, "{name}: {gap:?}");
+        assert_eq!(gap.off, 0, "{name}: {gap:?}");
+        assert!(gap.max_steps < 1e-3, "{name}: {gap:?}");
     }
 }
 
@@ -127,17 +118,17 @@ fn check(gaps: &[(String, Gap)], tensors: usize, max_steps: f64) {
 fn small_cnn_int8_activations_match_fake_quant() {
     let device = Device::flex().autodiff();
     let model = SmallCnnConfig::new([28, 28, 1], 10).init(&device).unwrap();
-    // image, conv1, conv2, dense1, logits: one step at most.
-    check(&gaps(model.into(), [28, 28, 1], 8), 5, 1.0);
+    // image, conv1, conv2, dense1, logits.
+    check(&gaps(model.into(), [28, 28, 1], 8), 5);
 }
 
-/// Thirty-odd layers deep, one-step differences (float sums landing on the other side of a
-/// rounding tie) feed the next layers; they stay within three steps.
+/// Thirty-odd layers, BatchNorm folded in f32 here and in f64 by the exporter: still the
+/// same int8 values everywhere.
 #[test]
 fn efficientnet_lite_int8_activations_match_fake_quant() {
     let device = Device::flex().autodiff();
     let model = EfficientNetLiteConfig::new([28, 28, 1], 10)
         .init(&device)
         .unwrap();
-    check(&gaps(model.into(), [28, 28, 1], 8), 37, 3.0);
+    check(&gaps(model.into(), [28, 28, 1], 8), 37);
 }

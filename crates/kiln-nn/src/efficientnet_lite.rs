@@ -432,7 +432,7 @@ impl ConvBn {
         name: &str,
         activation: Option<BlockActivation>,
     ) -> Tensor<4> {
-        let y = conv_bn_hooked(&self.conv, &self.bn, x, hooks);
+        let y = conv_bn_hooked(&self.conv, &self.bn, name, x, hooks);
         hooked_activation(y, hooks, name, activation)
     }
 
@@ -477,10 +477,12 @@ impl SqueezeExcite {
         activation: BlockActivation,
     ) -> Tensor<4> {
         let pooled = hooks.activation(&format!("{name}/mean"), x.clone().mean_dim(3).mean_dim(2));
-        let reduce = conv2d_hooked(&self.reduce, pooled, hooks);
-        let gate = hooked_activation(reduce, hooks, &format!("{name}/reduce"), Some(activation));
-        let gate = conv2d_hooked(&self.expand, gate, hooks);
-        let gate = hooks.activation(&format!("{name}/expand"), gate);
+        let reduce_name = format!("{name}/reduce");
+        let reduce = conv2d_hooked(&self.reduce, &reduce_name, pooled, hooks);
+        let gate = hooked_activation(reduce, hooks, &reduce_name, Some(activation));
+        let expand_name = format!("{name}/expand");
+        let gate = conv2d_hooked(&self.expand, &expand_name, gate, hooks);
+        let gate = hooks.activation(&expand_name, gate);
         // LOGISTIC's int8 output has fixed parameters (1/256, −128): no observer.
         hooks.activation(name, x.mul(sigmoid(gate)))
     }
@@ -648,7 +650,12 @@ impl QuantizableClassifier for EfficientNetLite {
         let x = self.head.forward_with(x, hooks, "head", act);
         let pooled: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3);
         let pooled = hooks.activation("pool", pooled);
-        let logits = linear_hooked(&self.classifier, self.dropout.forward(pooled), hooks);
+        let logits = linear_hooked(
+            &self.classifier,
+            "logits",
+            self.dropout.forward(pooled),
+            hooks,
+        );
         hooks.activation("logits", logits)
     }
 }

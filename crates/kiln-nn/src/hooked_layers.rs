@@ -8,13 +8,31 @@ use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 
 use crate::lowering::padding::burn_pairs;
-use crate::quant_hooks::{BatchNormMode, QuantHooks};
+use crate::quant_hooks::{BatchNormMode, LayerCall, LayerKind, QuantHooks};
 
 /// `conv.forward(x)` with its weight through `hooks`, quantized per output channel (axis 0
 /// of Burn's [out, in / groups, kh, kw]: TFLite's CONV_2D axis 0 and DEPTHWISE_CONV_2D axis 3).
-pub fn conv2d_hooked<H: QuantHooks>(conv: &Conv2d, x: Tensor<4>, hooks: &H) -> Tensor<4> {
-    let weight = hooks.weight(conv.weight.val(), Some(0));
-    conv2d_with_weight(conv, x, weight, conv.bias.as_ref().map(|b| b.val()))
+/// `output` is the lowered graph's name of the convolution's output.
+pub fn conv2d_hooked<H: QuantHooks>(
+    conv: &Conv2d,
+    output: &str,
+    x: Tensor<4>,
+    hooks: &H,
+) -> Tensor<4> {
+    hooks.layer(
+        convolution(output),
+        x,
+        (conv.weight.val(), Some(0)),
+        conv.bias.as_ref().map(|b| b.val()),
+        |x, w, b| conv2d_with_weight(conv, x, w, b),
+    )
+}
+
+fn convolution(output: &str) -> LayerCall<'_> {
+    LayerCall {
+        output,
+        kind: LayerKind::Convolution,
+    }
 }
 
 /// `conv`'s convolution (stride, padding, dilation, groups) with another weight and bias.
@@ -36,11 +54,27 @@ pub fn conv2d_with_weight(
     conv2d(x, weight, bias, options)
 }
 
-/// `layer.forward(x)` with its weight through `hooks`, one scale per tensor (the int8
-/// exporter's FULLY_CONNECTED default, and TF-MOT's).
-pub fn linear_hooked<H: QuantHooks>(layer: &Linear, x: Tensor<2>, hooks: &H) -> Tensor<2> {
-    let weight = hooks.weight(layer.weight.val(), None);
-    linear(x, weight, layer.bias.as_ref().map(|b| b.val()))
+/// `layer.forward(x)` with its weight through `hooks`, one scale per output channel (the int8
+/// exporter's FULLY_CONNECTED default, as TF 2.21's converter).
+/// `output` is the lowered graph's name of the layer's output.
+pub fn linear_hooked<H: QuantHooks>(
+    layer: &Linear,
+    output: &str,
+    x: Tensor<2>,
+    hooks: &H,
+) -> Tensor<2> {
+    let call = LayerCall {
+        output,
+        kind: LayerKind::Dense,
+    };
+    hooks.layer(
+        call,
+        x,
+        // Burn keeps dense weights as [inputs, outputs]: output channels on axis 1.
+        (layer.weight.val(), Some(1)),
+        layer.bias.as_ref().map(|b| b.val()),
+        linear,
+    )
 }
 
 /// `bn.forward(conv.forward(x))` with `hooks`. Folded (QAT), the convolution runs with the
@@ -53,12 +87,13 @@ pub fn linear_hooked<H: QuantHooks>(layer: &Linear, x: Tensor<2>, hooks: &H) -> 
 pub fn conv_bn_hooked<H: QuantHooks>(
     conv: &Conv2d,
     bn: &BatchNorm,
+    output: &str,
     x: Tensor<4>,
     hooks: &H,
 ) -> Tensor<4> {
     let frozen = match hooks.batch_norm() {
         BatchNormMode::Separate => {
-            return bn.forward(conv2d_hooked(conv, x, hooks));
+            return bn.forward(conv2d_hooked(conv, output, x, hooks));
         }
         BatchNormMode::Folded { frozen } => frozen,
     };
@@ -76,13 +111,12 @@ pub fn conv_bn_hooked<H: QuantHooks>(
     let gamma = bn.gamma.val();
     let scale = gamma.clone().div(std.clone());
     let folded = weight.mul(scale.clone().reshape([channels, 1, 1, 1]));
-    let folded = hooks.weight(folded, Some(0));
     let bias = conv.bias.as_ref().map(|b| b.val());
-    let y = conv2d_with_weight(conv, x, folded, None);
     let by_channel = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
-    let training = y.device().is_autodiff() && bn.training.is_enabled();
+    let training = x.device().is_autodiff() && bn.training.is_enabled();
     if training && !frozen {
-        let mut unscaled = y.div(by_channel(scale));
+        let folded = hooks.weight(folded, Some(0));
+        let mut unscaled = conv2d_with_weight(conv, x, folded, None).div(by_channel(scale));
         if let Some(bias) = bias {
             unscaled = unscaled.add(by_channel(bias));
         }
@@ -93,7 +127,14 @@ pub fn conv_bn_hooked<H: QuantHooks>(
             Some(bias) => bias.sub(mean),
             None => mean.neg(),
         };
-        y.add(by_channel(bn.beta.val().add(scale.mul(centred))))
+        let folded_bias = bn.beta.val().add(scale.mul(centred));
+        hooks.layer(
+            convolution(output),
+            x,
+            (folded, Some(0)),
+            Some(folded_bias),
+            |x, w, b| conv2d_with_weight(conv, x, w, b),
+        )
     }
 }
 
@@ -147,8 +188,8 @@ mod tests {
         let (conv, bn) = layers(&train_device);
         let (conv, bn) = (conv.valid(), bn.valid());
         let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Default, &Device::flex());
-        let separate = conv_bn_hooked(&conv, &bn, x.clone(), &FloatForward);
-        let folded = conv_bn_hooked(&conv, &bn, x, &FoldOnly(false));
+        let separate = conv_bn_hooked(&conv, &bn, "c", x.clone(), &FloatForward);
+        let folded = conv_bn_hooked(&conv, &bn, "c", x, &FoldOnly(false));
         assert!(max_diff(separate, folded) < 1e-5);
     }
 
@@ -157,11 +198,11 @@ mod tests {
         let device = Device::flex().autodiff();
         let (conv, bn) = layers(&device);
         let x = Tensor::<4>::random([4, 3, 9, 9], Distribution::Default, &device);
-        let separate = conv_bn_hooked(&conv, &bn, x.clone(), &FloatForward);
-        let folded = conv_bn_hooked(&conv, &bn, x.clone(), &FoldOnly(false));
+        let separate = conv_bn_hooked(&conv, &bn, "c", x.clone(), &FloatForward);
+        let folded = conv_bn_hooked(&conv, &bn, "c", x.clone(), &FoldOnly(false));
         assert!(max_diff(separate, folded) < 1e-4);
-        let frozen = conv_bn_hooked(&conv, &bn, x.clone(), &FoldOnly(true));
-        let inference = conv_bn_hooked(&conv.valid(), &bn.valid(), x.inner(), &FloatForward);
+        let frozen = conv_bn_hooked(&conv, &bn, "c", x.clone(), &FoldOnly(true));
+        let inference = conv_bn_hooked(&conv.valid(), &bn.valid(), "c", x.inner(), &FloatForward);
         assert!(max_diff(frozen.inner(), inference) < 1e-5);
     }
 }

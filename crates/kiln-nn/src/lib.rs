@@ -13,5 +13,5 @@ pub use any_classifier::AnyClassifier;
 pub use classifier::{Classifier, QuantizableClassifier};
 pub use efficientnet_lite::{BlockActivation, EfficientNetLite, EfficientNetLiteConfig, StageSpec};
 pub use lowering::LowerError;
-pub use quant_hooks::{BatchNormMode, FloatForward, QuantHooks};
+pub use quant_hooks::{BatchNormMode, FloatForward, LayerCall, LayerKind, QuantHooks};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};

@@ -13,12 +13,47 @@ pub trait QuantHooks {
     /// per-channel-quantized weight (Burn layout), `None` for one scale per tensor.
     fn weight<const D: usize>(&self, weight: Tensor<D>, channel_axis: Option<usize>) -> Tensor<D>;
 
+    /// A convolution or dense layer whose output the lowered graph names `call.output`:
+    /// `apply` computes it from an input, a weight and a bias (output channels on axis 1).
+    /// By default `apply` runs on the hooked weight. QAT's inference instead computes what
+    /// the int8 kernel computes, which needs the input's int8 parameters: layers call this
+    /// right after the activation hook of their input (or of the tensor whose parameters
+    /// their input shares, as a max-pool's).
+    fn layer<const D: usize, const O: usize>(
+        &self,
+        call: LayerCall<'_>,
+        x: Tensor<O>,
+        (weight, channel_axis): (Tensor<D>, Option<usize>),
+        bias: Option<Tensor<1>>,
+        apply: impl Fn(Tensor<O>, Tensor<D>, Option<Tensor<1>>) -> Tensor<O>,
+    ) -> Tensor<O> {
+        let _ = call;
+        let weight = self.weight(weight, channel_axis);
+        apply(x, weight, bias)
+    }
+
     /// The activation tensor named `tensor` in the lowered graph, as the int8 model stores
     /// it (after any fused activation).
     fn activation<const D: usize>(&self, tensor: &str, x: Tensor<D>) -> Tensor<D>;
 
     /// How a convolution followed by BatchNorm runs.
     fn batch_norm(&self) -> BatchNormMode;
+}
+
+/// A layer call: the lowered graph's name for its output, and its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerCall<'a> {
+    pub output: &'a str,
+    pub kind: LayerKind,
+}
+
+/// How TFLite's int8 kernel of a layer requantizes its int32 accumulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// CONV_2D and DEPTHWISE_CONV_2D: fixed-point multiplier, rounded twice.
+    Convolution,
+    /// FULLY_CONNECTED: one rounding in double precision (LiteRT's reference kernel).
+    Dense,
 }
 
 /// A conv → BatchNorm pair in the forward pass.

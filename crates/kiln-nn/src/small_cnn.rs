@@ -132,13 +132,13 @@ impl QuantizableClassifier for SmallCnn {
     fn forward_with<H: QuantHooks>(&self, images: Tensor<4>, hooks: &H) -> Tensor<2> {
         let mut x = hooks.activation("image", images);
         for (i, conv) in self.convs.iter().enumerate() {
-            let y = relu(conv2d_hooked(conv, x, hooks));
-            x = self
-                .pool
-                .forward(hooks.activation(&format!("conv{}", i + 1), y));
+            let name = format!("conv{}", i + 1);
+            let y = relu(conv2d_hooked(conv, &name, x, hooks));
+            x = self.pool.forward(hooks.activation(&name, y));
         }
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = hooks.activation("dense1", relu(linear_hooked(&self.fc1, x, hooks)));
-        hooks.activation("logits", linear_hooked(&self.fc2, x, hooks))
+        let x = relu(linear_hooked(&self.fc1, "dense1", x, hooks));
+        let x = hooks.activation("dense1", x);
+        hooks.activation("logits", linear_hooked(&self.fc2, "logits", x, hooks))
     }
 }

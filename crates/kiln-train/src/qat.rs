@@ -3,17 +3,18 @@
 //! the model trains through fake-quant — values rounded to the int8 grid they will have in
 //! the exported file and back to float — so it learns weights that survive the rounding.
 //!
-//! The grids are the int8 exporter's, so the Burn model and the int8 file compute the same
-//! function up to integer rounding inside the kernels:
+//! The grids are the int8 exporter's:
 //! - weights (BatchNorm folded in, see kiln-nn's `conv_bn_hooked`): symmetric, [−127, 127],
-//!   one scale max|w|/127 per output channel for convolutions, one per tensor for dense
-//!   layers;
+//!   one scale max|w|/127 per output channel (convolutions, depthwise and dense layers);
 //! - activations: asymmetric per tensor, [−128, 127], with the parameters kiln-export derives
 //!   from a range ([`kiln_export::asymmetric_int8_params`]); each range is an exponential
 //!   moving average of the training batches' min and max, started at the first batch's.
 //!
 //! Gradients pass straight through the rounding (the straight-through estimator), and are
 //! zero where an activation was clamped to its range, as TensorFlow's `FakeQuantWithMinMaxVars`.
+//! In inference, each conv and dense layer computes exactly what its int8 kernel computes
+//! (integer weights, bias and accumulators, the kernel's requantization: [`int8_layer`]),
+//! so the fake-quant model's outputs are the int8 file's, step for step.
 //! The observers live in the module (like BatchNorm's running statistics), so checkpoints
 //! and `--resume` carry them.
 
@@ -22,7 +23,10 @@ use std::cell::RefCell;
 use burn::module::RunningState;
 use burn::prelude::*;
 use kiln_export::{QParams, Range, asymmetric_int8_params};
-use kiln_nn::{BatchNormMode, Classifier, LowerError, QuantHooks, QuantizableClassifier};
+use kiln_nn::{
+    BatchNormMode, Classifier, LayerCall, LayerKind, LowerError, QuantHooks, QuantizableClassifier,
+};
+use kiln_runtime::{QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -190,7 +194,9 @@ impl<M: QuantizableClassifier + burn::module::ModuleDisplay> Classifier for Qat<
             observe: training && !reached(settings.freeze_observers),
             quantize: current >= settings.quant_delay || !training,
             frozen_batch_norm: !training || reached(settings.freeze_batch_norm),
+            exact: !training,
             device,
+            last_input: RefCell::new(None),
         };
         self.model.forward_with(images, &hooks)
     }
@@ -214,7 +220,9 @@ impl<M: QuantizableClassifier> Qat<M> {
                 observe: false,
                 quantize: true,
                 frozen_batch_norm: true,
+                exact: true,
                 device: images.device(),
+                last_input: RefCell::new(None),
             },
             seen: RefCell::new(Vec::new()),
         };
@@ -232,6 +240,17 @@ struct Tracing<'a, M> {
 impl<M> QuantHooks for Tracing<'_, M> {
     fn weight<const D: usize>(&self, weight: Tensor<D>, channel_axis: Option<usize>) -> Tensor<D> {
         self.inner.weight(weight, channel_axis)
+    }
+
+    fn layer<const D: usize, const O: usize>(
+        &self,
+        call: LayerCall<'_>,
+        x: Tensor<O>,
+        weight: (Tensor<D>, Option<usize>),
+        bias: Option<Tensor<1>>,
+        apply: impl Fn(Tensor<O>, Tensor<D>, Option<Tensor<1>>) -> Tensor<O>,
+    ) -> Tensor<O> {
+        self.inner.layer(call, x, weight, bias, apply)
     }
 
     fn activation<const D: usize>(&self, tensor: &str, x: Tensor<D>) -> Tensor<D> {
@@ -255,7 +274,19 @@ struct FakeQuant<'a, M> {
     observe: bool,
     quantize: bool,
     frozen_batch_norm: bool,
+    /// Inference: layers compute what the int8 kernels compute (see `layer`).
+    exact: bool,
     device: Device,
+    /// The int8 parameters of the activation quantized last: the next layer's input.
+    last_input: RefCell<Option<QParams>>,
+}
+
+impl<M> FakeQuant<'_, M> {
+    /// The int8 parameters of activation `tensor`, once observed.
+    fn params(&self, tensor: &str) -> Option<QParams> {
+        let index = self.qat.names.iter().position(|n| n == tensor)?;
+        self.qat.observers[index].read().map(asymmetric_int8_params)
+    }
 }
 
 impl<M> QuantHooks for FakeQuant<'_, M> {
@@ -278,9 +309,42 @@ impl<M> QuantHooks for FakeQuant<'_, M> {
             observer.update(batch, self.qat.settings.ema_decay, &self.device);
         }
         match observer.read() {
-            Some(range) if self.quantize => fake_quant_asymmetric(x, asymmetric_int8_params(range)),
+            Some(range) if self.quantize => {
+                let params = asymmetric_int8_params(range);
+                *self.last_input.borrow_mut() = Some(params);
+                fake_quant_asymmetric(x, params)
+            }
             _ => x,
         }
+    }
+
+    /// In inference, the layer computes what its int8 kernel computes: see
+    /// [`int8_layer`]. Training keeps the differentiable form, `apply` on the fake-quantized
+    /// weight.
+    fn layer<const D: usize, const O: usize>(
+        &self,
+        call: LayerCall<'_>,
+        x: Tensor<O>,
+        (weight, channel_axis): (Tensor<D>, Option<usize>),
+        bias: Option<Tensor<1>>,
+        apply: impl Fn(Tensor<O>, Tensor<D>, Option<Tensor<1>>) -> Tensor<O>,
+    ) -> Tensor<O> {
+        let input = *self.last_input.borrow();
+        if let (true, true, Some(input), Some(output)) =
+            (self.exact, self.quantize, input, self.params(call.output))
+            && let Some(y) = int8_layer(
+                call.kind,
+                (x.clone(), input),
+                (&weight, channel_axis),
+                bias.clone(),
+                output,
+                &apply,
+            )
+        {
+            return y;
+        }
+        let weight = self.weight(weight, channel_axis);
+        apply(x, weight, bias)
     }
 
     fn batch_norm(&self) -> BatchNormMode {
@@ -288,6 +352,109 @@ impl<M> QuantHooks for FakeQuant<'_, M> {
             frozen: self.frozen_batch_norm,
         }
     }
+}
+
+/// A conv or dense layer as its int8 kernel computes it, dequantized: the weights and the
+/// bias rounded as the exporter rounds them (in f64, from the same f32 values), the int32
+/// accumulators summed exactly (integers below 2²⁴ add exactly in f32), then requantized
+/// with the kernel's own arithmetic — TFLite's fixed-point multiplier with its double
+/// rounding for convolutions, one double-precision rounding for FULLY_CONNECTED. Summing the
+/// dequantized values instead lands on the other side of a rounding tie now and then, and
+/// deep networks compound that. `None` when the tensors cannot be read.
+fn int8_layer<const D: usize, const O: usize>(
+    kind: LayerKind,
+    (x, input): (Tensor<O>, QParams),
+    (weight, channel_axis): (&Tensor<D>, Option<usize>),
+    bias: Option<Tensor<1>>,
+    output: QParams,
+    apply: &impl Fn(Tensor<O>, Tensor<D>, Option<Tensor<1>>) -> Tensor<O>,
+) -> Option<Tensor<O>> {
+    let dims = weight.dims();
+    let device = weight.device();
+    let values = weight.clone().into_data().try_to_vec::<f32>().ok()?;
+    let (channels, inner) = match channel_axis {
+        Some(axis) if axis < D => (dims[axis], dims[axis + 1..].iter().product::<usize>()),
+        _ => (1, values.len()),
+    };
+    let channel_of = |i: usize| (i / inner.max(1)) % channels.max(1);
+    let mut max_abs = vec![0.0f64; channels];
+    for (i, &v) in values.iter().enumerate() {
+        max_abs[channel_of(i)] = max_abs[channel_of(i)].max(f64::from(v).abs());
+    }
+    let scales: Vec<f64> = max_abs
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let integer_weight: Vec<f32> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            (f64::from(v) / scales[channel_of(i)])
+                .round()
+                .clamp(-127.0, 127.0) as f32
+        })
+        .collect();
+    // The file stores each scale as f32; the kernels derive everything from those.
+    let stored: Vec<f64> = scales.iter().map(|&s| f64::from(s as f32)).collect();
+    let input_scale = f64::from(input.scale);
+    let integer_bias = match bias {
+        Some(bias) => {
+            let b = bias.into_data().try_to_vec::<f32>().ok()?;
+            let ints: Vec<f32> = b
+                .iter()
+                .enumerate()
+                .map(|(c, &v)| {
+                    let scale = input_scale * stored[if channels == 1 { 0 } else { c }];
+                    (f64::from(v) / scale).round() as f32
+                })
+                .collect();
+            let len = ints.len();
+            Some(Tensor::<1>::from_data(
+                TensorData::new(ints, [len]),
+                &device,
+            ))
+        }
+        None => None,
+    };
+    let integer_weight = Tensor::<D>::from_data(TensorData::new(integer_weight, dims), &device);
+    let integer_input = x.div_scalar(input_scale).round();
+    let accumulators = apply(integer_input, integer_weight, integer_bias);
+    let shape = accumulators.dims();
+    let acc = accumulators.into_data().try_to_vec::<f32>().ok()?;
+    let out_channels = shape.get(1).copied().unwrap_or(1).max(1);
+    let per_position: usize = shape[2..].iter().product::<usize>().max(1);
+    let output_scale = f64::from(output.scale);
+    let rescale: Vec<f64> = stored
+        .iter()
+        .map(|&s| input_scale * s / output_scale)
+        .collect();
+    let multipliers: Vec<QuantizedMultiplier> =
+        rescale.iter().map(|&m| quantize_multiplier(m)).collect();
+    let dequantized: Vec<f32> = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let c = if channels == 1 {
+                0
+            } else {
+                (i / per_position) % out_channels
+            };
+            let a = a as i32;
+            let q = match kind {
+                LayerKind::Convolution => multiply_by_quantized_multiplier(a, multipliers[c]),
+                LayerKind::Dense => (f64::from(a) * rescale[c]).round() as i32,
+            };
+            (f64::from(q) * output_scale) as f32
+        })
+        .collect();
+    Some(Tensor::from_data(
+        TensorData::new(dequantized, shape),
+        &x_device(&device),
+    ))
+}
+
+fn x_device(device: &Device) -> Device {
+    device.clone()
 }
 
 /// The smallest and largest value of `x` (`None` for empty or non-finite tensors).
