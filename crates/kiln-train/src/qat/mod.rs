@@ -24,12 +24,17 @@ use burn::module::RunningState;
 use burn::prelude::*;
 use kiln_export::{QParams, Range, asymmetric_int8_params};
 use kiln_nn::{
-    BatchNormMode, Classifier, LayerCall, LayerKind, LowerError, QuantHooks, QuantizableClassifier,
+    BatchNormMode, Classifier, LayerCall, LowerError, QuantHooks, QuantizableClassifier,
 };
-use kiln_runtime::{QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+
+mod fake_quant;
+mod int8_layer;
+
+pub use fake_quant::{fake_quant_asymmetric, fake_quant_symmetric};
+use int8_layer::int8_layer;
 
 /// When fake-quant starts and what stops moving, in training steps of the QAT run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -354,109 +359,6 @@ impl<M> QuantHooks for FakeQuant<'_, M> {
     }
 }
 
-/// A conv or dense layer as its int8 kernel computes it, dequantized: the weights and the
-/// bias rounded as the exporter rounds them (in f64, from the same f32 values), the int32
-/// accumulators summed exactly (integers below 2²⁴ add exactly in f32), then requantized
-/// with the kernel's own arithmetic — TFLite's fixed-point multiplier with its double
-/// rounding for convolutions, one double-precision rounding for FULLY_CONNECTED. Summing the
-/// dequantized values instead lands on the other side of a rounding tie now and then, and
-/// deep networks compound that. `None` when the tensors cannot be read.
-fn int8_layer<const D: usize, const O: usize>(
-    kind: LayerKind,
-    (x, input): (Tensor<O>, QParams),
-    (weight, channel_axis): (&Tensor<D>, Option<usize>),
-    bias: Option<Tensor<1>>,
-    output: QParams,
-    apply: &impl Fn(Tensor<O>, Tensor<D>, Option<Tensor<1>>) -> Tensor<O>,
-) -> Option<Tensor<O>> {
-    let dims = weight.dims();
-    let device = weight.device();
-    let values = weight.clone().into_data().try_to_vec::<f32>().ok()?;
-    let (channels, inner) = match channel_axis {
-        Some(axis) if axis < D => (dims[axis], dims[axis + 1..].iter().product::<usize>()),
-        _ => (1, values.len()),
-    };
-    let channel_of = |i: usize| (i / inner.max(1)) % channels.max(1);
-    let mut max_abs = vec![0.0f64; channels];
-    for (i, &v) in values.iter().enumerate() {
-        max_abs[channel_of(i)] = max_abs[channel_of(i)].max(f64::from(v).abs());
-    }
-    let scales: Vec<f64> = max_abs
-        .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
-        .collect();
-    let integer_weight: Vec<f32> = values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            (f64::from(v) / scales[channel_of(i)])
-                .round()
-                .clamp(-127.0, 127.0) as f32
-        })
-        .collect();
-    // The file stores each scale as f32; the kernels derive everything from those.
-    let stored: Vec<f64> = scales.iter().map(|&s| f64::from(s as f32)).collect();
-    let input_scale = f64::from(input.scale);
-    let integer_bias = match bias {
-        Some(bias) => {
-            let b = bias.into_data().try_to_vec::<f32>().ok()?;
-            let ints: Vec<f32> = b
-                .iter()
-                .enumerate()
-                .map(|(c, &v)| {
-                    let scale = input_scale * stored[if channels == 1 { 0 } else { c }];
-                    (f64::from(v) / scale).round() as f32
-                })
-                .collect();
-            let len = ints.len();
-            Some(Tensor::<1>::from_data(
-                TensorData::new(ints, [len]),
-                &device,
-            ))
-        }
-        None => None,
-    };
-    let integer_weight = Tensor::<D>::from_data(TensorData::new(integer_weight, dims), &device);
-    let integer_input = x.div_scalar(input_scale).round();
-    let accumulators = apply(integer_input, integer_weight, integer_bias);
-    let shape = accumulators.dims();
-    let acc = accumulators.into_data().try_to_vec::<f32>().ok()?;
-    let out_channels = shape.get(1).copied().unwrap_or(1).max(1);
-    let per_position: usize = shape[2..].iter().product::<usize>().max(1);
-    let output_scale = f64::from(output.scale);
-    let rescale: Vec<f64> = stored
-        .iter()
-        .map(|&s| input_scale * s / output_scale)
-        .collect();
-    let multipliers: Vec<QuantizedMultiplier> =
-        rescale.iter().map(|&m| quantize_multiplier(m)).collect();
-    let dequantized: Vec<f32> = acc
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let c = if channels == 1 {
-                0
-            } else {
-                (i / per_position) % out_channels
-            };
-            let a = a as i32;
-            let q = match kind {
-                LayerKind::Convolution => multiply_by_quantized_multiplier(a, multipliers[c]),
-                LayerKind::Dense => (f64::from(a) * rescale[c]).round() as i32,
-            };
-            (f64::from(q) * output_scale) as f32
-        })
-        .collect();
-    Some(Tensor::from_data(
-        TensorData::new(dequantized, shape),
-        &x_device(&device),
-    ))
-}
-
-fn x_device(device: &Device) -> Device {
-    device.clone()
-}
-
 /// The smallest and largest value of `x` (`None` for empty or non-finite tensors).
 fn extremes<const D: usize>(x: &Tensor<D>) -> Option<Range> {
     let x = x.clone().detach();
@@ -466,51 +368,6 @@ fn extremes<const D: usize>(x: &Tensor<D>) -> Option<Range> {
         min: v[0],
         max: v[1],
     })
-}
-
-/// Round half away from zero, as TFLite's quantizer does (Burn's `round` goes to even).
-fn round_half_away<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.clone().sign().mul(x.abs().add_scalar(0.5).floor())
-}
-
-/// `x` on the int8 grid of `params` in the forward pass, unchanged in the backward pass
-/// where it lies inside the grid's range (zero gradient where it was clamped).
-pub fn fake_quant_asymmetric<const D: usize>(x: Tensor<D>, params: QParams) -> Tensor<D> {
-    let scale = f64::from(params.scale);
-    let zero_point = f64::from(params.zero_point);
-    let low = (-128.0 - zero_point) * scale;
-    let high = (127.0 - zero_point) * scale;
-    let clamped = x.clamp(low, high);
-    let rounded = round_half_away(clamped.clone().div_scalar(scale)).mul_scalar(scale);
-    clamped.clone() + (rounded - clamped).detach()
-}
-
-/// `weight` on the symmetric int8 grid — one scale max|w|/127 per slice along
-/// `channel_axis`, or one for the tensor — with a straight-through gradient.
-pub fn fake_quant_symmetric<const D: usize>(
-    weight: Tensor<D>,
-    channel_axis: Option<usize>,
-) -> Tensor<D> {
-    let dims = weight.dims();
-    let magnitude = weight.clone().detach().abs();
-    let max_abs: Tensor<D> = match channel_axis {
-        Some(axis) if axis < D => {
-            let channels = dims[axis];
-            let per_channel: Tensor<2> =
-                magnitude.swap_dims(0, axis).reshape([channels as i64, -1]);
-            let mut shape = [1usize; D];
-            shape[axis] = channels;
-            per_channel.max_dim(1).reshape(shape)
-        }
-        _ => magnitude.max().reshape([1usize; D]),
-    };
-    // An all-zero channel keeps scale 1 (any scale represents it).
-    let zero = max_abs.clone().equal_elem(0.0);
-    let scale = max_abs.mask_fill(zero, 127.0).div_scalar(127.0);
-    let quantized = round_half_away(weight.clone().div(scale.clone()))
-        .clamp(-127.0, 127.0)
-        .mul(scale);
-    weight.clone() + (quantized - weight).detach()
 }
 
 /// Collects the activation names a forward pass hooks, in order.
@@ -555,69 +412,13 @@ fn model_device<M: Module>(model: &M) -> Option<Device> {
 #[cfg(test)]
 mod tests {
     use burn::tensor::Distribution;
-    use kiln_export::{Int8Options, TensorRanges, quantize_int8, quantize_symmetric};
+    use kiln_export::{Int8Options, TensorRanges, quantize_int8};
     use kiln_nn::{EfficientNetLiteConfig, SmallCnnConfig};
 
     use super::*;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    #[test]
-    fn activations_land_on_the_exporters_int8_grid() {
-        let device = Device::flex();
-        let params = asymmetric_int8_params(Range {
-            min: -0.7,
-            max: 2.3,
-        });
-        let x = Tensor::<1>::random([4096], Distribution::Uniform(-1.5, 3.5), &device);
-        let expected: Vec<f32> = values(x.clone())
-            .iter()
-            .map(|&v| (f32::from(params.quantize(v)) - params.zero_point as f32) * params.scale)
-            .collect();
-        let got = values(fake_quant_asymmetric(x, params));
-        for (g, e) in got.iter().zip(&expected) {
-            assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{g} vs {e}");
-        }
-    }
-
-    #[test]
-    fn weights_land_on_the_exporters_symmetric_grid() {
-        let device = Device::flex();
-        let w = Tensor::<4>::random([5, 3, 3, 3], Distribution::Normal(0.0, 0.2), &device);
-        // A dead channel keeps its zeros.
-        let w = w.slice_assign(
-            [4..5, 0..3, 0..3, 0..3],
-            Tensor::zeros([1, 3, 3, 3], &device),
-        );
-        let flat = values(w.clone());
-        for axis in [Some(0), None] {
-            let q = quantize_symmetric(&flat, &[5, 3, 3, 3], axis).unwrap();
-            let per_channel = flat.len() / q.scales.len();
-            let got = values(fake_quant_symmetric(w.clone(), axis));
-            for (i, g) in got.iter().enumerate() {
-                let e = f32::from(q.values[i]) * q.scales[i / per_channel];
-                assert!((g - e).abs() <= 1e-6, "{axis:?} [{i}]: {g} vs {e}");
-            }
-        }
-    }
-
-    #[test]
-    fn gradients_pass_straight_through_inside_the_range_only() {
-        let device = Device::flex().autodiff();
-        let params = asymmetric_int8_params(Range {
-            min: -1.0,
-            max: 1.0,
-        });
-        let x = Tensor::<1>::from_floats([-3.0, -0.5, 0.01, 0.7, 2.0], &device).require_grad();
-        let y = fake_quant_asymmetric(x.clone(), params);
-        let grads = y.sum().backward();
-        let grad = values(x.grad(&grads).unwrap());
-        assert_eq!(grad, vec![0.0, 1.0, 1.0, 1.0, 0.0]);
-        let w = Tensor::<2>::from_floats([[0.3, -0.2], [0.05, 0.1]], &device).require_grad();
-        let grads = fake_quant_symmetric(w.clone(), Some(0)).sum().backward();
-        assert_eq!(values(w.grad(&grads).unwrap()), vec![1.0; 4]);
     }
 
     /// Trains `qat` a few steps on noise so every observer sees batches.

@@ -1,0 +1,105 @@
+//! QAT's inference, layer by layer as the int8 kernels compute it.
+
+use burn::prelude::*;
+use kiln_export::QParams;
+use kiln_nn::LayerKind;
+use kiln_runtime::{QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier};
+
+/// A conv or dense layer as its int8 kernel computes it, dequantized: the weights and the
+/// bias rounded as the exporter rounds them (in f64, from the same f32 values), the int32
+/// accumulators summed exactly (integers below 2²⁴ add exactly in f32), then requantized
+/// with the kernel's own arithmetic — TFLite's fixed-point multiplier with its double
+/// rounding for convolutions, one double-precision rounding for FULLY_CONNECTED. Summing the
+/// dequantized values instead lands on the other side of a rounding tie now and then, and
+/// deep networks compound that. `None` when the tensors cannot be read.
+pub(super) fn int8_layer<const D: usize, const O: usize>(
+    kind: LayerKind,
+    (x, input): (Tensor<O>, QParams),
+    (weight, channel_axis): (&Tensor<D>, Option<usize>),
+    bias: Option<Tensor<1>>,
+    output: QParams,
+    apply: &impl Fn(Tensor<O>, Tensor<D>, Option<Tensor<1>>) -> Tensor<O>,
+) -> Option<Tensor<O>> {
+    let dims = weight.dims();
+    let device = weight.device();
+    let values = weight.clone().into_data().try_to_vec::<f32>().ok()?;
+    let (channels, inner) = match channel_axis {
+        Some(axis) if axis < D => (dims[axis], dims[axis + 1..].iter().product::<usize>()),
+        _ => (1, values.len()),
+    };
+    let channel_of = |i: usize| (i / inner.max(1)) % channels.max(1);
+    let mut max_abs = vec![0.0f64; channels];
+    for (i, &v) in values.iter().enumerate() {
+        max_abs[channel_of(i)] = max_abs[channel_of(i)].max(f64::from(v).abs());
+    }
+    let scales: Vec<f64> = max_abs
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let integer_weight: Vec<f32> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            (f64::from(v) / scales[channel_of(i)])
+                .round()
+                .clamp(-127.0, 127.0) as f32
+        })
+        .collect();
+    // The file stores each scale as f32; the kernels derive everything from those.
+    let stored: Vec<f64> = scales.iter().map(|&s| f64::from(s as f32)).collect();
+    let input_scale = f64::from(input.scale);
+    let integer_bias = match bias {
+        Some(bias) => {
+            let b = bias.into_data().try_to_vec::<f32>().ok()?;
+            let ints: Vec<f32> = b
+                .iter()
+                .enumerate()
+                .map(|(c, &v)| {
+                    let scale = input_scale * stored[if channels == 1 { 0 } else { c }];
+                    (f64::from(v) / scale).round() as f32
+                })
+                .collect();
+            let len = ints.len();
+            Some(Tensor::<1>::from_data(
+                TensorData::new(ints, [len]),
+                &device,
+            ))
+        }
+        None => None,
+    };
+    let integer_weight = Tensor::<D>::from_data(TensorData::new(integer_weight, dims), &device);
+    let integer_input = x.div_scalar(input_scale).round();
+    let accumulators = apply(integer_input, integer_weight, integer_bias);
+    let shape = accumulators.dims();
+    let acc = accumulators.into_data().try_to_vec::<f32>().ok()?;
+    let out_channels = shape.get(1).copied().unwrap_or(1).max(1);
+    let per_position: usize = shape[2..].iter().product::<usize>().max(1);
+    let output_scale = f64::from(output.scale);
+    let rescale: Vec<f64> = stored
+        .iter()
+        .map(|&s| input_scale * s / output_scale)
+        .collect();
+    let multipliers: Vec<QuantizedMultiplier> =
+        rescale.iter().map(|&m| quantize_multiplier(m)).collect();
+    let dequantized: Vec<f32> = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let c = if channels == 1 {
+                0
+            } else {
+                (i / per_position) % out_channels
+            };
+            let a = a as i32;
+            let q = match kind {
+                LayerKind::Convolution => multiply_by_quantized_multiplier(a, multipliers[c]),
+                LayerKind::Dense => (f64::from(a) * rescale[c]).round() as i32,
+            };
+            (f64::from(q) * output_scale) as f32
+        })
+        .collect();
+    Some(Tensor::from_data(
+        TensorData::new(dequantized, shape),
+        &device,
+    ))
+}
