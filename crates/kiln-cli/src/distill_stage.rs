@@ -73,6 +73,15 @@ impl DistillStage {
         self.student
             .validate()
             .map_err(|e| format!("student: {e:#}"))?;
+        // Checked before any data loads or training starts.
+        if let Some(dir) = &self.teacher_run
+            && !(dir.join("config.toml").is_file() && dir.join("model.bpk").is_file())
+        {
+            return Err(format!(
+                "teacher_run = {:?} is not a run directory (it needs the config.toml and model.bpk `pipeline run` writes; relative paths start from the working directory)",
+                dir.display().to_string()
+            ));
+        }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(format!(
                 "temperature = {} must be positive",

@@ -434,6 +434,10 @@ learning_rate = 0.0001
                 "needs a [distill] table",
             ),
             (
+                QAT_AND_DISTILL.replace("[distill]", "[distill]\nteacher_run = \"/no/such/run\""),
+                "stage `distill`: teacher_run = \"/no/such/run\" is not a run directory",
+            ),
+            (
                 QAT_AND_DISTILL.replace(
                     "[\"train\", \"distill\", \"qat\"",
                     "[\"train\", \"qat\", \"distill\"",
