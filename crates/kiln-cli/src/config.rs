@@ -265,14 +265,6 @@ impl Architecture {
             Self::EfficientnetLite => "efficientnet_lite",
         }
     }
-
-    /// The name written into model descriptions.
-    pub fn display_name(self) -> &'static str {
-        match self {
-            Self::SmallCnn => "SmallCnn",
-            Self::EfficientnetLite => "EfficientNet-lite",
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

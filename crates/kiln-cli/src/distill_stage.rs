@@ -154,6 +154,8 @@ pub struct DistillationReport {
 pub struct Distilled {
     /// The first seed's distilled student, on the autodiff device.
     pub student: AnyClassifier,
+    /// Its logits on the test split.
+    pub test_logits: Vec<f32>,
     pub report: DistillationReport,
 }
 
@@ -208,7 +210,6 @@ pub fn distill(
     );
     let mut seeds = Vec::with_capacity(stage.seeds);
     let mut first_student = None;
-    let mut student_parameters = 0;
     for i in 0..stage.seeds {
         let seed = base.seed + i as u64;
         let mut accuracies = [0.0; 2];
@@ -222,7 +223,6 @@ pub fn distill(
             device.seed(seed);
             let student = build_model(&stage.student, input, classes, autodiff)
                 .context("building the student")?;
-            student_parameters = student.num_params();
             let checkpoint_dir = run_dir.join(format!("checkpoint-distill-{seed}-{kind}"));
             let teacher = Rc::clone(&teacher);
             let settings = TrainSettings {
@@ -260,7 +260,7 @@ pub fn distill(
                 100.0 * accuracies[slot]
             );
             if with_teacher && first_student.is_none() {
-                first_student = Some(outcome.model);
+                first_student = Some((outcome.model, logits));
             }
         }
         seeds.push(SeedResult {
@@ -269,13 +269,14 @@ pub fn distill(
             distilled_accuracy: accuracies[1],
         });
     }
+    let (student, test_logits) = first_student.context("the distill stage trained no student")?;
     let column = |f: fn(&SeedResult) -> f64| seeds.iter().map(f).collect::<Vec<_>>();
     let report = DistillationReport {
         settings: stage.clone(),
         teacher: teacher_name,
         teacher_test_accuracy,
         teacher_parameters,
-        student_parameters,
+        student_parameters: student.num_params(),
         baseline: MeanStd::of(&column(|s| s.baseline_accuracy)),
         distilled: MeanStd::of(&column(|s| s.distilled_accuracy)),
         gain: MeanStd::of(&column(|s| s.distilled_accuracy - s.baseline_accuracy)),
@@ -289,8 +290,11 @@ pub fn distill(
         100.0 * report.distilled.mean,
         100.0 * report.distilled.std
     );
-    let student = first_student.context("the distill stage trained no student")?;
-    Ok(Distilled { student, report })
+    Ok(Distilled {
+        student,
+        test_logits,
+        report,
+    })
 }
 
 /// A previous run's trained model: its config.toml's [model] built for this data, with the

@@ -137,9 +137,11 @@ struct Candidate {
     stages: Vec<String>,
     sparsity: Option<f64>,
     variants: Vec<Variant>,
-    /// QAT's wrapped model: its ranges quantize the int8 file, and its fake-quant forward is
-    /// the reference the file is verified against.
+    /// QAT's wrapped model: its ranges quantize the int8 file.
     qat: Option<kiln_train::Qat<AnyClassifier>>,
+    /// The Burn model's logits on the test split (for QAT: with fake-quant), which its
+    /// files are verified against, and what to call that model in the report.
+    reference: (Vec<f32>, &'static str),
 }
 
 impl Candidate {
@@ -214,22 +216,26 @@ impl Run<'_> {
         } else {
             None
         };
-        let mut candidates: Vec<Candidate> = trained
-            .iter()
-            .map(|t| Candidate {
+        let mut candidates = Vec::new();
+        let mut training_report = None;
+        if let Some(trained) = trained {
+            candidates.push(Candidate {
                 source: Some(Source::Train),
                 prefix: String::new(),
-                model: t.model.clone(),
+                model: trained.model,
                 stages: vec!["train".into()],
                 sparsity: None,
                 variants: config.export.variants.clone(),
                 qat: None,
-            })
-            .collect();
+                reference: (trained.test_logits, "burn"),
+            });
+            training_report = Some(trained.report);
+        }
 
         let distillation = match (&recipe.distill, has(Stage::Distill)) {
             (Some(stage), true) => {
-                let teacher = match (&stage.teacher_run, &trained) {
+                let trained = candidate(&candidates, Source::Train).ok();
+                let teacher = match (&stage.teacher_run, trained) {
                     (Some(dir), _) => Teacher::Run(dir.clone()),
                     (None, Some(trained)) => Teacher::ThisRun(Box::new(trained.model.valid())),
                     (None, None) => bail!(
@@ -255,6 +261,7 @@ impl Run<'_> {
                     sparsity: None,
                     variants: stage.variants.clone(),
                     qat: None,
+                    reference: (distilled.test_logits, "burn (this stage's model)"),
                 });
                 Some(distilled.report)
             }
@@ -273,6 +280,7 @@ impl Run<'_> {
                 )?;
                 let logits = predict(&pruned.model, test_set, device)
                     .context("evaluating the pruned Burn model")?;
+                let burn_test_accuracy = kiln_train::accuracy(&logits, &test_set.labels, classes);
                 let mut stages = base.stages.clone();
                 stages.push(format!("prune {:.0}%", 100.0 * stage.final_sparsity));
                 candidates.push(Candidate {
@@ -283,11 +291,12 @@ impl Run<'_> {
                     sparsity: Some(pruned.sparsity),
                     variants: stage.variants.clone(),
                     qat: None,
+                    reference: (logits, "burn (this stage's model)"),
                 });
                 Some(report::PruningReport {
                     settings: stage.clone(),
                     sparsity: pruned.sparsity,
-                    burn_test_accuracy: kiln_train::accuracy(&logits, &test_set.labels, classes),
+                    burn_test_accuracy,
                     layers: pruned.layers,
                     epochs: pruned.history,
                 })
@@ -343,6 +352,7 @@ impl Run<'_> {
                     sparsity,
                     variants: vec![Variant::Int8],
                     qat: Some(outcome.qat),
+                    reference: (logits, "burn (fake-quant)"),
                 });
                 Some(report)
             }
@@ -352,8 +362,7 @@ impl Run<'_> {
         let mut variants = Vec::new();
         if has(Stage::Export) {
             for candidate in &candidates {
-                let trained_logits = trained.as_ref().map(|t| t.test_logits.as_slice());
-                variants.extend(self.export_candidate(candidate, trained_logits)?);
+                variants.extend(self.export_candidate(candidate)?);
             }
             report::compare_with_fp32(&mut variants);
         }
@@ -370,7 +379,7 @@ impl Run<'_> {
                 backend: config.train.backend.name().into(),
                 stages: recipe.stages.iter().map(|s| s.name().to_owned()).collect(),
                 dataset: DatasetReport::new(self.splits, &config.data.normalization())?,
-                training: trained.map(|t| t.report),
+                training: training_report,
                 variants,
                 distillation,
                 pruning,
@@ -472,19 +481,12 @@ impl Run<'_> {
     }
 
     /// Lowers `candidate`, writes its variants and verifies each against its Burn model.
-    /// `trained_logits` are the trained model's test logits (already computed).
-    fn export_candidate(
-        &self,
-        candidate: &Candidate,
-        trained_logits: Option<&[f32]>,
-    ) -> Result<Vec<VariantReport>> {
+    fn export_candidate(&self, candidate: &Candidate) -> Result<Vec<VariantReport>> {
         let config = &self.loaded.config;
         let (train_set, test_set) = (&self.splits.train, &self.splits.test);
-        let description = format!(
-            "Kiln {} ({})",
-            config.name,
-            config.model.architecture.display_name()
-        );
+        // A student may be another architecture than the config's [model].
+        let architecture = candidate.model.architecture();
+        let description = format!("Kiln {} ({architecture})", config.name);
         let what = if candidate.prefix.is_empty() {
             "the model".to_owned()
         } else {
@@ -499,8 +501,7 @@ impl Run<'_> {
             name: config.name.clone(),
             // Short on purpose: metadata bytes count against the int8 size budget.
             description: format!(
-                "{} classifier, {} classes, by Kiln",
-                config.model.architecture.display_name(),
+                "{architecture} classifier, {} classes, by Kiln",
                 train_set.class_names.len()
             ),
             version: format!("seed {}", config.seed),
@@ -517,15 +518,6 @@ impl Run<'_> {
             },
         };
         let verify = self.recipe.stages.contains(&Stage::Verify);
-        let (reference, reference_name) = match (&candidate.qat, candidate.source, trained_logits) {
-            (Some(qat), _, _) => (predict(qat, test_set, self.device)?, "burn (fake-quant)"),
-            (None, Some(Source::Train), Some(logits)) => (logits.to_vec(), "burn"),
-            (None, _, _) if verify => (
-                predict(&candidate.model, test_set, self.device)?,
-                "burn (this stage's model)",
-            ),
-            _ => (Vec::new(), ""),
-        };
         let exported = export_variants(
             &tflite,
             &card,
@@ -549,7 +541,7 @@ impl Run<'_> {
                     &mut variant,
                     &file.path,
                     test_set,
-                    (&reference, reference_name),
+                    (&candidate.reference.0, candidate.reference.1),
                     config.verify.latency_runs,
                 )?;
             }

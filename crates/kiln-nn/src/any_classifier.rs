@@ -17,6 +17,16 @@ pub enum AnyClassifier {
     EfficientNetLite(EfficientNetLite),
 }
 
+impl AnyClassifier {
+    /// The architecture's name, for model descriptions.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            Self::SmallCnn(_) => "SmallCnn",
+            Self::EfficientNetLite(_) => "EfficientNet-lite",
+        }
+    }
+}
+
 impl From<SmallCnn> for AnyClassifier {
     fn from(model: SmallCnn) -> Self {
         Self::SmallCnn(model)

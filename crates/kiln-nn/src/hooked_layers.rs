@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 
+use crate::lowering::fold_batch_norm;
 use crate::lowering::padding::burn_pairs;
 use crate::quant_hooks::{BatchNormMode, LayerCall, LayerKind, QuantHooks};
 
@@ -121,8 +122,20 @@ pub fn conv_bn_hooked<H: QuantHooks>(
             unscaled = unscaled.add(by_channel(bias));
         }
         bn.forward(unscaled)
+    } else if let (false, Ok(exported)) = (training, fold_batch_norm(output, conv, Some(bn))) {
+        // Inference: the very weights and bias the exporter writes (folded in f64), so the
+        // int8 arithmetic QAT's inference reproduces starts from the file's values.
+        let weights = Tensor::from_data(TensorData::new(exported.weights, exported.shape), &device);
+        let bias = Tensor::from_data(TensorData::new(exported.bias, [channels]), &device);
+        hooks.layer(
+            convolution(output),
+            x,
+            (weights, Some(0)),
+            Some(bias),
+            |x, w, b| conv2d_with_weight(conv, x, w, b),
+        )
     } else {
-        // β + γ/σ · (b − μ): the folded bias of lowering/batch_norm.rs.
+        // β + γ/σ · (b − μ): the folded bias of lowering/batch_norm.rs, differentiably.
         let centred = match bias {
             Some(bias) => bias.sub(mean),
             None => mean.neg(),

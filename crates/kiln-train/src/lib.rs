@@ -17,16 +17,14 @@ mod train_loop;
 
 pub use backend::BackendKind;
 pub use batch::Augment;
-pub use distillation::{Distillation, soft_target_kl};
+pub use distillation::Distillation;
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use pruning::{
     LayerSparsity, Pruner, PruningScope, PruningSettings, SparsitySchedule, layer_sparsity,
 };
-pub use qat::{
-    Qat, QatSettings, RangeObserver, TracedActivation, fake_quant_asymmetric, fake_quant_symmetric,
-};
+pub use qat::{Qat, QatSettings, TracedActivation};
 pub use schedule::{LrPlan, LrSchedule};
 pub use throughput::{Throughput, measure_throughput};
 pub use train_loop::{EpochStats, TrainOutcome, TrainSettings, train};

@@ -94,10 +94,12 @@ impl GraphBuilder {
         b: TensorId,
         activation: Activation,
     ) -> TensorId {
-        let output = self.activation(name, &broadcast(&self.shape(a), &self.shape(b)));
-        let options = BuiltinOptions::Add { activation };
-        self.operator(BuiltinOp::ADD, &[Some(a), Some(b)], output, options);
-        output
+        self.broadcasting(
+            name,
+            BuiltinOp::ADD,
+            [a, b],
+            BuiltinOptions::Add { activation },
+        )
     }
 
     /// MUL with broadcasting and a fused activation.
@@ -108,9 +110,24 @@ impl GraphBuilder {
         b: TensorId,
         activation: Activation,
     ) -> TensorId {
+        self.broadcasting(
+            name,
+            BuiltinOp::MUL,
+            [a, b],
+            BuiltinOptions::Mul { activation },
+        )
+    }
+
+    /// A two-input operator whose output has the inputs' broadcast shape.
+    fn broadcasting(
+        &mut self,
+        name: &str,
+        op: BuiltinOp,
+        [a, b]: [TensorId; 2],
+        options: BuiltinOptions,
+    ) -> TensorId {
         let output = self.activation(name, &broadcast(&self.shape(a), &self.shape(b)));
-        let options = BuiltinOptions::Mul { activation };
-        self.operator(BuiltinOp::MUL, &[Some(a), Some(b)], output, options);
+        self.operator(op, &[Some(a), Some(b)], output, options);
         output
     }
 

@@ -33,7 +33,7 @@ use crate::TrainError;
 mod fake_quant;
 mod int8_layer;
 
-pub use fake_quant::{fake_quant_asymmetric, fake_quant_symmetric};
+use fake_quant::{fake_quant_asymmetric, fake_quant_symmetric};
 use int8_layer::int8_layer;
 
 /// When fake-quant starts and what stops moving, in training steps of the QAT run.
@@ -93,8 +93,8 @@ impl RangeObserver {
         (updates > 0.0).then_some(Range { min, max })
     }
 
-    /// Folds a batch's extremes into the average (the first batch sets it).
-    fn update(&self, batch: Range, decay: f64, device: &Device) {
+    /// Folds a batch's extremes into the average (the first batch sets it); returns it.
+    fn update(&self, batch: Range, decay: f64, device: &Device) -> Range {
         let (min, max, updates) = match self.read_raw() {
             Some([min, max, n]) if n > 0.0 => {
                 let blend = |old: f32, new: f32| {
@@ -106,6 +106,7 @@ impl RangeObserver {
         };
         self.state
             .update(Tensor::from_floats([min, max, updates], device));
+        Range { min, max }
     }
 
     fn read_raw(&self) -> Option<[f32; 3]> {
@@ -173,10 +174,6 @@ impl<M> Qat<M> {
             .ok()
             .and_then(|v| v.first().copied())
             .map_or(0, |v| v as usize)
-    }
-
-    pub fn settings(&self) -> &QatSettings {
-        &self.settings
     }
 }
 
@@ -308,12 +305,12 @@ impl<M> QuantHooks for FakeQuant<'_, M> {
             return x;
         };
         let observer = &self.qat.observers[index];
-        if self.observe
-            && let Some(batch) = extremes(&x)
-        {
-            observer.update(batch, self.qat.settings.ema_decay, &self.device);
-        }
-        match observer.read() {
+        let observed = self
+            .observe
+            .then(|| extremes(&x))
+            .flatten()
+            .map(|batch| observer.update(batch, self.qat.settings.ema_decay, &self.device));
+        match observed.or_else(|| observer.read()) {
             Some(range) if self.quantize => {
                 let params = asymmetric_int8_params(range);
                 *self.last_input.borrow_mut() = Some(params);
