@@ -10,7 +10,8 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{EpochStats, TrainError};
+use crate::TrainError;
+use crate::epoch_stats::EpochStats;
 
 /// Bumped when the state layout changes; older checkpoints are then refused by name.
 const FORMAT: u32 = 1;

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
 use crate::TrainError;
+use crate::hooks::TrainHook;
 
 /// The teacher and the loss weights of a distilled training run.
 #[derive(Clone)]
@@ -57,6 +58,17 @@ impl Distillation {
         let t2 = self.temperature * self.temperature;
         soft.mul_scalar(self.alpha * t2)
             .add(hard.mul_scalar(1.0 - self.alpha))
+    }
+}
+
+/// Distillation adds the soft-target term to the batch loss.
+impl<M: kiln_nn::Classifier> TrainHook<M> for Distillation {
+    fn validate(&self) -> Result<(), TrainError> {
+        Distillation::validate(self)
+    }
+
+    fn loss(&self, loss: Tensor<1>, logits: &Tensor<2>, images: &Tensor<4>) -> Tensor<1> {
+        Distillation::loss(self, logits.clone(), images.clone(), loss)
     }
 }
 

@@ -6,8 +6,10 @@ mod backend;
 mod batch;
 mod checkpoint;
 mod distillation;
+mod epoch_stats;
 mod error;
 mod evaluate;
+mod hooks;
 mod optimizer;
 mod pruning;
 mod qat;
@@ -18,8 +20,10 @@ mod train_loop;
 pub use backend::BackendKind;
 pub use batch::Augment;
 pub use distillation::Distillation;
+pub use epoch_stats::EpochStats;
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
+pub use hooks::{MagnitudePruning, SparsityPreservation, TrainHook, TrainHooks};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use pruning::{
     LayerSparsity, Pruner, PruningScope, PruningSettings, SparsitySchedule, layer_sparsity,
@@ -27,4 +31,4 @@ pub use pruning::{
 pub use qat::{Qat, QatSettings, TracedActivation};
 pub use schedule::{LrPlan, LrSchedule};
 pub use throughput::{Throughput, measure_throughput};
-pub use train_loop::{EpochStats, TrainOutcome, TrainSettings, train};
+pub use train_loop::{TrainOutcome, TrainSettings, train, train_with_hooks};

@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
+    #[default]
     /// Adam (Kingma & Ba) with L2 weight decay folded into the gradient when set.
     Adam,
     /// AdamW: Adam with decoupled weight decay (Loshchilov & Hutter).

@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SparsitySchedule {
+    #[default]
     /// TF-MOT's PolynomialDecay: s(t) = s_f + (s_i − s_f)·(1 − (t − t₀)/(t₁ − t₀))^power,
     /// updated every `frequency` steps between `begin_step` and `end_step`.
     Polynomial,
@@ -27,8 +29,10 @@ pub enum SparsitySchedule {
 }
 
 /// Which weights compete when ranking by magnitude.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PruningScope {
+    #[default]
     /// Every layer reaches the target sparsity on its own.
     PerLayer,
     /// One threshold over all prunable weights (layers end up unevenly sparse).

@@ -22,15 +22,14 @@ use kiln_nn::Classifier;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
 
 use crate::batch::{Augment, image_tensor, images_nchw, label_tensor};
 use crate::checkpoint::{CheckpointState, Checkpoints};
-use crate::distillation::Distillation;
+use crate::epoch_stats::EpochStats;
 use crate::error::TrainError;
 use crate::evaluate::{accuracy, argmax_rows, predict};
+use crate::hooks::TrainHooks;
 use crate::optimizer::OptimizerSettings;
-use crate::pruning::{Pruner, PruningSettings};
 use crate::schedule::{LrPlan, LrSchedule};
 
 #[derive(Clone, Debug)]
@@ -61,30 +60,6 @@ pub struct TrainSettings {
     /// When set (Ctrl-C), training stops after the current step, keeping the last complete
     /// epoch's checkpoint.
     pub interrupt: Option<Arc<AtomicBool>>,
-    /// Magnitude pruning on a schedule (steps count from this run's first step).
-    pub pruning: Option<PruningSettings>,
-    /// Keep every weight that is exactly zero at the start at zero (fine-tuning a pruned
-    /// model without losing its sparsity, e.g. in QAT).
-    pub preserve_sparsity: bool,
-    /// Train against a teacher's soft targets as well as the labels.
-    pub distillation: Option<Distillation>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochStats {
-    pub epoch: usize,
-    pub loss: f64,
-    pub accuracy: f64,
-    /// Accuracy on the validation split, when there is one.
-    pub val_accuracy: Option<f64>,
-    pub learning_rate: f64,
-    pub seconds: f64,
-    /// Of `seconds`, the time spent assembling batches (copy, augmentation, tensor upload):
-    /// how close the data path comes to starving training.
-    pub data_seconds: f64,
-    /// The pruning schedule's sparsity at the epoch's end, when pruning.
-    #[serde(default)]
-    pub target_sparsity: Option<f64>,
 }
 
 /// A finished training run.
@@ -103,15 +78,39 @@ pub struct TrainOutcome<M> {
 /// `validation` (on the plain `eval_device`) after every epoch. `on_epoch` sees each epoch's
 /// statistics as soon as it ends.
 pub fn train<M: Classifier>(
-    mut model: M,
+    model: M,
     data: &ImageDataset,
     validation: Option<&ImageDataset>,
     settings: &TrainSettings,
     device: &Device,
     eval_device: &Device,
+    on_epoch: impl FnMut(&EpochStats),
+) -> Result<TrainOutcome<M>, TrainError> {
+    train_with_hooks(
+        model,
+        (data, validation),
+        settings,
+        Vec::new(),
+        device,
+        eval_device,
+        on_epoch,
+    )
+}
+
+/// [`train`] with `hooks` (pruning, distillation, …) called at their points of the loop.
+pub fn train_with_hooks<M: Classifier>(
+    mut model: M,
+    (data, validation): (&ImageDataset, Option<&ImageDataset>),
+    settings: &TrainSettings,
+    mut hooks: TrainHooks<'_, M>,
+    device: &Device,
+    eval_device: &Device,
     mut on_epoch: impl FnMut(&EpochStats),
 ) -> Result<TrainOutcome<M>, TrainError> {
     validate(data, validation, settings)?;
+    for hook in &hooks {
+        hook.validate()?;
+    }
     let validation = validation.filter(|v| !v.is_empty());
     let classes = data.class_names.len().max(1);
     let mut optimizer = settings.optimizer.build()?;
@@ -166,20 +165,8 @@ pub fn train<M: Classifier>(
     // Burn initialises parameters lazily, on first use: draw them now, from the RNG state the
     // caller seeded, before the per-epoch reseeding below would change what they become.
     model.visit(&mut Materialize);
-    let mut pruner = Pruner::default();
-    if settings.preserve_sparsity {
-        pruner = Pruner::keeping_zeros(&model);
-        model = pruner.apply(model);
-    }
-    if let Some(pruning) = &settings.pruning {
-        pruning.validate()?;
-        // A resumed run rebuilds the masks the interrupted one had: the pruned weights are
-        // the zeros, the smallest magnitudes there are.
-        let step = state.epoch * steps_per_epoch;
-        if state.epoch > 0 && step >= pruning.begin_step {
-            pruner.update(&model, pruning, pruning.sparsity_at(step));
-            model = pruner.apply(model);
-        }
+    for hook in &mut hooks {
+        model = hook.start(model, state.epoch * steps_per_epoch)?;
     }
     let mut indices: Vec<usize> = (0..data.len()).collect();
     for epoch in 1..=state.epoch {
@@ -222,8 +209,8 @@ pub fn train<M: Classifier>(
             data_seconds += batch_started.elapsed().as_secs_f64();
             let logits = model.forward(images.clone());
             let mut loss = loss_fn.forward(logits.clone(), labels);
-            if let Some(distillation) = &settings.distillation {
-                loss = distillation.loss(logits.clone(), images, loss);
+            for hook in &hooks {
+                loss = hook.loss(loss, &logits, &images);
             }
 
             let logits = logits.into_data();
@@ -247,13 +234,8 @@ pub fn train<M: Classifier>(
 
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(learning_rate, model, gradients);
-            if let Some(pruning) = &settings.pruning {
-                if let Some(sparsity) = pruning.update_at((epoch - 1) * steps_per_epoch + step) {
-                    pruner.update(&model, pruning, sparsity);
-                }
-                model = pruner.apply(model);
-            } else if pruner.is_active() {
-                model = pruner.apply(model);
+            for hook in &mut hooks {
+                model = hook.after_step(model, (epoch - 1) * steps_per_epoch + step);
             }
             bar.set_message(format!(
                 "loss {:.4} acc {:.2}%",
@@ -270,7 +252,7 @@ pub fn train<M: Classifier>(
             }
             None => None,
         };
-        let stats = EpochStats {
+        let mut stats = EpochStats {
             epoch,
             loss: loss_sum / seen as f64,
             accuracy: correct as f64 / seen as f64,
@@ -278,11 +260,11 @@ pub fn train<M: Classifier>(
             learning_rate,
             seconds: started.elapsed().as_secs_f64(),
             data_seconds,
-            target_sparsity: settings
-                .pruning
-                .as_ref()
-                .map(|p| p.sparsity_at(epoch * steps_per_epoch - 1)),
+            target_sparsity: None,
         };
+        for hook in &mut hooks {
+            hook.epoch_end(&mut stats, epoch * steps_per_epoch - 1);
+        }
         let mut new_best = None;
         if let Some(acc) = val_accuracy {
             if state.best.is_none_or(|(_, best)| acc > best) {
@@ -368,9 +350,6 @@ fn validate(
         return invalid(format!(
             "step schedule: step_epochs = {every_epochs} must be ≥ 1 and step_gamma = {gamma} in (0, 1]"
         ));
-    }
-    if let Some(distillation) = &settings.distillation {
-        distillation.validate()?;
     }
     if settings.early_stopping_patience.is_some() && validation.is_none_or(ImageDataset::is_empty) {
         return invalid(

@@ -208,9 +208,16 @@ impl<M: QuantizableClassifier + burn::module::ModuleDisplay> Classifier for Qat<
     }
 }
 
-/// One activation of a [`Qat::trace`]: its tensor name, Burn shape (NCHW for images) and
-/// fake-quantized values.
-pub type TracedActivation = (String, Vec<usize>, Vec<f32>);
+/// One activation of a [`Qat::trace`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TracedActivation {
+    /// The tensor's name in the lowered graph.
+    pub tensor: String,
+    /// Burn's shape (NCHW for images).
+    pub shape: Vec<usize>,
+    /// The fake-quantized values.
+    pub values: Vec<f32>,
+}
 
 impl<M: QuantizableClassifier> Qat<M> {
     /// Runs inference (on a plain device) and returns every quantized activation as the
@@ -258,9 +265,11 @@ impl<M> QuantHooks for Tracing<'_, M> {
     fn activation<const D: usize>(&self, tensor: &str, x: Tensor<D>) -> Tensor<D> {
         let y = self.inner.activation(tensor, x);
         if let Ok(values) = y.clone().into_data().try_to_vec::<f32>() {
-            self.seen
-                .borrow_mut()
-                .push((tensor.to_owned(), y.dims().to_vec(), values));
+            self.seen.borrow_mut().push(TracedActivation {
+                tensor: tensor.to_owned(),
+                shape: y.dims().to_vec(),
+                values,
+            });
         }
         y
     }
@@ -534,9 +543,6 @@ mod tests {
             fingerprint: String::new(),
             progress: false,
             interrupt: None,
-            pruning: None,
-            preserve_sparsity: false,
-            distillation: None,
         }
     }
 

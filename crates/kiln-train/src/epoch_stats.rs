@@ -1,0 +1,22 @@
+//! What one epoch of training measured, as the loop reports it, checkpoints keep it and the
+//! report lists it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    /// Accuracy on the validation split, when there is one.
+    pub val_accuracy: Option<f64>,
+    pub learning_rate: f64,
+    pub seconds: f64,
+    /// Of `seconds`, the time spent assembling batches (copy, augmentation, tensor upload):
+    /// how close the data path comes to starving training.
+    pub data_seconds: f64,
+    /// The pruning schedule's sparsity at the epoch's end, when pruning (set by the
+    /// pruning hook).
+    #[serde(default)]
+    pub target_sparsity: Option<f64>,
+}
