@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::Normalization;
+use crate::{DataError, Normalization};
 
 /// Decoded images and their labels, ready for batching.
 ///
@@ -31,6 +31,14 @@ pub struct ImageDataset {
 
 impl ImageDataset {
     /// Number of images.
+    /// Reads every image with `norm` from now on (after validating it against the channel
+    /// count); the stored pixels stay as decoded.
+    pub fn normalize(&mut self, norm: &Normalization) -> Result<(), DataError> {
+        norm.validate(self.channels)?;
+        self.normalization = norm.clone();
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }

@@ -9,7 +9,8 @@ use crate::resize::{Window, resample};
 
 /// How many channels the model wants; inputs are converted whatever they were stored as
 /// (grayscale, RGB, RGBA, CMYK JPEG, 16-bit PNG).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ColorMode {
     /// One channel (luma).
     Grayscale,
@@ -28,7 +29,10 @@ impl ColorMode {
 }
 
 /// How an image of another aspect ratio is fitted to the target size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum ResizeMode {
     /// Scale the shorter side to fit, then cut the centre (keeps proportions; what Keras'
     /// `crop_to_aspect_ratio=True` and torchvision's Resize + CenterCrop do).

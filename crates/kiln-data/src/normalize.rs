@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::{DataError, ImageDataset};
+use crate::DataError;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalization {
@@ -76,19 +76,10 @@ impl Normalization {
     }
 }
 
-impl ImageDataset {
-    /// Reads every image with `norm` from now on (after validating it against the channel
-    /// count); the stored pixels stay as decoded.
-    pub fn normalize(&mut self, norm: &Normalization) -> Result<(), DataError> {
-        norm.validate(self.channels)?;
-        self.normalization = norm.clone();
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ImageDataset;
 
     #[test]
     fn per_channel_and_broadcast_normalisation() {

@@ -36,6 +36,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu6, sigmoid};
 use kiln_tflite::{Activation, Model};
 
+use crate::architecture::Architecture;
 use crate::{Classifier, FloatForward, QuantHooks, QuantizableClassifier};
 
 use crate::hooked_layers::{conv_bn_hooked, conv2d_hooked, linear_hooked};
@@ -49,7 +50,8 @@ const CHANNEL_DIVISOR: usize = 8;
 const STEM_STRIDE: usize = 2;
 
 /// The nonlinearity after every convolution but the projections.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BlockActivation {
     /// `min(max(x, 0), 6)`: EfficientNet-lite's choice; fuses into the convolution in TFLite.
     #[default]
@@ -155,6 +157,48 @@ impl StageSpec {
             Self::new(4, 5, 2, 6, 192),
             Self::new(1, 3, 1, 6, 320),
         ]
+    }
+}
+
+/// The `[model]` keys of `architecture = "efficientnet_lite"`; omitted keys keep
+/// [`EfficientNetLiteConfig::new`]'s values.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EfficientNetLiteOptions {
+    /// Channel multiplier of the stages (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_multiplier: Option<f64>,
+    /// Repeat multiplier of the stages (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_multiplier: Option<f64>,
+    /// "relu6" (default, quantization-friendly), "swish" or "hard_swish".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<BlockActivation>,
+    /// Squeeze-excitation ratio (omitted = none, as lite; 0.25 = the original EfficientNet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub se_ratio: Option<f64>,
+    /// Dropout before the classifier (default 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
+}
+
+impl Architecture for EfficientNetLiteOptions {
+    type Model = EfficientNetLite;
+    const TITLE: &'static str = "EfficientNet-lite";
+
+    fn build(
+        &self,
+        input: [usize; 3],
+        classes: usize,
+        device: &Device,
+    ) -> Result<EfficientNetLite, LowerError> {
+        let mut config = EfficientNetLiteConfig::new(input, classes);
+        config.width_multiplier = self.width_multiplier.unwrap_or(config.width_multiplier);
+        config.depth_multiplier = self.depth_multiplier.unwrap_or(config.depth_multiplier);
+        config.se_ratio = self.se_ratio.or(config.se_ratio);
+        config.dropout = self.dropout.unwrap_or(config.dropout);
+        config.activation = self.activation.unwrap_or(config.activation);
+        config.init(device)
     }
 }
 

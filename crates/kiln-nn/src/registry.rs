@@ -1,65 +1,142 @@
-//! One type for every architecture, so a pipeline's stages (training, distillation into a
-//! student of another architecture, pruning, QAT) pass models along without being generic
-//! over each combination.
+//! The architecture registry: one line per architecture makes both the `[model]` table
+//! ([`ModelConfig`], tagged by `architecture = "…"`) and the one type every pipeline stage
+//! passes models around as ([`AnyClassifier`]), so training, distillation into a student of
+//! another architecture, pruning and QAT are not generic over each combination.
+//!
+//! To add an architecture: write its file (the Burn module, its lowering, and an
+//! [`Architecture`] implementation for its `[model]` keys), then add one line to the
+//! `architectures!` list at the bottom of this file.
 
 use burn::prelude::*;
 use kiln_tflite::Model;
+use serde::{Deserialize, Serialize};
 
+use crate::architecture::Architecture;
 use crate::{
-    Classifier, EfficientNetLite, LowerError, QuantHooks, QuantizableClassifier, SmallCnn,
+    Classifier, EfficientNetLiteOptions, LowerError, QuantHooks, QuantizableClassifier,
+    SmallCnnOptions,
 };
 
-// Moved a handful of times per run; boxing would cost Burn's Module derive its support.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum AnyClassifier {
-    SmallCnn(SmallCnn),
-    EfficientNetLite(EfficientNetLite),
-}
-
-impl AnyClassifier {
-    /// The architecture's name, for model descriptions.
-    pub fn architecture(&self) -> &'static str {
-        match self {
-            Self::SmallCnn(_) => "SmallCnn",
-            Self::EfficientNetLite(_) => "EfficientNet-lite",
+macro_rules! architectures {
+    ($($name:literal => $variant:ident($options:ty),)+) => {
+        /// Every registered architecture's network.
+        // Moved a handful of times per run; boxing would cost Burn's Module derive its support.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Module, Debug)]
+        pub enum AnyClassifier {
+            $($variant(<$options as Architecture>::Model),)+
         }
-    }
-}
 
-impl From<SmallCnn> for AnyClassifier {
-    fn from(model: SmallCnn) -> Self {
-        Self::SmallCnn(model)
-    }
-}
-
-impl From<EfficientNetLite> for AnyClassifier {
-    fn from(model: EfficientNetLite) -> Self {
-        Self::EfficientNetLite(model)
-    }
-}
-
-impl Classifier for AnyClassifier {
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        match self {
-            Self::SmallCnn(m) => m.forward(images),
-            Self::EfficientNetLite(m) => m.forward(images),
+        /// A `[model]` table: `architecture = "…"` and that architecture's keys.
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        #[serde(tag = "architecture")]
+        pub enum ModelConfig {
+            $(#[serde(rename = $name)] $variant($options),)+
         }
-    }
 
-    fn lower(&self, description: &str) -> Result<Model, LowerError> {
-        match self {
-            Self::SmallCnn(m) => m.lower(description),
-            Self::EfficientNetLite(m) => m.lower(description),
+        impl ModelConfig {
+            /// The architecture's name in configs (`"small_cnn"`).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)+
+                }
+            }
+
+            /// The network for `input` ([height, width, channels]) images and `classes`
+            /// classes, with its parameters on `device`.
+            pub fn build(
+                &self,
+                input: [usize; 3],
+                classes: usize,
+                device: &Device,
+            ) -> Result<AnyClassifier, LowerError> {
+                Ok(match self {
+                    $(Self::$variant(o) => AnyClassifier::$variant(o.build(input, classes, device)?),)+
+                })
+            }
         }
-    }
+
+        impl AnyClassifier {
+            /// The architecture's name, for model descriptions.
+            pub fn architecture(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$options as Architecture>::TITLE,)+
+                }
+            }
+        }
+
+        $(
+            impl From<<$options as Architecture>::Model> for AnyClassifier {
+                fn from(model: <$options as Architecture>::Model) -> Self {
+                    Self::$variant(model)
+                }
+            }
+        )+
+
+        impl Classifier for AnyClassifier {
+            fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+                match self {
+                    $(Self::$variant(m) => m.forward(images),)+
+                }
+            }
+
+            fn lower(&self, description: &str) -> Result<Model, LowerError> {
+                match self {
+                    $(Self::$variant(m) => m.lower(description),)+
+                }
+            }
+        }
+
+        impl QuantizableClassifier for AnyClassifier {
+            fn forward_with<H: QuantHooks>(&self, images: Tensor<4>, hooks: &H) -> Tensor<2> {
+                match self {
+                    $(Self::$variant(m) => m.forward_with(images, hooks),)+
+                }
+            }
+        }
+    };
 }
 
-impl QuantizableClassifier for AnyClassifier {
-    fn forward_with<H: QuantHooks>(&self, images: Tensor<4>, hooks: &H) -> Tensor<2> {
-        match self {
-            Self::SmallCnn(m) => m.forward_with(images, hooks),
-            Self::EfficientNetLite(m) => m.forward_with(images, hooks),
-        }
+// One line per architecture: its name in configs, the variant, its `[model]` keys.
+architectures! {
+    "small_cnn" => SmallCnn(SmallCnnOptions),
+    "efficientnet_lite" => EfficientNetLite(EfficientNetLiteOptions),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ModelConfig, String> {
+        toml::from_str::<ModelConfig>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn model_tables_are_tagged_by_architecture() {
+        let config = parse("architecture = \"small_cnn\"\nconv_filters = [8, 16]\n").unwrap();
+        assert_eq!(config.name(), "small_cnn");
+        let model = config.build([28, 28, 1], 10, &Device::default()).unwrap();
+        assert_eq!(model.architecture(), "SmallCnn");
+        let config = parse("architecture = \"efficientnet_lite\"\nwidth_multiplier = 0.25\n");
+        assert_eq!(config.unwrap().name(), "efficientnet_lite");
+    }
+
+    #[test]
+    fn a_key_of_another_architecture_is_an_error_naming_it() {
+        let err = parse("architecture = \"small_cnn\"\nwidth_multiplier = 0.5\n").unwrap_err();
+        assert!(
+            err.contains("width_multiplier") && err.contains("conv_filters"),
+            "{err}"
+        );
+        let err = parse("architecture = \"resnet\"\n").unwrap_err();
+        assert!(
+            err.contains("resnet") && err.contains("efficientnet_lite"),
+            "{err}"
+        );
+        assert!(
+            parse("conv_filters = [8]\n")
+                .unwrap_err()
+                .contains("architecture")
+        );
     }
 }

@@ -10,11 +10,43 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use kiln_tflite::{Activation, Model};
 
+use crate::architecture::Architecture;
 use crate::hooked_layers::{conv2d_hooked, linear_hooked};
 use crate::lowering::{
     GraphBuilder, LowerError, lower_conv2d, lower_linear, nchw_flatten_to_nhwc_rows,
 };
 use crate::{Classifier, FloatForward, QuantHooks, QuantizableClassifier};
+
+/// The `[model]` keys of `architecture = "small_cnn"`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmallCnnOptions {
+    /// Filters of each conv block, e.g. [32, 64] (the default) or [32, 64, 128].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_filters: Option<Vec<usize>>,
+    /// Units of the hidden dense layer (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_units: Option<usize>,
+}
+
+impl Architecture for SmallCnnOptions {
+    type Model = SmallCnn;
+    const TITLE: &'static str = "SmallCnn";
+
+    fn build(
+        &self,
+        input: [usize; 3],
+        classes: usize,
+        device: &Device,
+    ) -> Result<SmallCnn, LowerError> {
+        let mut config = SmallCnnConfig::new(input, classes);
+        if let Some(filters) = &self.conv_filters {
+            config.conv_filters = filters.clone();
+        }
+        config.dense_units = self.dense_units.unwrap_or(config.dense_units);
+        config.init(device)
+    }
+}
 
 /// Shape and width of a SmallCnn.
 #[derive(Clone, Debug, PartialEq)]

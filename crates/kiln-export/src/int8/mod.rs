@@ -16,7 +16,8 @@ pub use params::{QParams, Range, asymmetric_int8_params};
 pub use quantize_model::quantize_int8;
 
 /// The element type of an int8 model's inputs and outputs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IoType {
     /// int8 in and out (`inference_input_type = tf.int8`): callers quantize with the input
     /// tensor's scale and zero point. The converter's choice for microcontrollers and NPUs.
