@@ -32,8 +32,6 @@ pub use int8::{
     Calibrator, Int8Options, IoType, QParams, Range, TensorRanges, asymmetric_int8_params,
     quantize_bias, quantize_int8,
 };
-pub use metadata::{
-    LABELS_FILE, ModelCard, associated_files, attach_metadata, to_bytes_with_metadata,
-};
+pub use metadata::{LABELS_FILE, ModelCard, attach_metadata, to_bytes_with_metadata};
 pub use min_runtime_version::min_runtime_version;
 pub use symmetric::{SymmetricWeights, quantize_symmetric};

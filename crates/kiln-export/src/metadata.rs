@@ -8,7 +8,7 @@
 //! - `labels.txt` itself, in a zip archive appended to the model (tflite-support's packing:
 //!   a `.tflite` with metadata is also a valid zip, so `unzip` or Python's `zipfile` read it).
 
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Write};
 
 use kiln_tflite::metadata::{
     AssociatedFile, AssociatedFileKind, ColorSpace, ImageContent, MIN_RUNTIME_VERSION,
@@ -55,36 +55,6 @@ pub fn to_bytes_with_metadata(model: &Model, card: &ModelCard) -> Result<Vec<u8>
     })?;
     let labels = card.labels.join("\n") + "\n";
     append_associated_files(bytes, &[(LABELS_FILE, labels.as_bytes())])
-}
-
-/// The files packed after the flatbuffer (empty when there is no archive).
-pub fn associated_files(model_bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ExportError> {
-    let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(model_bytes)) else {
-        return Ok(Vec::new());
-    };
-    let mut files = Vec::with_capacity(archive.len());
-    for index in 0..archive.len() {
-        let mut file = archive
-            .by_index(index)
-            .map_err(|e| corrupt_archive(e.to_string()))?;
-        let mut content = Vec::new();
-        file.read_to_end(&mut content)
-            .map_err(|e| corrupt_archive(e.to_string()))?;
-        let name = file
-            .name()
-            .map_err(|e| corrupt_archive(e.to_string()))?
-            .into_owned();
-        files.push((name, content));
-    }
-    Ok(files)
-}
-
-fn corrupt_archive(reason: String) -> ExportError {
-    ExportError::Metadata {
-        reason: format!(
-            "the associated-files archive after the model is corrupt ({reason}); re-export the model"
-        ),
-    }
 }
 
 fn append_associated_files(
@@ -236,6 +206,7 @@ fn model_metadata(model: &Model, card: &ModelCard) -> Result<ModelMetadata, Expo
 mod tests {
     use super::*;
     use crate::test_model::small_cnn;
+    use kiln_runtime::associated_files;
 
     /// The test model's classes.
     const CLASSES: usize = 10;

@@ -27,6 +27,8 @@ pub enum RuntimeError {
         name: String,
         reason: String,
     },
+    #[error("tensor '{tensor}': {reason}")]
+    NotRealValued { tensor: String, reason: String },
     #[error("no {kind} {index}: the model has {count}")]
     NoSuchTensor {
         kind: &'static str,

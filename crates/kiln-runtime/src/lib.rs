@@ -5,13 +5,18 @@
 //! the file's bytes.
 
 mod arena;
+mod associated_files;
 mod error;
 mod interpreter;
 mod kernels;
+pub mod npy;
+pub mod real_io;
+pub mod rows;
 mod tensor;
 mod validate;
 
 pub use arena::ARENA_ALIGNMENT;
+pub use associated_files::associated_files;
 pub use error::RuntimeError;
 pub use interpreter::Interpreter;
 pub use kernels::operator_name;

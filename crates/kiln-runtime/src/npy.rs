@@ -1,10 +1,37 @@
-//! NumPy `.npy` arrays and `.npz` archives: the CLI's numeric I/O. Little-endian, C order.
+//! NumPy `.npy` arrays and `.npz` archives, the field's numeric I/O: inputs for a model and
+//! its outputs, as NumPy and LiteRT's Python API read and write them. Little-endian, C order.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
 use kiln_tflite::TensorType;
+
+/// A `.npy` or `.npz` that cannot be read or written; each names the file or entry at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    InFile { path: PathBuf, reason: String },
+}
+
+type Result<T> = std::result::Result<T, NpyError>;
+
+fn invalid<T>(reason: impl Into<String>) -> Result<T> {
+    Err(NpyError::Invalid(reason.into()))
+}
+
+fn in_file(path: &Path, reason: impl std::fmt::Display) -> NpyError {
+    NpyError::InFile {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -67,35 +94,41 @@ impl NpyArray {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        ensure!(
-            bytes.len() >= 10 && &bytes[..6] == MAGIC,
-            "not a NumPy .npy file (bad magic)"
-        );
-        let (header_len, header_start) = match bytes[6] {
+        if !(bytes.len() >= 10 && &bytes[..6] == MAGIC) {
+            return invalid("not a NumPy .npy file (bad magic)");
+        }
+        let (header_len, header_start): (usize, usize) = match bytes[6] {
             1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
             2 | 3 => {
-                ensure!(bytes.len() >= 12, "truncated .npy header");
+                if bytes.len() < 12 {
+                    return invalid("truncated .npy header");
+                }
                 (
                     u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
                     12,
                 )
             }
-            v => bail!(".npy format version {v} is not supported"),
+            v => return invalid(format!(".npy format version {v} is not supported")),
         };
-        let header = bytes
-            .get(header_start..header_start + header_len)
-            .context("truncated .npy header")?;
-        let header = std::str::from_utf8(header).context(".npy header is not text")?;
-        let descr = dict_value(header, "descr").context(".npy header has no 'descr'")?;
+        let missing = |what: &str| NpyError::Invalid(format!(".npy header has no '{what}'"));
+        let header = header_start
+            .checked_add(header_len)
+            .and_then(|end| bytes.get(header_start..end))
+            .ok_or_else(|| NpyError::Invalid("truncated .npy header".into()))?;
+        let header = std::str::from_utf8(header)
+            .map_err(|_| NpyError::Invalid(".npy header is not text".into()))?;
+        let descr = dict_value(header, "descr").ok_or_else(|| missing("descr"))?;
         let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-        let dtype = dtype_of(descr).with_context(|| format!("unsupported .npy dtype '{descr}'"))?;
+        let dtype = dtype_of(descr)
+            .ok_or_else(|| NpyError::Invalid(format!("unsupported .npy dtype '{descr}'")))?;
         let fortran =
-            dict_value(header, "fortran_order").context(".npy header has no 'fortran_order'")?;
-        ensure!(
-            fortran.trim() == "False",
-            "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"
-        );
-        let shape = dict_value(header, "shape").context(".npy header has no 'shape'")?;
+            dict_value(header, "fortran_order").ok_or_else(|| missing("fortran_order"))?;
+        if fortran.trim() != "False" {
+            return invalid(
+                "Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+            );
+        }
+        let shape = dict_value(header, "shape").ok_or_else(|| missing("shape"))?;
         let shape: Vec<usize> = shape
             .trim_matches(|c| c == '(' || c == ')')
             .split(',')
@@ -104,7 +137,7 @@ impl NpyArray {
             .map(|d| {
                 d.trim_end_matches('L')
                     .parse::<usize>()
-                    .with_context(|| format!("bad dimension '{d}' in .npy shape"))
+                    .map_err(|_| NpyError::Invalid(format!("bad dimension '{d}' in .npy shape")))
             })
             .collect::<Result<_>>()?;
         let size = shape
@@ -112,15 +145,16 @@ impl NpyArray {
             .try_fold(dtype.element_size().unwrap_or(1), |acc, &d| {
                 acc.checked_mul(d)
             })
-            .context(".npy shape overflows")?;
+            .ok_or_else(|| NpyError::Invalid(".npy shape overflows".into()))?;
         let data = &bytes[header_start + header_len..];
-        ensure!(
-            data.len() == size,
-            ".npy data is {} bytes but shape {:?} of {} needs {size}",
-            data.len(),
-            shape,
-            dtype
-        );
+        if data.len() != size {
+            return invalid(format!(
+                ".npy data is {} bytes but shape {:?} of {} needs {size}",
+                data.len(),
+                shape,
+                dtype
+            ));
+        }
         Ok(Self {
             dtype,
             shape,
@@ -129,8 +163,9 @@ impl NpyArray {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let descr = descr(self.dtype)
-            .with_context(|| format!("{} cannot be written to .npy", self.dtype))?;
+        let descr = descr(self.dtype).ok_or_else(|| {
+            NpyError::Invalid(format!("{} cannot be written to .npy", self.dtype))
+        })?;
         let shape = match self.shape.len() {
             1 => format!("({},)", self.shape[0]),
             _ => format!(
@@ -175,47 +210,58 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 }
 
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    NpyArray::parse(&bytes)
-        .with_context(|| format!("{} is not a readable .npy array", path.display()))
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    NpyArray::parse(&bytes).map_err(|e| in_file(path, format!("not a readable .npy array: {e}")))
 }
 
-/// Arrays of an `.npz` archive in archive order, named without the `.npy` suffix.
+/// Arrays of an `.npz` archive (plain or compressed, as `np.savez` and `np.savez_compressed`
+/// write them) in archive order, named without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut archive = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not an .npz (zip) archive", path.display()))?;
+        .map_err(|e| in_file(path, format!("not an .npz (zip) archive: {e}")))?;
     let mut arrays = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let mut entry = archive
             .by_index(i)
-            .with_context(|| format!("{}: cannot read entry {i}", path.display()))?;
+            .map_err(|e| in_file(path, format!("cannot read entry {i}: {e}")))?;
         let name = entry
             .name()
-            .with_context(|| format!("{}: entry {i} has an unreadable name", path.display()))?
+            .map_err(|e| in_file(path, format!("entry {i} has an unreadable name: {e}")))?
             .trim_end_matches(".npy")
             .to_owned();
         let mut bytes = Vec::new();
         entry
             .read_to_end(&mut bytes)
-            .with_context(|| format!("{}: cannot read '{name}'", path.display()))?;
-        let array = NpyArray::parse(&bytes)
-            .with_context(|| format!("{}: entry '{name}'", path.display()))?;
+            .map_err(|e| in_file(path, format!("cannot read '{name}': {e}")))?;
+        let array =
+            NpyArray::parse(&bytes).map_err(|e| in_file(path, format!("entry '{name}': {e}")))?;
         arrays.push((name, array));
     }
     Ok(arrays)
 }
 
+/// An uncompressed `.npz` archive of `arrays` (what `np.savez` writes).
 pub fn npz_bytes(arrays: &[(String, NpyArray)]) -> Result<Vec<u8>> {
+    let zip_error = |e: zip::result::ZipError| NpyError::Invalid(format!("writing .npz: {e}"));
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, array) in arrays {
-        writer.start_file(format!("{name}.npy"), options)?;
-        writer.write_all(&array.to_bytes()?)?;
+        writer
+            .start_file(format!("{name}.npy"), options)
+            .map_err(zip_error)?;
+        writer
+            .write_all(&array.to_bytes()?)
+            .map_err(|e| NpyError::Invalid(format!("writing .npz: {e}")))?;
     }
-    Ok(writer.finish()?.into_inner())
+    Ok(writer.finish().map_err(zip_error)?.into_inner())
 }
 
 #[cfg(test)]

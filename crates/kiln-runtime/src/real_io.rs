@@ -1,11 +1,20 @@
 //! Real-valued I/O for a model of any I/O type: float32 passes through, int8/uint8 inputs are
 //! quantized with the input tensor's scale and zero point (as TFLite's QUANTIZE kernel rounds:
-//! half away from zero, saturating) and int8/uint8 outputs dequantized — so verify compares
-//! every variant with the Burn model on the same footing.
+//! half away from zero, saturating) and int8/uint8 outputs dequantized — so a caller feeds
+//! every variant of a model the same pixels and reads comparable logits.
 
-use anyhow::{Context, Result, bail};
-use kiln_runtime::{Interpreter, TensorInfo};
 use kiln_tflite::TensorType;
+
+use crate::{Interpreter, RuntimeError, TensorInfo};
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+fn not_real(info: &TensorInfo, reason: String) -> RuntimeError {
+    RuntimeError::NotRealValued {
+        tensor: info.name.clone(),
+        reason,
+    }
+}
 
 /// The per-tensor (scale, zero point) of a quantized I/O tensor.
 fn affine(info: &TensorInfo) -> Result<(f32, i32)> {
@@ -13,14 +22,16 @@ fn affine(info: &TensorInfo) -> Result<(f32, i32)> {
         .quantization
         .as_ref()
         .filter(|q| q.scale.len() == 1)
-        .with_context(|| {
-            format!(
-                "{} tensor '{}' has no per-tensor scale",
-                info.dtype, info.name
+        .ok_or_else(|| {
+            not_real(
+                info,
+                format!("{} tensor has no per-tensor scale", info.dtype),
             )
         })?;
     let zero_point = q.zero_point.first().copied().unwrap_or(0);
-    Ok((q.scale[0], i32::try_from(zero_point)?))
+    let zero_point = i32::try_from(zero_point)
+        .map_err(|_| not_real(info, format!("zero point {zero_point} is out of range")))?;
+    Ok((q.scale[0], zero_point))
 }
 
 /// The bytes to feed input `info` for the real `values`.
@@ -29,10 +40,12 @@ pub fn encode_input(info: &TensorInfo, values: &[f32]) -> Result<Vec<u8>> {
         TensorType::Float32 => return Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
         TensorType::Int8 => (-128.0, 127.0),
         TensorType::UInt8 => (0.0, 255.0),
-        other => bail!(
-            "input '{}' is {other}; verify feeds float32, int8 or uint8",
-            info.name
-        ),
+        other => {
+            return Err(not_real(
+                info,
+                format!("input is {other}; real values feed float32, int8 or uint8"),
+            ));
+        }
     };
     let (scale, zero_point) = affine(info)?;
     Ok(values
@@ -55,10 +68,12 @@ pub fn decode_output(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
         }
         TensorType::Int8 => |b| f32::from(b as i8),
         TensorType::UInt8 => f32::from,
-        other => bail!(
-            "output '{}' is {other}; verify reads float32, int8 or uint8",
-            info.name
-        ),
+        other => {
+            return Err(not_real(
+                info,
+                format!("output is {other}; real values come from float32, int8 or uint8"),
+            ));
+        }
     };
     let (scale, zero_point) = affine(info)?;
     Ok(bytes
@@ -70,8 +85,7 @@ pub fn decode_output(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
 /// Sets input `i` from real values.
 pub fn set_input(interpreter: &mut Interpreter, i: usize, values: &[f32]) -> Result<()> {
     let bytes = encode_input(interpreter.input_info(i)?, values)?;
-    interpreter.set_input(i, &bytes)?;
-    Ok(())
+    interpreter.set_input(i, &bytes)
 }
 
 /// Output `i` as real values.
