@@ -17,9 +17,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_cli::npy::{NpyArray, read_npy};
 use kiln_export::{Calibrator, Int8Options, IoType, quantize_int8};
 use kiln_runtime::Interpreter;
+use kiln_runtime::npy::{NpyArray, read_npy};
 use kiln_tflite::{Model, TensorType};
 use serde_json::Value;
 use support::*;
@@ -75,7 +75,7 @@ fn write_inputs(model: &Path, path: &Path, floats: &[f32]) {
     let info = interpreter.input_info(0).unwrap();
     let mut shape = info.shape.clone();
     shape[0] = ROWS;
-    let data = kiln_cli::real_io::encode_input(info, floats).unwrap();
+    let data = kiln_runtime::real_io::encode_input(info, floats).unwrap();
     let bytes = NpyArray::new(info.dtype, shape, data).to_bytes().unwrap();
     std::fs::write(path, bytes).unwrap();
 }

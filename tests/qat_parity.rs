@@ -65,10 +65,11 @@ fn gaps(model: AnyClassifier, input: [usize; 3], rows: usize) -> Vec<(String, Ga
         let traced = qat.trace(images);
         interpreter
             .invoke_with(|_, info, bytes| {
-                let Some((name, shape, burn)) = traced.iter().find(|(n, _, _)| *n == info.name)
-                else {
+                let Some(activation) = traced.iter().find(|a| a.tensor == info.name) else {
                     return;
                 };
+                let (name, shape, burn) =
+                    (&activation.tensor, &activation.shape, &activation.values);
                 let (Some(q), TensorType::Int8) = (&info.quantization, info.dtype) else {
                     return;
                 };

@@ -1,6 +1,10 @@
-//! `pipeline`: Kiln's command line.
+//! `pipeline`: Kiln's command line. Argument parsing, logging and exit codes only; the work
+//! is kiln-pipeline's.
 
-use kiln_cli::{bench, bench_decode, bench_train, compare, infer, inspect, run, verify_run};
+use kiln_pipeline::commands::{
+    bench, bench_decode, bench_train, compare, infer, inspect, verify_run,
+};
+use kiln_pipeline::{RunOptions, run};
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -171,9 +175,16 @@ fn main() -> ExitCode {
             overrides,
             resume,
             seeds,
-        } => run::run(&config, out, &overrides, resume, seeds).map(|dir| {
-            println!("{}", dir.display());
-        }),
+        } => {
+            let options = RunOptions {
+                out,
+                overrides,
+                resume,
+                seeds,
+                handle_ctrl_c: true,
+            };
+            run(&config, &options).map(|dir| println!("{}", dir.display()))
+        }
         Command::Infer {
             model,
             input,

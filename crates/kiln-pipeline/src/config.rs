@@ -4,8 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use kiln_train::BackendKind;
+use kiln_data::{ColorMode, ResizeMode};
+use kiln_export::IoType;
+use kiln_nn::ModelConfig;
+use kiln_train::{BackendKind, OptimizerKind};
 use serde::{Deserialize, Serialize};
+
+use crate::digest::sha256_hex;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -45,13 +50,13 @@ pub struct DataConfig {
     pub image_column: String,
     #[serde(default = "default_label_column")]
     pub label_column: String,
-    pub color: ColorConfig,
+    pub color: ColorMode,
     /// [height, width] to resize to; omitted = keep the images' own size.
     #[serde(default)]
     pub image_size: Option<[usize; 2]>,
     /// How images of another aspect ratio reach `image_size`.
     #[serde(default)]
-    pub resize: ResizeConfig,
+    pub resize: ResizeMode,
     /// [train, validation, test] fractions when the source has no test split: a stratified
     /// split seeded by `seed`.
     #[serde(default = "default_split")]
@@ -102,14 +107,18 @@ pub struct FolderConfig {
     pub test: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ResizeConfig {
-    /// Scale the shorter side to fit, cut the centre.
-    #[default]
-    CenterCrop,
-    /// Stretch to the size.
-    Squash,
+/// Where a run's images come from: exactly one of the `[data]` table's sources.
+#[derive(Clone, Copy, Debug)]
+pub enum DataSource<'a> {
+    /// `train = [...]` (and optionally `test = [...]`) parquet files.
+    Parquet {
+        train: &'a [PathBuf],
+        test: &'a [PathBuf],
+    },
+    /// `[data.hub]`.
+    Hub(&'a HubConfig),
+    /// `[data.folder]`.
+    Folder(&'a FolderConfig),
 }
 
 impl DataConfig {
@@ -120,18 +129,34 @@ impl DataConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
-        let sources = usize::from(!self.train.is_empty())
-            + usize::from(self.hub.is_some())
-            + usize::from(self.folder.is_some());
-        if sources != 1 {
-            bail!(
-                "give exactly one data source: `train = [parquet files]`, a `[data.hub]` table or a `[data.folder]` table (found {sources})"
-            );
-        }
+    /// The table's one source.
+    pub fn source(&self) -> Result<DataSource<'_>> {
         if self.train.is_empty() && !self.test.is_empty() {
             bail!("`test` parquet files need `train` parquet files next to them");
         }
+        let parquet = (!self.train.is_empty()).then_some(DataSource::Parquet {
+            train: &self.train,
+            test: &self.test,
+        });
+        let given: Vec<DataSource<'_>> = [
+            parquet,
+            self.hub.as_ref().map(DataSource::Hub),
+            self.folder.as_ref().map(DataSource::Folder),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match given.as_slice() {
+            [source] => Ok(*source),
+            found => bail!(
+                "give exactly one data source: `train = [parquet files]`, a `[data.hub]` table or a `[data.folder]` table (found {})",
+                found.len()
+            ),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.source()?;
         let [train, val, test] = self.split;
         if [train, val, test].iter().any(|f| !(0.0..=1.0).contains(f))
             || (train + val + test - 1.0).abs() > 1e-6
@@ -149,10 +174,7 @@ impl DataConfig {
             );
         }
         self.normalization()
-            .validate(match self.color {
-                ColorConfig::Grayscale => 1,
-                ColorConfig::Rgb => 3,
-            })
+            .validate(self.color.channels())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
@@ -190,91 +212,6 @@ fn default_label_column() -> String {
     "label".into()
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ColorConfig {
-    Grayscale,
-    Rgb,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    pub architecture: Architecture,
-    /// small_cnn: filters of each conv block, e.g. [32, 64] (the default) or [32, 64, 128].
-    #[serde(default)]
-    pub conv_filters: Option<Vec<usize>>,
-    /// small_cnn: units of the hidden dense layer (default 64).
-    #[serde(default)]
-    pub dense_units: Option<usize>,
-    /// efficientnet_lite: channel multiplier of the stages (default 0.5).
-    #[serde(default)]
-    pub width_multiplier: Option<f64>,
-    /// efficientnet_lite: repeat multiplier of the stages (default 0.5).
-    #[serde(default)]
-    pub depth_multiplier: Option<f64>,
-    /// efficientnet_lite: "relu6" (default, quantization-friendly), "swish" or "hard_swish".
-    #[serde(default)]
-    pub activation: Option<ActivationConfig>,
-    /// efficientnet_lite: squeeze-excitation ratio (omitted = none, as lite; 0.25 = original).
-    #[serde(default)]
-    pub se_ratio: Option<f64>,
-    /// efficientnet_lite: dropout before the classifier (default 0.2).
-    #[serde(default)]
-    pub dropout: Option<f64>,
-}
-
-impl ModelConfig {
-    pub fn validate(&self) -> Result<()> {
-        let small_cnn_keys = [
-            ("conv_filters", self.conv_filters.is_some()),
-            ("dense_units", self.dense_units.is_some()),
-        ];
-        let efficientnet_keys = [
-            ("width_multiplier", self.width_multiplier.is_some()),
-            ("depth_multiplier", self.depth_multiplier.is_some()),
-            ("activation", self.activation.is_some()),
-            ("se_ratio", self.se_ratio.is_some()),
-            ("dropout", self.dropout.is_some()),
-        ];
-        let foreign = match self.architecture {
-            Architecture::SmallCnn => &efficientnet_keys[..],
-            Architecture::EfficientnetLite => &small_cnn_keys[..],
-        };
-        if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
-            bail!(
-                "model.{key} does not apply to architecture \"{}\"; remove it",
-                self.architecture.name()
-            );
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Architecture {
-    SmallCnn,
-    EfficientnetLite,
-}
-
-impl Architecture {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::SmallCnn => "small_cnn",
-            Self::EfficientnetLite => "efficientnet_lite",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ActivationConfig {
-    Relu6,
-    Swish,
-    HardSwish,
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -284,7 +221,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub learning_rate: f64,
     #[serde(default)]
-    pub optimizer: OptimizerConfig,
+    pub optimizer: OptimizerKind,
     /// L2 penalty (adam, sgd) or decoupled weight decay (adamw).
     #[serde(default)]
     pub weight_decay: f64,
@@ -332,15 +269,8 @@ fn default_step_gamma() -> f64 {
     0.1
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerConfig {
-    #[default]
-    Adam,
-    Adamw,
-    Sgd,
-}
-
+/// The `schedule` key. Not kiln-train's `LrSchedule` itself: the step schedule's parameters
+/// are flat keys of `[train]` (`step_epochs`, `step_gamma`), as Keras users write them.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
@@ -364,11 +294,7 @@ impl TrainConfig {
 
     pub fn optimizer_settings(&self) -> kiln_train::OptimizerSettings {
         kiln_train::OptimizerSettings {
-            kind: match self.optimizer {
-                OptimizerConfig::Adam => kiln_train::OptimizerKind::Adam,
-                OptimizerConfig::Adamw => kiln_train::OptimizerKind::AdamW,
-                OptimizerConfig::Sgd => kiln_train::OptimizerKind::Sgd,
-            },
+            kind: self.optimizer,
             weight_decay: self.weight_decay,
             momentum: self.momentum,
         }
@@ -388,7 +314,7 @@ pub struct ExportConfig {
     pub calibration_samples: usize,
     /// Element type of the int8 model's input and output.
     #[serde(default)]
-    pub int8_io: Int8Io,
+    pub int8_io: IoType,
 }
 
 impl Default for ExportConfig {
@@ -396,7 +322,7 @@ impl Default for ExportConfig {
         Self {
             variants: default_variants(),
             calibration_samples: default_calibration_samples(),
-            int8_io: Int8Io::default(),
+            int8_io: IoType::default(),
         }
     }
 }
@@ -449,18 +375,6 @@ impl Variant {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Int8Io {
-    /// int8 in and out: callers quantize with the input tensor's scale and zero point.
-    #[default]
-    Int8,
-    /// uint8 in and out (QUANTIZE operators at the edges).
-    Uint8,
-    /// float32 in and out (QUANTIZE at the input, DEQUANTIZE at the output).
-    Float32,
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
@@ -486,7 +400,7 @@ impl Config {
     /// checkpoint is resumed only under the same fingerprint.
     pub fn training_fingerprint(&self) -> Result<String> {
         let shaping = serde_json::to_vec(&(self.seed, &self.data, &self.model, &self.train))?;
-        Ok(crate::report::sha256_hex(&shaping))
+        Ok(sha256_hex(&shaping))
     }
 }
 
@@ -528,10 +442,6 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedConfig> {
         .data
         .validate()
         .with_context(|| format!("invalid [data] table in {}", path.display()))?;
-    config
-        .model
-        .validate()
-        .with_context(|| format!("invalid [model] table in {}", path.display()))?;
     Ok(LoadedConfig {
         config,
         path: path.to_path_buf(),
@@ -671,13 +581,13 @@ learning_rate = 0.001
         );
         assert_eq!(
             (export.calibration_samples, export.int8_io),
-            (100, Int8Io::Int8)
+            (100, IoType::Int8)
         );
 
         let set = |s: &str| load(&path, &[s.into()]);
         assert_eq!(
             set("export.int8_io=float32").unwrap().config.export.int8_io,
-            Int8Io::Float32
+            IoType::Float32
         );
         for (bad, needle) in [
             ("export.variants=[\"fp16\"]", "fp32"),

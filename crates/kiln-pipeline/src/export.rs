@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kiln_data::ImageDataset;
-use kiln_export::{Calibrator, Int8Options, IoType, ModelCard, TensorRanges};
+use kiln_export::{Calibrator, Int8Options, ModelCard, TensorRanges};
 use kiln_tflite::Model;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use tracing::info;
 
-use crate::config::{ExportConfig, Int8Io, Variant};
+use crate::config::{ExportConfig, Variant};
 
 /// A written variant.
 pub struct Exported {
@@ -109,11 +109,7 @@ fn int8(fp32: &Model, config: &ExportConfig, source: &Int8Ranges) -> Result<Mode
         }
     };
     let options = Int8Options {
-        io: match config.int8_io {
-            Int8Io::Int8 => IoType::Int8,
-            Int8Io::Uint8 => IoType::UInt8,
-            Int8Io::Float32 => IoType::Float32,
-        },
+        io: config.int8_io,
         ..Int8Options::default()
     };
     Ok(kiln_export::quantize_int8(fp32, ranges, &options)?)

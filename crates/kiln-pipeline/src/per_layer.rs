@@ -11,7 +11,7 @@ use kiln_runtime::{Interpreter, TensorInfo};
 use kiln_tflite::TensorType;
 use serde::Serialize;
 
-use crate::real_io;
+use kiln_runtime::real_io;
 
 /// One tensor's error over all images, in the variant's execution order.
 #[derive(Clone, Debug, Serialize)]

@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use kiln_data::ImageDataset;
 use kiln_train::argmax_rows;
 
-use crate::real_io;
+use kiln_runtime::real_io;
 
 pub struct Verified {
     pub accuracy: f64,

@@ -95,7 +95,7 @@ fn model_metadata(model: &Model, file: &[u8]) -> Value {
     let parsed = model
         .metadata_bytes(metadata::TFLITE_METADATA)
         .map(ModelMetadata::from_bytes);
-    let files = kiln_export::associated_files(file);
+    let files = kiln_runtime::associated_files(file);
     let labels = files.as_ref().ok().and_then(|files| {
         let wanted = parsed
             .as_ref()

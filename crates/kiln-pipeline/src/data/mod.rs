@@ -7,14 +7,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use kiln_data::{
-    ColorMode, ColumnNames, DecodeSpec, DecodedCache, HubDataset, HubSettings, ImageDataset,
-    LoadedSplit, ResizeMode, SplitSource, load_split,
+    ColumnNames, DecodeSpec, DecodedCache, HubDataset, HubSettings, ImageDataset, LoadedSplit,
+    SplitSource, load_split,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use tracing::{info, warn};
 
-use crate::config::{ColorConfig, LoadedConfig, ResizeConfig};
+use crate::config::{DataSource, LoadedConfig};
 
 /// The three splits a run uses and where they came from.
 pub struct Splits {
@@ -50,6 +50,69 @@ pub struct HubProvenance {
     pub files: Vec<String>,
 }
 
+/// A source's splits as kiln-data reads them, with the names the report gives them.
+struct SourceSplits {
+    /// `parquet`, `hub` or `folder`.
+    kind: &'static str,
+    train: NamedSplit,
+    /// Without one, the test set is carved out of train.
+    test: Option<NamedSplit>,
+}
+
+struct NamedSplit {
+    name: String,
+    source: SplitSource,
+}
+
+impl SourceSplits {
+    /// The one place that knows every kind of `[data]` source.
+    fn of(loaded: &LoadedConfig) -> Result<Self> {
+        let named = |name: &str, source| NamedSplit {
+            name: name.to_owned(),
+            source,
+        };
+        Ok(match loaded.config.data.source()? {
+            DataSource::Parquet { train, test } => {
+                let resolve = |paths: &[PathBuf]| paths.iter().map(|p| loaded.resolve(p)).collect();
+                Self {
+                    kind: "parquet",
+                    train: named("train", SplitSource::Parquet(resolve(train))),
+                    test: (!test.is_empty())
+                        .then(|| named("test", SplitSource::Parquet(resolve(test)))),
+                }
+            }
+            DataSource::Hub(hub) => {
+                let split = |name: &str| {
+                    let dataset = HubDataset {
+                        repo: hub.repo.clone(),
+                        revision: hub.revision.clone(),
+                    };
+                    named(
+                        name,
+                        SplitSource::Hub {
+                            dataset,
+                            split: name.to_owned(),
+                        },
+                    )
+                };
+                Self {
+                    kind: "hub",
+                    train: split(&hub.train_split),
+                    test: hub.test_split.as_deref().map(split),
+                }
+            }
+            DataSource::Folder(folder) => Self {
+                kind: "folder",
+                train: named("train", SplitSource::Folder(loaded.resolve(&folder.train))),
+                test: folder
+                    .test
+                    .as_ref()
+                    .map(|t| named("test", SplitSource::Folder(loaded.resolve(t)))),
+            },
+        })
+    }
+}
+
 /// Loads the run's data as its config says.
 pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
     let data = &loaded.config.data;
@@ -59,57 +122,14 @@ pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
         label: data.label_column.clone(),
     };
     let decode = DecodeSpec::new(
-        match data.color {
-            ColorConfig::Grayscale => ColorMode::Grayscale,
-            ColorConfig::Rgb => ColorMode::Rgb,
-        },
+        data.color,
         data.image_size.map(|[h, w]| (h, w)),
-        match data.resize {
-            ResizeConfig::CenterCrop => ResizeMode::CenterCrop,
-            ResizeConfig::Squash => ResizeMode::Squash,
-        },
+        data.resize,
     );
     let hub_settings = HubSettings::from_env();
     let cache = data.cache.then(DecodedCache::default_location);
 
-    let (source_name, train_source, test_source, train_name, test_name) =
-        if let Some(hub) = &data.hub {
-            let dataset = HubDataset {
-                repo: hub.repo.clone(),
-                revision: hub.revision.clone(),
-            };
-            let split = |name: &str| SplitSource::Hub {
-                dataset: dataset.clone(),
-                split: name.to_owned(),
-            };
-            (
-                "hub",
-                split(&hub.train_split),
-                hub.test_split.as_deref().map(split),
-                hub.train_split.clone(),
-                hub.test_split.clone().unwrap_or_default(),
-            )
-        } else if let Some(folder) = &data.folder {
-            (
-                "folder",
-                SplitSource::Folder(loaded.resolve(&folder.train)),
-                folder
-                    .test
-                    .as_ref()
-                    .map(|t| SplitSource::Folder(loaded.resolve(t))),
-                "train".to_owned(),
-                "test".to_owned(),
-            )
-        } else {
-            let resolve = |paths: &[PathBuf]| paths.iter().map(|p| loaded.resolve(p)).collect();
-            (
-                "parquet",
-                SplitSource::Parquet(resolve(&data.train)),
-                (!data.test.is_empty()).then(|| SplitSource::Parquet(resolve(&data.test))),
-                "train".to_owned(),
-                "test".to_owned(),
-            )
-        };
+    let sources = SourceSplits::of(loaded)?;
 
     let load = |source: &SplitSource, name: &str| -> Result<LoadedSplit> {
         let split = load_split(source, &columns, decode, &hub_settings, cache.as_ref())
@@ -125,14 +145,15 @@ pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
         }
         Ok(split)
     };
-    let train_loaded = load(&train_source, &train_name)?;
-    let test_loaded = test_source
+    let train_loaded = load(&sources.train.source, &sources.train.name)?;
+    let test_loaded = sources
+        .test
         .as_ref()
-        .map(|source| load(source, &test_name))
+        .map(|test| load(&test.source, &test.name))
         .transpose()?;
 
     let mut provenance = Provenance {
-        source: source_name.into(),
+        source: sources.kind.into(),
         hub: data.hub.as_ref().map(|hub| HubProvenance {
             repo: hub.repo.clone(),
             revision: hub.revision.clone(),
@@ -152,9 +173,9 @@ pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
             provenance.cache_hits.push(name.to_owned());
         }
     };
-    record(&train_name, &train_loaded);
-    if let Some(test) = &test_loaded {
-        record(&test_name, test);
+    record(&sources.train.name, &train_loaded);
+    if let (Some(test), Some(named)) = (&test_loaded, &sources.test) {
+        record(&named.name, test);
     }
     if let Some(hub) = &mut provenance.hub {
         hub.files = train_loaded.repo_paths.clone();

@@ -1,18 +1,59 @@
-//! The run report: `report.json` (machine-readable; later stages add variants and fields to
-//! the same schema) and `report.md` (the table a person reads).
+//! The run report: `report.json` (machine-readable; later stages add sections to the same
+//! schema) and `report.md` (what a person reads), with SVG plots. The report knows the run's
+//! data and exported variants; every stage adds its own section (`training`, `pruning`, …)
+//! through [`ReportSection`], so a new stage needs no change here.
+
+pub mod plots;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use kiln_train::EpochStats;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use crate::data::Splits;
+use crate::digest::{gzip_len, sha256_hex};
 
-#[derive(Serialize)]
+/// A stage's part of the report.
+pub struct ReportSection {
+    /// Its key in `report.json` (`training`, `pruning`, …).
+    pub key: &'static str,
+    /// Its value in `report.json`.
+    pub json: Box<dyn SectionJson>,
+    /// Its part of `report.md`, starting with a `## ` heading.
+    pub markdown: String,
+    /// Plots it adds to the run directory: (file name, SVG).
+    pub plots: Vec<(&'static str, String)>,
+}
+
+impl ReportSection {
+    pub fn new(key: &'static str, markdown: String, json: impl SectionJson + 'static) -> Self {
+        Self {
+            key,
+            json: Box::new(json),
+            markdown,
+            plots: Vec::new(),
+        }
+    }
+}
+
+type PrettyMap<'a> =
+    serde_json::ser::Compound<'a, &'a mut Vec<u8>, serde_json::ser::PrettyFormatter<'a>>;
+
+/// A section's value, written into `report.json` as it serializes itself (an object-safe
+/// stand-in for `Serialize`, so sections of any type sit in one list and floats keep their
+/// own precision).
+pub trait SectionJson {
+    fn write_entry(&self, key: &str, map: &mut PrettyMap<'_>) -> serde_json::Result<()>;
+}
+
+impl<T: Serialize> SectionJson for T {
+    fn write_entry(&self, key: &str, map: &mut PrettyMap<'_>) -> serde_json::Result<()> {
+        map.serialize_entry(key, self)
+    }
+}
+
 pub struct Report {
     pub name: String,
     /// The config file the run started from (absolute): its directory resolves the effective
@@ -23,49 +64,10 @@ pub struct Report {
     pub backend: String,
     pub stages: Vec<String>,
     pub dataset: DatasetReport,
-    /// The train stage (absent when a recipe distils from a previous run's teacher).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub training: Option<TrainingReport>,
     pub variants: Vec<VariantReport>,
-    /// The distill stage, when the recipe has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub distillation: Option<crate::distill_stage::DistillationReport>,
-    /// The prune stage, when the recipe has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pruning: Option<PruningReport>,
-    /// The qat stage, when the recipe has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub qat: Option<QatReport>,
+    /// The stages' sections, in recipe order.
+    pub sections: Vec<ReportSection>,
     pub total_seconds: f64,
-}
-
-#[derive(Serialize)]
-pub struct PruningReport {
-    pub settings: crate::recipe::PruneStage,
-    /// Zeros over all pruned layers' weights.
-    pub sparsity: f64,
-    pub burn_test_accuracy: f64,
-    pub layers: Vec<kiln_train::LayerSparsity>,
-    pub epochs: Vec<EpochStats>,
-}
-
-#[derive(Serialize)]
-pub struct QatReport {
-    pub settings: crate::qat_stage::QatStage,
-    /// The stage whose model QAT fine-tuned.
-    pub from: String,
-    /// The Burn model with fake-quant, which the int8 file is verified against.
-    pub burn_fake_quant_test_accuracy: f64,
-    /// The activation ranges QAT learned, which the int8 file's parameters come from.
-    pub ranges: Vec<TensorRange>,
-    pub epochs: Vec<EpochStats>,
-}
-
-#[derive(Serialize)]
-pub struct TensorRange {
-    pub tensor: String,
-    pub min: f32,
-    pub max: f32,
 }
 
 #[derive(Serialize)]
@@ -98,21 +100,7 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
-#[derive(Serialize)]
-pub struct TrainingReport {
-    pub seconds: f64,
-    pub burn_test_accuracy: f64,
-    /// On the validation split, when the config holds one out.
-    pub burn_validation_accuracy: Option<f64>,
-    /// The epoch whose model was exported (the best validation epoch, else the last).
-    pub selected_epoch: usize,
-    /// The checkpointed epoch a `--resume` continued from.
-    pub resumed_from: Option<usize>,
-    pub stopped_early: bool,
-    pub epochs: Vec<EpochStats>,
-}
-
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct VariantReport {
     pub name: String,
     pub file: String,
@@ -134,7 +122,7 @@ pub struct VariantReport {
     pub stages: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Parity {
     /// What the file's outputs were compared with.
     pub reference: String,
@@ -142,19 +130,6 @@ pub struct Parity {
     /// dequantized first).
     pub max_abs_diff: f64,
     pub argmax_agreement: f64,
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn gzip_len(bytes: &[u8]) -> Result<u64> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes)?;
-    Ok(encoder.finish()?.len() as u64)
 }
 
 impl VariantReport {
@@ -237,8 +212,8 @@ fn percent(value: Option<f64>) -> String {
 
 impl Report {
     pub fn write(&self, run_dir: &Path) -> Result<()> {
-        let json = serde_json::to_string_pretty(self)?;
-        kiln_tflite::write_atomically(&run_dir.join("report.json"), json.as_bytes())
+        let json = self.json().context("cannot serialise report.json")?;
+        kiln_tflite::write_atomically(&run_dir.join("report.json"), &json)
             .context("cannot write report.json")?;
         kiln_tflite::write_atomically(&run_dir.join("report.md"), self.markdown().as_bytes())
             .context("cannot write report.md")?;
@@ -249,14 +224,29 @@ impl Report {
         Ok(())
     }
 
-    /// `training.svg` (loss and accuracies per epoch) and `variants.svg` (accuracy against
-    /// gzip size, latency in the labels).
-    fn plots(&self) -> Vec<(&'static str, String)> {
-        use crate::plots::{Series, line_chart, scatter};
-        let mut plots = Vec::new();
-        if let Some(training) = &self.training {
-            plots.push(("training.svg", training_chart(&training.epochs)));
+    /// `report.json`, pretty-printed: the run's fields, then each section under its key.
+    pub fn json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let mut serializer = serde_json::Serializer::pretty(&mut bytes);
+        let mut map = (&mut serializer).serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
+        map.serialize_entry("config_file", &self.config_file)?;
+        map.serialize_entry("config_sha256", &self.config_sha256)?;
+        map.serialize_entry("seed", &self.seed)?;
+        map.serialize_entry("backend", &self.backend)?;
+        map.serialize_entry("stages", &self.stages)?;
+        map.serialize_entry("dataset", &self.dataset)?;
+        map.serialize_entry("variants", &self.variants)?;
+        for section in &self.sections {
+            section.json.write_entry(section.key, &mut map)?;
         }
+        map.serialize_entry("total_seconds", &self.total_seconds)?;
+        map.end()?;
+        Ok(bytes)
+    }
+
+    /// `variants.svg` (accuracy against gzip size, latency in the labels) and the sections'.
+    fn plots(&self) -> Vec<(&'static str, String)> {
         let points: Vec<(f64, f64, String)> = self
             .variants
             .iter()
@@ -269,44 +259,17 @@ impl Report {
                 })
             })
             .collect();
-        let variants = scatter(
+        let variants = plots::scatter(
             "Variants: accuracy vs gzip size (p50 latency)",
             "gzip bytes",
             "test accuracy",
             &points,
         );
-        plots.push(("variants.svg", variants));
-        if let Some(p) = &self.pruning {
-            let points: Vec<(f64, f64)> = p
-                .epochs
-                .iter()
-                .filter_map(|e| e.target_sparsity.map(|s| (e.epoch as f64, s)))
-                .collect();
-            let accuracy: Vec<(f64, f64)> = p
-                .epochs
-                .iter()
-                .map(|e| (e.epoch as f64, e.accuracy))
-                .collect();
-            plots.push((
-                "sparsity.svg",
-                line_chart(
-                    "Pruning: target sparsity and train accuracy per fine-tuning epoch",
-                    "epoch",
-                    "fraction",
-                    &[
-                        Series {
-                            name: "target sparsity",
-                            points,
-                        },
-                        Series {
-                            name: "train accuracy",
-                            points: accuracy,
-                        },
-                    ],
-                ),
-            ));
+        let mut all = vec![("variants.svg", variants)];
+        for section in &self.sections {
+            all.extend(section.plots.iter().cloned());
         }
-        plots
+        all
     }
 
     pub fn markdown(&self) -> String {
@@ -344,9 +307,6 @@ impl Report {
                     .join(", ")
             }
         );
-        if let Some(training) = &self.training {
-            md += &training_markdown(training);
-        }
         md += "## Variants\n\nAccuracy and latency are kiln-runtime's on the test split; parity compares each \
                file's (dequantized) logits with the Burn model's.\n\n";
         md += "| variant | file | bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity |\n";
@@ -373,149 +333,13 @@ impl Report {
                 percent(v.sparsity),
             );
         }
-        if let Some(p) = &self.pruning {
-            md += &format!(
-                "\n## Pruning\n\nMagnitude pruning to {:.0}% ({:?} schedule, power {}, {:?}), {} fine-tuning epochs at learning rate {}: {:.2}% of the pruned layers' weights are zero; the pruned Burn model scores {:.2}%.\n\n| layer | weights | zeros | sparsity |\n|---|---:|---:|---:|\n",
-                100.0 * p.settings.final_sparsity,
-                p.settings.schedule,
-                p.settings.power,
-                p.settings.scope,
-                p.settings.epochs,
-                p.settings.learning_rate,
-                100.0 * p.sparsity,
-                100.0 * p.burn_test_accuracy
-            );
-            for l in &p.layers {
-                md += &format!(
-                    "| `{}` | {} | {} | {:.2}% |\n",
-                    l.layer,
-                    l.weights,
-                    l.zeros,
-                    100.0 * l.sparsity
-                );
-            }
-            md += "\n![sparsity schedule](sparsity.svg)\n";
-        }
-        if let Some(q) = &self.qat {
-            md += &qat_markdown(q);
-        }
-        if let Some(d) = &self.distillation {
-            md += &distillation_markdown(d);
-        }
         md += "\n![accuracy vs gzip size](variants.svg)\n";
+        for section in &self.sections {
+            md += "\n";
+            md += &section.markdown;
+        }
         md
     }
-}
-
-/// Loss and accuracies per epoch.
-fn training_chart(epochs: &[EpochStats]) -> String {
-    use crate::plots::{Series, line_chart};
-    let per_epoch = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
-        epochs
-            .iter()
-            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
-            .collect()
-    };
-    let mut series = vec![
-        Series {
-            name: "train loss",
-            points: per_epoch(&|e| Some(e.loss)),
-        },
-        Series {
-            name: "train accuracy",
-            points: per_epoch(&|e| Some(e.accuracy)),
-        },
-    ];
-    let validation = per_epoch(&|e| e.val_accuracy);
-    if !validation.is_empty() {
-        series.push(Series {
-            name: "validation accuracy",
-            points: validation,
-        });
-    }
-    line_chart("Training", "epoch", "loss / accuracy", &series)
-}
-
-fn training_markdown(training: &TrainingReport) -> String {
-    let mut md = String::new();
-    md += "## Training\n\n| epoch | loss | train accuracy | learning rate | seconds | of which data path |\n|---:|---:|---:|---:|---:|---:|\n";
-    for e in &training.epochs {
-        md += &format!(
-            "| {} | {:.4} | {:.2}% | {:.2e} | {:.1} | {:.1}% |\n",
-            e.epoch,
-            e.loss,
-            100.0 * e.accuracy,
-            e.learning_rate,
-            e.seconds,
-            100.0 * e.data_seconds / e.seconds.max(1e-9)
-        );
-    }
-    md += "\n![training curves](training.svg)\n";
-    md += &format!(
-        "\nTrained in {:.1} s; the Burn model scores {:.2}% on the test split.\n\n",
-        training.seconds,
-        100.0 * training.burn_test_accuracy
-    );
-    md
-}
-
-fn qat_markdown(q: &QatReport) -> String {
-    let s = &q.settings;
-    let mut md = format!(
-        "\n## Quantization-aware training\n\nFrom the `{}` model: {} epochs at learning rate {} (cosine), fake-quant from epoch {}{}{}, range EMA decay {}. \
-         The fake-quant Burn model scores {:.2}%; its int8 file takes these activation ranges:\n\n| tensor | min | max |\n|---|---:|---:|\n",
-        q.from,
-        s.epochs,
-        s.learning_rate,
-        s.quant_delay_epochs,
-        s.freeze_observers_epoch
-            .map_or(String::new(), |e| format!(", ranges frozen from epoch {e}")),
-        s.freeze_batch_norm_epoch.map_or(String::new(), |e| format!(
-            ", BatchNorm frozen from epoch {e}"
-        )),
-        s.ema_decay,
-        100.0 * q.burn_fake_quant_test_accuracy
-    );
-    for r in &q.ranges {
-        md += &format!("| `{}` | {:.4} | {:.4} |\n", r.tensor, r.min, r.max);
-    }
-    md
-}
-
-fn distillation_markdown(d: &crate::distill_stage::DistillationReport) -> String {
-    let s = &d.settings;
-    let pm =
-        |m: crate::distill_stage::MeanStd| format!("{:.2} ± {:.2}%", 100.0 * m.mean, 100.0 * m.std);
-    let mut md = format!(
-        "\n## Distillation\n\nTeacher: {} ({} parameters, {:.2}% test accuracy). Student: {:?} ({} parameters), T = {}, α = {}. \
-         Each seed trains the student twice from the same initial weights: on labels alone, and with the teacher.\n\n\
-         | seed | student alone | distilled student | gain |\n|---:|---:|---:|---:|\n",
-        d.teacher,
-        d.teacher_parameters,
-        100.0 * d.teacher_test_accuracy,
-        s.student.architecture,
-        d.student_parameters,
-        s.temperature,
-        s.alpha
-    );
-    for r in &d.seeds {
-        md += &format!(
-            "| {} | {:.2}% | {:.2}% | {:+.2} pt |\n",
-            r.seed,
-            100.0 * r.baseline_accuracy,
-            100.0 * r.distilled_accuracy,
-            100.0 * (r.distilled_accuracy - r.baseline_accuracy)
-        );
-    }
-    md += &format!(
-        "| **mean ± std over {}** | **{}** | **{}** | **{:+.2} ± {:.2} pt** |\n",
-        d.seeds.len(),
-        pm(d.baseline),
-        pm(d.distilled),
-        100.0 * d.gain.mean,
-        100.0 * d.gain.std
-    );
-    md
 }
 
 #[cfg(test)]

@@ -11,14 +11,29 @@ use std::rc::Rc;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::prelude::Device;
-use kiln_data::ImageDataset;
-use kiln_nn::{AnyClassifier, Classifier};
-use kiln_train::{Distillation, TrainSettings, accuracy, predict, train};
+use kiln_nn::{AnyClassifier, Classifier, ModelConfig};
+use kiln_train::{Distillation, TrainHook, TrainSettings, accuracy, predict, train_with_hooks};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::config::{ModelConfig, Variant};
-use crate::model_build::build_model;
+use crate::config::Variant;
+use crate::context::{ReferenceLogits, RunContext, StageModel};
+use crate::report::ReportSection;
+use crate::stage::{Stage, StageKind, StageTable, parse_table};
+
+pub const KIND: StageKind = StageKind {
+    name: "distill",
+    table: StageTable::Required {
+        keys: "a [distill.student] model table",
+    },
+    makes_source: true,
+    needs: &[],
+    parse: |table| {
+        let stage: DistillStage = parse_table(table)?;
+        stage.validate()?;
+        Ok(Box::new(stage))
+    },
+};
 
 /// `[distill]`: the student and the loss.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -69,10 +84,7 @@ fn default_variants() -> Vec<Variant> {
 }
 
 impl DistillStage {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        self.student
-            .validate()
-            .map_err(|e| format!("student: {e:#}"))?;
+    fn validate(&self) -> std::result::Result<(), String> {
         // Checked before any data loads or training starts.
         if let Some(dir) = &self.teacher_run
             && !(dir.join("config.toml").is_file() && dir.join("model.bpk").is_file())
@@ -151,40 +163,76 @@ pub struct DistillationReport {
     pub gain: MeanStd,
 }
 
-pub struct Distilled {
+impl Stage for DistillStage {
+    fn name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn can_start(&self) -> bool {
+        self.teacher_run.is_some()
+    }
+
+    fn run(&self, run: &mut RunContext<'_>) -> Result<Option<ReportSection>> {
+        let input = run.input_shape();
+        let classes = run.classes();
+        let (teacher, teacher_name) = match &self.teacher_run {
+            Some(dir) => (
+                load_run_model(dir, input, classes, run.device)?,
+                dir.display().to_string(),
+            ),
+            None => match run.source_model(Some("train")) {
+                Ok(trained) => (trained.model.valid(), "this run's train stage".to_owned()),
+                Err(_) => bail!(
+                    "the distill stage needs a teacher: a train stage before it, or teacher_run"
+                ),
+            },
+        };
+        let distilled = distill(self, (teacher, teacher_name), run)?;
+        let report = distilled.report;
+        run.models.push(StageModel {
+            source: Some(KIND.name),
+            prefix: "student".into(),
+            model: distilled.student,
+            stages: vec![
+                "train (teacher)".into(),
+                format!("distill T={} α={}", self.temperature, self.alpha),
+            ],
+            sparsity: None,
+            variants: self.variants.clone(),
+            qat: None,
+            reference: ReferenceLogits {
+                logits: distilled.test_logits,
+                model: "burn (this stage's model)",
+            },
+        });
+        Ok(Some(ReportSection::new(
+            "distillation",
+            markdown(&report),
+            report,
+        )))
+    }
+}
+
+struct Distilled {
     /// The first seed's distilled student, on the autodiff device.
-    pub student: AnyClassifier,
+    student: AnyClassifier,
     /// Its logits on the test split.
-    pub test_logits: Vec<f32>,
-    pub report: DistillationReport,
+    test_logits: Vec<f32>,
+    report: DistillationReport,
 }
 
-/// Where the teacher comes from.
-pub enum Teacher {
-    /// The model this run trained (on the plain device).
-    ThisRun(Box<AnyClassifier>),
-    /// A previous run's directory.
-    Run(PathBuf),
-}
-
-/// Trains students with and without `teacher` over `stage.seeds` seeds.
-pub fn distill(
-    teacher: Teacher,
+/// Trains students with and without `teacher` (on the plain device) over `stage.seeds` seeds.
+fn distill(
     stage: &DistillStage,
-    base: &TrainSettings,
-    (train_set, validation, test_set): (&ImageDataset, Option<&ImageDataset>, &ImageDataset),
-    (run_dir, resume): (&Path, bool),
-    (autodiff, device): (&Device, &Device),
+    (teacher, teacher_name): (AnyClassifier, String),
+    run: &RunContext<'_>,
 ) -> Result<Distilled> {
-    let input = [train_set.height, train_set.width, train_set.channels];
-    let classes = train_set.class_names.len();
-    let (teacher, teacher_name) = match teacher {
-        Teacher::ThisRun(model) => (*model, "this run's train stage".to_owned()),
-        Teacher::Run(dir) => (
-            load_run_model(&dir, input, classes, device)?,
-            dir.display().to_string(),
-        ),
-    };
+    let (train_set, validation, test_set) = (&run.splits.train, run.validation(), &run.splits.test);
+    let (autodiff, device) = (run.autodiff, run.device);
+    let (run_dir, resume) = (run.run_dir, run.resume);
+    let base = &run.train_settings;
+    let input = run.input_shape();
+    let classes = run.classes();
     let teacher_logits = predict(&teacher, test_set, device).context("evaluating the teacher")?;
     let teacher_test_accuracy = accuracy(&teacher_logits, &test_set.labels, classes);
     let teacher_parameters = teacher.num_params();
@@ -221,7 +269,9 @@ pub fn distill(
             };
             // The same initial weights for both students of a seed: a paired comparison.
             device.seed(seed);
-            let student = build_model(&stage.student, input, classes, autodiff)
+            let student = stage
+                .student
+                .build(input, classes, autodiff)
                 .context("building the student")?;
             let checkpoint_dir = run_dir.join(format!("checkpoint-distill-{seed}-{kind}"));
             let teacher = Rc::clone(&teacher);
@@ -233,16 +283,17 @@ pub fn distill(
                 checkpoint_dir: Some(checkpoint_dir),
                 fingerprint: format!("{fingerprint}+{seed}+{kind}"),
                 progress: std::io::stderr().is_terminal(),
-                pruning: None,
-                preserve_sparsity: false,
-                distillation: with_teacher.then(|| Distillation {
+                ..base.clone()
+            };
+            let mut hooks: Vec<Box<dyn TrainHook<_>>> = Vec::new();
+            if with_teacher {
+                hooks.push(Box::new(Distillation {
                     teacher: Rc::new(move |images| teacher.forward(images)),
                     temperature: stage.temperature,
                     alpha: stage.alpha,
-                }),
-                ..base.clone()
-            };
-            let outcome = train(student, train_set, validation, &settings, autodiff, device, |e| {
+                }));
+            }
+            let outcome = train_with_hooks(student, (train_set, validation), &settings, hooks, autodiff, device, |e| {
                 info!(
                     "distill seed {seed} {kind} student epoch {}/{}: loss {:.4}, train accuracy {:.2}%",
                     e.epoch,
@@ -297,6 +348,41 @@ pub fn distill(
     })
 }
 
+fn markdown(d: &DistillationReport) -> String {
+    let s = &d.settings;
+    let pm = |m: MeanStd| format!("{:.2} ± {:.2}%", 100.0 * m.mean, 100.0 * m.std);
+    let mut md = format!(
+        "## Distillation\n\nTeacher: {} ({} parameters, {:.2}% test accuracy). Student: `{}` ({} parameters), T = {}, α = {}. \
+         Each seed trains the student twice from the same initial weights: on labels alone, and with the teacher.\n\n\
+         | seed | student alone | distilled student | gain |\n|---:|---:|---:|---:|\n",
+        d.teacher,
+        d.teacher_parameters,
+        100.0 * d.teacher_test_accuracy,
+        s.student.name(),
+        d.student_parameters,
+        s.temperature,
+        s.alpha
+    );
+    for r in &d.seeds {
+        md += &format!(
+            "| {} | {:.2}% | {:.2}% | {:+.2} pt |\n",
+            r.seed,
+            100.0 * r.baseline_accuracy,
+            100.0 * r.distilled_accuracy,
+            100.0 * (r.distilled_accuracy - r.baseline_accuracy)
+        );
+    }
+    md += &format!(
+        "| **mean ± std over {}** | **{}** | **{}** | **{:+.2} ± {:.2} pt** |\n",
+        d.seeds.len(),
+        pm(d.baseline),
+        pm(d.distilled),
+        100.0 * d.gain.mean,
+        100.0 * d.gain.std
+    );
+    md
+}
+
 /// A previous run's trained model: its config.toml's [model] built for this data, with the
 /// parameters of its model.bpk.
 pub fn load_run_model(
@@ -324,7 +410,8 @@ pub fn load_run_model(
         .try_into()
         .with_context(|| format!("teacher_run: the [model] of {}", config_path.display()))?;
     let weights = dir.join("model.bpk");
-    let built = build_model(&model, input, classes, device)
+    let built = model
+        .build(input, classes, device)
         .context("teacher_run: its [model] does not fit this run's data")?;
     built.try_load_file(&weights).map_err(|e| {
         anyhow::anyhow!(

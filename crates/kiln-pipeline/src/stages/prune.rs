@@ -1,74 +1,298 @@
-//! The `prune` stage: fine-tune the trained model with magnitude pruning on the recipe's
-//! schedule, leaving exact zeros in the pruned weights; its variants are exported next to the
-//! dense ones as `pruned<percent>_<variant>`.
-
-use std::path::Path;
+//! The `prune` stage: fine-tunes a model with magnitude pruning on the recipe's schedule
+//! (TF-MOT's `prune_low_magnitude`), leaving exact zeros in the pruned weights; its variants
+//! are exported next to the dense ones as `pruned<percent>_<variant>`.
 
 use anyhow::{Context, Result};
-use burn::prelude::Device;
-use kiln_data::ImageDataset;
-use kiln_nn::Classifier;
-use kiln_train::{EpochStats, LayerSparsity, TrainSettings, layer_sparsity, train};
+use kiln_train::{
+    EpochStats, LayerSparsity, MagnitudePruning, PruningScope, PruningSettings, SparsitySchedule,
+    TrainHook, layer_sparsity, predict, train_with_hooks,
+};
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::fine_tune::fine_tune_settings;
-use crate::recipe::PruneStage;
+use crate::config::Variant;
+use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
+use crate::report::ReportSection;
+use crate::report::plots::{Series, line_chart};
+use crate::stage::{Stage, StageKind, StageTable, parse_table};
+use crate::stages::fine_tune::{FineTune, fine_tune_settings};
 
-pub struct Pruned<M> {
-    /// The pruned model, on the autodiff device (QAT may fine-tune it further).
-    pub model: M,
-    pub history: Vec<EpochStats>,
-    pub layers: Vec<LayerSparsity>,
-    /// Zeros over all pruned layers' weights (layers the recipe excludes are not counted).
-    pub sparsity: f64,
+pub const KIND: StageKind = StageKind {
+    name: "prune",
+    table: StageTable::Required {
+        keys: "final_sparsity, epochs, end_epoch, learning_rate",
+    },
+    makes_source: true,
+    needs: &[],
+    parse: |table| {
+        let stage: PruneStage = parse_table(table)?;
+        stage.validate()?;
+        Ok(Box::new(stage))
+    },
+};
+
+/// `[prune]`: fine-tuning with magnitude pruning (TF-MOT's `prune_low_magnitude` schedule).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneStage {
+    /// The stage whose model to prune, e.g. "train" or "distill" (default: the latest model
+    /// made before `prune`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Fraction of each prunable layer's weights that are zero at the end.
+    pub final_sparsity: f64,
+    #[serde(default)]
+    pub initial_sparsity: f64,
+    /// Fine-tuning epochs.
+    pub epochs: usize,
+    /// Epoch (of the fine-tuning, 0-based) where pruning starts.
+    #[serde(default)]
+    pub begin_epoch: usize,
+    /// Epoch by whose end the final sparsity is reached (≤ epochs).
+    pub end_epoch: usize,
+    #[serde(default = "default_power")]
+    pub power: f64,
+    /// Steps between mask updates.
+    #[serde(default = "default_frequency")]
+    pub frequency: usize,
+    #[serde(default)]
+    pub schedule: SparsitySchedule,
+    #[serde(default)]
+    pub scope: PruningScope,
+    /// Layer-name patterns to prune (`*` wildcard; empty = every conv and dense layer).
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Fine-tuning learning rate, decayed along a half cosine to zero.
+    pub learning_rate: f64,
+    /// Variants of the pruned model to export, named pruned<percent>_<variant>.
+    #[serde(default = "default_variants")]
+    pub variants: Vec<Variant>,
 }
 
-/// Fine-tunes `trained` (on the autodiff device) under `stage`'s pruning schedule, reusing
-/// the run's training settings for everything the stage does not set.
-pub fn prune<M: Classifier>(
-    trained: M,
-    stage: &PruneStage,
-    base: &TrainSettings,
-    (train_set, run_dir, resume): (&ImageDataset, &Path, bool),
-    (autodiff, device): (&Device, &Device),
-) -> Result<Pruned<M>> {
-    let steps_per_epoch = train_set.len().div_ceil(base.batch_size.max(1));
-    let pruning = stage.settings(steps_per_epoch);
-    let settings = TrainSettings {
-        pruning: Some(pruning.clone()),
-        ..fine_tune_settings(
-            base,
-            ("prune", stage),
-            (stage.epochs, stage.learning_rate),
-            (run_dir, resume),
+fn default_power() -> f64 {
+    3.0
+}
+
+fn default_frequency() -> usize {
+    10
+}
+
+fn default_variants() -> Vec<Variant> {
+    vec![Variant::Int8]
+}
+
+impl PruneStage {
+    /// The kiln-train settings for `steps_per_epoch` steps per epoch.
+    pub fn settings(&self, steps_per_epoch: usize) -> PruningSettings {
+        PruningSettings {
+            schedule: self.schedule,
+            initial_sparsity: self.initial_sparsity,
+            final_sparsity: self.final_sparsity,
+            begin_step: self.begin_epoch * steps_per_epoch,
+            end_step: (self.end_epoch * steps_per_epoch).max(1) - 1,
+            power: self.power,
+            frequency: self.frequency,
+            scope: self.scope,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+
+    /// `pruned80` for a final sparsity of 0.8.
+    pub fn variant_prefix(&self) -> String {
+        format!("pruned{:.0}", 100.0 * self.final_sparsity)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.epochs == 0
+            || self.end_epoch > self.epochs
+            || self.begin_epoch >= self.end_epoch.max(1)
+        {
+            return Err(format!(
+                "epochs = {}, begin_epoch = {}, end_epoch = {}: need begin_epoch < end_epoch ≤ epochs",
+                self.epochs, self.begin_epoch, self.end_epoch
+            ));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(format!(
+                "learning_rate = {} must be positive",
+                self.learning_rate
+            ));
+        }
+        // The real step counts depend on the data; any epoch length checks the rest.
+        self.settings(1000).validate().map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+pub struct PruningReport {
+    pub settings: PruneStage,
+    /// Zeros over all pruned layers' weights.
+    pub sparsity: f64,
+    pub burn_test_accuracy: f64,
+    pub layers: Vec<LayerSparsity>,
+    pub epochs: Vec<EpochStats>,
+}
+
+impl Stage for PruneStage {
+    fn name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn from(&self) -> Option<&str> {
+        self.from.as_deref()
+    }
+
+    fn run(&self, run: &mut RunContext<'_>) -> Result<Option<ReportSection>> {
+        let base = run.source_model(self.from.as_deref())?;
+        let train_set = &run.splits.train;
+        let steps_per_epoch = train_set
+            .len()
+            .div_ceil(run.train_settings.batch_size.max(1));
+        let pruning = self.settings(steps_per_epoch);
+        let settings = fine_tune_settings(
+            run,
+            &FineTune {
+                name: "prune",
+                parameters: self,
+                epochs: self.epochs,
+                learning_rate: self.learning_rate,
+            },
+        );
+        let hooks: Vec<Box<dyn TrainHook<_>>> =
+            vec![Box::new(MagnitudePruning::new(pruning.clone()))];
+        let outcome = train_with_hooks(
+            independent_copy(&base.model),
+            (train_set, None),
+            &settings,
+            hooks,
+            run.autodiff,
+            run.device,
+            |e| {
+                info!(
+                    "prune epoch {}/{}: loss {:.4}, train accuracy {:.2}%, target sparsity {:.1}%",
+                    e.epoch,
+                    settings.epochs,
+                    e.loss,
+                    100.0 * e.accuracy,
+                    100.0 * e.target_sparsity.unwrap_or(0.0)
+                )
+            },
         )
-    };
-    let outcome = train(trained, train_set, None, &settings, autodiff, device, |e| {
+        .context("pruning fine-tune failed")?;
+        let model = outcome.model;
+        let layers = layer_sparsity(&model);
+        let (zeros, weights) = layers
+            .iter()
+            .filter(|l| pruning.selects_layer(&l.layer))
+            .fold((0, 0), |(z, w), l| (z + l.zeros, w + l.weights));
+        let sparsity = zeros as f64 / weights.max(1) as f64;
         info!(
-            "prune epoch {}/{}: loss {:.4}, train accuracy {:.2}%, target sparsity {:.1}%",
-            e.epoch,
-            settings.epochs,
-            e.loss,
-            100.0 * e.accuracy,
-            100.0 * e.target_sparsity.unwrap_or(0.0)
-        )
-    })
-    .context("pruning fine-tune failed")?;
-    let model = outcome.model;
-    let layers = layer_sparsity(&model);
-    let (zeros, weights) = layers
-        .iter()
-        .filter(|l| pruning.selects_layer(&l.layer))
-        .fold((0, 0), |(z, w), l| (z + l.zeros, w + l.weights));
-    let sparsity = zeros as f64 / weights.max(1) as f64;
-    info!(
-        "pruned to {:.2}% sparsity over the pruned layers",
-        100.0 * sparsity
+            "pruned to {:.2}% sparsity over the pruned layers",
+            100.0 * sparsity
+        );
+        let test_set = &run.splits.test;
+        let logits =
+            predict(&model, test_set, run.device).context("evaluating the pruned Burn model")?;
+        let burn_test_accuracy = kiln_train::accuracy(&logits, &test_set.labels, run.classes());
+        let mut stages = base.stages.clone();
+        stages.push(format!("prune {:.0}%", 100.0 * self.final_sparsity));
+        let prefix = base.derived_prefix(&self.variant_prefix());
+        run.models.push(StageModel {
+            source: Some(KIND.name),
+            prefix,
+            model,
+            stages,
+            sparsity: Some(sparsity),
+            variants: self.variants.clone(),
+            qat: None,
+            reference: ReferenceLogits {
+                logits,
+                model: "burn (this stage's model)",
+            },
+        });
+        let report = PruningReport {
+            settings: self.clone(),
+            sparsity,
+            burn_test_accuracy,
+            layers,
+            epochs: outcome.history,
+        };
+        let plots = vec![("sparsity.svg", chart(&report.epochs))];
+        let mut section = ReportSection::new("pruning", markdown(&report), report);
+        section.plots = plots;
+        Ok(Some(section))
+    }
+}
+
+fn markdown(p: &PruningReport) -> String {
+    let mut md = format!(
+        "## Pruning\n\nMagnitude pruning to {:.0}% ({:?} schedule, power {}, {:?}), {} fine-tuning epochs at learning rate {}: {:.2}% of the pruned layers' weights are zero; the pruned Burn model scores {:.2}%.\n\n| layer | weights | zeros | sparsity |\n|---|---:|---:|---:|\n",
+        100.0 * p.settings.final_sparsity,
+        p.settings.schedule,
+        p.settings.power,
+        p.settings.scope,
+        p.settings.epochs,
+        p.settings.learning_rate,
+        100.0 * p.sparsity,
+        100.0 * p.burn_test_accuracy
     );
-    Ok(Pruned {
-        model,
-        history: outcome.history,
-        layers,
-        sparsity,
-    })
+    for l in &p.layers {
+        md += &format!(
+            "| `{}` | {} | {} | {:.2}% |\n",
+            l.layer,
+            l.weights,
+            l.zeros,
+            100.0 * l.sparsity
+        );
+    }
+    md += "\n![sparsity schedule](sparsity.svg)\n";
+    md
+}
+
+/// Target sparsity and train accuracy per fine-tuning epoch.
+fn chart(epochs: &[EpochStats]) -> String {
+    let points: Vec<(f64, f64)> = epochs
+        .iter()
+        .filter_map(|e| e.target_sparsity.map(|s| (e.epoch as f64, s)))
+        .collect();
+    let accuracy: Vec<(f64, f64)> = epochs
+        .iter()
+        .map(|e| (e.epoch as f64, e.accuracy))
+        .collect();
+    line_chart(
+        "Pruning: target sparsity and train accuracy per fine-tuning epoch",
+        "epoch",
+        "fraction",
+        &[
+            Series {
+                name: "target sparsity",
+                points,
+            },
+            Series {
+                name: "train accuracy",
+                points: accuracy,
+            },
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prune_table_loads_with_defaults() {
+        let table: toml::Value = toml::from_str(
+            "final_sparsity = 0.8\nepochs = 4\nend_epoch = 3\nlearning_rate = 0.0005\n",
+        )
+        .unwrap();
+        let prune: PruneStage = parse_table(Some(table)).unwrap();
+        assert_eq!((prune.power, prune.frequency), (3.0, 10));
+        assert_eq!(prune.variant_prefix(), "pruned80");
+        let settings = prune.settings(100);
+        assert_eq!((settings.begin_step, settings.end_step), (0, 299));
+    }
 }

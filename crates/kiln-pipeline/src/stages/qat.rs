@@ -2,29 +2,46 @@
 //! model; its int8 file is exported with the activation ranges training learned instead of
 //! a calibration pass, as `qat_int8` (`pruned80_qat_int8` from a pruned model, …).
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 use burn::module::Module;
-use burn::prelude::Device;
-use kiln_data::ImageDataset;
 use kiln_export::TensorRanges;
 use kiln_nn::{AnyClassifier, Classifier};
 use kiln_tflite::Model;
-use kiln_train::{EpochStats, Qat, QatSettings, TrainSettings, train};
+use kiln_train::{
+    EpochStats, Qat, QatSettings, SparsityPreservation, TrainHook, predict, train_with_hooks,
+};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::fine_tune::fine_tune_settings;
-use crate::recipe::Source;
+use crate::config::Variant;
+use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
+use crate::report::ReportSection;
+use crate::stage::{Stage, StageKind, StageTable, parse_table};
+use crate::stages::fine_tune::{FineTune, fine_tune_settings};
+
+pub const KIND: StageKind = StageKind {
+    name: "qat",
+    table: StageTable::Required {
+        keys: "epochs, learning_rate",
+    },
+    // Its model is fake-quantized: later stages start from the float model before it.
+    makes_source: false,
+    needs: &[],
+    parse: |table| {
+        let stage: QatStage = parse_table(table)?;
+        stage.validate()?;
+        Ok(Box::new(stage))
+    },
+};
 
 /// `[qat]`: quantization-aware training (TF-MOT's `quantize_model` + fit).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QatStage {
-    /// The model to fine-tune: "train", "distill" or "prune" (default: the latest before).
+    /// The stage whose model to fine-tune, e.g. "train", "distill" or "prune" (default: the
+    /// latest model made before `qat`).
     #[serde(default)]
-    pub from: Option<Source>,
+    pub from: Option<String>,
     /// Fine-tuning epochs.
     pub epochs: usize,
     /// Fine-tuning learning rate, decayed along a half cosine to zero.
@@ -48,7 +65,7 @@ fn default_ema_decay() -> f64 {
 }
 
 impl QatStage {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.epochs == 0 {
             return Err("epochs must be at least 1".into());
         }
@@ -91,50 +108,149 @@ impl QatStage {
     }
 }
 
-pub struct QatOutcome {
-    /// The fine-tuned model with its observers, on the autodiff device.
-    pub qat: Qat<AnyClassifier>,
-    pub history: Vec<EpochStats>,
+#[derive(Serialize)]
+pub struct QatReport {
+    pub settings: QatStage,
+    /// The stage whose model QAT fine-tuned.
+    pub from: String,
+    /// The Burn model with fake-quant, which the int8 file is verified against.
+    pub burn_fake_quant_test_accuracy: f64,
+    /// The activation ranges QAT learned, which the int8 file's parameters come from.
+    pub ranges: Vec<TensorRange>,
+    pub epochs: Vec<EpochStats>,
 }
 
-/// Fine-tunes `model` (on the autodiff device) through fake-quant. A pruned model keeps its
-/// zeros (`preserve_sparsity`).
-pub fn quantization_aware_training(
-    model: AnyClassifier,
-    stage: &QatStage,
-    base: &TrainSettings,
-    (train_set, run_dir, resume): (&ImageDataset, &Path, bool),
-    (autodiff, device): (&Device, &Device),
-    (name, preserve_sparsity): (&str, bool),
-) -> Result<QatOutcome> {
-    ensure_int8_exportable(&model)?;
-    let steps_per_epoch = train_set.len().div_ceil(base.batch_size.max(1));
-    let input = [train_set.height, train_set.width, train_set.channels];
-    let qat = Qat::new(model, stage.settings(steps_per_epoch), input, device)
+#[derive(Serialize)]
+pub struct TensorRange {
+    pub tensor: String,
+    pub min: f32,
+    pub max: f32,
+}
+
+impl Stage for QatStage {
+    fn name(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn from(&self) -> Option<&str> {
+        self.from.as_deref()
+    }
+
+    /// Fine-tunes the source model through fake-quant. A pruned model keeps its zeros.
+    fn run(&self, run: &mut RunContext<'_>) -> Result<Option<ReportSection>> {
+        let base = run.source_model(self.from.as_deref())?;
+        let from = base.source.unwrap_or("train");
+        let name = base.derived_prefix("qat");
+        let model = independent_copy(&base.model);
+        ensure_int8_exportable(&model)?;
+        let train_set = &run.splits.train;
+        let steps_per_epoch = train_set
+            .len()
+            .div_ceil(run.train_settings.batch_size.max(1));
+        let qat = Qat::new(
+            model,
+            self.settings(steps_per_epoch),
+            run.input_shape(),
+            run.device,
+        )
         .context("preparing quantization-aware training")?;
-    let settings = TrainSettings {
-        preserve_sparsity,
-        ..fine_tune_settings(
-            base,
-            (name, stage),
-            (stage.epochs, stage.learning_rate),
-            (run_dir, resume),
+        let settings = fine_tune_settings(
+            run,
+            &FineTune {
+                name: &name,
+                parameters: self,
+                epochs: self.epochs,
+                learning_rate: self.learning_rate,
+            },
+        );
+        let mut hooks: Vec<Box<dyn TrainHook<_>>> = Vec::new();
+        if base.sparsity.is_some() {
+            hooks.push(Box::new(SparsityPreservation::default()));
+        }
+        let outcome = train_with_hooks(
+            qat,
+            (train_set, None),
+            &settings,
+            hooks,
+            run.autodiff,
+            run.device,
+            |e| {
+                info!(
+                    "{name} epoch {}/{}: loss {:.4}, train accuracy {:.2}% (fake-quant)",
+                    e.epoch,
+                    settings.epochs,
+                    e.loss,
+                    100.0 * e.accuracy,
+                )
+            },
         )
-    };
-    let outcome = train(qat, train_set, None, &settings, autodiff, device, |e| {
+        .context("quantization-aware training failed")?;
+        let qat = outcome.model;
+        let test_set = &run.splits.test;
+        let logits =
+            predict(&qat, test_set, run.device).context("evaluating the fake-quant Burn model")?;
+        let fake_quant_accuracy = kiln_train::accuracy(&logits, &test_set.labels, run.classes());
         info!(
-            "{name} epoch {}/{}: loss {:.4}, train accuracy {:.2}% (fake-quant)",
-            e.epoch,
-            settings.epochs,
-            e.loss,
-            100.0 * e.accuracy,
-        )
-    })
-    .context("quantization-aware training failed")?;
-    Ok(QatOutcome {
-        qat: outcome.model,
-        history: outcome.history,
-    })
+            "QAT: the fake-quant Burn model scores {:.2}% on the test split",
+            100.0 * fake_quant_accuracy
+        );
+        let mut stages = base.stages.clone();
+        stages.push(format!("qat {} epochs", self.epochs));
+        // A pruned model's zeros are masked through QAT, so its sparsity carries over.
+        let sparsity = base.sparsity;
+        let report = QatReport {
+            settings: self.clone(),
+            from: from.into(),
+            burn_fake_quant_test_accuracy: fake_quant_accuracy,
+            ranges: qat
+                .ranges()
+                .into_iter()
+                .map(|(tensor, r)| TensorRange {
+                    tensor,
+                    min: r.min,
+                    max: r.max,
+                })
+                .collect(),
+            epochs: outcome.history,
+        };
+        run.models.push(StageModel {
+            source: None,
+            prefix: name,
+            model: qat.model.clone(),
+            stages,
+            sparsity,
+            variants: vec![Variant::Int8],
+            qat: Some(qat),
+            reference: ReferenceLogits {
+                logits,
+                model: "burn (fake-quant)",
+            },
+        });
+        Ok(Some(ReportSection::new("qat", markdown(&report), report)))
+    }
+}
+
+fn markdown(q: &QatReport) -> String {
+    let s = &q.settings;
+    let mut md = format!(
+        "## Quantization-aware training\n\nFrom the `{}` model: {} epochs at learning rate {} (cosine), fake-quant from epoch {}{}{}, range EMA decay {}. \
+         The fake-quant Burn model scores {:.2}%; its int8 file takes these activation ranges:\n\n| tensor | min | max |\n|---|---:|---:|\n",
+        q.from,
+        s.epochs,
+        s.learning_rate,
+        s.quant_delay_epochs,
+        s.freeze_observers_epoch
+            .map_or(String::new(), |e| format!(", ranges frozen from epoch {e}")),
+        s.freeze_batch_norm_epoch.map_or(String::new(), |e| format!(
+            ", BatchNorm frozen from epoch {e}"
+        )),
+        s.ema_decay,
+        100.0 * q.burn_fake_quant_test_accuracy
+    );
+    for r in &q.ranges {
+        md += &format!("| `{}` | {:.4} | {:.4} |\n", r.tensor, r.min, r.max);
+    }
+    md
 }
 
 /// Fails before any training when the model has operators full-integer export does not
