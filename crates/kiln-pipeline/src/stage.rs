@@ -40,8 +40,11 @@ pub struct StageKind {
     pub needs: &'static [&'static str],
     /// The stage, from its `[name]` table (given exactly when `table` asks for one); an error
     /// names the key and what is wrong with it.
-    pub parse: fn(Option<toml::Value>) -> Result<Box<dyn Stage>, String>,
+    pub parse: ParseStage,
 }
+
+/// Builds a stage from its `[name]` table; the error says which key is wrong and why.
+pub type ParseStage = fn(Option<toml::Value>) -> Result<Box<dyn Stage>, String>;
 
 /// Whether a stage takes a parameter table.
 pub enum StageTable {

@@ -3,30 +3,24 @@
 //!
 //! To add a stage: write `stages/<name>.rs` with a type implementing
 //! [`Stage`](crate::stage::Stage) and a `pub const KIND: StageKind` (its name, its parameter
-//! table, whether later stages may start from its model), then add one line to [`STAGES`]
-//! where it belongs in the order.
+//! table, whether later stages may start from its model, the stages it needs before it),
+//! then add its module to the `stages!` list below, where it belongs in the order.
 
-pub mod distill;
-pub mod export;
 mod fine_tune;
-pub mod prune;
-pub mod qat;
-pub mod report;
-pub mod train;
-pub mod verify;
 
 use crate::stage::StageKind;
 
-/// Every stage, in the order a recipe runs them.
-pub const STAGES: &[StageKind] = &[
-    train::KIND,
-    distill::KIND,
-    prune::KIND,
-    qat::KIND,
-    export::KIND,
-    verify::KIND,
-    report::KIND,
-];
+macro_rules! stages {
+    ($($module:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// Every stage, in the order a recipe runs them.
+        pub const STAGES: &[StageKind] = &[$($module::KIND),+];
+    };
+}
+
+// One entry per stage, in recipe order.
+stages![train, distill, prune, qat, export, verify, report];
 
 /// The registered stage named `name`, with its place in [`STAGES`].
 pub fn kind(name: &str) -> Option<(usize, &'static StageKind)> {

@@ -1,37 +1,37 @@
-//! The architecture registry: one line per architecture makes both the `[model]` table
-//! ([`ModelConfig`], tagged by `architecture = "…"`) and the one type every pipeline stage
-//! passes models around as ([`AnyClassifier`]), so training, distillation into a student of
-//! another architecture, pruning and QAT are not generic over each combination.
+//! The architectures, one file each, and their registry: one line per architecture declares
+//! its module and makes both the `[model]` table ([`ModelConfig`], tagged by
+//! `architecture = "…"`) and the one type every pipeline stage passes models around as
+//! ([`AnyClassifier`]), so training, distillation into a student of another architecture,
+//! pruning and QAT are not generic over each combination.
 //!
-//! To add an architecture: write its file (the Burn module, its lowering, and an
-//! [`Architecture`] implementation for its `[model]` keys), then add one line to the
-//! `architectures!` list at the bottom of this file.
+//! To add an architecture: write `architectures/<name>.rs` (the Burn module opening with a
+//! doc comment naming its paper, its lowering, and an [`Architecture`] implementation for its
+//! `[model]` keys), then add one line to the `architectures!` list at the bottom of this file.
 
 use burn::prelude::*;
 use kiln_tflite::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::architecture::Architecture;
-use crate::{
-    Classifier, EfficientNetLiteOptions, LowerError, QuantHooks, QuantizableClassifier,
-    SmallCnnOptions,
-};
+use crate::{Classifier, LowerError, QuantHooks, QuantizableClassifier};
 
 macro_rules! architectures {
-    ($($name:literal => $variant:ident($options:ty),)+) => {
+    ($($name:literal => $variant:ident($module:ident::$options:ident),)+) => {
+        $(pub mod $module;)+
+
         /// Every registered architecture's network.
         // Moved a handful of times per run; boxing would cost Burn's Module derive its support.
         #[allow(clippy::large_enum_variant)]
         #[derive(Module, Debug)]
         pub enum AnyClassifier {
-            $($variant(<$options as Architecture>::Model),)+
+            $($variant(<$module::$options as Architecture>::Model),)+
         }
 
         /// A `[model]` table: `architecture = "…"` and that architecture's keys.
         #[derive(Clone, Debug, Serialize, Deserialize)]
         #[serde(tag = "architecture")]
         pub enum ModelConfig {
-            $(#[serde(rename = $name)] $variant($options),)+
+            $(#[serde(rename = $name)] $variant($module::$options),)+
         }
 
         impl ModelConfig {
@@ -60,14 +60,14 @@ macro_rules! architectures {
             /// The architecture's name, for model descriptions.
             pub fn architecture(&self) -> &'static str {
                 match self {
-                    $(Self::$variant(_) => <$options as Architecture>::TITLE,)+
+                    $(Self::$variant(_) => <$module::$options as Architecture>::TITLE,)+
                 }
             }
         }
 
         $(
-            impl From<<$options as Architecture>::Model> for AnyClassifier {
-                fn from(model: <$options as Architecture>::Model) -> Self {
+            impl From<<$module::$options as Architecture>::Model> for AnyClassifier {
+                fn from(model: <$module::$options as Architecture>::Model) -> Self {
                     Self::$variant(model)
                 }
             }
@@ -97,10 +97,10 @@ macro_rules! architectures {
     };
 }
 
-// One line per architecture: its name in configs, the variant, its `[model]` keys.
+// One line per architecture: its name in configs, its variant, its file and `[model]` keys.
 architectures! {
-    "small_cnn" => SmallCnn(SmallCnnOptions),
-    "efficientnet_lite" => EfficientNetLite(EfficientNetLiteOptions),
+    "small_cnn" => SmallCnn(small_cnn::SmallCnnOptions),
+    "efficientnet_lite" => EfficientNetLite(efficientnet_lite::EfficientNetLiteOptions),
 }
 
 #[cfg(test)]
