@@ -31,16 +31,24 @@ pub enum Int8Ranges<'a> {
     Given(TensorRanges),
 }
 
-/// Writes `variants` of `fp32` into `run_dir` as `model_<prefix>_<variant>.tflite` (no prefix:
-/// `model_<variant>.tflite`), named `<prefix>_<variant>`. Every file carries `card` as
-/// metadata (labels, normalisation, description, minimum runtime version).
+/// How a model's files are written: its metadata, where, the `[export]` settings, and where
+/// the int8 variant's ranges come from.
+pub struct ExportPlan<'a> {
+    /// Every file carries it as metadata (labels, normalisation, description, minimum
+    /// runtime version).
+    pub card: &'a ModelCard,
+    pub run_dir: &'a Path,
+    pub config: &'a ExportConfig,
+    pub int8: &'a Int8Ranges<'a>,
+}
+
+/// Writes `variants` of `fp32` as `model_<prefix>_<variant>.tflite` (no prefix:
+/// `model_<variant>.tflite`), named `<prefix>_<variant>`.
 pub fn export_variants(
     fp32: &Model,
-    card: &ModelCard,
-    (prefix, variants): (&str, &[Variant]),
-    run_dir: &Path,
-    config: &ExportConfig,
-    int8: &Int8Ranges,
+    prefix: &str,
+    variants: &[Variant],
+    plan: &ExportPlan<'_>,
 ) -> Result<Vec<Exported>> {
     variants
         .iter()
@@ -50,22 +58,24 @@ pub fn export_variants(
             } else {
                 format!("{prefix}_{}", variant.name())
             };
-            export_one(fp32, card, variant, &name, run_dir, config, int8)
+            export_one(fp32, variant, &name, plan)
         })
         .collect()
 }
 
-/// Derives `variant` from `fp32` and writes it, with `card`'s metadata, as
-/// `run_dir/model_<name>.tflite`.
+/// Derives `variant` from `fp32` and writes it as `run_dir/model_<name>.tflite`.
 pub fn export_one(
     fp32: &Model,
-    card: &ModelCard,
     variant: Variant,
     name: &str,
-    run_dir: &Path,
-    config: &ExportConfig,
-    int8_ranges: &Int8Ranges,
+    plan: &ExportPlan<'_>,
 ) -> Result<Exported> {
+    let ExportPlan {
+        card,
+        run_dir,
+        config,
+        int8: int8_ranges,
+    } = plan;
     let model = match variant {
         Variant::Fp32 => fp32.clone(),
         Variant::Fp16 => kiln_export::to_float16(fp32).context("float16 export")?,

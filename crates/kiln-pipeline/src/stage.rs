@@ -54,6 +54,19 @@ pub enum StageTable {
     Required { keys: &'static str },
 }
 
+/// A stage whose parameter struct is the stage: its `[name]` table parsed, then `validate`d.
+pub fn parse_stage<S>(
+    table: Option<toml::Value>,
+    validate: fn(&S) -> Result<(), String>,
+) -> Result<Box<dyn Stage>, String>
+where
+    S: Stage + serde::de::DeserializeOwned + 'static,
+{
+    let stage: S = parse_table(table)?;
+    validate(&stage)?;
+    Ok(Box::new(stage))
+}
+
 /// A stage's `[name]` table as its parameter struct (unknown keys are errors naming them).
 pub fn parse_table<T: serde::de::DeserializeOwned>(
     table: Option<toml::Value>,

@@ -31,4 +31,4 @@ pub use pruning::{
 pub use qat::{Qat, QatSettings, TracedActivation};
 pub use schedule::{LrPlan, LrSchedule};
 pub use throughput::{Throughput, measure_throughput};
-pub use train_loop::{TrainOutcome, TrainSettings, train, train_with_hooks};
+pub use train_loop::{TrainData, TrainOutcome, TrainSettings, train, train_with_hooks};

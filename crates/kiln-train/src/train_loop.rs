@@ -88,7 +88,10 @@ pub fn train<M: Classifier>(
 ) -> Result<TrainOutcome<M>, TrainError> {
     train_with_hooks(
         model,
-        (data, validation),
+        TrainData {
+            train: data,
+            validation,
+        },
         settings,
         Vec::new(),
         device,
@@ -97,16 +100,28 @@ pub fn train<M: Classifier>(
     )
 }
 
+/// What a training run reads: the training split and, for best-epoch selection and early
+/// stopping, a validation split.
+#[derive(Clone, Copy)]
+pub struct TrainData<'a> {
+    pub train: &'a ImageDataset,
+    pub validation: Option<&'a ImageDataset>,
+}
+
 /// [`train`] with `hooks` (pruning, distillation, …) called at their points of the loop.
 pub fn train_with_hooks<M: Classifier>(
     mut model: M,
-    (data, validation): (&ImageDataset, Option<&ImageDataset>),
+    data: TrainData<'_>,
     settings: &TrainSettings,
     mut hooks: TrainHooks<'_, M>,
     device: &Device,
     eval_device: &Device,
     mut on_epoch: impl FnMut(&EpochStats),
 ) -> Result<TrainOutcome<M>, TrainError> {
+    let TrainData {
+        train: data,
+        validation,
+    } = data;
     validate(data, validation, settings)?;
     for hook in &hooks {
         hook.validate()?;

@@ -12,14 +12,14 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::prelude::Device;
 use kiln_nn::{AnyClassifier, Classifier, ModelConfig};
-use kiln_train::{Distillation, TrainHook, TrainSettings, accuracy, predict, train_with_hooks};
+use kiln_train::{Distillation, TrainData, TrainHook, TrainSettings, accuracy, predict, train_with_hooks};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel};
 use crate::report::ReportSection;
-use crate::stage::{Stage, StageKind, StageTable, parse_table};
+use crate::stage::{Stage, StageKind, StageTable, parse_stage};
 
 pub const KIND: StageKind = StageKind {
     name: "distill",
@@ -28,11 +28,7 @@ pub const KIND: StageKind = StageKind {
     },
     makes_source: true,
     needs: &[],
-    parse: |table| {
-        let stage: DistillStage = parse_table(table)?;
-        stage.validate()?;
-        Ok(Box::new(stage))
-    },
+    parse: |table| parse_stage(table, DistillStage::validate),
 };
 
 /// `[distill]`: the student and the loss.
@@ -175,19 +171,22 @@ impl Stage for DistillStage {
     fn run(&self, run: &mut RunContext<'_>) -> Result<Option<ReportSection>> {
         let input = run.input_shape();
         let classes = run.classes();
-        let (teacher, teacher_name) = match &self.teacher_run {
-            Some(dir) => (
-                load_run_model(dir, input, classes, run.device)?,
-                dir.display().to_string(),
-            ),
+        let teacher = match &self.teacher_run {
+            Some(dir) => Teacher {
+                model: load_run_model(dir, input, classes, run.device)?,
+                name: dir.display().to_string(),
+            },
             None => match run.source_model(Some("train")) {
-                Ok(trained) => (trained.model.valid(), "this run's train stage".to_owned()),
+                Ok(trained) => Teacher {
+                    model: trained.model.valid(),
+                    name: "this run's train stage".to_owned(),
+                },
                 Err(_) => bail!(
                     "the distill stage needs a teacher: a train stage before it, or teacher_run"
                 ),
             },
         };
-        let distilled = distill(self, (teacher, teacher_name), run)?;
+        let distilled = distill(self, teacher, run)?;
         let report = distilled.report;
         run.models.push(StageModel {
             source: Some(KIND.name),
@@ -213,6 +212,12 @@ impl Stage for DistillStage {
     }
 }
 
+/// The model students learn from, on the plain device, and what the report calls it.
+struct Teacher {
+    model: AnyClassifier,
+    name: String,
+}
+
 struct Distilled {
     /// The first seed's distilled student, on the autodiff device.
     student: AnyClassifier,
@@ -224,7 +229,10 @@ struct Distilled {
 /// Trains students with and without `teacher` (on the plain device) over `stage.seeds` seeds.
 fn distill(
     stage: &DistillStage,
-    (teacher, teacher_name): (AnyClassifier, String),
+    Teacher {
+        model: teacher,
+        name: teacher_name,
+    }: Teacher,
     run: &RunContext<'_>,
 ) -> Result<Distilled> {
     let (train_set, validation, test_set) = (&run.splits.train, run.validation(), &run.splits.test);
@@ -293,7 +301,7 @@ fn distill(
                     alpha: stage.alpha,
                 }));
             }
-            let outcome = train_with_hooks(student, (train_set, validation), &settings, hooks, autodiff, device, |e| {
+            let outcome = train_with_hooks(student, TrainData { train: train_set, validation }, &settings, hooks, autodiff, device, |e| {
                 info!(
                     "distill seed {seed} {kind} student epoch {}/{}: loss {:.4}, train accuracy {:.2}%",
                     e.epoch,

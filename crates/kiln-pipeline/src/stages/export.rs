@@ -8,7 +8,7 @@ use kiln_nn::Classifier;
 
 use crate::config::Variant;
 use crate::context::{ExportedVariant, RunContext, StageModel};
-use crate::export::{Int8Ranges, export_variants};
+use crate::export::{ExportPlan, Int8Ranges, export_variants};
 use crate::report::{ReportSection, VariantReport};
 use crate::stage::{Stage, StageKind, StageTable};
 use crate::stages::qat::tensor_ranges;
@@ -78,14 +78,13 @@ fn export_model(
             seed: config.seed,
         },
     };
-    let files = export_variants(
-        &tflite,
-        &card,
-        (&model.prefix, &model.variants),
-        run.run_dir,
-        &config.export,
-        &int8,
-    )?;
+    let plan = ExportPlan {
+        card: &card,
+        run_dir: run.run_dir,
+        config: &config.export,
+        int8: &int8,
+    };
+    let files = export_variants(&tflite, &model.prefix, &model.variants, &plan)?;
     let mut exported = Vec::with_capacity(files.len());
     for file in files {
         let mut report = VariantReport::for_file(&file.name, run.run_dir, &file.file)?;

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use kiln_train::{
     EpochStats, LayerSparsity, MagnitudePruning, PruningScope, PruningSettings, SparsitySchedule,
-    TrainHook, layer_sparsity, predict, train_with_hooks,
+    TrainData, TrainHook, layer_sparsity, predict, train_with_hooks,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -14,7 +14,7 @@ use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
 use crate::report::plots::{Series, line_chart};
-use crate::stage::{Stage, StageKind, StageTable, parse_table};
+use crate::stage::{Stage, StageKind, StageTable, parse_stage};
 use crate::stages::fine_tune::{FineTune, fine_tune_settings};
 
 pub const KIND: StageKind = StageKind {
@@ -24,11 +24,7 @@ pub const KIND: StageKind = StageKind {
     },
     makes_source: true,
     needs: &[],
-    parse: |table| {
-        let stage: PruneStage = parse_table(table)?;
-        stage.validate()?;
-        Ok(Box::new(stage))
-    },
+    parse: |table| parse_stage(table, PruneStage::validate),
 };
 
 /// `[prune]`: fine-tuning with magnitude pruning (TF-MOT's `prune_low_magnitude` schedule).
@@ -165,7 +161,10 @@ impl Stage for PruneStage {
             vec![Box::new(MagnitudePruning::new(pruning.clone()))];
         let outcome = train_with_hooks(
             independent_copy(&base.model),
-            (train_set, None),
+            TrainData {
+                train: train_set,
+                validation: None,
+            },
             &settings,
             hooks,
             run.autodiff,
@@ -289,7 +288,7 @@ mod tests {
             "final_sparsity = 0.8\nepochs = 4\nend_epoch = 3\nlearning_rate = 0.0005\n",
         )
         .unwrap();
-        let prune: PruneStage = parse_table(Some(table)).unwrap();
+        let prune: PruneStage = crate::stage::parse_table(Some(table)).unwrap();
         assert_eq!((prune.power, prune.frequency), (3.0, 10));
         assert_eq!(prune.variant_prefix(), "pruned80");
         let settings = prune.settings(100);

@@ -8,7 +8,7 @@ use kiln_export::TensorRanges;
 use kiln_nn::{AnyClassifier, Classifier};
 use kiln_tflite::Model;
 use kiln_train::{
-    EpochStats, Qat, QatSettings, SparsityPreservation, TrainHook, predict, train_with_hooks,
+    EpochStats, Qat, QatSettings, SparsityPreservation, TrainData, TrainHook, predict, train_with_hooks,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -16,7 +16,7 @@ use tracing::info;
 use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
-use crate::stage::{Stage, StageKind, StageTable, parse_table};
+use crate::stage::{Stage, StageKind, StageTable, parse_stage};
 use crate::stages::fine_tune::{FineTune, fine_tune_settings};
 
 pub const KIND: StageKind = StageKind {
@@ -27,11 +27,7 @@ pub const KIND: StageKind = StageKind {
     // Its model is fake-quantized: later stages start from the float model before it.
     makes_source: false,
     needs: &[],
-    parse: |table| {
-        let stage: QatStage = parse_table(table)?;
-        stage.validate()?;
-        Ok(Box::new(stage))
-    },
+    parse: |table| parse_stage(table, QatStage::validate),
 };
 
 /// `[qat]`: quantization-aware training (TF-MOT's `quantize_model` + fit).
@@ -169,7 +165,10 @@ impl Stage for QatStage {
         }
         let outcome = train_with_hooks(
             qat,
-            (train_set, None),
+            TrainData {
+                train: train_set,
+                validation: None,
+            },
             &settings,
             hooks,
             run.autodiff,
