@@ -175,8 +175,8 @@ pub fn checked_multiplier(
     prep: &Prep<'_>,
     what: &str,
     real: f64,
-) -> Result<super::quant::QuantizedMultiplier, RuntimeError> {
-    let m = super::quant::quantize_multiplier(real);
+) -> Result<kiln_tflite::quant::QuantizedMultiplier, RuntimeError> {
+    let m = kiln_tflite::quant::quantize_multiplier(real);
     if !real.is_finite() || m.shift > 30 || m.shift < -31 {
         return Err(prep.unsupported(&format!(
             "the {what} rescaling factor {real} is out of the range TFLite's fixed-point kernels support"

@@ -26,7 +26,7 @@ mod pad;
 mod padv2;
 mod pooling;
 mod prelu;
-pub mod quant;
+mod quant;
 mod quantize;
 mod relu;
 mod reshape;

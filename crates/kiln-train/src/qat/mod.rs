@@ -7,7 +7,7 @@
 //! - weights (BatchNorm folded in, see kiln-nn's `conv_bn_hooked`): symmetric, [−127, 127],
 //!   one scale max|w|/127 per output channel (convolutions, depthwise and dense layers);
 //! - activations: asymmetric per tensor, [−128, 127], with the parameters kiln-export derives
-//!   from a range ([`kiln_export::asymmetric_int8_params`]); each range is an exponential
+//!   from a range ([`kiln_tflite::quant::asymmetric_int8_params`]); each range is an exponential
 //!   moving average of the training batches' min and max, started at the first batch's.
 //!
 //! Gradients pass straight through the rounding (the straight-through estimator), and are
@@ -22,10 +22,10 @@ use std::cell::RefCell;
 
 use burn::module::RunningState;
 use burn::prelude::*;
-use kiln_export::{QParams, Range, asymmetric_int8_params};
 use kiln_nn::{
     BatchNormMode, Classifier, LayerCall, LowerError, QuantHooks, QuantizableClassifier,
 };
+use kiln_tflite::quant::{QParams, Range, asymmetric_int8_params};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
