@@ -2,8 +2,8 @@
 //! (as TFLite does). Float32, and int8/uint8 with the reference kernel's rounding of the
 //! integer mean (half away from zero).
 
-use super::pooling::{PoolArithmetic, PoolGeometry};
-use super::quant::load_q;
+use super::common::pooling::{PoolArithmetic, PoolGeometry};
+use super::common::quant::load_q;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};
@@ -73,7 +73,7 @@ impl OpKernel for AveragePool2D {
 mod tests {
     use kiln_tflite::{BuiltinOptions, Padding, Pool2DOptions, TensorType};
 
-    use super::super::layout::testing::{quantized, run, tensor};
+    use super::super::common::testing::{quantized, run, tensor};
     use super::*;
 
     /// A 2902 × 2902 window of 255s sums past i32::MAX: the accumulator wraps as TFLite's

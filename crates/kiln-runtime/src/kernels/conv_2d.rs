@@ -6,10 +6,10 @@
 
 use kiln_tflite::{BuiltinOptions, Conv2DOptions, window};
 
-use super::dot::{dot, dot_i16};
-use super::fused_activation::FloatClamp;
-use super::quant::{load_q, quantize_floats, store_q};
-use super::weighted::{self, Arithmetic, WeightedOp};
+use super::common::dot::{dot, dot_i16};
+use super::common::fused_activation::FloatClamp;
+use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut, as_i32};

@@ -5,7 +5,7 @@
 
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::layout::{Gather, element_size, require_same_type};
+use super::common::layout::{Gather, element_size, require_same_type};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 
@@ -72,7 +72,7 @@ impl OpKernel for DepthToSpace {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::testing::{run, tensor};
+    use super::super::common::testing::{run, tensor};
     use super::*;
 
     #[test]

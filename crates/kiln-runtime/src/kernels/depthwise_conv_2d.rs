@@ -4,9 +4,9 @@
 
 use kiln_tflite::BuiltinOptions;
 
+use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::conv_2d::Geometry;
-use super::quant::{load_q, quantize_floats, store_q};
-use super::weighted::{self, Arithmetic, WeightedOp};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};

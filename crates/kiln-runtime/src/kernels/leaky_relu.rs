@@ -10,8 +10,8 @@
 use kiln_tflite::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
-use super::quant::type_range;
+use super::common::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
+use super::common::quant::type_range;
 use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 

@@ -1,8 +1,8 @@
 //! MAX_POOL_2D: NHWC, SAME/VALID padding (padded cells never win), fused activation; float32
 //! and int8/uint8 (the output keeps the input's quantization).
 
-use super::pooling::{PoolArithmetic, PoolGeometry};
-use super::quant::load_q;
+use super::common::pooling::{PoolArithmetic, PoolGeometry};
+use super::common::quant::load_q;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};
@@ -63,7 +63,7 @@ impl OpKernel for MaxPool2D {
 mod tests {
     use kiln_tflite::{BuiltinOptions, Padding, Pool2DOptions, TensorType};
 
-    use super::super::layout::testing::{run, tensor};
+    use super::super::common::testing::{run, tensor};
     use super::*;
 
     /// Fuzzer finding: a filter of i32::MAX × i32::MAX made the window buffer ask for

@@ -13,8 +13,8 @@
 use kiln_tflite::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::lut::{checked_multiplier, scale_and_zero_point, walk_strided};
-use super::quant::{load_q, store_q};
+use super::common::lut::{checked_multiplier, scale_and_zero_point, walk_strided};
+use super::common::quant::{load_q, store_q};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::as_f32_mut;

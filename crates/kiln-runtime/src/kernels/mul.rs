@@ -5,9 +5,11 @@ use kiln_tflite::quant::{
     QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier,
 };
 
-use super::binary::{Broadcast, ElementwiseType, eval_float, eval_int32, prepare_elementwise};
-use super::fused_activation::FloatClamp;
-use super::quant::{activation_range, load_q, per_tensor};
+use super::common::binary::{
+    Broadcast, ElementwiseType, eval_float, eval_int32, prepare_elementwise,
+};
+use super::common::fused_activation::FloatClamp;
+use super::common::quant::{activation_range, load_q, per_tensor};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 

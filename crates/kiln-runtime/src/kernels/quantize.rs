@@ -6,7 +6,7 @@ use kiln_tflite::quant::{
     QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier,
 };
 
-use super::quant::{per_tensor, type_range};
+use super::common::quant::{per_tensor, type_range};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::as_f32;

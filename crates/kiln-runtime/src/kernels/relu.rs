@@ -6,7 +6,7 @@
 use kiln_tflite::TensorType;
 use kiln_tflite::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
 
-use super::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
+use super::common::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
 use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 

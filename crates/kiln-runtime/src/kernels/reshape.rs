@@ -90,7 +90,7 @@ impl OpKernel for Reshape {
 mod tests {
     use kiln_tflite::TensorType;
 
-    use super::super::layout::testing::{i32s, run, tensor};
+    use super::super::common::testing::{i32s, run, tensor};
     use super::*;
 
     fn reshape(target: &[i32]) -> Result<Vec<usize>, RuntimeError> {

@@ -13,8 +13,8 @@ use kiln_tflite::quant::{
 };
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::lut::scale_and_zero_point;
-use super::quant::{load_q, store_q};
+use super::common::lut::scale_and_zero_point;
+use super::common::quant::{load_q, store_q};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};

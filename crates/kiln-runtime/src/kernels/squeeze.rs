@@ -3,7 +3,7 @@
 
 use kiln_tflite::BuiltinOptions;
 
-use super::layout::{ANY_FIXED_SIZE, element_size, fold_known_output, require_same_type};
+use super::common::layout::{ANY_FIXED_SIZE, element_size, fold_known_output, require_same_type};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 
@@ -76,7 +76,7 @@ impl OpKernel for Squeeze {
 mod tests {
     use kiln_tflite::TensorType;
 
-    use super::super::layout::testing::{run, tensor};
+    use super::super::common::testing::{run, tensor};
     use super::*;
 
     fn squeeze(shape: &[usize], dims: &[i32]) -> Result<Vec<usize>, RuntimeError> {

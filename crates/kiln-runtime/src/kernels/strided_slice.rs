@@ -11,7 +11,7 @@
 
 use kiln_tflite::{BuiltinOptions, StridedSliceOptions, TensorType};
 
-use super::layout::{
+use super::common::layout::{
     ANY_FIXED_SIZE, Gather, element_size, fold_known_output, known_i32s, require_same_type, strides,
 };
 use super::{In, Kernel, OpKernel, Out, Prep};
@@ -314,7 +314,7 @@ impl OpKernel for StridedSlice {
 mod tests {
     use kiln_tflite::{BuiltinOptions, StridedSliceOptions, TensorType};
 
-    use super::super::layout::testing::{Run, constant, i32s, run, tensor};
+    use super::super::common::testing::{Run, constant, i32s, run, tensor};
     use super::prepare;
     use crate::error::RuntimeError;
 
@@ -531,7 +531,7 @@ mod tests {
 mod cross_check {
     use kiln_tflite::{BuiltinOptions, StridedSliceOptions, TensorType};
 
-    use super::super::layout::testing::{i32s, run, tensor};
+    use super::super::common::testing::{i32s, run, tensor};
     use super::prepare;
 
     struct Params {

@@ -3,7 +3,7 @@
 
 use kiln_tflite::TensorType;
 
-use super::layout::{
+use super::common::layout::{
     ANY_FIXED_SIZE, Gather, element_size, fold_known_output, known_i32s, require_same_type, strides,
 };
 use super::{In, Kernel, OpKernel, Out, Prep};
@@ -83,7 +83,7 @@ impl OpKernel for Transpose {
 mod tests {
     use kiln_tflite::BuiltinOptions;
 
-    use super::super::layout::testing::{i32s, run, tensor};
+    use super::super::common::testing::{i32s, run, tensor};
     use super::*;
 
     fn transpose(shape: &[usize], perm: &[i32]) -> Result<(Vec<usize>, Vec<u8>), RuntimeError> {

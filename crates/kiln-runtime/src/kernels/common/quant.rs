@@ -6,8 +6,8 @@
 
 use kiln_tflite::{Activation, TensorType};
 
-use super::Prep;
 use crate::error::RuntimeError;
+use crate::kernels::Prep;
 use crate::tensor::TensorInfo;
 
 /// Representable range of an integer tensor type.

@@ -3,10 +3,10 @@
 
 use kiln_tflite::{BuiltinOptions, TensorType, window};
 
-use super::Prep;
 use super::fused_activation::FloatClamp;
 use super::quant::{activation_range, per_tensor};
 use crate::error::RuntimeError;
+use crate::kernels::Prep;
 
 #[derive(Debug)]
 pub struct PoolGeometry {

@@ -6,8 +6,8 @@
 
 use kiln_tflite::TensorType;
 
-use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
+use crate::kernels::{In, Kernel, OpKernel, Out, Prep};
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut};
 
 /// Checks one input and one output of the same type and gives the output the input's shape

@@ -9,8 +9,8 @@ use kiln_tflite::{Activation, BuiltinOptions, TensorType};
 
 use super::fused_activation::FloatClamp;
 use super::quant::{activation_range, load_q, per_tensor};
-use super::{In, Out, Prep};
 use crate::error::RuntimeError;
+use crate::kernels::{In, Out, Prep};
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut};
 
 /// For each output element, the indices of the two inputs it combines (NumPy broadcasting),

@@ -6,10 +6,10 @@
 use kiln_tflite::quant::Rescale;
 use kiln_tflite::{Activation, TensorType};
 
-use super::Prep;
 use super::fused_activation::FloatClamp;
 use super::quant::{activation_range, filter_quantization, per_tensor};
 use crate::error::RuntimeError;
+use crate::kernels::Prep;
 use crate::tensor::TensorInfo;
 
 #[derive(Debug)]
