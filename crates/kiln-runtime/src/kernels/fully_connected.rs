@@ -121,11 +121,7 @@ impl OpKernel for FullyConnected {
                 .as_ref()
                 .map_or(weights.data, AlignedBytes::as_slice),
         };
-        let bias = if self.has_bias {
-            inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
-        } else {
-            None
-        };
+        let bias = weighted::bias(inputs, self.has_bias);
         let (n_in, n_out) = (self.in_features, self.out_features);
         match &self.arithmetic {
             Arithmetic::Float { clamp } => {

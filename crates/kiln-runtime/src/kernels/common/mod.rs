@@ -1,6 +1,8 @@
 //! What several operators' kernels share; nothing here is one operator's kernel.
 //!
 //! - `binary`: NumPy broadcasting and the quantized rescaling of ADD, SUB and MUL;
+//! - `convolution`: CONV_2D's and DEPTHWISE_CONV_2D's operands, receptive-field geometry and
+//!   arithmetic set-up;
 //! - `dot`: the inner products the float and integer kernels spend their time in;
 //! - `fused_activation`: an operator's fused activation as a float clamp;
 //! - `layout`: element sizes, strides, strided gathers and prepare-time folding of the
@@ -14,6 +16,7 @@
 //! - `testing`: prepares and runs one kernel on hand-built tensors, for unit tests.
 
 pub mod binary;
+pub mod convolution;
 pub mod dot;
 pub mod fused_activation;
 pub mod layout;

@@ -9,7 +9,7 @@ use kiln_tflite::{Activation, TensorType};
 use super::fused_activation::FloatClamp;
 use super::quant::{activation_range, filter_quantization, per_tensor};
 use crate::error::RuntimeError;
-use crate::kernels::Prep;
+use crate::kernels::{In, Prep};
 use crate::tensor::TensorInfo;
 
 #[derive(Debug)]
@@ -112,5 +112,14 @@ pub fn prepare(prep: &Prep<'_>, op: &WeightedOp<'_>) -> Result<Arithmetic, Runti
         (input, filter) => Err(prep.unsupported(&format!(
             "input {input} with weights {filter} (supported: FLOAT32 with FLOAT32, INT8/UINT8 quantized, FLOAT32 with INT8 hybrid)"
         ))),
+    }
+}
+
+/// The bias input's bytes at eval time (input 2), when the operator was prepared with one.
+pub fn bias<'b>(inputs: &[Option<In<'b>>], has_bias: bool) -> Option<&'b [u8]> {
+    if has_bias {
+        inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
+    } else {
+        None
     }
 }
