@@ -3,17 +3,14 @@
 
 use kiln_tflite::BuiltinOptions;
 
-use super::common::layout::{ANY_FIXED_SIZE, element_size, fold_known_output, require_same_type};
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::common::layout::{
+    ANY_FIXED_SIZE, CopyBytes, element_size, fold_known_output, require_same_type,
+};
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 
 /// TFLite's limit on the input rank.
 const MAX_RANK: usize = 8;
-
-#[derive(Debug)]
-struct Squeeze {
-    bytes: usize,
-}
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     prep.expect_arity(1..=1, 1)?;
@@ -55,21 +52,12 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         .filter(|&(_, &s)| !s)
         .map(|(&d, _)| d)
         .collect();
-    let kernel = Squeeze {
+    let kernel = CopyBytes {
         bytes: input.byte_size(),
     };
     fold_known_output(prep, &kernel, &shape);
     prep.set_output_shape(0, shape);
     Ok(Box::new(kernel))
-}
-
-impl OpKernel for Squeeze {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        outputs[0].data[..self.bytes].copy_from_slice(&input.data[..self.bytes]);
-    }
 }
 
 #[cfg(test)]

@@ -274,6 +274,33 @@ pub fn fold_known_output(prep: &Prep<'_>, kernel: &dyn OpKernel, output_shape: &
     prep.set_output_value(0, value);
 }
 
+/// The kernel of the operators that only gather their input (TRANSPOSE, STRIDED_SLICE,
+/// DEPTH_TO_SPACE): the planned [`Gather`] itself.
+impl OpKernel for Gather {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+        let Some(input) = &inputs[0] else {
+            unreachable!("prepared")
+        };
+        self.copy(input.data, outputs[0].data);
+    }
+}
+
+/// The kernel of the operators whose output is their input's bytes under another shape
+/// (RESHAPE, SQUEEZE): copies the first `bytes`.
+#[derive(Debug)]
+pub struct CopyBytes {
+    pub bytes: usize,
+}
+
+impl OpKernel for CopyBytes {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+        let Some(input) = &inputs[0] else {
+            unreachable!("prepared")
+        };
+        outputs[0].data[..self.bytes].copy_from_slice(&input.data[..self.bytes]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
