@@ -11,12 +11,12 @@
 //! (tests/fixtures/hybrid_dynamic_range: CONV_2D v5, DEPTHWISE_CONV_2D v6, FULLY_CONNECTED
 //! v12).
 
+use kiln_tflite::quant::quantize_symmetric;
 use kiln_tflite::{BuiltinOp, BuiltinOptions, Model, Quantization, TensorType};
 
 use crate::compact::compact;
 use crate::error::ExportError;
 use crate::graph::{consumers, dims, float_values, input_index, op_error, single_subgraph};
-use crate::symmetric::quantize_symmetric;
 use crate::versions;
 
 /// The converter's minimum weight size for dynamic-range quantization

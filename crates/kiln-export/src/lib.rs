@@ -9,6 +9,9 @@
 //!   by running the float model in kiln-runtime over a representative set (or that QAT
 //!   supplies as [`TensorRanges`]).
 //!
+//! The int8 arithmetic the exporter shares with the runtime's kernels and with QAT (activation
+//! grids from ranges, symmetric weights) is `kiln_tflite::quant`.
+//!
 //! This crate depends on `kiln-tflite` and `kiln-runtime` only, never on Burn.
 
 mod compact;
@@ -19,7 +22,6 @@ mod graph;
 mod int8;
 mod metadata;
 mod min_runtime_version;
-mod symmetric;
 mod versions;
 
 #[cfg(test)]
@@ -34,4 +36,3 @@ pub use int8::{
 };
 pub use metadata::{LABELS_FILE, ModelCard, attach_metadata, to_bytes_with_metadata};
 pub use min_runtime_version::min_runtime_version;
-pub use symmetric::{SymmetricWeights, quantize_symmetric};

@@ -20,9 +20,4 @@ pub use associated_files::associated_files;
 pub use error::RuntimeError;
 pub use interpreter::Interpreter;
 pub use kernels::operator_name;
-/// TFLite's fixed-point requantization, for code that must round exactly as the kernels do
-/// (quantization-aware training's inference).
-pub use kernels::quant::{
-    QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier,
-};
 pub use tensor::TensorInfo;

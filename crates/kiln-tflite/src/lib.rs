@@ -1,6 +1,7 @@
 //! The TensorFlow Lite model format: an owned IR of a `.tflite` file, a verifying reader and a
-//! writer. No kernels live here (that is `kiln-runtime`); this crate depends only on
-//! `flatbuffers`.
+//! writer, and the int8 arithmetic of the format's quantization ([`quant`]) that the runtime,
+//! the exporter and quantization-aware training share. No kernels live here (that is
+//! `kiln-runtime`); this crate depends only on `flatbuffers`.
 
 mod bytes;
 mod error;
@@ -10,6 +11,7 @@ mod model;
 mod op_names;
 mod options;
 mod padding;
+pub mod quant;
 mod read;
 mod types;
 mod write;

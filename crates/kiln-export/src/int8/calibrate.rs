@@ -5,9 +5,9 @@
 //! directly instead.
 
 use kiln_runtime::Interpreter;
+use kiln_tflite::quant::Range;
 use kiln_tflite::{Model, TensorType};
 
-use super::params::Range;
 use crate::error::ExportError;
 
 /// Observed value ranges, by tensor index of the model's subgraph.

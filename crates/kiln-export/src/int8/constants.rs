@@ -2,13 +2,12 @@
 //! int32 on the grid of the accumulator they are added to (input_scale × weight_scale), and
 //! any other float constant (an ADD operand, say) per-tensor int8 from its own range.
 
+use kiln_tflite::quant::{QParams, Range, asymmetric_int8_params, quantize_symmetric};
 use kiln_tflite::{Model, Quantization, TensorType};
 
 use super::bias::quantize_bias;
-use super::params::{QParams, Range, asymmetric_int8_params};
 use crate::error::ExportError;
 use crate::graph::{dims, float_values, input_index, op_error, tensor_error};
-use crate::symmetric::quantize_symmetric;
 
 /// Per-tensor quantization parameters as the IR stores them.
 pub(super) fn per_tensor(p: QParams) -> Quantization {

@@ -7,12 +7,14 @@ mod bias;
 mod calibrate;
 mod constants;
 mod io;
-mod params;
 mod quantize_model;
 
 pub use bias::quantize_bias;
 pub use calibrate::{Calibrator, TensorRanges};
-pub use params::{QParams, Range, asymmetric_int8_params};
+/// An activation's int8 grid from its range: the calibration API's types, at home in
+/// `kiln_tflite::quant` with the rest of the int8 arithmetic (re-exported for callers of
+/// [`quantize_int8`] and [`TensorRanges`]).
+pub use kiln_tflite::quant::{QParams, Range, asymmetric_int8_params};
 pub use quantize_model::quantize_int8;
 
 /// The element type of an int8 model's inputs and outputs.

@@ -6,13 +6,13 @@
 //! input's parameters; SOFTMAX and LOGISTIC (and TANH) have the fixed output parameters their
 //! kernels assume.
 
+use kiln_tflite::quant::{QParams, asymmetric_int8_params};
 use kiln_tflite::{BuiltinOp, Model, Subgraph, TensorType};
 
 use super::Int8Options;
 use super::calibrate::TensorRanges;
 use super::constants::{per_tensor, quantize_constant, quantize_weights};
 use super::io::wrap_io;
-use super::params::{QParams, asymmetric_int8_params};
 use crate::compact::compact;
 use crate::error::ExportError;
 use crate::graph::{

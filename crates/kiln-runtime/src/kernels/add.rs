@@ -2,10 +2,10 @@
 //! fused activation; float32, int32, and int8/uint8 with TFLite's reference rescaling (see
 //! `binary`).
 
-use super::binary::{
+use super::common::binary::{
     AddSubParams, Broadcast, ElementwiseType, eval_float, eval_int32, prepare_elementwise,
 };
-use super::fused_activation::FloatClamp;
+use super::common::fused_activation::FloatClamp;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 

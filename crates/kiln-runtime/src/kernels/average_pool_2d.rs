@@ -1,70 +1,43 @@
 //! AVERAGE_POOL_2D: NHWC, SAME/VALID padding; the average counts only cells inside the input
 //! (as TFLite does). Float32, and int8/uint8 with the reference kernel's rounding of the
-//! integer mean (half away from zero).
+//! integer mean (half away from zero). Everything but the mean is `common::pooling`'s.
 
-use super::pooling::{PoolArithmetic, PoolGeometry};
-use super::quant::load_q;
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::common::pooling::{self, Reduce};
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
-use crate::tensor::{as_f32, as_f32_mut};
-
-#[derive(Debug)]
-struct AveragePool2D {
-    geometry: PoolGeometry,
-    arithmetic: PoolArithmetic,
-}
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    let (geometry, arithmetic) = PoolGeometry::prepare(prep)?;
-    Ok(Box::new(AveragePool2D {
-        geometry,
-        arithmetic,
-    }))
+    pooling::prepare(prep, Average)
 }
 
-impl OpKernel for AveragePool2D {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        let c = self.geometry.channels;
-        match &self.arithmetic {
-            PoolArithmetic::Float(clamp) => {
-                let input = as_f32(input.data);
-                let output = as_f32_mut(outputs[0].data);
-                self.geometry.for_each_window(|pixel, cells| {
-                    for ch in 0..c {
-                        let total: f32 = cells.iter().map(|&cell| input[cell * c + ch]).sum();
-                        // An empty window (impossible with valid padding) yields 0 rather than NaN.
-                        let average = if cells.is_empty() {
-                            0.0
-                        } else {
-                            total / cells.len() as f32
-                        };
-                        output[pixel * c + ch] = clamp.apply(average);
-                    }
-                });
-            }
-            PoolArithmetic::Quantized { range, signed } => {
-                let output = &mut *outputs[0].data;
-                self.geometry.for_each_window(|pixel, cells| {
-                    let count = cells.len().max(1) as i32;
-                    for ch in 0..c {
-                        // int32 accumulator as in TFLite, where a window of more than 2^24
-                        // cells overflows; it wraps there (C++ on every target) rather than
-                        // panicking here.
-                        let total = cells.iter().fold(0i32, |total, &cell| {
-                            total.wrapping_add(load_q(input.data, *signed, cell * c + ch))
-                        });
-                        let average = if total > 0 {
-                            total.wrapping_add(count / 2) / count
-                        } else {
-                            total.wrapping_sub(count / 2) / count
-                        };
-                        output[pixel * c + ch] = average.clamp(range.0, range.1) as u8;
-                    }
-                });
-            }
+#[derive(Debug)]
+struct Average;
+
+impl Reduce for Average {
+    fn float(&self, input: &[f32], cells: &[usize], out: &mut [f32]) {
+        let c = out.len();
+        for (ch, o) in out.iter_mut().enumerate() {
+            let total: f32 = cells.iter().map(|&cell| input[cell * c + ch]).sum();
+            // An empty window (impossible with valid padding) yields 0 rather than NaN.
+            *o = if cells.is_empty() {
+                0.0
+            } else {
+                total / cells.len() as f32
+            };
+        }
+    }
+
+    fn quantized(&self, cells: &[usize], value: impl Fn(usize) -> i32, _low: i32) -> i32 {
+        let count = cells.len().max(1) as i32;
+        // int32 accumulator as in TFLite, where a window of more than 2^24 cells overflows; it
+        // wraps there (C++ on every target) rather than panicking here.
+        let total = cells
+            .iter()
+            .fold(0i32, |total, &cell| total.wrapping_add(value(cell)));
+        if total > 0 {
+            total.wrapping_add(count / 2) / count
+        } else {
+            total.wrapping_sub(count / 2) / count
         }
     }
 }
@@ -73,7 +46,7 @@ impl OpKernel for AveragePool2D {
 mod tests {
     use kiln_tflite::{BuiltinOptions, Padding, Pool2DOptions, TensorType};
 
-    use super::super::layout::testing::{quantized, run, tensor};
+    use super::super::common::testing::{quantized, run, tensor};
     use super::*;
 
     /// A 2902 × 2902 window of 255s sums past i32::MAX: the accumulator wraps as TFLite's

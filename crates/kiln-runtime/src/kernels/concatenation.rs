@@ -6,7 +6,7 @@
 
 use kiln_tflite::{Activation, BuiltinOptions, TensorType};
 
-use super::layout::{
+use super::common::layout::{
     element_size, fold_known_output, interleave, normalize_axis, per_tensor_params, present,
     require_same_type,
 };
@@ -198,7 +198,7 @@ impl OpKernel for Concatenation {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::testing::{i32s, quantized, run, tensor};
+    use super::super::common::testing::{i32s, quantized, run, tensor};
     use super::*;
 
     fn options(axis: i32) -> BuiltinOptions {

@@ -4,118 +4,30 @@
 //! int32 bias, requantized as TFLite's reference kernels do; and hybrid (dynamic range:
 //! float input and output, int8 filter, the input quantized per batch on the fly).
 
-use kiln_tflite::{BuiltinOptions, Conv2DOptions, window};
+use kiln_tflite::Conv2DOptions;
 
-use super::dot::{dot, dot_i16};
-use super::fused_activation::FloatClamp;
-use super::quant::{load_q, quantize_floats, store_q};
-use super::weighted::{self, Arithmetic, WeightedOp};
+use super::common::convolution::{Convolution, Operands, OperatorOptions};
+use super::common::dot::{dot, dot_i16};
+use super::common::fused_activation::FloatClamp;
+use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::weighted::Arithmetic;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
-use crate::tensor::{TensorInfo, as_f32, as_f32_mut, as_i32};
-
-/// Where each output pixel's receptive field lies in the input.
-#[derive(Debug)]
-pub(super) struct Geometry {
-    pub batches: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub in_c: usize,
-    pub out_h: usize,
-    pub out_w: usize,
-    pub out_c: usize,
-    pub filter_h: usize,
-    pub filter_w: usize,
-    pub stride: (usize, usize),
-    pub dilation: (usize, usize),
-    pub pad: (usize, usize),
-}
-
-fn positive(prep: &Prep<'_>, what: &str, value: i32) -> Result<usize, RuntimeError> {
-    usize::try_from(value)
-        .ok()
-        .filter(|&v| v > 0)
-        .ok_or_else(|| prep.bad(&format!("{what} must be positive, is {value}")))
-}
-
-impl Geometry {
-    /// Geometry for an NHWC input and a filter of spatial size `filter` producing `out_c` channels.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        prep: &Prep<'_>,
-        input: &TensorInfo,
-        filter: (usize, usize),
-        out_c: usize,
-        padding: kiln_tflite::Padding,
-        stride: (i32, i32),
-        dilation: (i32, i32),
-    ) -> Result<Self, RuntimeError> {
-        prep.require_rank(input, 4)?;
-        let [batches, in_h, in_w, in_c] = input.shape[..] else {
-            unreachable!("rank checked")
-        };
-        if filter.0 == 0 || filter.1 == 0 {
-            return Err(prep.bad("the filter has an empty spatial size"));
-        }
-        let stride = (
-            positive(prep, "stride_h", stride.0)?,
-            positive(prep, "stride_w", stride.1)?,
-        );
-        let dilation = (
-            positive(prep, "dilation_h", dilation.0)?,
-            positive(prep, "dilation_w", dilation.1)?,
-        );
-        let (out_h, pad_h) = window(padding, in_h, filter.0, stride.0, dilation.0);
-        let (out_w, pad_w) = window(padding, in_w, filter.1, stride.1, dilation.1);
-        Ok(Self {
-            batches,
-            in_h,
-            in_w,
-            in_c,
-            out_h,
-            out_w,
-            out_c,
-            filter_h: filter.0,
-            filter_w: filter.1,
-            stride,
-            dilation,
-            pad: (pad_h, pad_w),
-        })
-    }
-
-    pub fn output_shape(&self) -> Vec<usize> {
-        vec![self.batches, self.out_h, self.out_w, self.out_c]
-    }
-
-    /// Input pixel (row, column) under filter tap (ky, kx) of output pixel (oy, ox), if inside.
-    #[inline]
-    pub fn tap(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
-        let iy = (oy * self.stride.0 + ky * self.dilation.0).checked_sub(self.pad.0)?;
-        let ix = (ox * self.stride.1 + kx * self.dilation.1).checked_sub(self.pad.1)?;
-        (iy < self.in_h && ix < self.in_w).then_some((iy, ix))
-    }
-}
+use crate::tensor::{as_f32, as_f32_mut, as_i32};
 
 #[derive(Debug)]
 struct Conv2D {
-    geometry: Geometry,
+    conv: Convolution,
     /// Input channels each filter sees (the input's channels over the number of groups).
     group_c: usize,
-    has_bias: bool,
-    arithmetic: Arithmetic,
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    prep.expect_arity(2..=3, 1)?;
-    let BuiltinOptions::Conv2D(options) = &prep.op.options else {
-        return Err(prep.bad("missing Conv2DOptions"));
-    };
-    let (input, filter, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
-    prep.require_rank(filter, 4)?;
-    let [out_c, filter_h, filter_w, group_c] = filter.shape[..] else {
-        unreachable!("rank checked")
-    };
-    let geometry = geometry(prep, input, options, (filter_h, filter_w), out_c)?;
+    let (operands, options) = Operands::new::<Conv2DOptions>(prep)?;
+    let options = options.conv();
+    let filter = operands.filter;
+    let [out_c, filter_h, filter_w, group_c] = operands.filter_shape;
+    let geometry = operands.geometry(prep, (filter_h, filter_w), out_c, &options)?;
     if group_c == 0
         || !geometry.in_c.is_multiple_of(group_c)
         || !out_c.is_multiple_of(geometry.in_c / group_c)
@@ -125,55 +37,18 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
             filter.name, geometry.in_c
         )));
     }
-    let bias = prep.optional_input(2);
-    let arithmetic = weighted::prepare(
-        prep,
-        &WeightedOp {
-            input,
-            filter,
-            bias,
-            output,
-            activation: options.activation,
-            channels: out_c,
-            channel_axis: 0,
-            double_precision_rescale: false,
-            // TFLite quantizes hybrid inputs asymmetrically for per-channel filters only.
-            hybrid_asymmetric: filter
-                .quantization
-                .as_ref()
-                .is_some_and(|q| q.scale.len() > 1),
-        },
-    )?;
-    prep.set_output_shape(0, geometry.output_shape());
-    Ok(Box::new(Conv2D {
-        geometry,
-        group_c,
-        has_bias: bias.is_some(),
-        arithmetic,
-    }))
-}
-
-fn geometry(
-    prep: &Prep<'_>,
-    input: &TensorInfo,
-    options: &Conv2DOptions,
-    filter: (usize, usize),
-    out_c: usize,
-) -> Result<Geometry, RuntimeError> {
-    Geometry::new(
-        prep,
-        input,
-        filter,
-        out_c,
-        options.padding,
-        (options.stride_h, options.stride_w),
-        (options.dilation_h, options.dilation_w),
-    )
+    // TFLite quantizes hybrid inputs asymmetrically for per-channel filters only.
+    let hybrid_asymmetric = filter
+        .quantization
+        .as_ref()
+        .is_some_and(|q| q.scale.len() > 1);
+    let conv = operands.prepare(prep, geometry, &options, 0, hybrid_asymmetric)?;
+    Ok(Box::new(Conv2D { conv, group_c }))
 }
 
 impl Conv2D {
     fn groups(&self) -> usize {
-        self.geometry.in_c / self.group_c
+        self.conv.geometry.in_c / self.group_c
     }
 
     /// Gathers the receptive field of output pixel (oy, ox) for the channels of `group` into
@@ -186,7 +61,7 @@ impl Conv2D {
         group: usize,
         patch: &mut [T],
     ) {
-        let g = &self.geometry;
+        let g = &self.conv.geometry;
         let c = self.group_c;
         for ky in 0..g.filter_h {
             for kx in 0..g.filter_w {
@@ -209,7 +84,7 @@ impl Conv2D {
         output: &mut [f32],
         clamp: FloatClamp,
     ) {
-        let g = &self.geometry;
+        let g = &self.conv.geometry;
         let patch_len = g.filter_h * g.filter_w * self.group_c;
         let outputs_per_group = g.out_c / self.groups();
         let mut patch = vec![0.0f32; patch_len];
@@ -245,7 +120,7 @@ impl Conv2D {
         filter_offset: i32,
         mut finish: impl FnMut(usize, usize, i32, usize),
     ) {
-        let g = &self.geometry;
+        let g = &self.conv.geometry;
         let patch_len = g.filter_h * g.filter_w * self.group_c;
         let outputs_per_group = g.out_c / self.groups();
         let mut patch = vec![0i16; patch_len];
@@ -307,14 +182,10 @@ impl OpKernel for Conv2D {
         let (Some(input), Some(filter)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
         };
-        let bias = if self.has_bias {
-            inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
-        } else {
-            None
-        };
-        let g = &self.geometry;
+        let bias = self.conv.bias(inputs);
+        let g = &self.conv.geometry;
         let image_len = g.in_h * g.in_w * g.in_c;
-        match &self.arithmetic {
+        match &self.conv.arithmetic {
             Arithmetic::Float { clamp } => self.eval_float(
                 as_f32(input.data),
                 as_f32(filter.data),

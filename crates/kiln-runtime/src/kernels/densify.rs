@@ -12,7 +12,7 @@
 
 use kiln_tflite::{DimensionMetadata, Sparsity, TensorType};
 
-use super::layout::{element_size, require_same_type};
+use super::common::layout::{element_size, require_same_type};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 

@@ -5,8 +5,8 @@
 
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::layout::{Gather, element_size, require_same_type};
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::common::layout::{Gather, element_size, require_same_type};
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 
 const TYPES: &[TensorType] = &[
@@ -16,11 +16,6 @@ const TYPES: &[TensorType] = &[
     TensorType::Int32,
     TensorType::Int64,
 ];
-
-#[derive(Debug)]
-struct DepthToSpace {
-    gather: Gather,
-}
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     prep.expect_arity(1..=1, 1)?;
@@ -58,21 +53,12 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     let gather = Gather::new(elem, 0, &dims, input.num_elements())
         .ok_or_else(|| prep.bad("block layout reads outside the input"))?;
     prep.set_output_shape(0, vec![n, out_h, out_w, depth]);
-    Ok(Box::new(DepthToSpace { gather }))
-}
-
-impl OpKernel for DepthToSpace {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        self.gather.copy(input.data, outputs[0].data);
-    }
+    Ok(Box::new(gather))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::testing::{run, tensor};
+    use super::super::common::testing::{run, tensor};
     use super::*;
 
     #[test]

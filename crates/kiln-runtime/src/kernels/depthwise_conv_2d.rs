@@ -2,48 +2,34 @@
 //! filter [1, H, W, C × multiplier]. Float32; int8/uint8 per-channel (axis 3) requantization as
 //! TFLite's reference kernels; hybrid (float input, int8 filter, input quantized per batch).
 
-use kiln_tflite::BuiltinOptions;
+use kiln_tflite::DepthwiseConv2DOptions;
 
-use super::conv_2d::Geometry;
-use super::quant::{load_q, quantize_floats, store_q};
-use super::weighted::{self, Arithmetic, WeightedOp};
+use super::common::convolution::{Convolution, Operands, OperatorOptions};
+use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::weighted::Arithmetic;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
 
 #[derive(Debug)]
 struct DepthwiseConv2D {
-    geometry: Geometry,
+    conv: Convolution,
     multiplier: usize,
-    has_bias: bool,
-    arithmetic: Arithmetic,
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    prep.expect_arity(2..=3, 1)?;
-    let BuiltinOptions::DepthwiseConv2D(options) = &prep.op.options else {
-        return Err(prep.bad("missing DepthwiseConv2DOptions"));
-    };
-    let (input, filter, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
-    prep.require_rank(filter, 4)?;
-    let [one, filter_h, filter_w, out_c] = filter.shape[..] else {
-        unreachable!("rank checked")
-    };
+    let (operands, options) = Operands::new::<DepthwiseConv2DOptions>(prep)?;
+    let depth_multiplier = options.depth_multiplier;
+    let options = options.conv();
+    let filter = operands.filter;
+    let [one, filter_h, filter_w, out_c] = operands.filter_shape;
     if one != 1 {
         return Err(prep.bad(&format!(
             "filter '{}' must have shape [1, H, W, C], has {:?}",
             filter.name, filter.shape
         )));
     }
-    let geometry = Geometry::new(
-        prep,
-        input,
-        (filter_h, filter_w),
-        out_c,
-        options.padding,
-        (options.stride_h, options.stride_w),
-        (options.dilation_h, options.dilation_w),
-    )?;
+    let geometry = operands.geometry(prep, (filter_h, filter_w), out_c, &options)?;
     let in_c = geometry.in_c;
     if in_c == 0 || !out_c.is_multiple_of(in_c) {
         return Err(prep.bad(&format!(
@@ -52,35 +38,14 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     }
     let multiplier = out_c / in_c;
     // depth_multiplier in the options is informational in TFLite (older files set 0).
-    if options.depth_multiplier > 0 && options.depth_multiplier as usize != multiplier {
+    if depth_multiplier > 0 && depth_multiplier as usize != multiplier {
         return Err(prep.bad(&format!(
-            "depth_multiplier {} disagrees with the filter ({out_c} channels for {in_c} inputs)",
-            options.depth_multiplier
+            "depth_multiplier {depth_multiplier} disagrees with the filter ({out_c} channels for {in_c} inputs)"
         )));
     }
-    let bias = prep.optional_input(2);
-    let arithmetic = weighted::prepare(
-        prep,
-        &WeightedOp {
-            input,
-            filter,
-            bias,
-            output,
-            activation: options.activation,
-            channels: out_c,
-            channel_axis: 3,
-            double_precision_rescale: false,
-            // TFLite's hybrid depthwise always quantizes its input asymmetrically.
-            hybrid_asymmetric: true,
-        },
-    )?;
-    prep.set_output_shape(0, geometry.output_shape());
-    Ok(Box::new(DepthwiseConv2D {
-        geometry,
-        multiplier,
-        has_bias: bias.is_some(),
-        arithmetic,
-    }))
+    // TFLite's hybrid depthwise always quantizes its input asymmetrically.
+    let conv = operands.prepare(prep, geometry, &options, 3, true)?;
+    Ok(Box::new(DepthwiseConv2D { conv, multiplier }))
 }
 
 impl DepthwiseConv2D {
@@ -91,7 +56,7 @@ impl DepthwiseConv2D {
     where
         T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<Output = T>,
     {
-        let g = &self.geometry;
+        let g = &self.conv.geometry;
         let (in_c, out_c, multiplier) = (g.in_c, g.out_c, self.multiplier);
         let mut acc = vec![T::default(); out_c];
         // Output channel oc reads input channel oc / multiplier.
@@ -157,13 +122,9 @@ impl OpKernel for DepthwiseConv2D {
         let (Some(input), Some(filter)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
         };
-        let bias = if self.has_bias {
-            inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
-        } else {
-            None
-        };
-        let out_c = self.geometry.out_c;
-        match &self.arithmetic {
+        let bias = self.conv.bias(inputs);
+        let out_c = self.conv.geometry.out_c;
+        match &self.conv.arithmetic {
             Arithmetic::Float { clamp } => {
                 let bias = bias.map(as_f32);
                 let output = as_f32_mut(outputs[0].data);
@@ -193,7 +154,7 @@ impl OpKernel for DepthwiseConv2D {
                 clamp,
                 ..
             } => {
-                let g = &self.geometry;
+                let g = &self.conv.geometry;
                 let image_len = g.in_h * g.in_w * g.in_c;
                 let input = as_f32(input.data);
                 // Each batch quantized asymmetrically on its own, as TFLite's hybrid kernel does.

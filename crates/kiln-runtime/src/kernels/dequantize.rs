@@ -3,7 +3,7 @@
 
 use kiln_tflite::TensorType;
 
-use super::quant::checked_zero_point;
+use super::common::quant::checked_zero_point;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::as_f32_mut;

@@ -10,10 +10,10 @@
 
 use kiln_tflite::BuiltinOptions;
 
+use super::common::dot::{dot, dot_q8};
+use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::densify::densify;
-use super::dot::{dot, dot_q8};
-use super::quant::{load_q, quantize_floats, store_q};
-use super::weighted::{self, Arithmetic, WeightedOp};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::arena::AlignedBytes;
 use crate::error::RuntimeError;
@@ -121,11 +121,7 @@ impl OpKernel for FullyConnected {
                 .as_ref()
                 .map_or(weights.data, AlignedBytes::as_slice),
         };
-        let bias = if self.has_bias {
-            inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
-        } else {
-            None
-        };
+        let bias = weighted::bias(inputs, self.has_bias);
         let (n_in, n_out) = (self.in_features, self.out_features);
         match &self.arithmetic {
             Arithmetic::Float { clamp } => {
@@ -201,7 +197,7 @@ impl OpKernel for FullyConnected {
 mod tests {
     use kiln_tflite::{FullyConnectedOptions, TensorType};
 
-    use super::super::layout::testing::{constant, run, tensor};
+    use super::super::common::testing::{constant, run, tensor};
     use super::*;
 
     fn fc(input_shape: &[usize]) -> Result<Vec<usize>, RuntimeError> {

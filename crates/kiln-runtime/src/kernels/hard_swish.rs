@@ -8,9 +8,10 @@
 //! at prepare time into a table.
 
 use kiln_tflite::TensorType;
+use kiln_tflite::quant::quantize_multiplier;
 
-use super::lut::{ByteTable, FloatMap, scale_and_zero_point, unary};
-use super::quant::{quantize_multiplier, type_range};
+use super::common::lut::{ByteTable, FloatMap, scale_and_zero_point, unary};
+use super::common::quant::type_range;
 use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 

@@ -7,10 +7,11 @@
 //! multiplier is applied by magnitude and the result negated. Evaluated at prepare time for
 //! every int8/uint8 input value.
 
+use kiln_tflite::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
-use super::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier, type_range};
+use super::common::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
+use super::common::quant::type_range;
 use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 
@@ -68,8 +69,8 @@ fn quantized(
 
 #[cfg(test)]
 mod tests {
-    use super::super::quant::quantize_multiplier;
     use super::*;
+    use kiln_tflite::quant::quantize_multiplier;
 
     #[test]
     fn negative_alpha_mirrors_positive_alpha() {

@@ -8,7 +8,7 @@
 
 use kiln_tflite::TensorType;
 
-use super::lut::{FloatMap, float_lut, scale_and_zero_point, unary};
+use super::common::lut::{FloatMap, float_lut, scale_and_zero_point, unary};
 use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 

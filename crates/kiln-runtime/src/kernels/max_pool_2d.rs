@@ -1,61 +1,32 @@
 //! MAX_POOL_2D: NHWC, SAME/VALID padding (padded cells never win), fused activation; float32
-//! and int8/uint8 (the output keeps the input's quantization).
+//! and int8/uint8 (the output keeps the input's quantization). Everything but the maximum is
+//! `common::pooling`'s.
 
-use super::pooling::{PoolArithmetic, PoolGeometry};
-use super::quant::load_q;
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::common::pooling::{self, Reduce};
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
-use crate::tensor::{as_f32, as_f32_mut};
-
-#[derive(Debug)]
-struct MaxPool2D {
-    geometry: PoolGeometry,
-    arithmetic: PoolArithmetic,
-}
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
-    let (geometry, arithmetic) = PoolGeometry::prepare(prep)?;
-    Ok(Box::new(MaxPool2D {
-        geometry,
-        arithmetic,
-    }))
+    pooling::prepare(prep, Maximum)
 }
 
-impl OpKernel for MaxPool2D {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        let c = self.geometry.channels;
-        match &self.arithmetic {
-            PoolArithmetic::Float(clamp) => {
-                let input = as_f32(input.data);
-                let output = as_f32_mut(outputs[0].data);
-                self.geometry.for_each_window(|pixel, cells| {
-                    let out = &mut output[pixel * c..][..c];
-                    out.fill(f32::NEG_INFINITY);
-                    for &cell in cells {
-                        for (o, &v) in out.iter_mut().zip(&input[cell * c..][..c]) {
-                            *o = o.max(v);
-                        }
-                    }
-                    out.iter_mut().for_each(|o| *o = clamp.apply(*o));
-                });
-            }
-            PoolArithmetic::Quantized { range, signed } => {
-                let output = &mut *outputs[0].data;
-                self.geometry.for_each_window(|pixel, cells| {
-                    for ch in 0..c {
-                        let max = cells
-                            .iter()
-                            .map(|&cell| load_q(input.data, *signed, cell * c + ch))
-                            .max();
-                        let value = max.unwrap_or(range.0).clamp(range.0, range.1);
-                        output[pixel * c + ch] = value as u8;
-                    }
-                });
+#[derive(Debug)]
+struct Maximum;
+
+impl Reduce for Maximum {
+    fn float(&self, input: &[f32], cells: &[usize], out: &mut [f32]) {
+        let c = out.len();
+        out.fill(f32::NEG_INFINITY);
+        for &cell in cells {
+            for (o, &v) in out.iter_mut().zip(&input[cell * c..][..c]) {
+                *o = o.max(v);
             }
         }
+    }
+
+    /// An empty window (impossible with valid padding) gives the range's low end.
+    fn quantized(&self, cells: &[usize], value: impl Fn(usize) -> i32, low: i32) -> i32 {
+        cells.iter().map(|&cell| value(cell)).max().unwrap_or(low)
     }
 }
 
@@ -63,7 +34,7 @@ impl OpKernel for MaxPool2D {
 mod tests {
     use kiln_tflite::{BuiltinOptions, Padding, Pool2DOptions, TensorType};
 
-    use super::super::layout::testing::{run, tensor};
+    use super::super::common::testing::{run, tensor};
     use super::*;
 
     /// Fuzzer finding: a filter of i32::MAX × i32::MAX made the window buffer ask for

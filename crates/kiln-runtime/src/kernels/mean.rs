@@ -10,10 +10,11 @@
 //! keeping the final shift >= −31), integer-divided by the count, and applied with
 //! MultiplyByQuantizedMultiplier. Float sums accumulate in float32 in input order.
 
+use kiln_tflite::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::lut::{checked_multiplier, scale_and_zero_point, walk_strided};
-use super::quant::{QuantizedMultiplier, load_q, multiply_by_quantized_multiplier, store_q};
+use super::common::lut::{checked_multiplier, scale_and_zero_point, walk_strided};
+use super::common::quant::{load_q, store_q};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::as_f32_mut;
@@ -199,8 +200,8 @@ impl OpKernel for Mean {
 
 #[cfg(test)]
 mod tests {
-    use super::super::quant::quantize_multiplier;
     use super::*;
+    use kiln_tflite::quant::quantize_multiplier;
 
     #[test]
     fn folding_the_count_divides() {

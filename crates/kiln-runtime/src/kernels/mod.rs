@@ -1,32 +1,57 @@
 //! Operator kernels. Each operator is prepared once at load time (inputs, types and shapes
 //! checked, parameters derived), then evaluated on every invoke without further checks.
+//!
+//! One file per operator (`<op>.rs`, all its element types); what several operators share
+//! lives in `common/` (broadcasting, dot products, fused activations, data-movement helpers,
+//! byte tables, pooling and convolution set-up, quantization parameters, the weighted
+//! operators' arithmetic); `op_kernel.rs` defines a kernel and what its `prepare` sees. This
+//! file is the module list and the registry.
+//!
+//! # Adding an operator
+//!
+//! 1. The format: the operator's code must be a `BuiltinOp` constant of kiln-tflite, and its
+//!    options (if any) a `BuiltinOptions` variant (add both to `schema/tflite.fbs`, run
+//!    `schema/regenerate.sh`, then list the name in `types.rs` and convert the options in
+//!    `read.rs` / `write.rs`).
+//! 2. A new file `kernels/<op>.rs`, opening with a doc comment that names the operator, the
+//!    element types it runs and any deviation from TFLite's reference kernel.
+//! 3. In it, `pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError>`: check arity,
+//!    options, types and shapes with `Prep`'s helpers (every problem a named error, never a
+//!    panic: files are untrusted), derive the parameters, declare the output shape
+//!    (`prep.set_output_shape`), and return a struct implementing [`OpKernel`] whose `eval`
+//!    does no further checking. Reuse `common/` rather than copying from a sibling.
+//! 4. Register it: `mod <op>;` below and one line `register(BuiltinOp::<OP>, <max version>,
+//!    <op>::prepare)` in [`REGISTRY`], the highest operator version whose semantics the
+//!    kernel implements.
+//! 5. Unit tests in the file (`common::testing::run` prepares and runs one kernel on
+//!    hand-built tensors), including the malformed inputs prepare must refuse.
+//! 6. A conformance fixture: a model using the operator, converted by TF's converter with
+//!    LiteRT's outputs, in `tests/fixtures/` (add it to `tests/fixtures/gen/generate.py`; see
+//!    `tests/fixtures/README.md`), float32 and int8 where the operator has both, so the
+//!    conformance tests compare the kernel with LiteRT's.
+
+mod common;
+mod op_kernel;
 
 mod add;
 mod average_pool_2d;
-mod binary;
 mod concatenation;
 mod conv_2d;
 mod densify;
 mod depth_to_space;
 mod depthwise_conv_2d;
 mod dequantize;
-mod dot;
 mod fully_connected;
-mod fused_activation;
 mod hard_swish;
-mod layout;
 mod leaky_relu;
 mod logistic;
-mod lut;
 mod max_pool_2d;
 mod mean;
 mod mul;
 mod pack;
 mod pad;
 mod padv2;
-mod pooling;
 mod prelu;
-pub mod quant;
 mod quantize;
 mod relu;
 mod reshape;
@@ -38,31 +63,13 @@ mod strided_slice;
 mod sub;
 mod tanh;
 mod transpose;
-mod weighted;
 
-use std::cell::RefCell;
+use kiln_tflite::{BuiltinOp, Operator, OperatorCode};
 
-use kiln_tflite::{BuiltinOp, Operator, OperatorCode, TensorType};
+pub use op_kernel::{In, Kernel, OpKernel, Out, Prep, Prepared};
 
 use crate::error::RuntimeError;
 use crate::tensor::TensorInfo;
-
-/// An input of an operator at eval time (`None` for an omitted optional input).
-pub struct In<'a> {
-    pub data: &'a [u8],
-}
-
-/// An output of an operator at eval time.
-pub struct Out<'a> {
-    pub data: &'a mut [u8],
-}
-
-/// A prepared operator: parameters derived once at load time, evaluated on every invoke.
-pub trait OpKernel: std::fmt::Debug + Send + Sync {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]);
-}
-
-pub type Kernel = Box<dyn OpKernel>;
 
 type PrepareFn = fn(&Prep<'_>) -> Result<Kernel, RuntimeError>;
 
@@ -75,183 +82,50 @@ struct Registration {
     prepare: PrepareFn,
 }
 
+const fn register(op: BuiltinOp, max_version: i32, prepare: PrepareFn) -> Registration {
+    Registration {
+        op,
+        max_version,
+        prepare,
+    }
+}
+
 const REGISTRY: &[Registration] = &[
-    Registration {
-        op: BuiltinOp::QUANTIZE,
-        max_version: 3,
-        prepare: quantize::prepare,
-    },
-    Registration {
-        op: BuiltinOp::DEQUANTIZE,
-        max_version: 6,
-        prepare: dequantize::prepare,
-    },
-    Registration {
-        op: BuiltinOp::AVERAGE_POOL_2D,
-        max_version: 3,
-        prepare: average_pool_2d::prepare,
-    },
-    Registration {
-        op: BuiltinOp::ADD,
-        max_version: 5,
-        prepare: add::prepare,
-    },
-    Registration {
-        op: BuiltinOp::SUB,
-        max_version: 5,
-        prepare: sub::prepare,
-    },
-    Registration {
-        op: BuiltinOp::MUL,
-        max_version: 7,
-        prepare: mul::prepare,
-    },
-    Registration {
-        op: BuiltinOp::CONV_2D,
-        max_version: 8,
-        prepare: conv_2d::prepare,
-    },
-    Registration {
-        op: BuiltinOp::DEPTHWISE_CONV_2D,
-        max_version: 7,
-        prepare: depthwise_conv_2d::prepare,
-    },
-    Registration {
-        op: BuiltinOp::FULLY_CONNECTED,
-        max_version: 13,
-        prepare: fully_connected::prepare,
-    },
-    Registration {
-        op: BuiltinOp::MAX_POOL_2D,
-        max_version: 3,
-        prepare: max_pool_2d::prepare,
-    },
-    Registration {
-        op: BuiltinOp::RESHAPE,
-        max_version: 1,
-        prepare: reshape::prepare,
-    },
-    Registration {
-        op: BuiltinOp::SHAPE,
-        max_version: 1,
-        prepare: shape::prepare,
-    },
+    register(BuiltinOp::QUANTIZE, 3, quantize::prepare),
+    register(BuiltinOp::DEQUANTIZE, 6, dequantize::prepare),
+    register(BuiltinOp::AVERAGE_POOL_2D, 3, average_pool_2d::prepare),
+    register(BuiltinOp::ADD, 5, add::prepare),
+    register(BuiltinOp::SUB, 5, sub::prepare),
+    register(BuiltinOp::MUL, 7, mul::prepare),
+    register(BuiltinOp::CONV_2D, 8, conv_2d::prepare),
+    register(BuiltinOp::DEPTHWISE_CONV_2D, 7, depthwise_conv_2d::prepare),
+    register(BuiltinOp::FULLY_CONNECTED, 13, fully_connected::prepare),
+    register(BuiltinOp::MAX_POOL_2D, 3, max_pool_2d::prepare),
+    register(BuiltinOp::RESHAPE, 1, reshape::prepare),
+    register(BuiltinOp::SHAPE, 1, shape::prepare),
     // Data-movement operators.
-    Registration {
-        op: BuiltinOp::SQUEEZE,
-        max_version: 2,
-        prepare: squeeze::prepare,
-    },
-    Registration {
-        op: BuiltinOp::TRANSPOSE,
-        max_version: 9,
-        prepare: transpose::prepare,
-    },
-    Registration {
-        op: BuiltinOp::STRIDED_SLICE,
-        max_version: 8,
-        prepare: strided_slice::prepare,
-    },
-    Registration {
-        op: BuiltinOp::PACK,
-        max_version: 5,
-        prepare: pack::prepare,
-    },
-    Registration {
-        op: BuiltinOp::CONCATENATION,
-        max_version: 7,
-        prepare: concatenation::prepare,
-    },
-    Registration {
-        op: BuiltinOp::PAD,
-        max_version: 6,
-        prepare: pad::prepare,
-    },
-    Registration {
-        op: BuiltinOp::PADV2,
-        max_version: 6,
-        prepare: padv2::prepare,
-    },
-    Registration {
-        op: BuiltinOp::DEPTH_TO_SPACE,
-        max_version: 2,
-        prepare: depth_to_space::prepare,
-    },
-    Registration {
-        op: BuiltinOp::DENSIFY,
-        max_version: 1,
-        prepare: densify::prepare,
-    },
+    register(BuiltinOp::SQUEEZE, 2, squeeze::prepare),
+    register(BuiltinOp::TRANSPOSE, 9, transpose::prepare),
+    register(BuiltinOp::STRIDED_SLICE, 8, strided_slice::prepare),
+    register(BuiltinOp::PACK, 5, pack::prepare),
+    register(BuiltinOp::CONCATENATION, 7, concatenation::prepare),
+    register(BuiltinOp::PAD, 6, pad::prepare),
+    register(BuiltinOp::PADV2, 6, padv2::prepare),
+    register(BuiltinOp::DEPTH_TO_SPACE, 2, depth_to_space::prepare),
+    register(BuiltinOp::DENSIFY, 1, densify::prepare),
     // Activations, SOFTMAX, MEAN and RESIZE_BILINEAR.
-    Registration {
-        op: BuiltinOp::HARD_SWISH,
-        max_version: 1,
-        prepare: hard_swish::prepare,
-    },
-    Registration {
-        op: BuiltinOp::LEAKY_RELU,
-        max_version: 2,
-        prepare: leaky_relu::prepare,
-    },
-    Registration {
-        op: BuiltinOp::LOGISTIC,
-        max_version: 3,
-        prepare: logistic::prepare,
-    },
-    Registration {
-        op: BuiltinOp::MEAN,
-        max_version: 3,
-        prepare: mean::prepare,
-    },
-    Registration {
-        op: BuiltinOp::PRELU,
-        max_version: 1,
-        prepare: prelu::prepare,
-    },
-    Registration {
-        op: BuiltinOp::RELU,
-        max_version: 3,
-        prepare: relu::prepare_relu,
-    },
-    Registration {
-        op: BuiltinOp::RELU6,
-        max_version: 3,
-        prepare: relu::prepare_relu6,
-    },
-    Registration {
-        op: BuiltinOp::RELU_N1_TO_1,
-        max_version: 1,
-        prepare: relu::prepare_relu_n1_to_1,
-    },
-    Registration {
-        op: BuiltinOp::RESIZE_BILINEAR,
-        max_version: 4,
-        prepare: resize_bilinear::prepare,
-    },
-    Registration {
-        op: BuiltinOp::SOFTMAX,
-        max_version: 4,
-        prepare: softmax::prepare,
-    },
-    Registration {
-        op: BuiltinOp::TANH,
-        max_version: 3,
-        prepare: tanh::prepare,
-    },
+    register(BuiltinOp::HARD_SWISH, 1, hard_swish::prepare),
+    register(BuiltinOp::LEAKY_RELU, 2, leaky_relu::prepare),
+    register(BuiltinOp::LOGISTIC, 3, logistic::prepare),
+    register(BuiltinOp::MEAN, 3, mean::prepare),
+    register(BuiltinOp::PRELU, 1, prelu::prepare),
+    register(BuiltinOp::RELU, 3, relu::prepare_relu),
+    register(BuiltinOp::RELU6, 3, relu::prepare_relu6),
+    register(BuiltinOp::RELU_N1_TO_1, 1, relu::prepare_relu_n1_to_1),
+    register(BuiltinOp::RESIZE_BILINEAR, 4, resize_bilinear::prepare),
+    register(BuiltinOp::SOFTMAX, 4, softmax::prepare),
+    register(BuiltinOp::TANH, 3, tanh::prepare),
 ];
-
-/// What preparing an operator decided: its kernel and the shape (and, for operators whose
-/// result is known before running, like SHAPE, the value) of each output.
-pub struct Prepared {
-    pub kernel: Kernel,
-    pub outputs: Vec<PreparedOutput>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct PreparedOutput {
-    pub shape: Option<Vec<usize>>,
-    pub value: Option<Vec<u8>>,
-}
 
 /// Prepares operator `op_index` for execution, or names why it cannot run. `values` holds
 /// the bytes of every tensor whose value is known before running (small integer constants
@@ -264,16 +138,15 @@ pub fn prepare(
     values: &[Option<Vec<u8>>],
     constants: &[Option<&[u8]>],
 ) -> Result<Prepared, RuntimeError> {
-    let prep = Prep {
+    let prep = Prep::new(
         op_index,
-        name: operator_name(code),
-        version: code.version,
+        operator_name(code),
+        code.version,
         op,
         tensors,
         values,
         constants,
-        outputs: RefCell::new(vec![PreparedOutput::default(); op.outputs.len()]),
-    };
+    );
     if code.builtin == BuiltinOp::CUSTOM {
         return Err(prep.unsupported("custom operators are not supported"));
     }
@@ -306,7 +179,7 @@ pub fn prepare(
     let kernel = (registration.prepare)(&prep)?;
     Ok(Prepared {
         kernel,
-        outputs: prep.outputs.into_inner(),
+        outputs: prep.into_outputs(),
     })
 }
 
@@ -314,173 +187,5 @@ pub fn operator_name(code: &OperatorCode) -> String {
     match (&code.custom_code, code.builtin) {
         (Some(custom), BuiltinOp::CUSTOM) => format!("CUSTOM '{custom}'"),
         (_, builtin) => builtin.name(),
-    }
-}
-
-/// What a kernel's `prepare` sees, with helpers that turn problems into named errors.
-pub struct Prep<'a> {
-    pub op_index: usize,
-    pub name: String,
-    pub version: i32,
-    pub op: &'a Operator,
-    pub tensors: &'a [TensorInfo],
-    values: &'a [Option<Vec<u8>>],
-    /// The file's constant data, per tensor (borrowed, never copied).
-    constants: &'a [Option<&'a [u8]>],
-    outputs: RefCell<Vec<PreparedOutput>>,
-}
-
-impl<'a> Prep<'a> {
-    pub fn bad(&self, reason: &str) -> RuntimeError {
-        RuntimeError::BadOperator {
-            op_index: self.op_index,
-            name: self.name.clone(),
-            reason: reason.into(),
-        }
-    }
-
-    pub fn unsupported(&self, reason: &str) -> RuntimeError {
-        RuntimeError::Unsupported {
-            op_index: self.op_index,
-            name: self.name.clone(),
-            version: self.version,
-            reason: reason.into(),
-        }
-    }
-
-    pub fn expect_arity(
-        &self,
-        inputs: std::ops::RangeInclusive<usize>,
-        outputs: usize,
-    ) -> Result<(), RuntimeError> {
-        if !inputs.contains(&self.op.inputs.len()) || self.op.outputs.len() != outputs {
-            return Err(self.bad(&format!(
-                "expects {}..={} inputs and {outputs} output(s), has {} and {}",
-                inputs.start(),
-                inputs.end(),
-                self.op.inputs.len(),
-                self.op.outputs.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Input `i`, or `None` when it is omitted (index −1 or beyond the list).
-    pub fn optional_input(&self, i: usize) -> Option<&'a TensorInfo> {
-        let index = *self.op.inputs.get(i)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|index| self.tensors.get(index))
-    }
-
-    pub fn input(&self, i: usize) -> Result<&'a TensorInfo, RuntimeError> {
-        self.optional_input(i)
-            .ok_or_else(|| self.bad(&format!("input {i} is missing")))
-    }
-
-    pub fn output(&self, i: usize) -> Result<&'a TensorInfo, RuntimeError> {
-        let index = self
-            .op
-            .outputs
-            .get(i)
-            .and_then(|&t| usize::try_from(t).ok());
-        index
-            .and_then(|t| self.tensors.get(t))
-            .ok_or_else(|| self.bad(&format!("output {i} is missing")))
-    }
-
-    pub fn require_type(
-        &self,
-        tensor: &TensorInfo,
-        allowed: &[TensorType],
-    ) -> Result<(), RuntimeError> {
-        if allowed.contains(&tensor.dtype) {
-            return Ok(());
-        }
-        let allowed: Vec<String> = allowed.iter().map(|t| t.name()).collect();
-        Err(self.unsupported(&format!(
-            "tensor '{}' has type {}; this kernel supports {}",
-            tensor.name,
-            tensor.dtype,
-            allowed.join(", ")
-        )))
-    }
-
-    pub fn require_rank(&self, tensor: &TensorInfo, rank: usize) -> Result<(), RuntimeError> {
-        if tensor.shape.len() != rank {
-            return Err(self.bad(&format!(
-                "tensor '{}' has shape {:?}; expected rank {rank}",
-                tensor.name, tensor.shape
-            )));
-        }
-        Ok(())
-    }
-
-    /// The bytes of input `i` when known before running (a constant, or computed at prepare).
-    pub fn input_value(&self, i: usize) -> Option<&'a [u8]> {
-        let index = usize::try_from(*self.op.inputs.get(i)?).ok()?;
-        self.values
-            .get(index)?
-            .as_deref()
-            .or_else(|| self.constants.get(index).copied().flatten())
-    }
-
-    /// Input `i` as int32 values known before running (shapes, axes, paddings, ...).
-    pub fn input_i32s(&self, i: usize) -> Result<Option<Vec<i32>>, RuntimeError> {
-        let Some(info) = self.optional_input(i) else {
-            return Ok(None);
-        };
-        let Some(bytes) = self.input_value(i) else {
-            return Ok(None);
-        };
-        match info.dtype {
-            TensorType::Int32 => Ok(Some(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            )),
-            TensorType::Int64 => bytes
-                .chunks_exact(8)
-                .map(|b| {
-                    let v = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-                    i32::try_from(v)
-                        .map_err(|_| self.bad(&format!("input {i} holds {v}, out of range")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            other => Err(self.bad(&format!(
-                "input {i} ('{}') must be INT32 or INT64, is {other}",
-                info.name
-            ))),
-        }
-    }
-
-    /// Declares output `i`'s shape (operators compute their output shapes, as in TFLite).
-    pub fn set_output_shape(&self, i: usize, shape: Vec<usize>) {
-        if let Some(out) = self.outputs.borrow_mut().get_mut(i) {
-            out.shape = Some(shape);
-        }
-    }
-
-    /// Declares output `i`'s value, known before running.
-    pub fn set_output_value(&self, i: usize, value: Vec<u8>) {
-        if let Some(out) = self.outputs.borrow_mut().get_mut(i) {
-            out.value = Some(value);
-        }
-    }
-
-    pub fn require_shape(
-        &self,
-        tensor: &TensorInfo,
-        expected: &[usize],
-    ) -> Result<(), RuntimeError> {
-        if tensor.shape != expected {
-            return Err(self.bad(&format!(
-                "tensor '{}' has shape {:?}; the operator computes {:?}",
-                tensor.name, tensor.shape, expected
-            )));
-        }
-        Ok(())
     }
 }

@@ -1,12 +1,15 @@
 //! MUL: element-wise a × b with broadcasting and a fused activation; float32, int32, and
 //! int8/uint8 (one requantization of the product by input1 × input2 / output scale).
 
-use super::binary::{Broadcast, ElementwiseType, eval_float, eval_int32, prepare_elementwise};
-use super::fused_activation::FloatClamp;
-use super::quant::{
-    QuantizedMultiplier, activation_range, load_q, multiply_by_quantized_multiplier, per_tensor,
-    quantize_multiplier,
+use kiln_tflite::quant::{
+    QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier,
 };
+
+use super::common::binary::{
+    Broadcast, ElementwiseType, eval_float, eval_int32, prepare_elementwise,
+};
+use super::common::fused_activation::FloatClamp;
+use super::common::quant::{activation_range, load_q, per_tensor};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 

@@ -4,7 +4,7 @@
 
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::layout::{
+use super::common::layout::{
     element_size, fold_known_output, interleave, normalize_axis, per_tensor_params, present,
     require_same_type,
 };
@@ -79,7 +79,7 @@ impl OpKernel for Pack {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::testing::{i32s, quantized, run, tensor};
+    use super::super::common::testing::{i32s, quantized, run, tensor};
     use super::*;
 
     fn options(count: i32, axis: i32) -> BuiltinOptions {

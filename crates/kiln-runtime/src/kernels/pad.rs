@@ -6,7 +6,7 @@
 
 use kiln_tflite::TensorType;
 
-use super::layout::{
+use super::common::layout::{
     checked_elements, element_size, fold_known_output, known_i32s, per_tensor_params,
     require_same_type, strides,
 };
@@ -208,9 +208,9 @@ mod tests {
 
     use kiln_tflite::BuiltinOptions;
 
-    use super::super::layout::testing::{constant, i32s, quantized, run, tensor};
+    use super::super::common::testing::{constant, i32s, quantized, run, tensor};
 
-    fn paddings(values: &[i32]) -> super::super::layout::testing::Tensor {
+    fn paddings(values: &[i32]) -> super::super::common::testing::Tensor {
         let mut t = i32s(values);
         t.info.shape = vec![values.len() / 2, 2];
         t

@@ -8,9 +8,10 @@
 //! PreluPrepare computes them).
 
 use kiln_tflite::TensorType;
+use kiln_tflite::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
 
-use super::lut::{checked_multiplier, scale_and_zero_point, walk_strided};
-use super::quant::{QuantizedMultiplier, load_q, multiply_by_quantized_multiplier, store_q};
+use super::common::lut::{checked_multiplier, scale_and_zero_point, walk_strided};
+use super::common::quant::{load_q, store_q};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};

@@ -2,11 +2,11 @@
 //! reference AffineQuantize), and 8/16-bit → 8-bit requantization (e.g. int8 ↔ uint8 model I/O).
 
 use kiln_tflite::TensorType;
-
-use super::quant::{
-    QuantizedMultiplier, multiply_by_quantized_multiplier, per_tensor, quantize_multiplier,
-    type_range,
+use kiln_tflite::quant::{
+    QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier,
 };
+
+use super::common::quant::{per_tensor, type_range};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::as_f32;

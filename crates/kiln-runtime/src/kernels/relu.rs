@@ -4,9 +4,9 @@
 //! `clamp(out_zp + MultiplyByQuantizedMultiplier(q - in_zp, in_scale / out_scale))`.
 
 use kiln_tflite::TensorType;
+use kiln_tflite::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
 
-use super::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
-use super::quant::{QuantizedMultiplier, multiply_by_quantized_multiplier};
+use super::common::lut::{ByteTable, FloatMap, checked_multiplier, scale_and_zero_point, unary};
 use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 
@@ -88,8 +88,8 @@ fn table(
 
 #[cfg(test)]
 mod tests {
-    use super::super::quant::quantize_multiplier;
     use super::*;
+    use kiln_tflite::quant::quantize_multiplier;
 
     #[test]
     fn same_scale_relu_is_a_clamp_at_the_zero_point() {

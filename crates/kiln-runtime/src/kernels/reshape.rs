@@ -3,13 +3,9 @@
 
 use kiln_tflite::BuiltinOptions;
 
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::common::layout::CopyBytes;
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
-
-#[derive(Debug)]
-struct Reshape {
-    bytes: usize,
-}
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     prep.expect_arity(1..=2, 1)?;
@@ -42,7 +38,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     };
     let shape = resolve(prep, &target, input.num_elements())?;
     prep.set_output_shape(0, shape);
-    Ok(Box::new(Reshape {
+    Ok(Box::new(CopyBytes {
         bytes: input.byte_size(),
     }))
 }
@@ -77,20 +73,11 @@ fn resolve(prep: &Prep<'_>, target: &[i32], elements: usize) -> Result<Vec<usize
     Ok(shape)
 }
 
-impl OpKernel for Reshape {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        outputs[0].data[..self.bytes].copy_from_slice(&input.data[..self.bytes]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use kiln_tflite::TensorType;
 
-    use super::super::layout::testing::{i32s, run, tensor};
+    use super::super::common::testing::{i32s, run, tensor};
     use super::*;
 
     fn reshape(target: &[i32]) -> Result<Vec<usize>, RuntimeError> {

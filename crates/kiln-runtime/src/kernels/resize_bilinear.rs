@@ -268,7 +268,7 @@ impl OpKernel for ResizeBilinear {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::testing::{i32s, run, tensor};
+    use super::super::common::testing::{i32s, run, tensor};
     use super::*;
 
     /// Fuzzer finding: an input of height 0 made prepare clamp taps to [0, -1] and panic.

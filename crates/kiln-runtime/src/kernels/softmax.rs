@@ -8,13 +8,13 @@
 //! nothing. int8 outputs must be quantized with scale 1/256 and zero point −128 (as the
 //! reference Prepare requires); uint8 outputs are written on scale 1/256, zero point 0.
 
+use kiln_tflite::quant::{
+    quantize_multiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
+};
 use kiln_tflite::{BuiltinOptions, TensorType};
 
-use super::lut::scale_and_zero_point;
-use super::quant::{
-    load_q, quantize_multiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
-    store_q,
-};
+use super::common::lut::scale_and_zero_point;
+use super::common::quant::{load_q, store_q};
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut};

@@ -3,17 +3,14 @@
 
 use kiln_tflite::BuiltinOptions;
 
-use super::layout::{ANY_FIXED_SIZE, element_size, fold_known_output, require_same_type};
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::common::layout::{
+    ANY_FIXED_SIZE, CopyBytes, element_size, fold_known_output, require_same_type,
+};
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 
 /// TFLite's limit on the input rank.
 const MAX_RANK: usize = 8;
-
-#[derive(Debug)]
-struct Squeeze {
-    bytes: usize,
-}
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     prep.expect_arity(1..=1, 1)?;
@@ -55,7 +52,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         .filter(|&(_, &s)| !s)
         .map(|(&d, _)| d)
         .collect();
-    let kernel = Squeeze {
+    let kernel = CopyBytes {
         bytes: input.byte_size(),
     };
     fold_known_output(prep, &kernel, &shape);
@@ -63,20 +60,11 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     Ok(Box::new(kernel))
 }
 
-impl OpKernel for Squeeze {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        outputs[0].data[..self.bytes].copy_from_slice(&input.data[..self.bytes]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use kiln_tflite::TensorType;
 
-    use super::super::layout::testing::{run, tensor};
+    use super::super::common::testing::{run, tensor};
     use super::*;
 
     fn squeeze(shape: &[usize], dims: &[i32]) -> Result<Vec<usize>, RuntimeError> {

@@ -11,19 +11,14 @@
 
 use kiln_tflite::{BuiltinOptions, StridedSliceOptions, TensorType};
 
-use super::layout::{
+use super::common::layout::{
     ANY_FIXED_SIZE, Gather, element_size, fold_known_output, known_i32s, require_same_type, strides,
 };
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 
 /// TFLite's limit on the number of begin/end/stride entries.
 const MAX_SPEC: usize = 31;
-
-#[derive(Debug)]
-struct StridedSlice {
-    gather: Gather,
-}
 
 /// One dimension of the input after new axes are inserted, with its slice spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -208,10 +203,9 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     };
     let gather = Gather::new(elem, first, &dims, input.num_elements())
         .ok_or_else(|| prep.bad("slice reads outside the input"))?;
-    let kernel = StridedSlice { gather };
-    fold_known_output(prep, &kernel, &shape);
+    fold_known_output(prep, &gather, &shape);
     prep.set_output_shape(0, shape);
-    Ok(Box::new(kernel))
+    Ok(Box::new(gather))
 }
 
 /// Expands the spec against the input: the ellipsis becomes the dimensions no other entry
@@ -301,20 +295,11 @@ fn effective_axes(
     Ok(axes)
 }
 
-impl OpKernel for StridedSlice {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        self.gather.copy(input.data, outputs[0].data);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use kiln_tflite::{BuiltinOptions, StridedSliceOptions, TensorType};
 
-    use super::super::layout::testing::{Run, constant, i32s, run, tensor};
+    use super::super::common::testing::{Run, constant, i32s, run, tensor};
     use super::prepare;
     use crate::error::RuntimeError;
 
@@ -531,7 +516,7 @@ mod tests {
 mod cross_check {
     use kiln_tflite::{BuiltinOptions, StridedSliceOptions, TensorType};
 
-    use super::super::layout::testing::{i32s, run, tensor};
+    use super::super::common::testing::{i32s, run, tensor};
     use super::prepare;
 
     struct Params {

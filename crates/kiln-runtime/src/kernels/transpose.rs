@@ -3,19 +3,14 @@
 
 use kiln_tflite::TensorType;
 
-use super::layout::{
+use super::common::layout::{
     ANY_FIXED_SIZE, Gather, element_size, fold_known_output, known_i32s, require_same_type, strides,
 };
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::{Kernel, Prep};
 use crate::error::RuntimeError;
 
 /// TFLite's limit on the rank (kTransposeMaxDimensions).
 const MAX_RANK: usize = 8;
-
-#[derive(Debug)]
-struct Transpose {
-    gather: Gather,
-}
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     prep.expect_arity(2..=2, 1)?;
@@ -43,10 +38,9 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         .collect();
     let gather = Gather::new(elem, 0, &dims, input.num_elements())
         .ok_or_else(|| prep.bad("permutation reads outside the input"))?;
-    let kernel = Transpose { gather };
-    fold_known_output(prep, &kernel, &shape);
+    fold_known_output(prep, &gather, &shape);
     prep.set_output_shape(0, shape);
-    Ok(Box::new(kernel))
+    Ok(Box::new(gather))
 }
 
 /// Normalizes negative entries and checks that every dimension appears exactly once.
@@ -70,20 +64,11 @@ fn permutation(prep: &Prep<'_>, values: &[i32], rank: usize) -> Result<Vec<usize
     Ok(perm)
 }
 
-impl OpKernel for Transpose {
-    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
-        let Some(input) = &inputs[0] else {
-            unreachable!("prepared")
-        };
-        self.gather.copy(input.data, outputs[0].data);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use kiln_tflite::BuiltinOptions;
 
-    use super::super::layout::testing::{i32s, run, tensor};
+    use super::super::common::testing::{i32s, run, tensor};
     use super::*;
 
     fn transpose(shape: &[usize], perm: &[i32]) -> Result<(Vec<usize>, Vec<u8>), RuntimeError> {

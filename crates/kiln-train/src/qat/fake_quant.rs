@@ -2,7 +2,7 @@
 //! with straight-through gradients in the backward pass.
 
 use burn::prelude::*;
-use kiln_export::QParams;
+use kiln_tflite::quant::QParams;
 
 /// Round half away from zero, as TFLite's quantizer does (Burn's `round` goes to even).
 pub(super) fn round_half_away<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -52,7 +52,7 @@ pub fn fake_quant_symmetric<const D: usize>(
 #[cfg(test)]
 mod tests {
     use burn::tensor::Distribution;
-    use kiln_export::{Range, asymmetric_int8_params, quantize_symmetric};
+    use kiln_tflite::quant::{Range, asymmetric_int8_params, quantize_symmetric};
 
     use super::*;
 

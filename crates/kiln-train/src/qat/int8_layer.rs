@@ -1,9 +1,8 @@
 //! QAT's inference, layer by layer as the int8 kernels compute it.
 
 use burn::prelude::*;
-use kiln_export::QParams;
 use kiln_nn::LayerKind;
-use kiln_runtime::{QuantizedMultiplier, multiply_by_quantized_multiplier, quantize_multiplier};
+use kiln_tflite::quant::{QParams, Rescale};
 
 /// A conv or dense layer as its int8 kernel computes it, dequantized: the weights and the
 /// bias rounded as the exporter rounds them (in f64, from the same f32 values), the int32
@@ -46,7 +45,7 @@ pub(super) fn int8_layer<const D: usize, const O: usize>(
         })
         .collect();
     // The file stores each scale as f32; the kernels derive everything from those.
-    let stored: Vec<f64> = scales.iter().map(|&s| f64::from(s as f32)).collect();
+    let stored: Vec<f32> = scales.iter().map(|&s| s as f32).collect();
     let input_scale = f64::from(input.scale);
     let integer_bias = match bias {
         Some(bias) => {
@@ -55,7 +54,7 @@ pub(super) fn int8_layer<const D: usize, const O: usize>(
                 .iter()
                 .enumerate()
                 .map(|(c, &v)| {
-                    let scale = input_scale * stored[if channels == 1 { 0 } else { c }];
+                    let scale = input_scale * f64::from(stored[if channels == 1 { 0 } else { c }]);
                     (f64::from(v) / scale).round() as f32
                 })
                 .collect();
@@ -75,12 +74,13 @@ pub(super) fn int8_layer<const D: usize, const O: usize>(
     let out_channels = shape.get(1).copied().unwrap_or(1).max(1);
     let per_position: usize = shape[2..].iter().product::<usize>().max(1);
     let output_scale = f64::from(output.scale);
-    let rescale: Vec<f64> = stored
-        .iter()
-        .map(|&s| input_scale * s / output_scale)
-        .collect();
-    let multipliers: Vec<QuantizedMultiplier> =
-        rescale.iter().map(|&m| quantize_multiplier(m)).collect();
+    // The kernel's own requantization: fixed point for convolutions, double precision for
+    // FULLY_CONNECTED.
+    let double_precision = match kind {
+        LayerKind::Convolution => false,
+        LayerKind::Dense => true,
+    };
+    let rescale = Rescale::new(double_precision, input.scale, &stored, output.scale);
     let dequantized: Vec<f32> = acc
         .iter()
         .enumerate()
@@ -90,11 +90,7 @@ pub(super) fn int8_layer<const D: usize, const O: usize>(
             } else {
                 (i / per_position) % out_channels
             };
-            let a = a as i32;
-            let q = match kind {
-                LayerKind::Convolution => multiply_by_quantized_multiplier(a, multipliers[c]),
-                LayerKind::Dense => (f64::from(a) * rescale[c]).round() as i32,
-            };
+            let q = rescale.apply(a as i32, c);
             (f64::from(q) * output_scale) as f32
         })
         .collect();

@@ -7,7 +7,7 @@
 //! - weights (BatchNorm folded in, see kiln-nn's `conv_bn_hooked`): symmetric, [−127, 127],
 //!   one scale max|w|/127 per output channel (convolutions, depthwise and dense layers);
 //! - activations: asymmetric per tensor, [−128, 127], with the parameters kiln-export derives
-//!   from a range ([`kiln_export::asymmetric_int8_params`]); each range is an exponential
+//!   from a range ([`kiln_tflite::quant::asymmetric_int8_params`]); each range is an exponential
 //!   moving average of the training batches' min and max, started at the first batch's.
 //!
 //! Gradients pass straight through the rounding (the straight-through estimator), and are
@@ -22,10 +22,10 @@ use std::cell::RefCell;
 
 use burn::module::RunningState;
 use burn::prelude::*;
-use kiln_export::{QParams, Range, asymmetric_int8_params};
 use kiln_nn::{
     BatchNormMode, Classifier, LayerCall, LowerError, QuantHooks, QuantizableClassifier,
 };
+use kiln_tflite::quant::{QParams, Range, asymmetric_int8_params};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -418,70 +418,12 @@ fn model_device<M: Module>(model: &M) -> Option<Device> {
 #[cfg(test)]
 mod tests {
     use burn::tensor::Distribution;
-    use kiln_export::{Int8Options, TensorRanges, quantize_int8};
-    use kiln_nn::{EfficientNetLiteConfig, SmallCnnConfig};
+    use kiln_nn::SmallCnnConfig;
 
     use super::*;
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    /// Trains `qat` a few steps on noise so every observer sees batches.
-    fn observe<M: QuantizableClassifier + burn::module::ModuleDisplay>(
-        qat: &Qat<M>,
-        input: [usize; 3],
-        steps: usize,
-    ) -> Vec<Tensor<2>> {
-        let [h, w, c] = input;
-        let device = Device::flex().autodiff();
-        (0..steps)
-            .map(|_| {
-                qat.forward(Tensor::random(
-                    [4, c, h, w],
-                    Distribution::Uniform(-1.0, 1.0),
-                    &device,
-                ))
-            })
-            .collect()
-    }
-
-    /// The observed activations are exactly the tensors the int8 exporter needs ranges for.
-    fn ranges_cover_the_lowered_graph<M: QuantizableClassifier + burn::module::ModuleDisplay>(
-        model: M,
-        input: [usize; 3],
-    ) {
-        let qat = Qat::new(model, QatSettings::default(), input, &Device::flex()).unwrap();
-        observe(&qat, input, 2);
-        let lowered = qat.lower("qat").unwrap();
-        let tensors = &lowered.subgraphs[0].tensors;
-        let mut ranges = TensorRanges::new(tensors.len());
-        for (name, range) in qat.ranges() {
-            let index = tensors
-                .iter()
-                .position(|t| t.name == name)
-                .unwrap_or_else(|| panic!("observed '{name}' is not a tensor of the graph"));
-            ranges.set(index, range);
-        }
-        quantize_int8(&lowered, &ranges, &Int8Options::default())
-            .expect("every int8 activation has a QAT range");
-        assert_eq!(qat.steps(), 2);
-    }
-
-    #[test]
-    fn small_cnn_observers_match_its_lowered_tensors() {
-        let device = Device::flex().autodiff();
-        let model = SmallCnnConfig::new([12, 12, 1], 3).init(&device).unwrap();
-        ranges_cover_the_lowered_graph(model, [12, 12, 1]);
-    }
-
-    #[test]
-    fn efficientnet_lite_observers_match_its_lowered_tensors() {
-        let device = Device::flex().autodiff();
-        let model = EfficientNetLiteConfig::new([32, 32, 3], 4)
-            .init(&device)
-            .unwrap();
-        ranges_cover_the_lowered_graph(model, [32, 32, 3]);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use kiln_tflite::Activation;
 
-use super::Prep;
 use crate::error::RuntimeError;
+use crate::kernels::Prep;
 
 #[derive(Clone, Copy, Debug)]
 pub struct FloatClamp {

@@ -1,7 +1,8 @@
 //! Symmetric int8 weights, the TFLite quantization spec for constant filters: values in
 //! [−127, 127] (the narrow range keeps the grid symmetric around 0, which the optimized
 //! kernels rely on), zero point 0, one scale per output channel (or one per tensor). Shared by
-//! the dynamic-range and full-int8 variants.
+//! the exporter's dynamic-range and full-int8 variants, and the grid QAT's fake quantization
+//! rounds weights to.
 
 /// Quantized weights: `values` in the tensor's layout, one scale per channel (or one).
 #[derive(Clone, Debug, PartialEq)]

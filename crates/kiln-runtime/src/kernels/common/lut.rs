@@ -6,8 +6,8 @@
 
 use kiln_tflite::TensorType;
 
-use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
+use crate::kernels::{In, Kernel, OpKernel, Out, Prep};
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut};
 
 /// Checks one input and one output of the same type and gives the output the input's shape
@@ -175,8 +175,8 @@ pub fn checked_multiplier(
     prep: &Prep<'_>,
     what: &str,
     real: f64,
-) -> Result<super::quant::QuantizedMultiplier, RuntimeError> {
-    let m = super::quant::quantize_multiplier(real);
+) -> Result<kiln_tflite::quant::QuantizedMultiplier, RuntimeError> {
+    let m = kiln_tflite::quant::quantize_multiplier(real);
     if !real.is_finite() || m.shift > 30 || m.shift < -31 {
         return Err(prep.unsupported(&format!(
             "the {what} rescaling factor {real} is out of the range TFLite's fixed-point kernels support"

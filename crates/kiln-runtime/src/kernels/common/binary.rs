@@ -2,15 +2,15 @@
 //! broadcasting and the quantized rescaling ADD and SUB use (inputs brought to a common
 //! scale with a left shift of 20, as TFLite's reference kernels do).
 
+use kiln_tflite::quant::{
+    QuantizedMultiplier, multiply_by_quantized_multiplier_smaller_than_one, quantize_multiplier,
+};
 use kiln_tflite::{Activation, BuiltinOptions, TensorType};
 
 use super::fused_activation::FloatClamp;
-use super::quant::{
-    QuantizedMultiplier, activation_range, load_q,
-    multiply_by_quantized_multiplier_smaller_than_one, per_tensor, quantize_multiplier,
-};
-use super::{In, Out, Prep};
+use super::quant::{activation_range, load_q, per_tensor};
 use crate::error::RuntimeError;
+use crate::kernels::{In, Out, Prep};
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut};
 
 /// For each output element, the indices of the two inputs it combines (NumPy broadcasting),

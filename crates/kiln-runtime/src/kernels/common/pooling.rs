@@ -1,28 +1,92 @@
-//! What AVERAGE_POOL_2D and MAX_POOL_2D share: the window geometry (padded cells are never
-//! part of a window, as in TFLite) and the per-type output clamp.
+//! What AVERAGE_POOL_2D and MAX_POOL_2D share: the whole kernel but the reduction of a window.
+//! [`prepare`] checks the operator and derives the window geometry (padded cells are never
+//! part of a window, as in TFLite) and the per-type output clamp; the kernel walks the windows
+//! and clamps what the operator's [`Reduce`] makes of each.
 
 use kiln_tflite::{BuiltinOptions, TensorType, window};
 
-use super::Prep;
 use super::fused_activation::FloatClamp;
-use super::quant::{activation_range, per_tensor};
+use super::quant::{activation_range, load_q, per_tensor};
 use crate::error::RuntimeError;
+use crate::kernels::{In, Kernel, OpKernel, Out, Prep};
+use crate::tensor::{as_f32, as_f32_mut};
+
+/// How a pooling operator reduces one window of one output pixel, before the clamp.
+pub trait Reduce: std::fmt::Debug + Send + Sync + 'static {
+    /// Float32: `out` (the output pixel's channels) from the input pixels `cells`, each
+    /// `out.len()` channels of `input`.
+    fn float(&self, input: &[f32], cells: &[usize], out: &mut [f32]);
+
+    /// 8-bit: one channel's value from the input pixels `cells`, whose values in that channel
+    /// `value` reads; `low` is the lower bound of the output's range.
+    fn quantized(&self, cells: &[usize], value: impl Fn(usize) -> i32, low: i32) -> i32;
+}
+
+/// Prepares a pooling operator that reduces each window with `reduce`.
+pub fn prepare<R: Reduce>(prep: &Prep<'_>, reduce: R) -> Result<Kernel, RuntimeError> {
+    let (geometry, arithmetic) = PoolGeometry::prepare(prep)?;
+    Ok(Box::new(Pool {
+        geometry,
+        arithmetic,
+        reduce,
+    }))
+}
 
 #[derive(Debug)]
-pub struct PoolGeometry {
-    pub batches: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub channels: usize,
-    pub out_h: usize,
-    pub out_w: usize,
+struct Pool<R> {
+    geometry: PoolGeometry,
+    arithmetic: PoolArithmetic,
+    reduce: R,
+}
+
+impl<R: Reduce> OpKernel for Pool<R> {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+        let Some(input) = &inputs[0] else {
+            unreachable!("prepared")
+        };
+        let c = self.geometry.channels;
+        match &self.arithmetic {
+            PoolArithmetic::Float(clamp) => {
+                let input = as_f32(input.data);
+                let output = as_f32_mut(outputs[0].data);
+                self.geometry.for_each_window(|pixel, cells| {
+                    let out = &mut output[pixel * c..][..c];
+                    self.reduce.float(input, cells, out);
+                    out.iter_mut().for_each(|o| *o = clamp.apply(*o));
+                });
+            }
+            PoolArithmetic::Quantized { range, signed } => {
+                let output = &mut *outputs[0].data;
+                self.geometry.for_each_window(|pixel, cells| {
+                    for ch in 0..c {
+                        let value = self.reduce.quantized(
+                            cells,
+                            |cell| load_q(input.data, *signed, cell * c + ch),
+                            range.0,
+                        );
+                        output[pixel * c + ch] = value.clamp(range.0, range.1) as u8;
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PoolGeometry {
+    batches: usize,
+    in_h: usize,
+    in_w: usize,
+    channels: usize,
+    out_h: usize,
+    out_w: usize,
     filter: (usize, usize),
     stride: (usize, usize),
     pad: (usize, usize),
 }
 
 #[derive(Debug)]
-pub enum PoolArithmetic {
+enum PoolArithmetic {
     Float(FloatClamp),
     /// 8-bit: the output keeps the input's scale and zero point; the range is the clamp.
     Quantized {
@@ -32,7 +96,7 @@ pub enum PoolArithmetic {
 }
 
 impl PoolGeometry {
-    pub fn prepare(prep: &Prep<'_>) -> Result<(Self, PoolArithmetic), RuntimeError> {
+    fn prepare(prep: &Prep<'_>) -> Result<(Self, PoolArithmetic), RuntimeError> {
         prep.expect_arity(1..=1, 1)?;
         let BuiltinOptions::Pool2D(options) = &prep.op.options else {
             return Err(prep.bad("missing Pool2DOptions"));
@@ -96,7 +160,7 @@ impl PoolGeometry {
 
     /// Calls `visit(output pixel index, input pixel indices of its window)` for every output
     /// pixel; indices count pixels (multiply by `channels` for elements).
-    pub fn for_each_window(&self, mut visit: impl FnMut(usize, &[usize])) {
+    fn for_each_window(&self, mut visit: impl FnMut(usize, &[usize])) {
         // Without channels the output is empty: walking the windows anyway costs output pixels
         // × window cells for nothing, which a wide filter makes unbounded (TFLite's channel
         // loop, outside its filter loops, does no work either).

@@ -3,38 +3,14 @@
 //! output's quantization), or hybrid (float activations, int8 weights, the input quantized on
 //! the fly). This module checks the tensor types once and holds each mode's parameters.
 
+use kiln_tflite::quant::Rescale;
 use kiln_tflite::{Activation, TensorType};
 
-use super::Prep;
 use super::fused_activation::FloatClamp;
-use super::quant::{
-    QuantizedMultiplier, activation_range, filter_quantization, multiply_by_quantized_multiplier,
-    output_multipliers, per_tensor,
-};
+use super::quant::{activation_range, filter_quantization, per_tensor};
 use crate::error::RuntimeError;
+use crate::kernels::{In, Prep};
 use crate::tensor::TensorInfo;
-
-/// How an integer accumulator becomes an output step.
-#[derive(Debug)]
-pub enum Rescale {
-    /// TFLite's fixed-point MultiplyByQuantizedMultiplier (reference conv, depthwise).
-    FixedPoint(Vec<QuantizedMultiplier>),
-    /// round(acc × scale) in double precision (LiteRT's reference FULLY_CONNECTED).
-    Double(Vec<f64>),
-}
-
-impl Rescale {
-    #[inline]
-    pub fn apply(&self, acc: i32, channel: usize) -> i32 {
-        match self {
-            Rescale::FixedPoint(multipliers) => {
-                multiply_by_quantized_multiplier(acc, multipliers[channel])
-            }
-            // f64::round rounds half away from zero, like C's round().
-            Rescale::Double(scales) => (f64::from(acc) * scales[channel]).round() as i32,
-        }
-    }
-}
 
 #[derive(Debug)]
 pub struct Quantized {
@@ -117,17 +93,12 @@ pub fn prepare(prep: &Prep<'_>, op: &WeightedOp<'_>) -> Result<Arithmetic, Runti
             let (input_scale, input_zero) = per_tensor(prep, op.input)?;
             let (output_scale, output_zero) = per_tensor(prep, op.output)?;
             let filter_q = filter_quantization(prep, op.filter, op.channel_axis, op.channels)?;
-            let rescale = if op.double_precision_rescale {
-                Rescale::Double(
-                    filter_q
-                        .scales
-                        .iter()
-                        .map(|&w| f64::from(input_scale) * f64::from(w) / f64::from(output_scale))
-                        .collect(),
-                )
-            } else {
-                Rescale::FixedPoint(output_multipliers(input_scale, &filter_q.scales, output_scale))
-            };
+            let rescale = Rescale::new(
+                op.double_precision_rescale,
+                input_scale,
+                &filter_q.scales,
+                output_scale,
+            );
             Ok(Arithmetic::Quantized(Quantized {
                 input_offset: -input_zero,
                 filter_offset: -filter_q.zero_point,
@@ -141,5 +112,14 @@ pub fn prepare(prep: &Prep<'_>, op: &WeightedOp<'_>) -> Result<Arithmetic, Runti
         (input, filter) => Err(prep.unsupported(&format!(
             "input {input} with weights {filter} (supported: FLOAT32 with FLOAT32, INT8/UINT8 quantized, FLOAT32 with INT8 hybrid)"
         ))),
+    }
+}
+
+/// The bias input's bytes at eval time (input 2), when the operator was prepared with one.
+pub fn bias<'b>(inputs: &[Option<In<'b>>], has_bias: bool) -> Option<&'b [u8]> {
+    if has_bias {
+        inputs.get(2).and_then(Option::as_ref).map(|b| b.data)
+    } else {
+        None
     }
 }

@@ -1,0 +1,240 @@
+//! What CONV_2D and DEPTHWISE_CONV_2D share: their operands (input, 4-D filter, optional
+//! bias, output), the geometry of the receptive fields (padding, strides, dilation, output
+//! size), and the weighted arithmetic with its per-channel filter quantization
+//! (`weighted::prepare`). Each operator adds only its filter layout and channel checks.
+
+use kiln_tflite::{
+    Activation, BuiltinOptions, Conv2DOptions, DepthwiseConv2DOptions, Padding, window,
+};
+
+use super::weighted::{self, Arithmetic, WeightedOp};
+use crate::error::RuntimeError;
+use crate::kernels::{In, Prep};
+use crate::tensor::TensorInfo;
+
+/// The options both convolutions carry.
+pub struct ConvOptions {
+    pub padding: Padding,
+    /// (height, width).
+    pub stride: (i32, i32),
+    /// (height, width).
+    pub dilation: (i32, i32),
+    pub activation: Activation,
+}
+
+/// An operator's own options type (`Conv2DOptions`, `DepthwiseConv2DOptions`): how to find it
+/// in an operator, and the part both convolutions share.
+pub trait OperatorOptions: Sized + 'static {
+    /// The error when the operator carries other options.
+    const MISSING: &'static str;
+    fn of(options: &BuiltinOptions) -> Option<&Self>;
+    fn conv(&self) -> ConvOptions;
+}
+
+macro_rules! operator_options {
+    ($($options:ident in $variant:ident),* $(,)?) => {$(
+        impl OperatorOptions for $options {
+            const MISSING: &'static str = concat!("missing ", stringify!($options));
+
+            fn of(options: &BuiltinOptions) -> Option<&Self> {
+                match options {
+                    BuiltinOptions::$variant(options) => Some(options),
+                    _ => None,
+                }
+            }
+
+            fn conv(&self) -> ConvOptions {
+                ConvOptions {
+                    padding: self.padding,
+                    stride: (self.stride_h, self.stride_w),
+                    dilation: (self.dilation_h, self.dilation_w),
+                    activation: self.activation,
+                }
+            }
+        }
+    )*};
+}
+
+operator_options!(Conv2DOptions in Conv2D, DepthwiseConv2DOptions in DepthwiseConv2D);
+
+/// A convolution's tensors: input 0, the filter (input 1, checked to be 4-D), the optional
+/// bias (input 2) and output 0.
+pub struct Operands<'a> {
+    pub input: &'a TensorInfo,
+    pub filter: &'a TensorInfo,
+    pub bias: Option<&'a TensorInfo>,
+    pub output: &'a TensorInfo,
+    /// The filter's four dimensions.
+    pub filter_shape: [usize; 4],
+}
+
+impl<'a> Operands<'a> {
+    /// Checks the arity (2 or 3 inputs, 1 output) and that the operator carries options `O`,
+    /// then reads the tensors. Returns them with the options.
+    pub fn new<O: OperatorOptions>(prep: &Prep<'a>) -> Result<(Self, &'a O), RuntimeError> {
+        prep.expect_arity(2..=3, 1)?;
+        let options = O::of(&prep.op.options).ok_or_else(|| prep.bad(O::MISSING))?;
+        let (input, filter, output) = (prep.input(0)?, prep.input(1)?, prep.output(0)?);
+        prep.require_rank(filter, 4)?;
+        let [d0, d1, d2, d3] = filter.shape[..] else {
+            unreachable!("rank checked")
+        };
+        let operands = Self {
+            input,
+            filter,
+            bias: prep.optional_input(2),
+            output,
+            filter_shape: [d0, d1, d2, d3],
+        };
+        Ok((operands, options))
+    }
+
+    /// The geometry of a filter of spatial size `filter` (height, width) producing `out_c`
+    /// channels over the NHWC input.
+    pub fn geometry(
+        &self,
+        prep: &Prep<'_>,
+        filter: (usize, usize),
+        out_c: usize,
+        options: &ConvOptions,
+    ) -> Result<Geometry, RuntimeError> {
+        Geometry::new(
+            prep,
+            self.input,
+            filter,
+            out_c,
+            options.padding,
+            options.stride,
+            options.dilation,
+        )
+    }
+
+    /// The arithmetic (per-channel scales along the filter's `channel_axis`; hybrid inputs
+    /// quantized asymmetrically when `hybrid_asymmetric`), with the output shape declared.
+    pub fn prepare(
+        &self,
+        prep: &Prep<'_>,
+        geometry: Geometry,
+        options: &ConvOptions,
+        channel_axis: usize,
+        hybrid_asymmetric: bool,
+    ) -> Result<Convolution, RuntimeError> {
+        let arithmetic = weighted::prepare(
+            prep,
+            &WeightedOp {
+                input: self.input,
+                filter: self.filter,
+                bias: self.bias,
+                output: self.output,
+                activation: options.activation,
+                channels: geometry.out_c,
+                channel_axis,
+                double_precision_rescale: false,
+                hybrid_asymmetric,
+            },
+        )?;
+        prep.set_output_shape(0, geometry.output_shape());
+        Ok(Convolution {
+            geometry,
+            has_bias: self.bias.is_some(),
+            arithmetic,
+        })
+    }
+}
+
+/// A prepared convolution: what both kernels evaluate with.
+#[derive(Debug)]
+pub struct Convolution {
+    pub geometry: Geometry,
+    pub has_bias: bool,
+    pub arithmetic: Arithmetic,
+}
+
+impl Convolution {
+    /// The bias's bytes at eval time, when the operator has one.
+    pub fn bias<'b>(&self, inputs: &[Option<In<'b>>]) -> Option<&'b [u8]> {
+        weighted::bias(inputs, self.has_bias)
+    }
+}
+
+/// Where each output pixel's receptive field lies in the input.
+#[derive(Debug)]
+pub struct Geometry {
+    pub batches: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub out_c: usize,
+    pub filter_h: usize,
+    pub filter_w: usize,
+    pub stride: (usize, usize),
+    pub dilation: (usize, usize),
+    pub pad: (usize, usize),
+}
+
+fn positive(prep: &Prep<'_>, what: &str, value: i32) -> Result<usize, RuntimeError> {
+    usize::try_from(value)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| prep.bad(&format!("{what} must be positive, is {value}")))
+}
+
+impl Geometry {
+    /// Geometry for an NHWC input and a filter of spatial size `filter` producing `out_c` channels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        prep: &Prep<'_>,
+        input: &TensorInfo,
+        filter: (usize, usize),
+        out_c: usize,
+        padding: kiln_tflite::Padding,
+        stride: (i32, i32),
+        dilation: (i32, i32),
+    ) -> Result<Self, RuntimeError> {
+        prep.require_rank(input, 4)?;
+        let [batches, in_h, in_w, in_c] = input.shape[..] else {
+            unreachable!("rank checked")
+        };
+        if filter.0 == 0 || filter.1 == 0 {
+            return Err(prep.bad("the filter has an empty spatial size"));
+        }
+        let stride = (
+            positive(prep, "stride_h", stride.0)?,
+            positive(prep, "stride_w", stride.1)?,
+        );
+        let dilation = (
+            positive(prep, "dilation_h", dilation.0)?,
+            positive(prep, "dilation_w", dilation.1)?,
+        );
+        let (out_h, pad_h) = window(padding, in_h, filter.0, stride.0, dilation.0);
+        let (out_w, pad_w) = window(padding, in_w, filter.1, stride.1, dilation.1);
+        Ok(Self {
+            batches,
+            in_h,
+            in_w,
+            in_c,
+            out_h,
+            out_w,
+            out_c,
+            filter_h: filter.0,
+            filter_w: filter.1,
+            stride,
+            dilation,
+            pad: (pad_h, pad_w),
+        })
+    }
+
+    pub fn output_shape(&self) -> Vec<usize> {
+        vec![self.batches, self.out_h, self.out_w, self.out_c]
+    }
+
+    /// Input pixel (row, column) under filter tap (ky, kx) of output pixel (oy, ox), if inside.
+    #[inline]
+    pub fn tap(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let iy = (oy * self.stride.0 + ky * self.dilation.0).checked_sub(self.pad.0)?;
+        let ix = (ox * self.stride.1 + kx * self.dilation.1).checked_sub(self.pad.1)?;
+        (iy < self.in_h && ix < self.in_w).then_some((iy, ix))
+    }
+}

@@ -1,0 +1,28 @@
+//! What several operators' kernels share; nothing here is one operator's kernel.
+//!
+//! - `binary`: NumPy broadcasting and the quantized rescaling of ADD, SUB and MUL;
+//! - `convolution`: CONV_2D's and DEPTHWISE_CONV_2D's operands, receptive-field geometry and
+//!   arithmetic set-up;
+//! - `dot`: the inner products the float and integer kernels spend their time in;
+//! - `fused_activation`: an operator's fused activation as a float clamp;
+//! - `layout`: element sizes, strides, strided gathers and prepare-time folding of the
+//!   data-movement operators;
+//! - `lut`: the one-input activations' prepare, byte tables and float maps;
+//! - `pooling`: AVERAGE_POOL_2D's and MAX_POOL_2D's window geometry;
+//! - `quant`: tensors' quantization parameters, 8-bit loads and stores, hybrid input
+//!   quantization (the arithmetic itself is `kiln_tflite::quant`);
+//! - `weighted`: the arithmetic of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED (float,
+//!   quantized or hybrid);
+//! - `testing`: prepares and runs one kernel on hand-built tensors, for unit tests.
+
+pub mod binary;
+pub mod convolution;
+pub mod dot;
+pub mod fused_activation;
+pub mod layout;
+pub mod lut;
+pub mod pooling;
+pub mod quant;
+#[cfg(test)]
+pub mod testing;
+pub mod weighted;
