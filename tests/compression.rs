@@ -6,7 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use kiln_export::{Range, asymmetric_int8_params};
+use kiln_tflite::quant::{Range, asymmetric_int8_params};
 use serde_json::Value;
 use support::*;
 

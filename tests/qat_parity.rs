@@ -5,10 +5,11 @@
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use kiln_export::{Int8Options, QParams, TensorRanges, quantize_int8};
+use kiln_export::{Int8Options, TensorRanges, quantize_int8};
 use kiln_nn::{AnyClassifier, Classifier, EfficientNetLiteConfig, SmallCnnConfig};
 use kiln_runtime::Interpreter;
 use kiln_tflite::TensorType;
+use kiln_tflite::quant::QParams;
 use kiln_train::{Qat, QatSettings};
 
 /// How far the int8 file's activations are from fake-quant's, in quantization steps.

@@ -13,9 +13,9 @@ use libfuzzer_sys::fuzz_target;
 
 /// Models whose arena exceeds this are loaded, validated, prepared and planned but not run: a
 /// flipped dimension can make a valid model huge, and running it would be correct but slow.
-/// tests/malformed_models.rs runs up to 64 MiB; this build (AddressSanitizer, coverage
-/// tracing, overflow checks) runs the kernels about 30 times slower than a release build (a
-/// 26 MiB-arena int8 ADD/MUL broadcast: 0.2 s in release, 6.6 s here, over `-timeout=5`), so
+/// crates/kiln-runtime/tests/malformed_models.rs runs up to 64 MiB; this build
+/// (AddressSanitizer, coverage tracing, overflow checks) runs the kernels about 30 times
+/// slower than a release build (a 26 MiB-arena int8 ADD/MUL broadcast: 0.2 s in release, 6.6 s here, over `-timeout=5`), so
 /// the limit is 16 times lower.
 const MAX_ARENA_BYTES: usize = 4 << 20;
 

@@ -31,8 +31,7 @@ pub use dynamic_range::{MIN_ELEMENTS_FOR_WEIGHTS, to_dynamic_range};
 pub use error::ExportError;
 pub use float16::to_float16;
 pub use int8::{
-    Calibrator, Int8Options, IoType, QParams, Range, TensorRanges, asymmetric_int8_params,
-    quantize_bias, quantize_int8,
+    Calibrator, Int8Options, IoType, Range, TensorRanges, quantize_bias, quantize_int8,
 };
 pub use metadata::{LABELS_FILE, ModelCard, attach_metadata, to_bytes_with_metadata};
 pub use min_runtime_version::min_runtime_version;

@@ -14,7 +14,8 @@ pub use calibrate::{Calibrator, TensorRanges};
 /// An activation's int8 grid from its range: the calibration API's types, at home in
 /// `kiln_tflite::quant` with the rest of the int8 arithmetic (re-exported for callers of
 /// [`quantize_int8`] and [`TensorRanges`]).
-pub use kiln_tflite::quant::{QParams, Range, asymmetric_int8_params};
+/// The range type of [`TensorRanges`], from the one home of the int8 arithmetic.
+pub use kiln_tflite::quant::Range;
 pub use quantize_model::quantize_int8;
 
 /// The element type of an int8 model's inputs and outputs.

@@ -1,13 +1,7 @@
-//! Moved from crates/kiln-train/src/qat/mod.rs (its `#[cfg(test)] mod tests`), where it needed
-//! kiln-export (`Int8Options`, `TensorRanges`, `quantize_int8`), which kiln-train no longer
-//! depends on. Tests: `small_cnn_observers_match_its_lowered_tensors` and
-//! `efficientnet_lite_observers_match_its_lowered_tensors`, with their helpers `observe` and
-//! `ranges_cover_the_lowered_graph` (test-local, moved along).
-//!
-//! kiln-train helpers it needs public: none beyond its existing public API — `Qat::new`,
-//! `Qat::ranges`, `Qat::steps`, `QatSettings` (re-exported as `kiln_train::{Qat, QatSettings}`);
-//! `forward` and `lower` come from kiln-nn's `Classifier` trait. Written as an integration test
-//! (a crate of its own that depends on burn, kiln-nn, kiln-train and kiln-export).
+//! QAT observes exactly the tensors the int8 export quantizes: a lowered SmallCnn and
+//! EfficientNet-lite quantize to full int8 with QAT's ranges alone (any name mismatch would
+//! leave a tensor without a range and fail). Here, not in kiln-train, because it needs the
+//! exporter, which kiln-train does not depend on.
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
