@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Compares two runs' report.json, ignoring what changes from run to run: timings
-(seconds, latencies, speedups) and the absolute path of the config file.
+(seconds, latencies, speedups), the absolute path of the config file and whether the
+decoded-image cache was warm.
 
     python3 scripts/compare_reports.py RUN_DIR_A RUN_DIR_B
 
@@ -11,7 +12,7 @@ import pathlib
 import sys
 
 TIMINGS = {"seconds", "data_seconds", "latency_ms_p50", "speedup_vs_fp32", "total_seconds"}
-MACHINE = {"config_file"}
+MACHINE = {"config_file", "cache_hits"}
 
 
 def diff(a, b, path, out):
