@@ -84,12 +84,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Time kiln-runtime on a .tflite: p50/p90 latency over repeated invokes, arena bytes.
+    /// Time kiln-runtime on a .tflite: p50/p90 latency over repeated invokes, arena bytes;
+    /// --profile adds each operator's share of the time.
     Bench {
         model: PathBuf,
         /// Timed invokes (after a warm-up of a tenth as many).
         #[arg(long, default_value_t = 200)]
         runs: usize,
+        /// Also time each operator over as many invokes: its share of the time, the
+        /// cumulative share, and the total per operator type.
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -198,7 +203,12 @@ fn main() -> ExitCode {
             images,
             json,
         } => verify_run::run(&run_dir, per_layer, &variants, images, json),
-        Command::Bench { model, runs, json } => bench::run(&model, runs, json),
+        Command::Bench {
+            model,
+            runs,
+            profile,
+            json,
+        } => bench::run(&model, runs, profile, json),
         Command::Compare { run_dirs, json } => compare::run(&run_dirs, json),
         Command::BenchTrain {
             input,

@@ -1,10 +1,13 @@
 //! The interpreter: loads a model, validates it, prepares kernels, plans the arena, and runs.
 
+use std::time::Instant;
+
 use kiln_tflite::{Model, SharedBytes, TensorType};
 
 use crate::arena::{self, AlignedBytes, ArenaPlan, Lifetime};
 use crate::error::RuntimeError;
 use crate::kernels::{self, In, Kernel, Out};
+use crate::profile::OpProfile;
 use crate::tensor::{TensorInfo, as_f32, is_aligned_for_words};
 use crate::validate::{MAX_TENSOR_BYTES, extent, validate};
 
@@ -21,6 +24,8 @@ enum Storage {
 }
 
 struct Step {
+    /// The operator's index in the subgraph (operators folded at prepare have no step).
+    op_index: usize,
     kernel: Kernel,
     inputs: Vec<Option<usize>>,
     outputs: Vec<usize>,
@@ -195,6 +200,7 @@ impl Interpreter {
             }
             if !folded {
                 steps.push(Step {
+                    op_index,
                     kernel: prepared.kernel,
                     inputs: op.inputs.iter().map(|&t| index(t)).collect(),
                     outputs: op.outputs.iter().filter_map(|&t| index(t)).collect(),
@@ -353,7 +359,7 @@ impl Interpreter {
     pub fn invoke(&mut self) -> Result<(), RuntimeError> {
         // An empty observer: after inlining, the observation loop compiles away, so the
         // plain invoke pays nothing for the hook below.
-        self.run(|_, _, _| {})
+        self.run(|_, _, _| {}, &mut NoClock)
     }
 
     /// Runs like [`invoke`](Self::invoke) and shows every intermediate value to `observe`:
@@ -367,13 +373,47 @@ impl Interpreter {
     where
         F: FnMut(usize, &TensorInfo, &[u8]),
     {
-        self.run(observe)
+        self.run(observe, &mut NoClock)
+    }
+
+    /// Runs the model once, adding each operator's time to `profile` (as LiteRT's
+    /// `benchmark_model --enable_op_profiling` does): where a model's latency goes.
+    pub fn invoke_profiled(&mut self, profile: &mut OpProfile) -> Result<(), RuntimeError> {
+        let operators: Vec<usize> = self.steps.iter().map(|s| s.op_index).collect();
+        profile.start_invoke(&operators);
+        let mut clock = ProfileClock {
+            started: Instant::now(),
+            profile,
+        };
+        self.run(|_, _, _| {}, &mut clock)
+    }
+
+    /// `(operator index, operator name, first output tensor's name)` of every operator that
+    /// runs on invoke, in order: what [`OpProfile`]'s times refer to.
+    pub fn operators(&self) -> Vec<(usize, String, String)> {
+        let subgraph = &self.model.subgraphs[0];
+        self.steps
+            .iter()
+            .map(|step| {
+                let op = &subgraph.operators[step.op_index];
+                let name = self
+                    .model
+                    .opcode_of(op)
+                    .map_or_else(|| "?".to_owned(), kernels::operator_name);
+                let output = step
+                    .outputs
+                    .first()
+                    .map_or_else(String::new, |&t| self.tensors[t].name.clone());
+                (step.op_index, name, output)
+            })
+            .collect()
     }
 
     #[inline(always)]
-    fn run<F>(&mut self, mut observe: F) -> Result<(), RuntimeError>
+    fn run<F, C>(&mut self, mut observe: F, clock: &mut C) -> Result<(), RuntimeError>
     where
         F: FnMut(usize, &TensorInfo, &[u8]),
+        C: StepClock,
     {
         for &t in &self.inputs {
             observe(t, &self.tensors[t], self.tensor_bytes(t));
@@ -383,7 +423,7 @@ impl Interpreter {
         // Reused across operators: no allocation per operator per invoke.
         let mut inputs: Vec<Option<In<'_>>> = Vec::with_capacity(8);
         let mut outputs: Vec<Out<'_>> = Vec::with_capacity(4);
-        for step in &self.steps {
+        for (step_index, step) in self.steps.iter().enumerate() {
             inputs.clear();
             outputs.clear();
             inputs.extend(step.inputs.iter().map(|t| {
@@ -412,12 +452,45 @@ impl Interpreter {
                 let data = unsafe { std::slice::from_raw_parts_mut(arena_ptr.add(offset), len) };
                 outputs.push(Out { data });
             }
+            clock.begin();
             step.kernel.eval(&inputs, &mut outputs);
+            clock.end(step_index);
             for (&t, out) in step.outputs.iter().zip(&outputs) {
                 observe(t, &self.tensors[t], out.data);
             }
         }
         Ok(())
+    }
+}
+
+/// Times the kernels of one invoke; the plain invoke's clock does nothing and compiles away.
+trait StepClock {
+    fn begin(&mut self);
+    fn end(&mut self, step: usize);
+}
+
+struct NoClock;
+
+impl StepClock for NoClock {
+    #[inline(always)]
+    fn begin(&mut self) {}
+
+    #[inline(always)]
+    fn end(&mut self, _step: usize) {}
+}
+
+struct ProfileClock<'a> {
+    started: Instant,
+    profile: &'a mut OpProfile,
+}
+
+impl StepClock for ProfileClock<'_> {
+    fn begin(&mut self) {
+        self.started = Instant::now();
+    }
+
+    fn end(&mut self, step: usize) {
+        self.profile.add(step, self.started.elapsed());
     }
 }
 
@@ -464,8 +537,11 @@ fn lifetimes(
             *last = (*last).max(step);
         }
     };
+    // Inputs stay intact for the whole invoke, as TFLite preserves them: invoking again
+    // without setting them anew gives the same outputs.
     for &t in inputs {
         touch(t, 0);
+        touch(t, end);
     }
     for (i, step) in steps.iter().enumerate() {
         for &t in step.inputs.iter().flatten() {

@@ -1,10 +1,12 @@
 //! `pipeline bench`: kiln-runtime latency on a model (p50/p90 over repeated invokes on fixed
-//! pseudo-random inputs) and its arena size.
+//! pseudo-random inputs) and its arena size; with `--profile`, each operator's share of the
+//! time (as LiteRT's `benchmark_model --enable_op_profiling` reports it).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use kiln_runtime::OpProfile;
 use kiln_tflite::TensorType;
 use serde::Serialize;
 
@@ -17,6 +19,22 @@ pub struct BenchReport {
     pub latency_ms_min: f64,
     pub arena_bytes: usize,
     pub file_bytes: usize,
+    /// Per-operator kernel time, in execution order (with `--profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operators: Option<Vec<OperatorReport>>,
+}
+
+#[derive(Serialize)]
+pub struct OperatorReport {
+    /// The operator's index in the subgraph.
+    pub index: usize,
+    pub operator: String,
+    /// Its (first) output tensor.
+    pub output: String,
+    /// Mean kernel time per invoke.
+    pub mean_ms: f64,
+    /// Fraction of all operators' kernel time.
+    pub share: f64,
 }
 
 /// Deterministic inputs in each input's type: uniform in [0, 1) for floats, the full range
@@ -42,7 +60,9 @@ fn fill_inputs(interpreter: &mut kiln_runtime::Interpreter) -> Result<()> {
     Ok(())
 }
 
-pub fn measure(path: &Path, runs: usize, warmup: usize) -> Result<BenchReport> {
+/// Times `runs` invokes after `warmup` untimed ones; with `profile`, another `runs` invokes
+/// time each operator.
+pub fn measure(path: &Path, runs: usize, warmup: usize, profile: bool) -> Result<BenchReport> {
     let bytes = crate::model_file::map(path)?;
     let file_bytes = bytes.len();
     let mut interpreter = crate::model_file::interpreter(path)?;
@@ -58,6 +78,28 @@ pub fn measure(path: &Path, runs: usize, warmup: usize) -> Result<BenchReport> {
     }
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let operators = if profile {
+        let mut profile = OpProfile::new();
+        for _ in 0..runs.max(1) {
+            interpreter.invoke_profiled(&mut profile)?;
+        }
+        let times = profile.operators();
+        let reports = interpreter
+            .operators()
+            .into_iter()
+            .zip(times)
+            .map(|((index, operator, output), time)| OperatorReport {
+                index,
+                operator,
+                output,
+                mean_ms: ms(time.mean),
+                share: time.share,
+            })
+            .collect();
+        Some(reports)
+    } else {
+        None
+    };
     Ok(BenchReport {
         model: path.display().to_string(),
         runs: times.len(),
@@ -66,11 +108,12 @@ pub fn measure(path: &Path, runs: usize, warmup: usize) -> Result<BenchReport> {
         latency_ms_min: ms(times[0]),
         arena_bytes: interpreter.arena_bytes(),
         file_bytes,
+        operators,
     })
 }
 
-pub fn run(path: &Path, runs: usize, as_json: bool) -> Result<()> {
-    let report = measure(path, runs, runs.div_ceil(10).max(1))?;
+pub fn run(path: &Path, runs: usize, profile: bool, as_json: bool) -> Result<()> {
+    let report = measure(path, runs, runs.div_ceil(10).max(1), profile)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -84,6 +127,79 @@ pub fn run(path: &Path, runs: usize, as_json: bool) -> Result<()> {
             report.arena_bytes,
             report.file_bytes
         );
+        if let Some(operators) = &report.operators {
+            print!("{}", profile_table(operators));
+        }
     }
     Ok(())
+}
+
+/// The operators by share of the time, then the time per operator type.
+fn profile_table(operators: &[OperatorReport]) -> String {
+    let mut by_share: Vec<&OperatorReport> = operators.iter().collect();
+    by_share.sort_by(|a, b| b.share.total_cmp(&a.share));
+    let mut out = format!(
+        "operator profile (mean kernel time per invoke, {} operators):\n{:>7} {:>7} {:>9} {:>5}  {:<20} output\n",
+        operators.len(),
+        "share",
+        "cdf",
+        "mean ms",
+        "op",
+        "operator"
+    );
+    let mut cdf = 0.0;
+    for op in by_share {
+        cdf += op.share;
+        out += &format!(
+            "{:>6.1}% {:>6.1}% {:>9.4} {:>5}  {:<20} {}\n",
+            100.0 * op.share,
+            100.0 * cdf,
+            op.mean_ms,
+            op.index,
+            op.operator,
+            op.output
+        );
+    }
+    let mut types: Vec<(&str, usize, f64, f64)> = Vec::new();
+    for op in operators {
+        match types.iter_mut().find(|t| t.0 == op.operator) {
+            Some(t) => {
+                t.1 += 1;
+                t.2 += op.share;
+                t.3 += op.mean_ms;
+            }
+            None => types.push((&op.operator, 1, op.share, op.mean_ms)),
+        }
+    }
+    types.sort_by(|a, b| b.2.total_cmp(&a.2));
+    out += "by operator type:\n";
+    for (name, count, share, mean_ms) in types {
+        out += &format!(
+            "{:>6.1}% {mean_ms:>9.4} ms  {name} ×{count}\n",
+            100.0 * share
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_names_every_operator_and_sums_to_the_whole() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/pool_pad_mean_int8/model.tflite");
+        let report = measure(&path, 5, 1, true).unwrap();
+        let operators = report.operators.as_ref().unwrap();
+        assert!(operators.len() >= 3, "{}", operators.len());
+        let shares: f64 = operators.iter().map(|o| o.share).sum();
+        assert!((shares - 1.0).abs() < 1e-9, "{shares}");
+        let table = profile_table(operators);
+        for op in operators {
+            assert!(table.contains(&op.operator), "{table}");
+        }
+        assert!(table.contains("by operator type"), "{table}");
+        assert!(measure(&path, 5, 1, false).unwrap().operators.is_none());
+    }
 }
