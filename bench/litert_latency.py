@@ -1,6 +1,8 @@
 """p50 latency of LiteRT's interpreter on a .tflite (the peer kiln-runtime is measured
 against). usage: litert_latency.py MODEL [--kernels reference|builtin|default] [--runs N]
-Prints one JSON object. Inputs are fixed pseudo-random values of each input's dtype."""
+[--threads N]. Prints one JSON object. Inputs are fixed pseudo-random values of each input's
+dtype. `builtin` is LiteRT's optimized kernels without delegates; `default` is what LiteRT
+runs out of the box (the XNNPACK delegate where it applies)."""
 import argparse
 import json
 import time
@@ -15,14 +17,9 @@ RESOLVERS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("model")
-    parser.add_argument("--kernels", choices=sorted(RESOLVERS), default="reference")
-    parser.add_argument("--runs", type=int, default=200)
-    args = parser.parse_args()
+def p50_ms(model: str, kernels: str = "reference", runs: int = 200, threads: int = 1) -> float:
     interpreter = litert.Interpreter(
-        model_path=args.model, experimental_op_resolver_type=RESOLVERS[args.kernels], num_threads=1
+        model_path=model, experimental_op_resolver_type=RESOLVERS[kernels], num_threads=threads
     )
     interpreter.allocate_tensors()
     rng = np.random.default_rng(0)
@@ -34,15 +31,27 @@ def main() -> None:
             info = np.iinfo(dtype)
             value = rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
         interpreter.set_tensor(detail["index"], value)
-    for _ in range(max(1, args.runs // 10)):
+    for _ in range(max(1, runs // 10)):
         interpreter.invoke()
     times = []
-    for _ in range(args.runs):
+    for _ in range(runs):
         started = time.perf_counter()
         interpreter.invoke()
         times.append((time.perf_counter() - started) * 1e3)
     times.sort()
-    print(json.dumps({"kernels": args.kernels, "latency_ms_p50": times[len(times) // 2], "runs": args.runs}))
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--kernels", choices=sorted(RESOLVERS), default="reference")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    p50 = p50_ms(args.model, args.kernels, args.runs, args.threads)
+    print(json.dumps({"kernels": args.kernels, "latency_ms_p50": p50, "runs": args.runs,
+                      "threads": args.threads}))
 
 
 if __name__ == "__main__":
