@@ -15,6 +15,9 @@ use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
 
+/// Filter rows shorter than this (filter width × input channels) are gathered into a patch.
+const MIN_ROW_RUN: usize = 32;
+
 #[derive(Debug)]
 struct Conv2D {
     conv: Convolution,
@@ -135,8 +138,11 @@ impl Conv2D {
             for oy in 0..g.out_h {
                 for ox in 0..g.out_w {
                     // A window fully inside the image (one group, no horizontal dilation) reads
-                    // each filter row as one contiguous run of the image: no patch copy.
+                    // each filter row as one contiguous run of the image: no patch copy. Worth
+                    // it only for long rows; short ones (few input channels) gather a patch and
+                    // take one longer dot per output channel instead of many tiny ones.
                     let inside = self.groups() == 1
+                        && g.filter_w * g.in_c >= MIN_ROW_RUN
                         && g.dilation.1 == 1
                         && g.tap(oy, ox, 0, 0).is_some()
                         && g.tap(oy, ox, g.filter_h - 1, g.filter_w - 1).is_some();
