@@ -3,7 +3,11 @@
 
 use std::io::IsTerminal;
 
-use kiln_train::{LrSchedule, TrainSettings};
+use kiln_nn::Classifier;
+use kiln_train::{
+    EpochStats, LrSchedule, TrainData, TrainError, TrainHooks, TrainOutcome, TrainSettings,
+    train_with_hooks,
+};
 use serde::Serialize;
 
 use crate::context::RunContext;
@@ -22,7 +26,7 @@ pub struct FineTune<'a, P> {
 /// along a half cosine to zero (so the last epochs settle the weights), without warmup or
 /// early stopping. Checkpoints go to `run_dir/checkpoint-<name>`, fingerprinted with the
 /// stage's parameters, and `--resume` continues them when one exists.
-pub fn fine_tune_settings<P: Serialize>(
+fn fine_tune_settings<P: Serialize>(
     run: &RunContext<'_>,
     fine_tune: &FineTune<'_, P>,
 ) -> TrainSettings {
@@ -45,4 +49,40 @@ pub fn fine_tune_settings<P: Serialize>(
         progress: std::io::stderr().is_terminal(),
         ..base.clone()
     }
+}
+
+impl<P: Serialize> FineTune<'_, P> {
+    /// Fine-tunes `model` (on the autodiff device) on the training split with `hooks`, under
+    /// [`fine_tune_settings`]; `on_epoch` sees each epoch's statistics.
+    pub fn train<M: Classifier>(
+        &self,
+        run: &RunContext<'_>,
+        model: M,
+        hooks: TrainHooks<'_, M>,
+        on_epoch: impl FnMut(&EpochStats),
+    ) -> Result<TrainOutcome<M>, TrainError> {
+        let data = TrainData {
+            train: &run.splits.train,
+            validation: None,
+        };
+        let settings = fine_tune_settings(run, self);
+        train_with_hooks(
+            model,
+            data,
+            &settings,
+            hooks,
+            run.autodiff,
+            run.device,
+            on_epoch,
+        )
+    }
+}
+
+/// Optimizer steps per epoch over the training split at the run's batch size (schedules in
+/// epochs become steps with it).
+pub fn steps_per_epoch(run: &RunContext<'_>) -> usize {
+    run.splits
+        .train
+        .len()
+        .div_ceil(run.train_settings.batch_size.max(1))
 }

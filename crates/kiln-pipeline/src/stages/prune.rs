@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use kiln_train::{
     EpochStats, LayerSparsity, MagnitudePruning, PruningScope, PruningSettings, SparsitySchedule,
-    TrainData, TrainHook, layer_sparsity, predict, train_with_hooks,
+    TrainHook, layer_sparsity, predict,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -15,7 +15,7 @@ use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
 use crate::report::plots::{Series, line_chart};
 use crate::stage::{Stage, StageKind, StageTable, parse_stage};
-use crate::stages::fine_tune::{FineTune, fine_tune_settings};
+use crate::stages::fine_tune::{FineTune, steps_per_epoch};
 
 pub const KIND: StageKind = StageKind {
     name: "prune",
@@ -143,43 +143,26 @@ impl Stage for PruneStage {
 
     fn run(&self, run: &mut RunContext<'_>) -> Result<Option<ReportSection>> {
         let base = run.source_model(self.from.as_deref())?;
-        let train_set = &run.splits.train;
-        let steps_per_epoch = train_set
-            .len()
-            .div_ceil(run.train_settings.batch_size.max(1));
-        let pruning = self.settings(steps_per_epoch);
-        let settings = fine_tune_settings(
-            run,
-            &FineTune {
-                name: "prune",
-                parameters: self,
-                epochs: self.epochs,
-                learning_rate: self.learning_rate,
-            },
-        );
+        let pruning = self.settings(steps_per_epoch(run));
+        let fine_tune = FineTune {
+            name: "prune",
+            parameters: self,
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+        };
         let hooks: Vec<Box<dyn TrainHook<_>>> =
             vec![Box::new(MagnitudePruning::new(pruning.clone()))];
-        let outcome = train_with_hooks(
-            independent_copy(&base.model),
-            TrainData {
-                train: train_set,
-                validation: None,
-            },
-            &settings,
-            hooks,
-            run.autodiff,
-            run.device,
-            |e| {
+        let outcome = fine_tune
+            .train(run, independent_copy(&base.model), hooks, |e| {
                 info!(
                     "prune epoch {}/{}: loss {:.4}, train accuracy {:.2}%, target sparsity {:.1}%",
                     e.epoch,
-                    settings.epochs,
+                    self.epochs,
                     e.loss,
                     100.0 * e.accuracy,
                     100.0 * e.target_sparsity.unwrap_or(0.0)
                 )
-            },
-        )
+            })
         .context("pruning fine-tune failed")?;
         let model = outcome.model;
         let layers = layer_sparsity(&model);

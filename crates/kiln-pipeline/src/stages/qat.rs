@@ -8,7 +8,7 @@ use kiln_export::TensorRanges;
 use kiln_nn::{AnyClassifier, Classifier};
 use kiln_tflite::Model;
 use kiln_train::{
-    EpochStats, Qat, QatSettings, SparsityPreservation, TrainData, TrainHook, predict, train_with_hooks,
+    EpochStats, Qat, QatSettings, SparsityPreservation, TrainHook, predict,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -17,7 +17,7 @@ use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
 use crate::stage::{Stage, StageKind, StageTable, parse_stage};
-use crate::stages::fine_tune::{FineTune, fine_tune_settings};
+use crate::stages::fine_tune::{FineTune, steps_per_epoch};
 
 pub const KIND: StageKind = StageKind {
     name: "qat",
@@ -139,50 +139,33 @@ impl Stage for QatStage {
         let name = base.derived_prefix("qat");
         let model = independent_copy(&base.model);
         ensure_int8_exportable(&model)?;
-        let train_set = &run.splits.train;
-        let steps_per_epoch = train_set
-            .len()
-            .div_ceil(run.train_settings.batch_size.max(1));
         let qat = Qat::new(
             model,
-            self.settings(steps_per_epoch),
+            self.settings(steps_per_epoch(run)),
             run.input_shape(),
             run.device,
         )
         .context("preparing quantization-aware training")?;
-        let settings = fine_tune_settings(
-            run,
-            &FineTune {
-                name: &name,
-                parameters: self,
-                epochs: self.epochs,
-                learning_rate: self.learning_rate,
-            },
-        );
+        let fine_tune = FineTune {
+            name: &name,
+            parameters: self,
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+        };
         let mut hooks: Vec<Box<dyn TrainHook<_>>> = Vec::new();
         if base.sparsity.is_some() {
             hooks.push(Box::new(SparsityPreservation::default()));
         }
-        let outcome = train_with_hooks(
-            qat,
-            TrainData {
-                train: train_set,
-                validation: None,
-            },
-            &settings,
-            hooks,
-            run.autodiff,
-            run.device,
-            |e| {
+        let outcome = fine_tune
+            .train(run, qat, hooks, |e| {
                 info!(
                     "{name} epoch {}/{}: loss {:.4}, train accuracy {:.2}% (fake-quant)",
                     e.epoch,
-                    settings.epochs,
+                    self.epochs,
                     e.loss,
                     100.0 * e.accuracy,
                 )
-            },
-        )
+            })
         .context("quantization-aware training failed")?;
         let qat = outcome.model;
         let test_set = &run.splits.test;
