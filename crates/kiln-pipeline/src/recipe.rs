@@ -157,11 +157,20 @@ mod tests {
     use super::*;
 
     fn load_text(name: &str, text: &str) -> Result<Recipe> {
+        load_text_with(name, text, |_| Ok(()))
+    }
+
+    /// `text` written to a scratch file and loaded through `load_with(edit)`.
+    fn load_text_with(
+        name: &str,
+        text: &str,
+        edit: impl FnOnce(&mut toml::Table) -> Result<()>,
+    ) -> Result<Recipe> {
         let dir = std::env::temp_dir().join(format!("kiln-recipe-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.toml");
         std::fs::write(&path, text).unwrap();
-        let result = load(&path);
+        let result = load_with(&path, edit);
         std::fs::remove_dir_all(&dir).unwrap();
         result
     }
@@ -265,11 +274,7 @@ learning_rate = 0.0001
 
     #[test]
     fn edits_apply_before_the_checks() {
-        let dir = std::env::temp_dir().join(format!("kiln-recipe-edit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("r.toml");
-        std::fs::write(&path, QAT_AND_DISTILL).unwrap();
-        let err = load_with(&path, |table| {
+        let err = load_text_with("edit", QAT_AND_DISTILL, |table| {
             let distill = table.get_mut("distill").and_then(toml::Value::as_table_mut);
             distill
                 .unwrap()
@@ -278,7 +283,6 @@ learning_rate = 0.0001
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("alpha = 3"), "{err:#}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

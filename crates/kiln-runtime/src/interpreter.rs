@@ -379,8 +379,7 @@ impl Interpreter {
     /// Runs the model once, adding each operator's time to `profile` (as LiteRT's
     /// `benchmark_model --enable_op_profiling` does): where a model's latency goes.
     pub fn invoke_profiled(&mut self, profile: &mut OpProfile) -> Result<(), RuntimeError> {
-        let operators: Vec<usize> = self.steps.iter().map(|s| s.op_index).collect();
-        profile.start_invoke(&operators);
+        profile.start_invoke(self.steps.iter().map(|s| s.op_index));
         let mut clock = ProfileClock {
             started: Instant::now(),
             profile,

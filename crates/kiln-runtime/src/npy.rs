@@ -43,19 +43,21 @@ pub struct NpyArray {
     pub data: Vec<u8>,
 }
 
+/// Each element type NumPy and TFLite share, with NumPy's `descr` for it.
+const DESCRS: [(TensorType, &str); 9] = [
+    (TensorType::Float32, "<f4"),
+    (TensorType::Float16, "<f2"),
+    (TensorType::Float64, "<f8"),
+    (TensorType::Int8, "|i1"),
+    (TensorType::UInt8, "|u1"),
+    (TensorType::Int16, "<i2"),
+    (TensorType::Int32, "<i4"),
+    (TensorType::Int64, "<i8"),
+    (TensorType::Bool, "|b1"),
+];
+
 fn descr(dtype: TensorType) -> Option<&'static str> {
-    Some(match dtype {
-        TensorType::Float32 => "<f4",
-        TensorType::Float16 => "<f2",
-        TensorType::Float64 => "<f8",
-        TensorType::Int8 => "|i1",
-        TensorType::UInt8 => "|u1",
-        TensorType::Int16 => "<i2",
-        TensorType::Int32 => "<i4",
-        TensorType::Int64 => "<i8",
-        TensorType::Bool => "|b1",
-        _ => return None,
-    })
+    DESCRS.iter().find(|(t, _)| *t == dtype).map(|&(_, d)| d)
 }
 
 fn dtype_of(text: &str) -> Option<TensorType> {
@@ -65,19 +67,10 @@ fn dtype_of(text: &str) -> Option<TensorType> {
         .replace("<i1", "|i1")
         .replace("<u1", "|u1")
         .replace("<b1", "|b1");
-    [
-        TensorType::Float32,
-        TensorType::Float16,
-        TensorType::Float64,
-        TensorType::Int8,
-        TensorType::UInt8,
-        TensorType::Int16,
-        TensorType::Int32,
-        TensorType::Int64,
-        TensorType::Bool,
-    ]
-    .into_iter()
-    .find(|&t| descr(t) == Some(normalized.as_str()))
+    DESCRS
+        .iter()
+        .find(|(_, d)| *d == normalized)
+        .map(|&(t, _)| t)
 }
 
 impl NpyArray {

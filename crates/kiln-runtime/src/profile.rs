@@ -62,10 +62,10 @@ impl OpProfile {
     }
 
     /// Starts an invoke of `operators` (a re-prepared model may run others: start over).
-    pub(crate) fn start_invoke(&mut self, operators: &[usize]) {
-        if self.operators != operators {
-            self.operators = operators.to_vec();
+    pub(crate) fn start_invoke(&mut self, operators: impl ExactSizeIterator<Item = usize> + Clone) {
+        if !self.operators.iter().copied().eq(operators.clone()) {
             self.totals = vec![Duration::ZERO; operators.len()];
+            self.operators = operators.collect();
             self.invokes = 0;
         }
         self.invokes += 1;

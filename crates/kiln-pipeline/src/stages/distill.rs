@@ -229,12 +229,13 @@ struct Distilled {
 /// Trains students with and without `teacher` (on the plain device) over `stage.seeds` seeds.
 fn distill(
     stage: &DistillStage,
-    Teacher {
-        model: teacher,
-        name: teacher_name,
-    }: Teacher,
+    teacher: Teacher,
     run: &RunContext<'_>,
 ) -> Result<Distilled> {
+    let Teacher {
+        model: teacher,
+        name: teacher_name,
+    } = teacher;
     let (train_set, validation, test_set) = (&run.splits.train, run.validation(), &run.splits.test);
     let (autodiff, device) = (run.autodiff, run.device);
     let (run_dir, resume) = (run.run_dir, run.resume);
