@@ -23,4 +23,9 @@ pub trait Architecture: Clone + std::fmt::Debug + Serialize + DeserializeOwned {
         classes: usize,
         device: &Device,
     ) -> Result<Self::Model, LowerError>;
+
+    /// The `pretrained = "…"` weights source, for architectures that load published weights.
+    fn pretrained(&self) -> Option<&str> {
+        None
+    }
 }

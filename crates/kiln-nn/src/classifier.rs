@@ -3,7 +3,10 @@
 use burn::prelude::*;
 use kiln_tflite::Model;
 
+use std::path::Path;
+
 use crate::LowerError;
+use crate::pretrained::{ClassifierWeights, LoadedWeights, PretrainedError};
 use crate::quant_hooks::QuantHooks;
 
 pub trait Classifier: Module + Clone {
@@ -12,6 +15,20 @@ pub trait Classifier: Module + Clone {
 
     /// The float32 TFLite model of this network (batch 1, NHWC input).
     fn lower(&self, description: &str) -> Result<Model, LowerError>;
+
+    /// Loads published weights from `path` (see [`crate::pretrained`]); `architecture` names
+    /// the network in errors. Architectures without published weights refuse.
+    fn load_pretrained(
+        &mut self,
+        architecture: &str,
+        path: &Path,
+        classifier: ClassifierWeights,
+    ) -> Result<LoadedWeights, PretrainedError> {
+        let _ = (path, classifier);
+        Err(PretrainedError::Unsupported {
+            architecture: architecture.to_owned(),
+        })
+    }
 }
 
 /// A classifier whose forward pass takes quantization hooks (quantization-aware training).

@@ -92,9 +92,30 @@ pub fn conv_bn_hooked<H: QuantHooks>(
     x: Tensor<4>,
     hooks: &H,
 ) -> Tensor<4> {
+    conv_bn_hooked_as(LayerKind::Convolution, conv, bn, output, x, hooks)
+}
+
+/// [`conv_bn_hooked`] for a 1×1 convolution on a 1×1 map that the lowering writes as
+/// `kind` (a dense layer kept as a convolution so BatchNorm folds into it the same way).
+pub fn conv_bn_hooked_as<H: QuantHooks>(
+    kind: LayerKind,
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    output: &str,
+    x: Tensor<4>,
+    hooks: &H,
+) -> Tensor<4> {
+    let call = LayerCall { output, kind };
     let frozen = match hooks.batch_norm() {
         BatchNormMode::Separate => {
-            return bn.forward(conv2d_hooked(conv, output, x, hooks));
+            let y = hooks.layer(
+                call,
+                x,
+                (conv.weight.val(), Some(0)),
+                conv.bias.as_ref().map(|b| b.val()),
+                |x, w, b| conv2d_with_weight(conv, x, w, b),
+            );
+            return bn.forward(y);
         }
         BatchNormMode::Folded { frozen } => frozen,
     };
@@ -127,13 +148,9 @@ pub fn conv_bn_hooked<H: QuantHooks>(
         // int8 arithmetic QAT's inference reproduces starts from the file's values.
         let weights = Tensor::from_data(TensorData::new(exported.weights, exported.shape), &device);
         let bias = Tensor::from_data(TensorData::new(exported.bias, [channels]), &device);
-        hooks.layer(
-            convolution(output),
-            x,
-            (weights, Some(0)),
-            Some(bias),
-            |x, w, b| conv2d_with_weight(conv, x, w, b),
-        )
+        hooks.layer(call, x, (weights, Some(0)), Some(bias), |x, w, b| {
+            conv2d_with_weight(conv, x, w, b)
+        })
     } else {
         // β + γ/σ · (b − μ): the folded bias of lowering/batch_norm.rs, differentiably.
         let centred = match bias {
@@ -141,13 +158,9 @@ pub fn conv_bn_hooked<H: QuantHooks>(
             None => mean.neg(),
         };
         let folded_bias = bn.beta.val().add(scale.mul(centred));
-        hooks.layer(
-            convolution(output),
-            x,
-            (folded, Some(0)),
-            Some(folded_bias),
-            |x, w, b| conv2d_with_weight(conv, x, w, b),
-        )
+        hooks.layer(call, x, (folded, Some(0)), Some(folded_bias), |x, w, b| {
+            conv2d_with_weight(conv, x, w, b)
+        })
     }
 }
 

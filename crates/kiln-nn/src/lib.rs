@@ -6,16 +6,21 @@
 mod architecture;
 pub mod architectures;
 mod classifier;
+pub mod head;
 mod hooked_layers;
 pub mod lowering;
+pub mod mbconv;
+pub mod pretrained;
 mod quant_hooks;
 
 pub use architecture::Architecture;
 pub use architectures::efficientnet_lite::{
-    BlockActivation, EfficientNetLite, EfficientNetLiteConfig, EfficientNetLiteOptions, StageSpec,
+    EfficientNetLite, EfficientNetLiteConfig, EfficientNetLiteOptions, StageSpec,
 };
 pub use architectures::small_cnn::{SmallCnn, SmallCnnConfig, SmallCnnOptions};
 pub use architectures::{AnyClassifier, ModelConfig};
 pub use classifier::{Classifier, QuantizableClassifier};
 pub use lowering::LowerError;
+pub use mbconv::{BlockActivation, MbConvNet, WeightStyle};
+pub use pretrained::{ClassifierWeights, LoadedWeights, PretrainedError};
 pub use quant_hooks::{BatchNormMode, FloatForward, LayerCall, LayerKind, QuantHooks};

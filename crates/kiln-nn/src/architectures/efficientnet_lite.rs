@@ -28,91 +28,24 @@
 //! squeeze-excitation as MEAN + 1×1 CONV_2D ×2 + LOGISTIC + MUL, residuals as ADD, and the
 //! global pool as MEAN before FULLY_CONNECTED.
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
-};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{relu6, sigmoid};
 use kiln_tflite::{Activation, Model};
 
 use crate::architecture::Architecture;
+use crate::hooked_layers::linear_hooked;
+use crate::lowering::{GraphBuilder, LowerError, TensorId, lower_linear};
+use crate::mbconv::{
+    BlockActivation, ConvPadding, ConvShape, SqueezeExcite, batch_norm, conv_bn_act,
+    lower_conv_bn_act, make_divisible,
+};
 use crate::{Classifier, FloatForward, QuantHooks, QuantizableClassifier};
-
-use crate::hooked_layers::{conv_bn_hooked, conv2d_hooked, linear_hooked};
-use crate::lowering::{GraphBuilder, LowerError, TensorId, lower_conv_bn, lower_linear};
 
 /// TensorFlow EfficientNet's BatchNorm epsilon.
 const BN_EPSILON: f64 = 1e-3;
-/// Channel counts are rounded to multiples of this (EfficientNet's `depth_divisor`).
-const CHANNEL_DIVISOR: usize = 8;
 /// Stride of the stem convolution.
 const STEM_STRIDE: usize = 2;
-
-/// The nonlinearity after every convolution but the projections.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BlockActivation {
-    /// `min(max(x, 0), 6)`: EfficientNet-lite's choice; fuses into the convolution in TFLite.
-    #[default]
-    Relu6,
-    /// `x · sigmoid(x)`: the original EfficientNet's; LOGISTIC + MUL in TFLite.
-    Swish,
-    /// `x · relu6(x + 3) / 6` (MobileNetV3's piecewise swish): one HARD_SWISH op.
-    HardSwish,
-}
-
-impl BlockActivation {
-    fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Self::Relu6 => relu6(x),
-            Self::Swish => x.clone().mul(sigmoid(x)),
-            // In TFLite's order (x · clamp, then / 6) rather than Burn's `x · hard_sigmoid(x)`,
-            // so the float model and the HARD_SWISH kernel round alike.
-            Self::HardSwish => x.clone().mul(relu6(x.add_scalar(3.0))).div_scalar(6.0),
-        }
-    }
-
-    /// The part of the activation TFLite fuses into the preceding convolution.
-    fn fused(self) -> Activation {
-        match self {
-            Self::Relu6 => Activation::Relu6,
-            Self::Swish | Self::HardSwish => Activation::None,
-        }
-    }
-
-    /// The part that needs operators of its own, applied to the convolution's output.
-    fn lower_unfused(self, graph: &mut GraphBuilder, name: &str, x: TensorId) -> TensorId {
-        match self {
-            Self::Relu6 => x,
-            Self::Swish => graph.swish(&format!("{name}/swish"), x),
-            Self::HardSwish => graph.hard_swish(&format!("{name}/hard_swish"), x),
-        }
-    }
-}
-
-/// `activation` after a convolution whose output `lower` names `name`, with fake-quant on
-/// what the int8 graph stores: the convolution's output after its fused part (ReLU6), and
-/// the unfused part's own output (`name/swish`, `name/hard_swish`).
-fn hooked_activation<H: QuantHooks>(
-    y: Tensor<4>,
-    hooks: &H,
-    name: &str,
-    activation: Option<BlockActivation>,
-) -> Tensor<4> {
-    match activation {
-        None => hooks.activation(name, y),
-        Some(BlockActivation::Relu6) => hooks.activation(name, relu6(y)),
-        Some(unfused) => {
-            let y = hooks.activation(name, y);
-            let suffix = match unfused {
-                BlockActivation::Swish => "swish",
-                _ => "hard_swish",
-            };
-            hooks.activation(&format!("{name}/{suffix}"), unfused.forward(y))
-        }
-    }
-}
 
 /// One stage of identical MBConv blocks, at width and depth multiplier 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,16 +344,9 @@ impl EfficientNetLiteConfig {
     }
 }
 
-/// EfficientNet's `round_filters`: scale, round to the nearest multiple of 8 (at least 8), and
-/// go one multiple up if rounding lost more than 10 %.
+/// EfficientNet's `round_filters`: scale, then timm's / TF's `make_divisible`.
 fn round_filters(channels: usize, width: f64) -> usize {
-    let divisor = CHANNEL_DIVISOR as f64;
-    let scaled = channels as f64 * width;
-    let mut rounded = (((scaled + divisor / 2.0) / divisor).floor() * divisor).max(divisor);
-    if rounded < 0.9 * scaled {
-        rounded += divisor;
-    }
-    rounded as usize
+    make_divisible(channels as f64 * width)
 }
 
 /// EfficientNet's `round_repeats`: scale and round up.
@@ -454,62 +380,15 @@ impl ConvBn {
         stride: usize,
         groups: usize,
     ) -> Self {
-        let conv = Conv2dConfig::new(channels, [kernel, kernel])
-            .with_stride([stride, stride])
-            .with_groups(groups)
-            .with_padding(PaddingConfig2d::Same)
-            .with_bias(false)
-            .init(device);
-        let bn = BatchNormConfig::new(channels[1])
-            .with_epsilon(BN_EPSILON)
-            .init(device);
-        Self { conv, bn }
-    }
-
-    /// Conv → BN → `activation` (none for the linear projections), with fake-quant points
-    /// on the tensors `lower` names `name` (after the fused part of the activation) and
-    /// `name/swish` or `name/hard_swish`.
-    fn forward_with<H: QuantHooks>(
-        &self,
-        x: Tensor<4>,
-        hooks: &H,
-        name: &str,
-        activation: Option<BlockActivation>,
-    ) -> Tensor<4> {
-        let y = conv_bn_hooked(&self.conv, &self.bn, name, x, hooks);
-        hooked_activation(y, hooks, name, activation)
-    }
-
-    /// Conv with BN folded, then `activation` (fused where TFLite can), or linear with `None`.
-    fn lower(
-        &self,
-        graph: &mut GraphBuilder,
-        name: &str,
-        x: TensorId,
-        activation: Option<BlockActivation>,
-    ) -> Result<TensorId, LowerError> {
-        let fused = activation.map_or(Activation::None, BlockActivation::fused);
-        let y = lower_conv_bn(graph, name, &self.conv, Some(&self.bn), x, fused)?;
-        Ok(match activation {
-            Some(activation) => activation.lower_unfused(graph, name, y),
-            None => y,
-        })
-    }
-}
-
-/// Squeeze-excitation (Hu et al., 2018, as EfficientNet uses it): global average → 1×1 reduce
-/// (+ activation) → 1×1 expand → sigmoid → channel-wise gate on the block's features.
-#[derive(Module, Debug)]
-pub struct SqueezeExcite {
-    reduce: Conv2d,
-    expand: Conv2d,
-}
-
-impl SqueezeExcite {
-    fn new(device: &Device, channels: usize, squeezed: usize) -> Self {
+        let shape = ConvShape {
+            channels,
+            kernel,
+            stride,
+            groups,
+        };
         Self {
-            reduce: Conv2dConfig::new([channels, squeezed], [1, 1]).init(device),
-            expand: Conv2dConfig::new([squeezed, channels], [1, 1]).init(device),
+            conv: shape.init(ConvPadding::Same, device),
+            bn: batch_norm(channels[1], BN_EPSILON, device),
         }
     }
 
@@ -518,17 +397,9 @@ impl SqueezeExcite {
         x: Tensor<4>,
         hooks: &H,
         name: &str,
-        activation: BlockActivation,
+        activation: Option<BlockActivation>,
     ) -> Tensor<4> {
-        let pooled = hooks.activation(&format!("{name}/mean"), x.clone().mean_dim(3).mean_dim(2));
-        let reduce_name = format!("{name}/reduce");
-        let reduce = conv2d_hooked(&self.reduce, &reduce_name, pooled, hooks);
-        let gate = hooked_activation(reduce, hooks, &reduce_name, Some(activation));
-        let expand_name = format!("{name}/expand");
-        let gate = conv2d_hooked(&self.expand, &expand_name, gate, hooks);
-        let gate = hooks.activation(&expand_name, gate);
-        // LOGISTIC's int8 output has fixed parameters (1/256, −128): no observer.
-        hooks.activation(name, x.mul(sigmoid(gate)))
+        conv_bn_act((&self.conv, &self.bn), x, hooks, name, activation)
     }
 
     fn lower(
@@ -536,23 +407,9 @@ impl SqueezeExcite {
         graph: &mut GraphBuilder,
         name: &str,
         x: TensorId,
-        activation: BlockActivation,
+        activation: Option<BlockActivation>,
     ) -> Result<TensorId, LowerError> {
-        let pooled = graph.mean(&format!("{name}/mean"), x, &[1, 2], true);
-        let reduce = format!("{name}/reduce");
-        let gate = lower_conv_bn(
-            graph,
-            &reduce,
-            &self.reduce,
-            None,
-            pooled,
-            activation.fused(),
-        )?;
-        let gate = activation.lower_unfused(graph, &reduce, gate);
-        let expand = format!("{name}/expand");
-        let gate = lower_conv_bn(graph, &expand, &self.expand, None, gate, Activation::None)?;
-        let gate = graph.logistic(&format!("{name}/sigmoid"), gate);
-        Ok(graph.mul(name, x, gate, Activation::None))
+        lower_conv_bn_act(graph, name, (&self.conv, &self.bn), x, activation)
     }
 }
 
@@ -970,7 +827,7 @@ mod tests {
         let block = &model.blocks[1];
         let se = block.se.as_ref().expect("SE block");
         assert!(block.depthwise.conv.weight.grad(&grads).is_some());
-        assert!(se.reduce.weight.grad(&grads).is_some());
+        assert!(se.conv_reduce.weight.grad(&grads).is_some());
         assert!(model.stem.bn.gamma.grad(&grads).is_some());
     }
 }

@@ -13,6 +13,7 @@ use kiln_tflite::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::architecture::Architecture;
+use crate::pretrained::{ClassifierWeights, LoadedWeights, PretrainedError};
 use crate::{Classifier, LowerError, QuantHooks, QuantizableClassifier};
 
 macro_rules! architectures {
@@ -42,6 +43,13 @@ macro_rules! architectures {
                 }
             }
 
+            /// The `pretrained = "…"` weights source, when the architecture takes one.
+            pub fn pretrained(&self) -> Option<&str> {
+                match self {
+                    $(Self::$variant(o) => o.pretrained(),)+
+                }
+            }
+
             /// The network for `input` ([height, width, channels]) images and `classes`
             /// classes, with its parameters on `device`.
             pub fn build(
@@ -65,14 +73,6 @@ macro_rules! architectures {
             }
         }
 
-        $(
-            impl From<<$module::$options as Architecture>::Model> for AnyClassifier {
-                fn from(model: <$module::$options as Architecture>::Model) -> Self {
-                    Self::$variant(model)
-                }
-            }
-        )+
-
         impl Classifier for AnyClassifier {
             fn forward(&self, images: Tensor<4>) -> Tensor<2> {
                 match self {
@@ -83,6 +83,18 @@ macro_rules! architectures {
             fn lower(&self, description: &str) -> Result<Model, LowerError> {
                 match self {
                     $(Self::$variant(m) => m.lower(description),)+
+                }
+            }
+
+            fn load_pretrained(
+                &mut self,
+                _architecture: &str,
+                path: &std::path::Path,
+                classifier: ClassifierWeights,
+            ) -> Result<LoadedWeights, PretrainedError> {
+                let architecture = self.architecture();
+                match self {
+                    $(Self::$variant(m) => m.load_pretrained(architecture, path, classifier),)+
                 }
             }
         }
@@ -101,6 +113,9 @@ macro_rules! architectures {
 architectures! {
     "small_cnn" => SmallCnn(small_cnn::SmallCnnOptions),
     "efficientnet_lite" => EfficientNetLite(efficientnet_lite::EfficientNetLiteOptions),
+    "efficientnet_lite0" => EfficientNetLite0(efficientnet_lite0::EfficientNetLite0Options),
+    "efficientnet_b0" => EfficientNetB0(efficientnet_b0::EfficientNetB0Options),
+    "mobilenet_v2" => MobileNetV2(mobilenet_v2::MobileNetV2Options),
 }
 
 #[cfg(test)]

