@@ -121,7 +121,7 @@ fn small_cnn_int8_activations_match_fake_quant() {
     let device = Device::flex().autodiff();
     let model = SmallCnnConfig::new([28, 28, 1], 10).init(&device).unwrap();
     // image, conv1, conv2, dense1, logits.
-    check(&gaps(model.into(), [28, 28, 1], 8), 5);
+    check(&gaps(AnyClassifier::SmallCnn(model), [28, 28, 1], 8), 5);
 }
 
 /// Thirty-odd layers, BatchNorm folded in f32 here and in f64 by the exporter: still the
@@ -132,5 +132,8 @@ fn efficientnet_lite_int8_activations_match_fake_quant() {
     let model = EfficientNetLiteConfig::new([28, 28, 1], 10)
         .init(&device)
         .unwrap();
-    check(&gaps(model.into(), [28, 28, 1], 8), 37);
+    check(
+        &gaps(AnyClassifier::EfficientNetLite(model), [28, 28, 1], 8),
+        37,
+    );
 }

@@ -17,6 +17,9 @@
 //!   ETag gets `304`. No redirects and never `X-Xet-Hash`, so `hf-hub` takes its plain
 //!   HTTP download path.
 //!
+//! Every repo is also served as a model repo: `GET /api/models/{id}[/revision/{rev}]` and
+//! `HEAD`/`GET /{id}/resolve/{rev}/{path}`.
+//!
 //! Errors mimic the Hub (a JSON `{"error": ...}` body plus an `X-Error-Code` header):
 //! unknown repo → `404 RepoNotFound`, unknown revision → `404 RevisionNotFound`, unknown
 //! file → `404 EntryNotFound` (with `X-Repo-Commit`, as the Hub sends), gated repo without
@@ -688,6 +691,9 @@ fn route(shared: &Shared, request: &Request) -> Response {
     match segments.as_slice() {
         ["api", "datasets", rest @ ..] => with_repo(shared, request, rest, api_route),
         ["datasets", rest @ ..] => with_repo(shared, request, rest, resolve_route),
+        // Model repos: the same repos, under the model namespace (no prefix for files).
+        ["api", "models", rest @ ..] => with_repo(shared, request, rest, api_route),
+        rest if rest.contains(&"resolve") => with_repo(shared, request, rest, resolve_route),
         _ => Response::not_found(),
     }
 }

@@ -22,6 +22,40 @@ pub struct HubDataset {
     pub revision: String,
 }
 
+/// The two kinds of repository Kiln reads: datasets and models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RepoKind {
+    Dataset,
+    Model,
+}
+
+impl RepoKind {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Dataset => "dataset",
+            Self::Model => "model",
+        }
+    }
+}
+
+/// A repository at a revision, as the cache and the error messages name it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RepoRef<'a> {
+    pub kind: RepoKind,
+    pub repo: &'a str,
+    pub revision: &'a str,
+}
+
+impl HubDataset {
+    fn as_ref(&self) -> RepoRef<'_> {
+        RepoRef {
+            kind: RepoKind::Dataset,
+            repo: &self.repo,
+            revision: &self.revision,
+        }
+    }
+}
+
 /// Where and how to reach the Hub. [`HubSettings::from_env`] is what users get; tests set
 /// the fields directly so parallel tests do not share process environment.
 #[derive(Clone, Debug, Default)]
@@ -86,13 +120,13 @@ pub fn fetch_split(
     let (client, cache_dir) = client(settings)?;
     let repo = client.dataset(owner, name);
     let (commit, files) = if settings.offline {
-        cached_snapshot(&cache_dir, dataset)?
+        cached_snapshot(&cache_dir, dataset.as_ref())?
     } else {
         let info = repo
             .info()
             .revision(dataset.revision.clone())
             .send()
-            .map_err(|e| hub_error(dataset, None, e))?;
+            .map_err(|e| hub_error(dataset.as_ref(), None, e))?;
         let commit = info.sha.clone().ok_or_else(|| {
             DataError::Hub(format!(
                 "the Hub did not report a commit for {}@{}",
@@ -106,7 +140,7 @@ pub fn fetch_split(
                 .revision(commit.clone())
                 .recursive(true)
                 .send()
-                .map_err(|e| hub_error(dataset, None, e))?
+                .map_err(|e| hub_error(dataset.as_ref(), None, e))?
                 .into_iter()
                 .filter_map(|entry| match entry {
                     hf_hub::repository::RepoTreeEntry::File { path, .. } => Some(path),
@@ -134,7 +168,7 @@ pub fn fetch_split(
         // Files are fetched by commit (so a moving branch cannot mix shards), which leaves the
         // branch → commit link unwritten; offline runs resolve the branch through it, the way
         // huggingface_hub records it.
-        record_ref(&cache_dir, dataset, &commit).map_err(|e| {
+        record_ref(&cache_dir, dataset.as_ref(), &commit).map_err(|e| {
             DataError::Hub(format!(
                 "cannot write to the Hugging Face cache {}: {e}; check HF_HUB_CACHE / HF_HOME",
                 cache_dir.display()
@@ -149,7 +183,7 @@ pub fn fetch_split(
             .revision(commit.clone())
             .local_files_only(settings.offline)
             .send()
-            .map_err(|e| hub_error(dataset, Some(path), e))?;
+            .map_err(|e| hub_error(dataset.as_ref(), Some(path), e))?;
         local_paths.push(local);
     }
     Ok(SplitFiles {
@@ -160,7 +194,7 @@ pub fn fetch_split(
 }
 
 /// The blocking client and the cache directory it uses.
-fn client(settings: &HubSettings) -> Result<(HFClientSync, PathBuf), DataError> {
+pub(crate) fn client(settings: &HubSettings) -> Result<(HFClientSync, PathBuf), DataError> {
     let mut builder = HFClient::builder();
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint(endpoint.clone());
@@ -180,24 +214,25 @@ fn client(settings: &HubSettings) -> Result<(HFClientSync, PathBuf), DataError> 
 
 /// The commit a cached revision points at and the files of its snapshot, read from the cache
 /// layout (`datasets--owner--name/refs/<revision>` and `snapshots/<commit>/…`).
-fn cached_snapshot(
+pub(crate) fn cached_snapshot(
     cache_dir: &Path,
-    dataset: &HubDataset,
+    dataset: RepoRef<'_>,
 ) -> Result<(String, Vec<String>), DataError> {
     let repo_dir = repo_cache_dir(cache_dir, dataset);
     let not_cached = || {
         DataError::Hub(format!(
-            "HF_HUB_OFFLINE is set but dataset {}@{} is not in the Hugging Face cache at {}; \
+            "HF_HUB_OFFLINE is set but {} {}@{} is not in the Hugging Face cache at {}; \
              run once online (unset HF_HUB_OFFLINE) to download it, or point HF_HUB_CACHE at a cache that has it",
+            dataset.kind.noun(),
             dataset.repo,
             dataset.revision,
             cache_dir.display()
         ))
     };
-    let commit = if is_commit_hash(&dataset.revision) {
-        dataset.revision.clone()
+    let commit = if is_commit_hash(dataset.revision) {
+        dataset.revision.to_owned()
     } else {
-        std::fs::read_to_string(repo_dir.join("refs").join(&dataset.revision))
+        std::fs::read_to_string(repo_dir.join("refs").join(dataset.revision))
             .map_err(|_| not_cached())?
             .trim()
             .to_owned()
@@ -216,15 +251,23 @@ fn cached_snapshot(
     Ok((commit, files))
 }
 
-fn repo_cache_dir(cache_dir: &Path, dataset: &HubDataset) -> PathBuf {
-    cache_dir.join(format!("datasets--{}", dataset.repo.replace('/', "--")))
+fn repo_cache_dir(cache_dir: &Path, dataset: RepoRef<'_>) -> PathBuf {
+    cache_dir.join(format!(
+        "{}s--{}",
+        dataset.kind.noun(),
+        dataset.repo.replace('/', "--")
+    ))
 }
 
 /// Writes `refs/<revision>` = `commit` in the repo's cache directory (temp file + rename).
-fn record_ref(cache_dir: &Path, dataset: &HubDataset, commit: &str) -> std::io::Result<()> {
+pub(crate) fn record_ref(
+    cache_dir: &Path,
+    dataset: RepoRef<'_>,
+    commit: &str,
+) -> std::io::Result<()> {
     let path = repo_cache_dir(cache_dir, dataset)
         .join("refs")
-        .join(&dataset.revision);
+        .join(dataset.revision);
     if std::fs::read_to_string(&path).is_ok_and(|current| current.trim() == commit) {
         return Ok(());
     }
@@ -305,10 +348,11 @@ fn available_splits(files: &[String]) -> Vec<String> {
 }
 
 /// A Hub failure as a message that says what went wrong and how to fix it.
-fn hub_error(dataset: &HubDataset, file: Option<&str>, error: HFError) -> DataError {
+pub(crate) fn hub_error(dataset: RepoRef<'_>, file: Option<&str>, error: HFError) -> DataError {
+    let noun = dataset.kind.noun();
     let what = match file {
-        Some(file) => format!("{file} of dataset {}@{}", dataset.repo, dataset.revision),
-        None => format!("dataset {}@{}", dataset.repo, dataset.revision),
+        Some(file) => format!("{file} of {noun} {}@{}", dataset.repo, dataset.revision),
+        None => format!("{noun} {}@{}", dataset.repo, dataset.revision),
     };
     let repo_missing = match &error {
         HFError::AuthRequired { context }
@@ -324,11 +368,11 @@ fn hub_error(dataset: &HubDataset, file: Option<&str>, error: HFError) -> DataEr
         // The Hub answers 401 (anonymous) or 404 for a repo that does not exist or that the
         // token cannot see, with the error code RepoNotFound.
         _ if repo_missing => format!(
-            "dataset {} does not exist on the Hub, or it is private and HF_TOKEN does not grant access (Hub error RepoNotFound): check the repo name in the config",
+            "{noun} {} does not exist on the Hub, or it is private and HF_TOKEN does not grant access (Hub error RepoNotFound): check the repo name in the config",
             dataset.repo
         ),
         HFError::AuthRequired { .. } | HFError::Forbidden { .. } => format!(
-            "the Hub refused access to {what} (401/403: gated or private): accept the dataset's terms on its Hub page, then set HF_TOKEN to a token with read access"
+            "the Hub refused access to {what} (401/403: gated or private): accept the {noun}'s terms on its Hub page, then set HF_TOKEN to a token with read access"
         ),
         HFError::RevisionNotFound { .. } => format!(
             "{what}: revision '{}' does not exist (404): check the revision in the config",

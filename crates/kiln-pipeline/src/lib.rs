@@ -7,6 +7,7 @@
 //! - [`digest`]: sha256 and gzip sizes;
 //! - [`config`]: the experiment config (`configs/*.toml`) and `--set` overrides;
 //! - [`data`]: the `[data]` source loaded, split and normalised;
+//! - [`pretrained`]: `[model] pretrained` weights found (Hub or file) and loaded;
 //! - [`model_file`], [`export`], [`verify`], [`per_layer`]: writing variants and checking
 //!   them against the Burn model they came from;
 //! - [`report`]: `report.json`, `report.md` and plots, with one section per stage;
@@ -24,6 +25,7 @@ pub mod digest;
 pub mod export;
 pub mod model_file;
 pub mod per_layer;
+pub mod pretrained;
 pub mod recipe;
 pub mod report;
 pub mod run;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::context::{ReferenceLogits, RunContext, StageModel};
+use crate::pretrained::PretrainedSource;
 use crate::report::ReportSection;
 use crate::report::plots::{Series, line_chart};
 use crate::stage::{Stage, StageKind, StageTable};
@@ -27,6 +28,9 @@ struct TrainStage;
 
 #[derive(Serialize)]
 pub struct TrainingReport {
+    /// The published weights training started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PretrainedSource>,
     pub seconds: f64,
     pub burn_test_accuracy: f64,
     /// On the validation split, when the config holds one out.
@@ -50,10 +54,12 @@ impl Stage for TrainStage {
 
     fn run(&self, run: &mut RunContext<'_>) -> Result<Option<ReportSection>> {
         let config = run.config();
-        let model = config
+        let mut model = config
             .model
             .build(run.input_shape(), run.classes(), run.autodiff)
             .context("cannot build the model")?;
+        let pretrained =
+            crate::pretrained::load_into(&mut model, run.loaded, &kiln_data::HubSettings::from_env())?;
         let settings = &run.train_settings;
         let (train_set, test_set) = (&run.splits.train, &run.splits.test);
         let train_started = Instant::now();
@@ -132,6 +138,7 @@ impl Stage for TrainStage {
             },
         });
         let report = TrainingReport {
+            pretrained,
             seconds: train_seconds,
             burn_test_accuracy: burn_accuracy,
             burn_validation_accuracy: validation_accuracy,
@@ -162,6 +169,17 @@ fn markdown(training: &TrainingReport) -> String {
         );
     }
     md += "\n![training curves](training.svg)\n";
+    if let Some(p) = &training.pretrained {
+        md += &format!(
+            "\nStarted from pretrained weights {}{} ({}, {} bytes, sha256 `{}`; {} tensors).\n",
+            p.spec,
+            p.commit.as_ref().map_or(String::new(), |c| format!(" at commit `{c}`")),
+            p.file,
+            p.bytes,
+            p.sha256,
+            p.tensors
+        );
+    }
     md += &format!(
         "\nTrained in {:.1} s; the Burn model scores {:.2}% on the test split.\n",
         training.seconds,

@@ -1,0 +1,224 @@
+//! Transfer learning from a Hub model repo, end to end: a fake Hugging Face Hub on 127.0.0.1
+//! serves a timm-layout EfficientNet-B0 (`model.safetensors`, a small random one from
+//! kiln-nn's parity fixtures) and the cats-vs-dogs dataset layout; `pipeline run` downloads
+//! both into the Hugging Face cache, loads the backbone strictly, trains a new head, exports
+//! every variant and verifies it; the report names the weights (repo, commit, sha256). A
+//! second, offline run makes no request. Wrong weights fail with the key and both shapes.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::catsdogs_fixture::catsdogs_parquet;
+use support::fake_hub::{FakeHub, FakeRepo, sha256_hex};
+use support::{pipeline_with_env, repo_root, scratch_dir};
+
+const DATA_SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+const MODEL_SHA: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+fn weights(name: &str) -> Vec<u8> {
+    let path = repo_root()
+        .join("crates/kiln-nn/tests/fixtures/pretrained")
+        .join(name);
+    std::fs::read(&path).expect("kiln-nn pretrained fixture")
+}
+
+fn hub(model_file: &str) -> FakeHub {
+    FakeHub::start(vec![
+        FakeRepo::new(
+            "microsoft/cats_vs_dogs",
+            DATA_SHA,
+            vec![(
+                "data/train-00000-of-00001.parquet".into(),
+                catsdogs_parquet(64, 1, &[], &[]),
+            )],
+        ),
+        FakeRepo::new(
+            "timm/efficientnet_b0.tiny",
+            MODEL_SHA,
+            vec![
+                ("model.safetensors".into(), weights(model_file)),
+                (
+                    "config.json".into(),
+                    br#"{"architecture": "efficientnet_b0"}"#.to_vec(),
+                ),
+            ],
+        ),
+    ])
+}
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let recipe = repo_root().join("pipelines/float32.toml");
+    let text = format!(
+        r#"name = "pretrained"
+seed = 7
+pipeline = "{}"
+
+[data]
+image_column = "image"
+label_column = "labels"
+color = "rgb"
+image_size = [32, 32]
+split = [0.7, 0.1, 0.2]
+mean = [0.485, 0.456, 0.406]
+std = [0.229, 0.224, 0.225]
+
+[data.hub]
+repo = "microsoft/cats_vs_dogs"
+train_split = "train"
+
+[model]
+architecture = "efficientnet_b0"
+pretrained = "timm/efficientnet_b0.tiny@main"
+width_multiplier = 0.25
+depth_multiplier = 0.34
+head = {{ dense = [16], batch_norm = true, dropout = 0.2, pooling = "max" }}
+
+[train]
+epochs = 1
+batch_size = 16
+learning_rate = 0.001
+
+[export]
+variants = ["fp32", "fp16", "dynamic"]
+calibration_samples = 16
+
+[verify]
+latency_runs = 2
+"#,
+        recipe.display()
+    );
+    let path = dir.join("pretrained.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
+        .expect("report JSON")
+}
+
+#[test]
+fn a_hub_backbone_fine_tunes_exports_and_reruns_offline() {
+    let dir = scratch_dir("pretrained_hub");
+    let hub = hub("efficientnet_b0.safetensors");
+    let endpoint = hub.endpoint();
+    let hf_cache = dir.join("hf");
+    let hf_cache = hf_cache.to_str().unwrap();
+    let kiln_cache = dir.join("kiln");
+    let config = config(&dir);
+    let config = config.to_str().unwrap();
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_CACHE", hf_cache),
+        ("KILN_CACHE_DIR", kiln_cache.to_str().unwrap()),
+    ];
+    let first = dir.join("first");
+    let out = pipeline_with_env(&["run", config, "--out", first.to_str().unwrap()], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&first);
+    let p = &r["training"]["pretrained"];
+    assert_eq!(p["repo"], "timm/efficientnet_b0.tiny", "{p}");
+    assert_eq!(p["revision"], "main");
+    assert_eq!(p["commit"], MODEL_SHA);
+    assert_eq!(p["file"], "model.safetensors");
+    assert_eq!(
+        p["sha256"],
+        sha256_hex(&weights("efficientnet_b0.safetensors"))
+    );
+    assert!(p["tensors"].as_u64().unwrap() > 100, "{p}");
+    let md = std::fs::read_to_string(first.join("report.md")).unwrap();
+    assert!(
+        md.contains("timm/efficientnet_b0.tiny@main") && md.contains(MODEL_SHA),
+        "{md}"
+    );
+    for variant in ["fp32", "fp16", "dynamic"] {
+        assert!(
+            first.join(format!("model_{variant}.tflite")).is_file(),
+            "{variant}"
+        );
+    }
+
+    // Offline: everything from the cache, not one request.
+    let requests = hub.requests();
+    let second = dir.join("second");
+    let mut offline = env.to_vec();
+    offline.push(("HF_HUB_OFFLINE", "1"));
+    let out = pipeline_with_env(
+        &["run", config, "--out", second.to_str().unwrap()],
+        &offline,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hub.requests(), requests, "{:?}", hub.request_log());
+    assert_eq!(
+        report(&second)["training"]["pretrained"]["commit"],
+        MODEL_SHA
+    );
+}
+
+#[test]
+fn weights_of_another_architecture_name_the_key_and_both_shapes() {
+    let dir = scratch_dir("pretrained_mismatch");
+    // MobileNetV2 weights where the config says EfficientNet-B0.
+    let hub = hub("mobilenetv2_100.safetensors");
+    let endpoint = hub.endpoint();
+    let hf_cache = dir.join("hf");
+    let config = config(&dir);
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_CACHE", hf_cache.to_str().unwrap()),
+    ];
+    let out = pipeline_with_env(
+        &[
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            dir.join("run").to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("EfficientNet-B0")
+            && err.contains("conv_stem.weight")
+            && err.contains("the file has shape")
+            && err.contains("timm/efficientnet_b0.tiny"),
+        "{err}"
+    );
+    assert!(!dir.join("run/model_fp32.tflite").exists());
+
+    // A local file that is not there, and a repo that is not on the Hub.
+    for (pretrained, expected) in [
+        ("weights/missing.safetensors", "not found"),
+        ("timm/no_such_model", "does not exist on the Hub"),
+    ] {
+        let out = pipeline_with_env(
+            &[
+                "run",
+                config.to_str().unwrap(),
+                "--out",
+                dir.join("run2").to_str().unwrap(),
+                "--set",
+                &format!("model.pretrained=\"{pretrained}\""),
+            ],
+            &env,
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(pretrained) || err.contains("no_such_model"),
+            "{err}"
+        );
+        assert!(err.contains(expected), "{err}");
+    }
+}
