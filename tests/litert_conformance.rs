@@ -312,6 +312,69 @@ fn efficientnet_lite_runs_in_litert_and_agrees_with_burn() {
     );
 }
 
+/// The timm-layout family's int8 paths: EfficientNet-B0's swish (LOGISTIC + MUL) and
+/// squeeze-excitation (MEAN, 1×1 convs with bias, LOGISTIC, broadcast MUL), and MobileNetV2
+/// with PyTorch's symmetric padding (int8 PAD before every stride-2 convolution). Every
+/// variant runs in LiteRT under all three kernel sets; int8 is bit-exact with the reference
+/// kernels.
+#[test]
+fn efficientnet_b0_and_mobilenet_v2_run_in_litert() {
+    let models: [(&str, &[&str]); 2] = [
+        ("efficientnet_b0", &[]),
+        (
+            "mobilenet_v2",
+            &[
+                "model.architecture=\"mobilenet_v2\"",
+                "model.weight_style=\"pytorch\"",
+                "model.width_multiplier=0.35",
+                "model.depth_multiplier=0.5",
+            ],
+        ),
+    ];
+    for (name, sets) in models {
+        let dir = scratch_dir(&format!("litert_{name}"));
+        let mut args = vec![
+            "run",
+            "configs/efficientnet_b0.toml",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        for set in [
+            "train.epochs=1",
+            "train.warmup_epochs=0",
+            "data.limit_train=256",
+            "data.limit_test=32",
+            "export.calibration_samples=32",
+            "verify.latency_runs=2",
+        ]
+        .iter()
+        .chain(sets)
+        {
+            args.extend(["--set", set]);
+        }
+        let out = support::pipeline(&args);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let Some(python) = litert() else { return };
+        let file = |variant: &str| dir.join(format!("model_{variant}.tflite"));
+        check_variant(
+            &python,
+            &dir,
+            &format!("{name}_fp32"),
+            &file("fp32"),
+            Expect::Float { rel: 1e-5 },
+        );
+        let deep = Expect::Steps {
+            step: 1.0,
+            slack: 4.0,
+        };
+        check_variant(&python, &dir, &format!("{name}_int8"), &file("int8"), deep);
+    }
+}
+
 /// A train → qat recipe: one epoch of quantization-aware fine-tuning.
 const QAT_RECIPE: &str = r#"stages = ["train", "qat", "export", "verify", "report"]
 [qat]

@@ -41,7 +41,11 @@ pub(crate) fn int8(op: BuiltinOp, options: &BuiltinOptions) -> Option<i32> {
         | BuiltinOp::RELU6
         | BuiltinOp::ADD
         | BuiltinOp::MEAN => 2,
-        BuiltinOp::RESHAPE => 1,
+        // As the converter fixtures' int8 MUL and PAD (MUL 3 would be an int8 MUL whose
+        // input1 × input2 / output scale reaches 1; swish and squeeze-excitation gates
+        // multiply by a LOGISTIC output of scale 1/256, far below).
+        BuiltinOp::MUL | BuiltinOp::PAD => 2,
+        BuiltinOp::RESHAPE | BuiltinOp::HARD_SWISH => 1,
         _ => return None,
     })
 }

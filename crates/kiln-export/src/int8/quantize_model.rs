@@ -4,7 +4,7 @@
 //! int32 on the accumulator's grid — and every operator takes the version the converter
 //! writes for int8. Operators whose int8 kernels copy bytes (pooling, reshape) keep their
 //! input's parameters; SOFTMAX and LOGISTIC (and TANH) have the fixed output parameters their
-//! kernels assume.
+//! kernels assume; PAD keeps its input's (it fills with the zero point).
 
 use kiln_tflite::quant::{QParams, asymmetric_int8_params};
 use kiln_tflite::{BuiltinOp, Model, Subgraph, TensorType};
@@ -38,9 +38,11 @@ fn rule(op: BuiltinOp) -> Option<(Option<usize>, OutputParams)> {
     Some(match op {
         BuiltinOp::CONV_2D | BuiltinOp::FULLY_CONNECTED => (Some(0), Calibrated),
         BuiltinOp::DEPTHWISE_CONV_2D => (Some(3), Calibrated),
-        BuiltinOp::MAX_POOL_2D | BuiltinOp::AVERAGE_POOL_2D | BuiltinOp::RESHAPE => {
-            (None, SameAsInput)
-        }
+        // PAD fills with the zero point: real 0 on the input's grid.
+        BuiltinOp::MAX_POOL_2D
+        | BuiltinOp::AVERAGE_POOL_2D
+        | BuiltinOp::RESHAPE
+        | BuiltinOp::PAD => (None, SameAsInput),
         BuiltinOp::SOFTMAX | BuiltinOp::LOGISTIC => (
             None,
             Fixed(QParams {
@@ -55,13 +57,19 @@ fn rule(op: BuiltinOp) -> Option<(Option<usize>, OutputParams)> {
                 zero_point: 0,
             }),
         ),
-        BuiltinOp::RELU | BuiltinOp::RELU6 | BuiltinOp::ADD | BuiltinOp::MEAN => (None, Calibrated),
+        BuiltinOp::RELU
+        | BuiltinOp::RELU6
+        | BuiltinOp::ADD
+        | BuiltinOp::MUL
+        | BuiltinOp::HARD_SWISH
+        | BuiltinOp::MEAN => (None, Calibrated),
         _ => return None,
     })
 }
 
 const SUPPORTED: &str = "CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, MAX_POOL_2D, \
-    AVERAGE_POOL_2D, RESHAPE, SOFTMAX, LOGISTIC, TANH, RELU, RELU6, ADD and MEAN";
+    AVERAGE_POOL_2D, RESHAPE, PAD, SOFTMAX, LOGISTIC, TANH, RELU, RELU6, HARD_SWISH, ADD, MUL \
+    and MEAN";
 
 /// Quantizes a float32 `model` to full int8 with activation `ranges` (from [`Calibrator`] or
 /// QAT). Tensor indices are kept (float I/O adds tensors at the end); the inputs' and
