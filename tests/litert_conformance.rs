@@ -373,6 +373,24 @@ fn efficientnet_b0_and_mobilenet_v2_run_in_litert() {
         };
         check_variant(&python, &dir, &format!("{name}_int8"), &file("int8"), deep);
     }
+    // QAT through swish and squeeze-excitation: its int8 file is held to the same standard.
+    let dir = scratch_dir("litert_efficientnet_b0_qat");
+    run_qat_recipe(
+        "configs/efficientnet_b0.toml",
+        &dir,
+        &[
+            "train.warmup_epochs=0",
+            "data.limit_train=256",
+            "export.variants=[\"fp32\"]",
+        ],
+    );
+    let Some(python) = litert() else { return };
+    let deep = Expect::Steps {
+        step: 1.0,
+        slack: 4.0,
+    };
+    let qat = dir.join("model_qat_int8.tflite");
+    check_variant(&python, &dir, "efficientnet_b0_qat_int8", &qat, deep);
 }
 
 /// A train → qat recipe: one epoch of quantization-aware fine-tuning.
