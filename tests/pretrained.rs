@@ -3,7 +3,9 @@
 //! kiln-nn's parity fixtures) and the cats-vs-dogs dataset layout; `pipeline run` downloads
 //! both into the Hugging Face cache, loads the backbone strictly, trains a new head, exports
 //! every variant and verifies it; the report names the weights (repo, commit, sha256). A
-//! second, offline run makes no request. Wrong weights fail with the key and both shapes.
+//! second, offline run makes no request. The first epoch trains the head alone on the frozen
+//! backbone's cached features, the second everything (the backbone at a tenth of the rate);
+//! all four variants run in LiteRT with kiln-runtime's outputs. Wrong weights fail with the key and both shapes.
 
 mod support;
 
@@ -12,6 +14,7 @@ use std::path::Path;
 use serde_json::Value;
 use support::catsdogs_fixture::catsdogs_parquet;
 use support::fake_hub::{FakeHub, FakeRepo, sha256_hex};
+use support::litert::{Expect, check_variant, litert};
 use support::{pipeline_with_env, repo_root, scratch_dir};
 
 const DATA_SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -76,12 +79,14 @@ depth_multiplier = 0.34
 head = {{ dense = [16], batch_norm = true, dropout = 0.2, pooling = "max" }}
 
 [train]
-epochs = 1
+epochs = 2
 batch_size = 16
 learning_rate = 0.001
+freeze_backbone_epochs = 1   # the head alone on cached features, then everything
+backbone_lr_scale = 0.1
 
 [export]
-variants = ["fp32", "fp16", "dynamic"]
+variants = ["fp32", "fp16", "dynamic", "int8"]
 calibration_samples = 16
 
 [verify]
@@ -137,11 +142,32 @@ fn a_hub_backbone_fine_tunes_exports_and_reruns_offline() {
         md.contains("timm/efficientnet_b0.tiny@main") && md.contains(MODEL_SHA),
         "{md}"
     );
-    for variant in ["fp32", "fp16", "dynamic"] {
-        assert!(
-            first.join(format!("model_{variant}.tflite")).is_file(),
-            "{variant}"
+    let epochs = r["training"]["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2, "a frozen epoch, then a fine-tuning one");
+
+    // Every variant runs in LiteRT with kiln-runtime's outputs (int8 bit-exact with the
+    // reference kernels).
+    let file = |variant: &str| first.join(format!("model_{variant}.tflite"));
+    if let Some(python) = litert() {
+        let float = Expect::Float { rel: 1e-5 };
+        check_variant(&python, &first, "pretrained_fp32", &file("fp32"), float);
+        check_variant(&python, &first, "pretrained_fp16", &file("fp16"), float);
+        let hybrid = Expect::Hybrid {
+            rel: 1e-3,
+            of_peak: 0.02,
+        };
+        check_variant(
+            &python,
+            &first,
+            "pretrained_dynamic",
+            &file("dynamic"),
+            hybrid,
         );
+        let steps = Expect::Steps {
+            step: 1.0,
+            slack: 4.0,
+        };
+        check_variant(&python, &first, "pretrained_int8", &file("int8"), steps);
     }
 
     // Offline: everything from the cache, not one request.

@@ -3,6 +3,7 @@
 
 pub mod catsdogs_fixture;
 pub mod fake_hub;
+pub mod litert;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

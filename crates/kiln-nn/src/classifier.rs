@@ -1,5 +1,6 @@
 //! What the training loop needs from a model, whatever its architecture.
 
+use burn::module::ParamId;
 use burn::prelude::*;
 use kiln_tflite::Model;
 
@@ -15,6 +16,31 @@ pub trait Classifier: Module + Clone {
 
     /// The float32 TFLite model of this network (batch 1, NHWC input).
     fn lower(&self, description: &str) -> Result<Model, LowerError>;
+
+    /// For networks with a pretrained backbone: its pooled features [batch, features] of
+    /// NCHW images (what a frozen backbone computes once per image); `None` for networks
+    /// trained whole.
+    fn backbone_features(&self, images: Tensor<4>) -> Option<Tensor<2>> {
+        let _ = images;
+        None
+    }
+
+    /// Logits from [`Classifier::backbone_features`] (the head and classifier alone).
+    fn classify_features(&self, features: Tensor<2>) -> Option<Tensor<2>> {
+        let _ = features;
+        None
+    }
+
+    /// The backbone frozen (no gradients, BatchNorm on its running statistics) or trainable.
+    fn with_backbone_frozen(self, frozen: bool) -> Self {
+        let _ = frozen;
+        self
+    }
+
+    /// The backbone's parameters (empty for networks without one).
+    fn backbone_params(&self) -> Vec<ParamId> {
+        Vec::new()
+    }
 
     /// Loads published weights from `path` (see [`crate::pretrained`]); `architecture` names
     /// the network in errors. Architectures without published weights refuse.

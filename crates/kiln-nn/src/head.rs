@@ -11,7 +11,7 @@
 //! backbone uses; they lower as FULLY_CONNECTED with the ReLU fused.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, Dropout, DropoutConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use kiln_tflite::Activation;
@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::hooked_layers::conv_bn_hooked_as;
 use crate::lowering::{GraphBuilder, LowerError, TensorId, fold_batch_norm};
-use crate::mbconv::batch_norm;
 use crate::{LayerKind, QuantHooks};
 
 /// ε of the head's BatchNorms (Keras' default).
@@ -117,9 +116,11 @@ impl ClassifierHead {
                     linear: Conv2dConfig::new([width, units], [1, 1])
                         .with_bias(!options.batch_norm)
                         .init(device),
-                    bn: options
-                        .batch_norm
-                        .then(|| batch_norm(units, HEAD_BN_EPSILON, device)),
+                    bn: options.batch_norm.then(|| {
+                        BatchNormConfig::new(units)
+                            .with_epsilon(HEAD_BN_EPSILON)
+                            .init(device)
+                    }),
                 };
                 width = units;
                 layer

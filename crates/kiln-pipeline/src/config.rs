@@ -251,6 +251,19 @@ pub struct TrainConfig {
     /// Random left–right mirroring (photos; not digits).
     #[serde(default)]
     pub augment_flip: bool,
+    /// Transfer learning: epochs at the start that train only the new head on the frozen
+    /// pretrained backbone (BatchNorm on its running statistics; features cached when
+    /// augmentation is off).
+    #[serde(default)]
+    pub freeze_backbone_epochs: usize,
+    /// Transfer learning: the backbone's learning rate as a fraction of `learning_rate` once
+    /// it trains (0.1 is common).
+    #[serde(default = "default_backbone_lr_scale")]
+    pub backbone_lr_scale: f64,
+}
+
+fn default_backbone_lr_scale() -> f64 {
+    1.0
 }
 
 fn default_backend() -> BackendKind {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kiln_train::{Augment, TrainSettings};
+use kiln_train::{Augment, TrainSettings, TransferSettings};
 use tracing::{info, warn};
 
 use crate::config::{self, LoadedConfig};
@@ -137,6 +137,10 @@ fn train_settings(
         augment: Augment {
             shift: config.train.augment_shift,
             horizontal_flip: config.train.augment_flip,
+        },
+        transfer: TransferSettings {
+            freeze_backbone_epochs: config.train.freeze_backbone_epochs,
+            backbone_lr_scale: config.train.backbone_lr_scale,
         },
         seed: config.seed,
         checkpoint_dir: Some(run_dir.join("checkpoint")),

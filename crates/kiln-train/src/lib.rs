@@ -14,8 +14,11 @@ mod optimizer;
 mod pruning;
 mod qat;
 mod schedule;
+#[cfg(test)]
+mod test_support;
 mod throughput;
 mod train_loop;
+mod transfer;
 
 pub use backend::BackendKind;
 pub use batch::Augment;
@@ -32,3 +35,4 @@ pub use qat::{Qat, QatSettings, TracedActivation};
 pub use schedule::{LrPlan, LrSchedule};
 pub use throughput::{Throughput, measure_throughput};
 pub use train_loop::{TrainData, TrainOutcome, TrainSettings, train, train_with_hooks};
+pub use transfer::TransferSettings;

@@ -31,6 +31,7 @@ use crate::evaluate::{accuracy, argmax_rows, predict};
 use crate::hooks::TrainHooks;
 use crate::optimizer::OptimizerSettings;
 use crate::schedule::{LrPlan, LrSchedule};
+use crate::transfer::{FeatureCache, TransferSettings, split_gradients};
 
 #[derive(Clone, Debug)]
 pub struct TrainSettings {
@@ -48,6 +49,8 @@ pub struct TrainSettings {
     pub early_stopping_patience: Option<usize>,
     /// Random augmentation of training images.
     pub augment: Augment,
+    /// Frozen-backbone epochs and the backbone's learning-rate scale (pretrained networks).
+    pub transfer: TransferSettings,
     pub seed: u64,
     /// Where checkpoints go (`state.json` + per-epoch files); `None` = no checkpoints.
     pub checkpoint_dir: Option<PathBuf>,
@@ -123,6 +126,10 @@ pub fn train_with_hooks<M: Classifier>(
         validation,
     } = data;
     validate(data, validation, settings)?;
+    let transfer = settings.transfer;
+    transfer.validate(&model, settings.epochs)?;
+    let backbone: std::collections::HashSet<_> = model.backbone_params().into_iter().collect();
+    let mut features: Option<FeatureCache> = None;
     for hook in &hooks {
         hook.validate()?;
     }
@@ -193,6 +200,16 @@ pub fn train_with_hooks<M: Classifier>(
             break;
         }
         let started = Instant::now();
+        let frozen = transfer.frozen(epoch);
+        if !backbone.is_empty() {
+            model = model.with_backbone_frozen(frozen);
+        }
+        // Unaugmented images through a frozen backbone: the same features every epoch.
+        let augmented = settings.augment != Augment::default();
+        if frozen && !augmented && hooks.is_empty() && features.is_none() {
+            features = Some(FeatureCache::build(&model, data, 256, eval_device)?);
+        }
+        let cached = features.as_ref().filter(|_| frozen);
         // Per-epoch randomness from (seed, epoch) only: a resumed run replays it exactly.
         let mut rng = StdRng::seed_from_u64(epoch_seed(epoch));
         device.seed(epoch_seed(epoch));
@@ -218,14 +235,28 @@ pub fn train_with_hooks<M: Classifier>(
             }
             learning_rate = plan.rate((epoch - 1) * steps_per_epoch + step);
             let batch_started = Instant::now();
-            let pixels = images_nchw(data, batch, settings.augment, Some(&mut rng));
-            let images = image_tensor(data, pixels, batch.len(), device);
             let labels = label_tensor(data, batch, device);
-            data_seconds += batch_started.elapsed().as_secs_f64();
-            let logits = model.forward(images.clone());
+            let (logits, images) = match cached {
+                Some(cache) => {
+                    let features = cache.batch(batch, device);
+                    data_seconds += batch_started.elapsed().as_secs_f64();
+                    let logits = model.classify_features(features).ok_or_else(|| {
+                        TrainError::InvalidConfig("the network has no head to train alone".into())
+                    })?;
+                    (logits, None)
+                }
+                None => {
+                    let pixels = images_nchw(data, batch, settings.augment, Some(&mut rng));
+                    let images = image_tensor(data, pixels, batch.len(), device);
+                    data_seconds += batch_started.elapsed().as_secs_f64();
+                    (model.forward(images.clone()), Some(images))
+                }
+            };
             let mut loss = loss_fn.forward(logits.clone(), labels);
-            for hook in &hooks {
-                loss = hook.loss(loss, &logits, &images);
+            if let Some(images) = &images {
+                for hook in &hooks {
+                    loss = hook.loss(loss, &logits, images);
+                }
             }
 
             let logits = logits.into_data();
@@ -248,7 +279,14 @@ pub fn train_with_hooks<M: Classifier>(
             loss_sum += loss_value * batch.len() as f64;
 
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(learning_rate, model, gradients);
+            if frozen || transfer.backbone_lr_scale == 1.0 {
+                model = optimizer.step(learning_rate, model, gradients);
+            } else {
+                let (backbone_grads, head_grads) = split_gradients(gradients, &model, &backbone);
+                let backbone_rate = learning_rate * transfer.backbone_lr_scale;
+                model = optimizer.step(backbone_rate, model, backbone_grads);
+                model = optimizer.step(learning_rate, model, head_grads);
+            }
             for hook in &mut hooks {
                 model = hook.after_step(model, (epoch - 1) * steps_per_epoch + step);
             }
@@ -307,6 +345,12 @@ pub fn train_with_hooks<M: Classifier>(
     let (model, selected_epoch) = match (best_model, state.best) {
         (Some(best), Some((epoch, _))) => (best, epoch),
         _ => (model, state.epoch),
+    };
+    // Later stages (pruning, QAT, distillation) fine-tune the whole network.
+    let model = if backbone.is_empty() {
+        model
+    } else {
+        model.with_backbone_frozen(false)
     };
     Ok(TrainOutcome {
         model,

@@ -86,6 +86,30 @@ macro_rules! architectures {
                 }
             }
 
+            fn backbone_features(&self, images: Tensor<4>) -> Option<Tensor<2>> {
+                match self {
+                    $(Self::$variant(m) => m.backbone_features(images),)+
+                }
+            }
+
+            fn classify_features(&self, features: Tensor<2>) -> Option<Tensor<2>> {
+                match self {
+                    $(Self::$variant(m) => m.classify_features(features),)+
+                }
+            }
+
+            fn with_backbone_frozen(self, frozen: bool) -> Self {
+                match self {
+                    $(Self::$variant(m) => Self::$variant(m.with_backbone_frozen(frozen)),)+
+                }
+            }
+
+            fn backbone_params(&self) -> Vec<burn::module::ParamId> {
+                match self {
+                    $(Self::$variant(m) => m.backbone_params(),)+
+                }
+            }
+
             fn load_pretrained(
                 &mut self,
                 _architecture: &str,

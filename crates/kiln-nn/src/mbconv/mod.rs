@@ -13,6 +13,7 @@ mod conv_bn_act;
 mod options;
 mod squeeze_excite;
 
+use burn::module::ParamId;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::prelude::*;
@@ -28,7 +29,9 @@ pub use squeeze_excite::SqueezeExcite;
 use crate::head::{ClassifierHead, HeadOptions};
 use crate::hooked_layers::linear_hooked;
 use crate::lowering::{GraphBuilder, LowerError, lower_linear};
-use crate::pretrained::{ClassifierWeights, LoadedWeights, PretrainedError};
+use crate::pretrained::{
+    ClassifierWeights, LoadTarget, LoadedWeights, PretrainedError, load_pretrained,
+};
 use crate::{Classifier, FloatForward, QuantHooks, QuantizableClassifier};
 
 /// Channel counts are rounded to multiples of this (timm's and TF's `make_divisible`).
@@ -427,13 +430,58 @@ impl Classifier for MbConvNet {
         Ok(graph.finish(&[("image", image)], &[("logits", logits)]))
     }
 
+    fn backbone_features(&self, images: Tensor<4>) -> Option<Tensor<2>> {
+        Some(self.features_with(images, &FloatForward))
+    }
+
+    fn classify_features(&self, features: Tensor<2>) -> Option<Tensor<2>> {
+        Some(self.classify_with(features, &FloatForward))
+    }
+
+    fn with_backbone_frozen(mut self, frozen: bool) -> Self {
+        fn set<M: Module>(module: M, frozen: bool) -> M {
+            if frozen {
+                module.freeze()
+            } else {
+                module.unfreeze()
+            }
+        }
+        self.conv_stem = set(self.conv_stem, frozen);
+        self.bn1 = set(self.bn1, frozen);
+        self.blocks = set(self.blocks, frozen);
+        self.conv_head = set(self.conv_head, frozen);
+        self.bn2 = set(self.bn2, frozen);
+        self
+    }
+
+    fn backbone_params(&self) -> Vec<ParamId> {
+        struct Ids(Vec<ParamId>);
+        impl burn::module::ModuleVisitor for Ids {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                self.0.push(param.id);
+            }
+        }
+        let mut ids = Ids(Vec::new());
+        self.conv_stem.visit(&mut ids);
+        self.bn1.visit(&mut ids);
+        self.blocks.visit(&mut ids);
+        self.conv_head.visit(&mut ids);
+        self.bn2.visit(&mut ids);
+        ids.0
+    }
+
     fn load_pretrained(
         &mut self,
         architecture: &str,
         path: &std::path::Path,
         classifier: ClassifierWeights,
     ) -> Result<LoadedWeights, PretrainedError> {
-        crate::pretrained::load_pretrained(self, architecture, path, classifier)
+        let target = LoadTarget {
+            architecture,
+            backbone: &BACKBONE_PREFIXES,
+            efficientnet_pytorch_keys: efficientnet_pytorch_keys(self),
+        };
+        load_pretrained(self, &target, path, classifier)
     }
 }
 
@@ -442,6 +490,56 @@ impl QuantizableClassifier for MbConvNet {
         let features = self.features_with(images, hooks);
         self.classify_with(features, hooks)
     }
+}
+
+/// Renames lukemelas' keys to timm's: top-level layers by name, blocks by their position
+/// in the block table (`_blocks.5.` is the sixth block, `blocks.2.1.` in a 1-2-2-… table),
+/// and each block's layers by its type (a depthwise-separable block has no `_expand_conv`,
+/// so its `_bn1` is timm's `bn1`, not `bn2`).
+fn efficientnet_pytorch_keys(model: &MbConvNet) -> Vec<(String, String)> {
+    let mut patterns: Vec<(String, String)> = [
+        ("_conv_stem", "conv_stem"),
+        ("_bn0", "bn1"),
+        ("_conv_head", "conv_head"),
+        ("_bn1", "bn2"),
+        ("_fc", "classifier"),
+    ]
+    .iter()
+    .map(|(from, to)| (format!(r"^{from}\."), format!("{to}.")))
+    .collect();
+    let mut flat = 0;
+    for (s, stage) in model.blocks().iter().enumerate() {
+        for (i, block) in stage.iter().enumerate() {
+            let layers: &[(&str, &str)] = match block {
+                MbBlock::DepthwiseSeparable(_) => &[
+                    ("_depthwise_conv", "conv_dw"),
+                    ("_bn1", "bn1"),
+                    ("_project_conv", "conv_pw"),
+                    ("_bn2", "bn2"),
+                ],
+                MbBlock::InvertedResidual(_) => &[
+                    ("_expand_conv", "conv_pw"),
+                    ("_bn0", "bn1"),
+                    ("_depthwise_conv", "conv_dw"),
+                    ("_bn1", "bn2"),
+                    ("_project_conv", "conv_pwl"),
+                    ("_bn2", "bn3"),
+                ],
+            };
+            let se = [
+                ("_se_reduce", "se.conv_reduce"),
+                ("_se_expand", "se.conv_expand"),
+            ];
+            for (from, to) in layers.iter().chain(se.iter()) {
+                patterns.push((
+                    format!(r"^_blocks\.{flat}\.{from}\."),
+                    format!("blocks.{s}.{i}.{to}."),
+                ));
+            }
+            flat += 1;
+        }
+    }
+    patterns
 }
 
 #[cfg(test)]

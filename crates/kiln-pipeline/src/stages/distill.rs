@@ -292,6 +292,8 @@ fn distill(
                 checkpoint_dir: Some(checkpoint_dir),
                 fingerprint: format!("{fingerprint}+{seed}+{kind}"),
                 progress: std::io::stderr().is_terminal(),
+                // A student trains whole (the teacher's backbone settings are not its own).
+                transfer: kiln_train::TransferSettings::default(),
                 ..base.clone()
             };
             let mut hooks: Vec<Box<dyn TrainHook<_>>> = Vec::new();

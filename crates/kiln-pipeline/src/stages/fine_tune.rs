@@ -47,6 +47,8 @@ fn fine_tune_settings<P: Serialize>(
             serde_json::to_string(fine_tune.parameters).unwrap_or_default()
         ),
         progress: std::io::stderr().is_terminal(),
+        // The whole network: its backbone was frozen, if at all, only in the train stage.
+        transfer: kiln_train::TransferSettings::default(),
         ..base.clone()
     }
 }

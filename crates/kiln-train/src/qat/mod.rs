@@ -421,6 +421,7 @@ mod tests {
     use kiln_nn::SmallCnnConfig;
 
     use super::*;
+    use crate::test_support::{settings, two_tone};
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
@@ -447,53 +448,12 @@ mod tests {
         assert_eq!(qat.steps(), 2);
     }
 
-    /// Bright or dark 10×10 images: something to train on.
-    fn two_tone(rows: usize) -> kiln_data::ImageDataset {
-        let side = 10;
-        let labels: Vec<u32> = (0..rows as u32).map(|i| i % 2).collect();
-        let images = labels
-            .iter()
-            .flat_map(|&l| std::iter::repeat_n(50 + 150 * l as u8, side * side))
-            .collect();
-        kiln_data::ImageDataset {
-            images,
-            labels,
-            height: side,
-            width: side,
-            channels: 1,
-            class_names: vec!["dark".into(), "bright".into()],
-            skipped: 0,
-            warnings: Vec::new(),
-            normalization: kiln_data::Normalization::identity(),
-        }
-    }
-
-    fn settings(epochs: usize) -> crate::TrainSettings {
-        crate::TrainSettings {
-            epochs,
-            batch_size: 8,
-            learning_rate: 0.001,
-            schedule: crate::LrSchedule::Constant,
-            warmup_epochs: 0,
-            optimizer: crate::OptimizerSettings::default(),
-            label_smoothing: 0.0,
-            early_stopping_patience: None,
-            augment: crate::Augment::default(),
-            seed: 1,
-            checkpoint_dir: None,
-            resume: false,
-            fingerprint: String::new(),
-            progress: false,
-            interrupt: None,
-        }
-    }
-
     /// Steps are counted across optimizer updates, and frozen observers stop moving.
     #[test]
     fn the_training_loop_counts_steps_and_freezing_holds_the_ranges() {
         let eval = Device::flex();
         let device = eval.clone().autodiff();
-        let data = two_tone(32);
+        let data = two_tone(32, 10);
         let model = SmallCnnConfig::new([10, 10, 1], 2).init(&device).unwrap();
         let qat_settings = QatSettings {
             freeze_observers: Some(4),
@@ -522,7 +482,7 @@ mod tests {
         let eval = Device::flex();
         let device = eval.clone().autodiff();
         let input = [10, 10, 1];
-        let data = two_tone(16);
+        let data = two_tone(16, 10);
         let build = || {
             device.seed(3);
             let model = SmallCnnConfig::new(input, 2).init(&device).unwrap();
