@@ -1,4 +1,4 @@
-//! Data sources end to end. `pipeline run configs/catsdogs.toml` against a fake Hugging Face Hub on 127.0.0.1 serving
+//! Data sources end to end. `pipeline run configs/catsdogs_scratch.toml` against a fake Hugging Face Hub on 127.0.0.1 serving
 //! the microsoft/cats_vs_dogs layout (two parquet shards of generated JPEGs, one corrupt and
 //! one grayscale image): download into the Hugging Face cache, train, export, report the
 //! corrupt image; then again from the cache with no download, and offline with no request.
@@ -35,7 +35,7 @@ fn cats_vs_dogs(id: &str) -> FakeRepo {
     )
 }
 
-/// A tiny, fast version of configs/catsdogs.toml.
+/// A tiny, fast version of configs/catsdogs_scratch.toml.
 const TINY: &[&str] = &[
     "--set",
     "data.image_size=[32, 32]",
@@ -54,7 +54,7 @@ const TINY: &[&str] = &[
 fn run_catsdogs(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut args = vec![
         "run",
-        "configs/catsdogs.toml",
+        "configs/catsdogs_scratch.toml",
         "--out",
         out.to_str().expect("utf-8 path"),
     ];

@@ -28,6 +28,10 @@ fn weights(name: &str) -> Vec<u8> {
 }
 
 fn hub(model_file: &str) -> FakeHub {
+    hub_serving("timm/efficientnet_b0.tiny", model_file)
+}
+
+fn hub_serving(model_repo: &str, model_file: &str) -> FakeHub {
     FakeHub::start(vec![
         FakeRepo::new(
             "microsoft/cats_vs_dogs",
@@ -38,7 +42,7 @@ fn hub(model_file: &str) -> FakeHub {
             )],
         ),
         FakeRepo::new(
-            "timm/efficientnet_b0.tiny",
+            model_repo,
             MODEL_SHA,
             vec![
                 ("model.safetensors".into(), weights(model_file)),
@@ -247,4 +251,63 @@ fn weights_of_another_architecture_name_the_key_and_both_shapes() {
         );
         assert!(err.contains(expected), "{err}");
     }
+}
+
+/// `configs/catsdogs.toml` itself — pretrained Lite0 from the Hub, the notebook's head, frozen
+/// then fine-tuned, QAT, four variants — with the Hub serving a small Lite0 (the TF-style
+/// parity fixture) under the real repo id, at 32 px.
+#[test]
+fn the_catsdogs_config_runs_its_whole_recipe() {
+    let dir = scratch_dir("pretrained_catsdogs");
+    let hub = hub_serving(
+        "timm/tf_efficientnet_lite0.in1k",
+        "tf_efficientnet_lite0.safetensors",
+    );
+    let endpoint = hub.endpoint();
+    let hf_cache = dir.join("hf");
+    let kiln_cache = dir.join("kiln");
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_CACHE", hf_cache.to_str().unwrap()),
+        ("KILN_CACHE_DIR", kiln_cache.to_str().unwrap()),
+    ];
+    let run = dir.join("run");
+    let mut args = vec![
+        "run",
+        "configs/catsdogs.toml",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    for set in [
+        "model.width_multiplier=0.25",
+        "model.depth_multiplier=0.34",
+        "model.head.dense=[16, 8]",
+        "data.image_size=[32, 32]",
+        "data.cache=false",
+        "train.epochs=2",
+        "train.freeze_backbone_epochs=1",
+        "train.batch_size=16",
+        "export.calibration_samples=16",
+        "verify.latency_runs=2",
+    ] {
+        args.extend(["--set", set]);
+    }
+    let out = pipeline_with_env(&args, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&run);
+    assert_eq!(
+        r["training"]["pretrained"]["repo"],
+        "timm/tf_efficientnet_lite0.in1k"
+    );
+    let names: Vec<&str> = r["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fp32", "fp16", "dynamic", "int8", "qat_int8"]);
 }
