@@ -10,6 +10,20 @@ use crate::LowerError;
 use crate::pretrained::{ClassifierWeights, LoadedWeights, PretrainedError};
 use crate::quant_hooks::QuantHooks;
 
+/// How a pretrained backbone takes part in training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackboneMode {
+    /// No gradients; BatchNorm on its running statistics (training the head alone).
+    Frozen,
+    /// Weights train; BatchNorm stays on the running statistics the weights came with and
+    /// does not update them (Keras' advice for fine-tuning after a frozen phase: batch
+    /// statistics of a new domain, at small batches, would shift every feature the head
+    /// learnt on).
+    FineTuned,
+    /// Everything trains, BatchNorm on batch statistics (the default state).
+    Trainable,
+}
+
 pub trait Classifier: Module + Clone {
     /// NCHW images → logits [batch, classes].
     fn forward(&self, images: Tensor<4>) -> Tensor<2>;
@@ -31,9 +45,9 @@ pub trait Classifier: Module + Clone {
         None
     }
 
-    /// The backbone frozen (no gradients, BatchNorm on its running statistics) or trainable.
-    fn with_backbone_frozen(self, frozen: bool) -> Self {
-        let _ = frozen;
+    /// The backbone in `mode` (networks without one ignore it).
+    fn with_backbone(self, mode: BackboneMode) -> Self {
+        let _ = mode;
         self
     }
 

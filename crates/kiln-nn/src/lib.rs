@@ -19,7 +19,7 @@ pub use architectures::efficientnet_lite::{
 };
 pub use architectures::small_cnn::{SmallCnn, SmallCnnConfig, SmallCnnOptions};
 pub use architectures::{AnyClassifier, ModelConfig};
-pub use classifier::{Classifier, QuantizableClassifier};
+pub use classifier::{BackboneMode, Classifier, QuantizableClassifier};
 pub use lowering::LowerError;
 pub use mbconv::{BlockActivation, MbConvNet, WeightStyle};
 pub use pretrained::{ClassifierWeights, LoadedWeights, PretrainedError};

@@ -32,6 +32,7 @@ use crate::hooks::TrainHooks;
 use crate::optimizer::OptimizerSettings;
 use crate::schedule::{LrPlan, LrSchedule};
 use crate::transfer::{FeatureCache, TransferSettings, split_gradients};
+use kiln_nn::BackboneMode;
 
 #[derive(Clone, Debug)]
 pub struct TrainSettings {
@@ -129,6 +130,7 @@ pub fn train_with_hooks<M: Classifier>(
     let transfer = settings.transfer;
     transfer.validate(&model, settings.epochs)?;
     let backbone: std::collections::HashSet<_> = model.backbone_params().into_iter().collect();
+    let transfer_learning = !backbone.is_empty() && transfer.is_active();
     let mut features: Option<FeatureCache> = None;
     for hook in &hooks {
         hook.validate()?;
@@ -201,8 +203,12 @@ pub fn train_with_hooks<M: Classifier>(
         }
         let started = Instant::now();
         let frozen = transfer.frozen(epoch);
-        if !backbone.is_empty() {
-            model = model.with_backbone_frozen(frozen);
+        if transfer_learning {
+            model = model.with_backbone(if frozen {
+                BackboneMode::Frozen
+            } else {
+                BackboneMode::FineTuned
+            });
         }
         // Unaugmented images through a frozen backbone: the same features every epoch.
         let augmented = settings.augment != Augment::default();
@@ -323,7 +329,9 @@ pub fn train_with_hooks<M: Classifier>(
             if state.best.is_none_or(|(_, best)| acc > best) {
                 state.best = Some((epoch, acc));
                 state.epochs_without_improvement = 0;
-                best_model = Some(model.clone());
+                // Not a clone: that would share BatchNorm's running statistics, which the
+                // next epochs go on updating.
+                best_model = Some(model.valid().train());
                 new_best = best_model.as_ref();
             } else {
                 state.epochs_without_improvement += 1;
@@ -347,10 +355,10 @@ pub fn train_with_hooks<M: Classifier>(
         _ => (model, state.epoch),
     };
     // Later stages (pruning, QAT, distillation) fine-tune the whole network.
-    let model = if backbone.is_empty() {
-        model
+    let model = if transfer_learning {
+        model.with_backbone(BackboneMode::Trainable)
     } else {
-        model.with_backbone_frozen(false)
+        model
     };
     Ok(TrainOutcome {
         model,

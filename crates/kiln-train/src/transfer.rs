@@ -56,8 +56,7 @@ impl TransferSettings {
                 self.freeze_backbone_epochs
             ));
         }
-        let uses_backbone = self.freeze_backbone_epochs > 0 || self.backbone_lr_scale != 1.0;
-        if uses_backbone && model.backbone_params().is_empty() {
+        if self.is_active() && model.backbone_params().is_empty() {
             return invalid(
                 "freeze_backbone_epochs and backbone_lr_scale need an architecture with a \
                  pretrained backbone (efficientnet_lite0, efficientnet_b0, mobilenet_v2)"
@@ -65,6 +64,12 @@ impl TransferSettings {
             );
         }
         Ok(())
+    }
+
+    /// Whether training treats the backbone apart: then its BatchNorm stays on the pretrained
+    /// running statistics throughout (see [`kiln_nn::BackboneMode::FineTuned`]).
+    pub(crate) fn is_active(&self) -> bool {
+        self.freeze_backbone_epochs > 0 || self.backbone_lr_scale != 1.0
     }
 
     pub(crate) fn frozen(&self, epoch: usize) -> bool {

@@ -98,9 +98,9 @@ macro_rules! architectures {
                 }
             }
 
-            fn with_backbone_frozen(self, frozen: bool) -> Self {
+            fn with_backbone(self, mode: crate::BackboneMode) -> Self {
                 match self {
-                    $(Self::$variant(m) => Self::$variant(m.with_backbone_frozen(frozen)),)+
+                    $(Self::$variant(m) => Self::$variant(m.with_backbone(mode)),)+
                 }
             }
 

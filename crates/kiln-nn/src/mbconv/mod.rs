@@ -438,19 +438,20 @@ impl Classifier for MbConvNet {
         Some(self.classify_with(features, &FloatForward))
     }
 
-    fn with_backbone_frozen(mut self, frozen: bool) -> Self {
-        fn set<M: Module>(module: M, frozen: bool) -> M {
-            if frozen {
-                module.freeze()
-            } else {
-                module.unfreeze()
+    fn with_backbone(mut self, mode: crate::BackboneMode) -> Self {
+        fn set<M: Module>(module: M, mode: crate::BackboneMode) -> M {
+            match mode {
+                crate::BackboneMode::Frozen => module.freeze(),
+                // Frozen flags (BatchNorm on running statistics), then trainable weights.
+                crate::BackboneMode::FineTuned => module.freeze().set_require_grad(true),
+                crate::BackboneMode::Trainable => module.unfreeze(),
             }
         }
-        self.conv_stem = set(self.conv_stem, frozen);
-        self.bn1 = set(self.bn1, frozen);
-        self.blocks = set(self.blocks, frozen);
-        self.conv_head = set(self.conv_head, frozen);
-        self.bn2 = set(self.bn2, frozen);
+        self.conv_stem = set(self.conv_stem, mode);
+        self.bn1 = set(self.bn1, mode);
+        self.blocks = set(self.blocks, mode);
+        self.conv_head = set(self.conv_head, mode);
+        self.bn2 = set(self.bn2, mode);
         self
     }
 
