@@ -259,6 +259,61 @@ variants = ["fp32", "int8"]
     );
     let names = variant_names(&report);
     assert_eq!(names, ["student_int8"]);
+
+    // Its exported fp32 file teaches through kiln-runtime, and so does the run's int8 student
+    // (int8 input and output, quantized and dequantized with the file's parameters).
+    let float_teacher = out.join("model_fp32.tflite");
+    let int8_teacher = again.join("model_student_int8.tflite");
+    for (name, file) in [
+        ("distill_from_tflite", &float_teacher),
+        ("distill_from_int8_tflite", &int8_teacher),
+    ] {
+        let teacher_tflite = format!("teacher_tflite = {:?}\n", file.display().to_string());
+        let (from_file, result) = tiny_run(
+            name,
+            &format!(
+                "stages = [\"distill\", \"export\", \"report\"]\n[distill]\n{teacher_tflite}\
+                 student = {{ architecture = \"small_cnn\", conv_filters = [8, 16], dense_units = 32 }}\n\
+                 epochs = 1\nvariants = [\"fp32\"]\n"
+            ),
+            &[],
+        );
+        succeeded(&result);
+        let d = &self::report(&from_file)["distillation"];
+        assert_eq!(d["teacher"], file.display().to_string());
+        assert!(d["teacher_parameters"].as_u64().unwrap() > 1000, "{d}");
+        let teacher_accuracy = d["teacher_test_accuracy"].as_f64().unwrap();
+        // The float file: the Burn teacher's weights through the runtime; the int8 file: the
+        // accuracy its own run verified.
+        let expected = if file == &float_teacher {
+            report["distillation"]["teacher_test_accuracy"]
+                .as_f64()
+                .unwrap()
+        } else {
+            report["variants"][0]["accuracy"].as_f64().unwrap()
+        };
+        assert!(
+            (teacher_accuracy - expected).abs() <= 0.01,
+            "{name}: {teacher_accuracy} vs {expected}"
+        );
+    }
+
+    // A file for other images is refused before any training, naming both shapes.
+    let (_, result) = tiny_run(
+        "distill_from_wrong_tflite",
+        &format!(
+            "stages = [\"distill\", \"export\"]\n[distill]\nteacher_tflite = {:?}\n\
+             student = {{ architecture = \"small_cnn\" }}\n",
+            float_teacher.display().to_string()
+        ),
+        &["--set", "data.image_size=[20, 20]"],
+    );
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("[1, 28, 28, 1]") && stderr.contains("[1, 20, 20, 1]"),
+        "{stderr}"
+    );
 }
 
 /// `--seeds` belongs to distillation; without a distill stage it is a named error, and a

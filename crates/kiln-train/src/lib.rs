@@ -21,7 +21,7 @@ mod train_loop;
 mod transfer;
 
 pub use backend::BackendKind;
-pub use batch::Augment;
+pub use batch::{Augment, images_nchw};
 pub use distillation::Distillation;
 pub use epoch_stats::EpochStats;
 pub use error::TrainError;

@@ -10,15 +10,20 @@ use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::prelude::Device;
+use burn::prelude::{Device, Tensor};
 use kiln_nn::{AnyClassifier, Classifier, ModelConfig};
-use kiln_train::{Distillation, TrainData, TrainHook, TrainSettings, accuracy, predict, train_with_hooks};
+use kiln_data::ImageDataset;
+use kiln_train::{
+    Augment, Distillation, TrainData, TrainHook, TrainSettings, accuracy, images_nchw, predict,
+    train_with_hooks,
+};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel};
 use crate::report::ReportSection;
+use super::tflite_teacher::TfliteTeacher;
 use crate::stage::{Stage, StageKind, StageTable, parse_stage};
 
 pub const KIND: StageKind = StageKind {
@@ -42,6 +47,11 @@ pub struct DistillStage {
     /// With it, a recipe may start at `distill` and train no teacher.
     #[serde(default)]
     pub teacher_run: Option<PathBuf>,
+    /// A `.tflite` classifier (float or int8) whose logits, computed by kiln-runtime, teach:
+    /// a converter file or another run's export. It must take this run's images (size,
+    /// colour, normalisation) and classes. Relative to the working directory.
+    #[serde(default)]
+    pub teacher_tflite: Option<PathBuf>,
     /// Softening temperature T.
     #[serde(default = "default_temperature")]
     pub temperature: f64,
@@ -88,6 +98,17 @@ impl DistillStage {
             return Err(format!(
                 "teacher_run = {:?} is not a run directory (it needs the config.toml and model.bpk `pipeline run` writes; relative paths start from the working directory)",
                 dir.display().to_string()
+            ));
+        }
+        if self.teacher_run.is_some() && self.teacher_tflite.is_some() {
+            return Err("give teacher_run or teacher_tflite, not both".into());
+        }
+        if let Some(file) = &self.teacher_tflite
+            && !file.is_file()
+        {
+            return Err(format!(
+                "teacher_tflite = {:?} is not a file (relative paths start from the working directory)",
+                file.display().to_string()
             ));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
@@ -165,24 +186,29 @@ impl Stage for DistillStage {
     }
 
     fn can_start(&self) -> bool {
-        self.teacher_run.is_some()
+        self.teacher_run.is_some() || self.teacher_tflite.is_some()
     }
 
     fn run(&self, run: &mut RunContext<'_>) -> Result<Option<ReportSection>> {
         let input = run.input_shape();
         let classes = run.classes();
-        let teacher = match &self.teacher_run {
-            Some(dir) => Teacher {
-                model: load_run_model(dir, input, classes, run.device)?,
+        let teacher = match (&self.teacher_run, &self.teacher_tflite) {
+            (Some(dir), _) => Teacher {
+                model: TeacherModel::Burn(load_run_model(dir, input, classes, run.device)?),
                 name: dir.display().to_string(),
             },
-            None => match run.source_model(Some("train")) {
+            (None, Some(file)) => Teacher {
+                model: TeacherModel::Tflite(TfliteTeacher::load(file, input, classes)?),
+                name: file.display().to_string(),
+            },
+            (None, None) => match run.source_model(Some("train")) {
                 Ok(trained) => Teacher {
-                    model: trained.model.valid(),
+                    model: TeacherModel::Burn(trained.model.valid()),
                     name: "this run's train stage".to_owned(),
                 },
                 Err(_) => bail!(
-                    "the distill stage needs a teacher: a train stage before it, or teacher_run"
+                    "the distill stage needs a teacher: a train stage before it, teacher_run or \
+                     teacher_tflite"
                 ),
             },
         };
@@ -214,8 +240,57 @@ impl Stage for DistillStage {
 
 /// The model students learn from, on the plain device, and what the report calls it.
 struct Teacher {
-    model: AnyClassifier,
+    model: TeacherModel,
     name: String,
+}
+
+enum TeacherModel {
+    Burn(AnyClassifier),
+    Tflite(TfliteTeacher),
+}
+
+impl TeacherModel {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::Burn(model) => model.forward(images),
+            Self::Tflite(file) => file.logits(images),
+        }
+    }
+
+    /// Logits of every image of `data`.
+    fn predict(&self, data: &ImageDataset, device: &Device) -> Result<Vec<f32>> {
+        match self {
+            Self::Burn(model) => Ok(predict(model, data, device)?),
+            Self::Tflite(file) => {
+                let indices: Vec<usize> = (0..data.len()).collect();
+                let mut logits = Vec::new();
+                for chunk in indices.chunks(256) {
+                    let pixels = images_nchw(data, chunk, Augment::default(), None);
+                    logits.extend(file.run(&pixels, chunk.len()));
+                }
+                self.check()?;
+                Ok(logits)
+            }
+        }
+    }
+
+    fn parameters(&self) -> usize {
+        match self {
+            Self::Burn(model) => model.num_params(),
+            Self::Tflite(file) => file.parameters,
+        }
+    }
+
+    /// A teacher file that failed to run on some batch is an error, not zeros.
+    fn check(&self) -> Result<()> {
+        match self {
+            Self::Tflite(file) => match file.failure() {
+                Some(e) => bail!("the teacher .tflite failed to run: {e}"),
+                None => Ok(()),
+            },
+            Self::Burn(_) => Ok(()),
+        }
+    }
 }
 
 struct Distilled {
@@ -242,9 +317,11 @@ fn distill(
     let base = &run.train_settings;
     let input = run.input_shape();
     let classes = run.classes();
-    let teacher_logits = predict(&teacher, test_set, device).context("evaluating the teacher")?;
+    let teacher_logits = teacher
+        .predict(test_set, device)
+        .context("evaluating the teacher")?;
     let teacher_test_accuracy = accuracy(&teacher_logits, &test_set.labels, classes);
-    let teacher_parameters = teacher.num_params();
+    let teacher_parameters = teacher.parameters();
     info!(
         "distill: teacher ({teacher_name}) test accuracy {:.2}%, {teacher_parameters} parameters",
         100.0 * teacher_test_accuracy
@@ -255,6 +332,7 @@ fn distill(
     let shaping = (
         &stage.student,
         &stage.teacher_run,
+        &stage.teacher_tflite,
         stage.temperature,
         stage.alpha,
         stage.epochs,
@@ -283,7 +361,7 @@ fn distill(
                 .build(input, classes, autodiff)
                 .context("building the student")?;
             let checkpoint_dir = run_dir.join(format!("checkpoint-distill-{seed}-{kind}"));
-            let teacher = Rc::clone(&teacher);
+            let shared_teacher = Rc::clone(&teacher);
             let settings = TrainSettings {
                 epochs: stage.epochs.unwrap_or(base.epochs),
                 learning_rate: stage.learning_rate.unwrap_or(base.learning_rate),
@@ -299,7 +377,7 @@ fn distill(
             let mut hooks: Vec<Box<dyn TrainHook<_>>> = Vec::new();
             if with_teacher {
                 hooks.push(Box::new(Distillation {
-                    teacher: Rc::new(move |images| teacher.forward(images)),
+                    teacher: Rc::new(move |images| shared_teacher.logits(images)),
                     temperature: stage.temperature,
                     alpha: stage.alpha,
                 }));
@@ -314,6 +392,7 @@ fn distill(
                 )
             })
             .with_context(|| format!("training the {kind} student (seed {seed})"))?;
+            teacher.check()?;
             let logits = predict(&outcome.model, test_set, device)
                 .with_context(|| format!("evaluating the {kind} student"))?;
             accuracies[slot] = accuracy(&logits, &test_set.labels, classes);

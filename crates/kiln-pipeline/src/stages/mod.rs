@@ -7,6 +7,7 @@
 //! then add its module to the `stages!` list below, where it belongs in the order.
 
 mod fine_tune;
+mod tflite_teacher;
 
 use crate::stage::StageKind;
 
