@@ -244,6 +244,8 @@ struct Teacher {
     name: String,
 }
 
+// One teacher per stage: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum TeacherModel {
     Burn(AnyClassifier),
     Tflite(TfliteTeacher),
