@@ -303,11 +303,53 @@ fn the_catsdogs_config_runs_its_whole_recipe() {
         r["training"]["pretrained"]["repo"],
         "timm/tf_efficientnet_lite0.in1k"
     );
-    let names: Vec<&str> = r["variants"]
+    assert_eq!(
+        variant_names(&r),
+        ["fp32", "fp16", "dynamic", "int8", "qat_int8"]
+    );
+
+    // The fine-tuned backbone teaches a small student (the case distillation pays in), from
+    // the Hub cache, offline.
+    let recipe = dir.join("distill.toml");
+    std::fs::write(
+        &recipe,
+        "stages = [\"train\", \"distill\", \"export\", \"report\"]\n[distill]\n\
+         student = { architecture = \"small_cnn\", conv_filters = [8, 16], dense_units = 16 }\n\
+         epochs = 1\nvariants = [\"int8\"]\n",
+    )
+    .unwrap();
+    let distilled = dir.join("distilled");
+    let pipeline_set = format!("pipeline={}", recipe.display());
+    args[3] = distilled.to_str().unwrap();
+    args.extend([
+        "--set",
+        &pipeline_set,
+        "--set",
+        "export.variants=[\"fp32\"]",
+    ]);
+    let mut offline = env.to_vec();
+    offline.push(("HF_HUB_OFFLINE", "1"));
+    let out = pipeline_with_env(&args, &offline);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&distilled);
+    assert_eq!(r["distillation"]["teacher"], "this run's train stage");
+    assert!(
+        r["distillation"]["teacher_parameters"].as_u64().unwrap()
+            > 10 * r["distillation"]["student_parameters"].as_u64().unwrap(),
+        "a Lite0 teacher, a small student"
+    );
+    assert_eq!(variant_names(&r), ["fp32", "student_int8"]);
+}
+
+fn variant_names(report: &Value) -> Vec<&str> {
+    report["variants"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["fp32", "fp16", "dynamic", "int8", "qat_int8"]);
+        .collect()
 }
