@@ -224,6 +224,53 @@ mod tests {
         assert_ne!(backbone_values(&outcome.model), before);
     }
 
+    /// Fine-tuning after a frozen phase keeps BatchNorm on the pretrained statistics: with a
+    /// vanishing learning rate the backbone computes what it computed before (in train mode
+    /// its running statistics would move toward this data's batches).
+    #[test]
+    fn fine_tuning_keeps_the_backbone_batch_norm_statistics() {
+        let eval = Device::flex();
+        let device = eval.clone().autodiff();
+        let data = two_tone(32, 20);
+        let initial = family(&device);
+        // Independent copies: a clone would share BatchNorm's running statistics.
+        let copy = || initial.valid().train();
+        let x = || Tensor::<4>::ones([1, 1, 20, 20], &Device::flex());
+        let features = |m: &kiln_nn::AnyClassifier| -> Vec<f32> {
+            m.valid()
+                .backbone_features(x())
+                .unwrap()
+                .into_data()
+                .iter::<f32>()
+                .collect()
+        };
+        let before = features(&initial);
+        let mut tune = settings(2);
+        tune.learning_rate = 1e-12;
+        tune.transfer.backbone_lr_scale = 0.5;
+        let outcome = crate::train(copy(), &data, None, &tune, &device, &eval, |_| {}).unwrap();
+        let after = features(&outcome.model);
+        let moved = before
+            .iter()
+            .zip(&after)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(moved < 1e-4, "the backbone's statistics moved by {moved}");
+
+        // Trained whole (no transfer settings), the same epochs do move them.
+        let mut whole = settings(2);
+        whole.learning_rate = 1e-12;
+        let outcome = crate::train(copy(), &data, None, &whole, &device, &eval, |_| {}).unwrap();
+        let after = features(&outcome.model);
+        let moved = before
+            .iter()
+            .zip(&after)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            moved > 1e-3,
+            "batch statistics should move the running ones: {moved}"
+        );
+    }
+
     #[test]
     fn transfer_settings_need_a_backbone_and_sane_values() {
         let eval = Device::flex();
