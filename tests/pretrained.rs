@@ -28,10 +28,12 @@ fn weights(name: &str) -> Vec<u8> {
 }
 
 fn hub(model_file: &str) -> FakeHub {
-    hub_serving("timm/efficientnet_b0.tiny", model_file)
+    hub_serving("timm/efficientnet_b0.tiny", model_file, "efficientnet_b0")
 }
 
-fn hub_serving(model_repo: &str, model_file: &str) -> FakeHub {
+/// The dataset and `model_repo` with `model_file` as its weights and a timm `config.json`
+/// naming `timm_architecture`.
+fn hub_serving(model_repo: &str, model_file: &str, timm_architecture: &str) -> FakeHub {
     FakeHub::start(vec![
         FakeRepo::new(
             "microsoft/cats_vs_dogs",
@@ -48,7 +50,7 @@ fn hub_serving(model_repo: &str, model_file: &str) -> FakeHub {
                 ("model.safetensors".into(), weights(model_file)),
                 (
                     "config.json".into(),
-                    br#"{"architecture": "efficientnet_b0"}"#.to_vec(),
+                    format!(r#"{{"architecture": "{timm_architecture}"}}"#).into_bytes(),
                 ),
             ],
         ),
@@ -227,6 +229,34 @@ fn weights_of_another_architecture_name_the_key_and_both_shapes() {
     );
     assert!(!dir.join("run/model_fp32.tflite").exists());
 
+    // Weights timm made with TensorFlow's padding, into a network built PyTorch's way: the
+    // shapes agree, so only the repo's config.json can tell.
+    let tf_hub = hub_serving(
+        "timm/efficientnet_b0.tiny",
+        "tf_efficientnet_b0.safetensors",
+        "tf_efficientnet_b0",
+    );
+    let tf_endpoint = tf_hub.endpoint();
+    let tf_cache = dir.join("hf-tf");
+    let out = pipeline_with_env(
+        &[
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            dir.join("run-tf").to_str().unwrap(),
+        ],
+        &[
+            ("HF_ENDPOINT", tf_endpoint.as_str()),
+            ("HF_HUB_CACHE", tf_cache.to_str().unwrap()),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tf_efficientnet_b0") && err.contains("weight_style = \"tensorflow\""),
+        "{err}"
+    );
+
     // A local file that is not there, and a repo that is not on the Hub.
     for (pretrained, expected) in [
         ("weights/missing.safetensors", "not found"),
@@ -262,6 +292,7 @@ fn the_catsdogs_config_runs_its_whole_recipe() {
     let hub = hub_serving(
         "timm/tf_efficientnet_lite0.in1k",
         "tf_efficientnet_lite0.safetensors",
+        "tf_efficientnet_lite0",
     );
     let endpoint = hub.endpoint();
     let hf_cache = dir.join("hf");

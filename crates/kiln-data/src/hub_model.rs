@@ -59,6 +59,8 @@ pub struct ModelFile {
     /// The file's path in the repo (`model.safetensors`).
     pub repo_path: String,
     pub local_path: PathBuf,
+    /// The repo's `config.json` (timm writes its architecture name there), when it has one.
+    pub config_json: Option<PathBuf>,
 }
 
 /// Downloads (or finds in the cache) the repo's weights: the first of [`WEIGHTS_FILES`] it has.
@@ -117,17 +119,24 @@ pub fn fetch_model_weights(
             ))
         })?;
     }
-    let local_path = repo
-        .download_file()
-        .filename(repo_path.clone())
-        .revision(commit.clone())
-        .local_files_only(settings.offline)
-        .send()
-        .map_err(|e| hub_error(model.as_ref(), Some(&repo_path), e))?;
+    let download = |path: &str| {
+        repo.download_file()
+            .filename(path.to_owned())
+            .revision(commit.clone())
+            .local_files_only(settings.offline)
+            .send()
+            .map_err(|e| hub_error(model.as_ref(), Some(path), e))
+    };
+    let local_path = download(&repo_path)?;
+    let config_json = match files.iter().any(|f| f == "config.json") {
+        true => Some(download("config.json")?),
+        false => None,
+    };
     Ok(ModelFile {
         commit,
         repo_path,
         local_path,
+        config_json,
     })
 }
 

@@ -28,4 +28,10 @@ pub trait Architecture: Clone + std::fmt::Debug + Serialize + DeserializeOwned {
     fn pretrained(&self) -> Option<&str> {
         None
     }
+
+    /// The padding and BatchNorm style the network is built with, for architectures that load
+    /// published weights (checked against what the weights' repo says it is).
+    fn weight_style(&self) -> Option<crate::WeightStyle> {
+        None
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kiln_data::{HubModel, HubSettings, fetch_model_weights};
-use kiln_nn::{AnyClassifier, Classifier, ClassifierWeights};
+use kiln_nn::{AnyClassifier, Classifier, ClassifierWeights, WeightStyle};
 use serde::Serialize;
 use tracing::info;
 
@@ -59,6 +59,9 @@ pub fn resolve(spec: &str, loaded: &LoadedConfig, hub: &HubSettings) -> Result<P
         None => {
             let model = HubModel::parse(spec)?;
             let file = fetch_model_weights(&model, hub)?;
+            if let Some(config) = &file.config_json {
+                check_style(spec, config, loaded.config.model.weight_style())?;
+            }
             (file.local_path.clone(), Some((model, file)))
         }
     };
@@ -77,6 +80,37 @@ pub fn resolve(spec: &str, loaded: &LoadedConfig, hub: &HubSettings) -> Result<P
         tensors: 0,
         local_path: path,
     })
+}
+
+/// timm's `tf_*` weights were trained with TensorFlow's SAME padding and BatchNorm ε, its
+/// others with PyTorch's: both load into either style (the shapes agree) and then compute
+/// something else. The repo's `config.json` names the timm architecture; a mismatch with
+/// `weight_style` is an error naming the fix.
+fn check_style(spec: &str, config: &Path, style: Option<WeightStyle>) -> Result<()> {
+    let Some(style) = style else { return Ok(()) };
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} of {spec} is not JSON", config.display()))?;
+    let Some(architecture) = json["architecture"].as_str() else {
+        return Ok(());
+    };
+    let expected = if architecture.starts_with("tf_") {
+        WeightStyle::Tensorflow
+    } else {
+        WeightStyle::Pytorch
+    };
+    if style != expected {
+        let key = match expected {
+            WeightStyle::Tensorflow => "tensorflow",
+            WeightStyle::Pytorch => "pytorch",
+        };
+        anyhow::bail!(
+            "pretrained {spec} is timm's {architecture}, trained with {key}-style padding and \
+             BatchNorm, but [model] builds {style:?} style: set weight_style = \"{key}\""
+        );
+    }
+    Ok(())
 }
 
 /// Loads the config's pretrained weights (if any) into `model`, keeping its own classifier.

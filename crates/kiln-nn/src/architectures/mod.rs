@@ -50,6 +50,13 @@ macro_rules! architectures {
                 }
             }
 
+            /// The padding and BatchNorm style of a network that loads published weights.
+            pub fn weight_style(&self) -> Option<crate::WeightStyle> {
+                match self {
+                    $(Self::$variant(o) => o.weight_style(),)+
+                }
+            }
+
             /// The network for `input` ([height, width, channels]) images and `classes`
             /// classes, with its parameters on `device`.
             pub fn build(

@@ -54,7 +54,7 @@ pub struct FamilyOptions<M: FamilyMember> {
 }
 
 impl<M: FamilyMember> FamilyOptions<M> {
-    pub fn weight_style(&self) -> WeightStyle {
+    fn effective_style(&self) -> WeightStyle {
         self.weight_style.unwrap_or(M::DEFAULT_STYLE)
     }
 }
@@ -83,7 +83,7 @@ impl<M: FamilyMember> Architecture for FamilyOptions<M> {
             }
         }
         M::spec().scaled(width, depth, M::SCALING).init(
-            self.weight_style(),
+            self.effective_style(),
             &head,
             input,
             classes,
@@ -93,5 +93,9 @@ impl<M: FamilyMember> Architecture for FamilyOptions<M> {
 
     fn pretrained(&self) -> Option<&str> {
         self.pretrained.as_deref()
+    }
+
+    fn weight_style(&self) -> Option<WeightStyle> {
+        Some(self.effective_style())
     }
 }
