@@ -12,6 +12,8 @@ pub mod lowering;
 pub mod mbconv;
 pub mod pretrained;
 mod quant_hooks;
+#[cfg(test)]
+mod test_support;
 
 pub use architecture::Architecture;
 pub use architectures::efficientnet_lite::{

@@ -563,12 +563,12 @@ impl QuantizableClassifier for EfficientNetLite {
 
 #[cfg(test)]
 mod tests {
-    use burn::module::Param;
     use burn::tensor::Distribution;
-    use kiln_runtime::Interpreter;
 
     use super::*;
-    use crate::lowering::chw_to_hwc;
+    use crate::test_support::{
+        lowered_relative_error, move_running_statistics, randomize_batch_norms,
+    };
 
     /// Output channels of a few lite0 stages at known widths (values from EfficientNet's
     /// `round_filters`).
@@ -688,19 +688,8 @@ mod tests {
     fn trained_statistics(config: &EfficientNetLiteConfig) -> EfficientNetLite {
         let device = Device::flex().autodiff();
         let mut model = config.init(&device).expect("valid config");
-        for bn in batch_norms(&mut model) {
-            let [n] = bn.gamma.dims();
-            let uniform = |lo, hi| Tensor::<1>::random([n], Distribution::Uniform(lo, hi), &device);
-            bn.gamma = Param::from_tensor(uniform(0.5, 1.5));
-            bn.beta = Param::from_tensor(uniform(-0.5, 0.5));
-            // Most of each batch's statistics land in the running ones.
-            bn.momentum = 0.6;
-        }
-        let [h, w, c] = config.input;
-        for _ in 0..3 {
-            let x = Tensor::<4>::random([4, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-            let _ = model.forward(x);
-        }
+        randomize_batch_norms(batch_norms(&mut model), &device);
+        move_running_statistics(&model, config.input, 3, &device);
         let model = model.valid();
         let mean = model.head.bn.running_mean.value().into_data();
         let mean = mean.as_slice::<f32>().expect("f32");
@@ -713,34 +702,7 @@ mod tests {
 
     /// Max |Burn − runtime| over the logits, relative to the largest logit's magnitude.
     fn parity(config: &EfficientNetLiteConfig) -> f32 {
-        let model = trained_statistics(config);
-        let [h, w, c] = config.input;
-        let device = Device::flex();
-        let x = Tensor::<4>::random([1, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let nchw = x.to_data().try_to_vec::<f32>().expect("f32 input");
-        let expected = model
-            .forward(x)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
-
-        let lowered = model.lower("parity").expect("lowers");
-        let bytes = lowered.to_bytes().expect("serializes");
-        let mut interpreter = Interpreter::from_bytes(bytes).expect("loads");
-        interpreter
-            .set_input_f32(0, &chw_to_hwc(&nchw, [c, h, w]))
-            .expect("input");
-        interpreter.invoke().expect("runs");
-        let actual = interpreter.output_f32(0).expect("output");
-        assert_eq!(actual.len(), expected.len());
-        let scale = expected
-            .iter()
-            .fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
-        let diff = expected
-            .iter()
-            .zip(actual)
-            .fold(0.0f32, |m, (e, a)| m.max((e - a).abs()));
-        diff / scale
+        lowered_relative_error(&trained_statistics(config), config.input)
     }
 
     fn check_parity(activation: BlockActivation, se_ratio: Option<f64>) {

@@ -1,13 +1,9 @@
-use burn::module::Param;
-use burn::tensor::Distribution;
-use kiln_runtime::Interpreter;
-
 use super::*;
 use crate::architectures::efficientnet_b0::EfficientNetB0;
 use crate::architectures::efficientnet_lite0::EfficientNetLite0;
 use crate::architectures::mobilenet_v2::MobileNetV2;
 use crate::head::Pooling;
-use crate::lowering::chw_to_hwc;
+use crate::test_support::{lowered_relative_error, move_running_statistics, randomize_batch_norms};
 
 /// Trainable parameters (Burn's count includes BatchNorm's running mean and variance).
 fn trainable(model: &mut MbConvNet) -> usize {
@@ -81,51 +77,9 @@ fn with_statistics(
 ) -> MbConvNet {
     let device = Device::flex().autodiff();
     let mut model = spec.init(style, head, input, 5, &device).expect("valid");
-    for bn in model.batch_norms() {
-        let [n] = bn.gamma.dims();
-        let uniform = |lo, hi| Tensor::<1>::random([n], Distribution::Uniform(lo, hi), &device);
-        bn.gamma = Param::from_tensor(uniform(0.5, 1.5));
-        bn.beta = Param::from_tensor(uniform(-0.5, 0.5));
-        bn.momentum = 0.6;
-    }
-    let [h, w, c] = input;
-    for _ in 0..2 {
-        let x = Tensor::<4>::random([3, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let _ = model.forward(x);
-    }
+    randomize_batch_norms(model.batch_norms(), &device);
+    move_running_statistics(&model, input, 2, &device);
     model.valid()
-}
-
-/// Max |Burn − kiln-runtime| over the logits, relative to the largest logit.
-fn lowered_error(model: &MbConvNet) -> f32 {
-    let [h, w, c] = model.input();
-    let device = Device::flex();
-    let x = Tensor::<4>::random([1, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-    let nchw = x.to_data().try_to_vec::<f32>().expect("f32");
-    let expected = model
-        .forward(x)
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32");
-    let bytes = model
-        .lower("parity")
-        .expect("lowers")
-        .to_bytes()
-        .expect("serializes");
-    let mut interpreter = Interpreter::from_bytes(bytes).expect("loads");
-    interpreter
-        .set_input_f32(0, &chw_to_hwc(&nchw, [c, h, w]))
-        .expect("input");
-    interpreter.invoke().expect("runs");
-    let actual = interpreter.output_f32(0).expect("output");
-    let scale = expected
-        .iter()
-        .fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
-    expected
-        .iter()
-        .zip(actual)
-        .fold(0.0f32, |m, (e, a)| m.max((e - a).abs()))
-        / scale
 }
 
 #[test]
@@ -170,7 +124,7 @@ fn every_member_lowers_to_what_burn_computes() {
     ];
     for (spec, style, head, input) in cases {
         let model = with_statistics(&spec, style, &head, input);
-        let error = lowered_error(&model);
+        let error = lowered_relative_error(&model, input);
         assert!(
             error <= 1e-4,
             "{:?} {style:?} {head:?} {input:?}: relative error {error:e}",
