@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::{report, variant_names};
+
 use std::path::{Path, PathBuf};
 
 use kiln_tflite::quant::{Range, asymmetric_int8_params};
@@ -46,10 +48,6 @@ fn rerun(out: &Path, extra: &[&str]) -> std::process::Output {
     pipeline(&args)
 }
 
-fn report(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
-}
-
 fn variant<'r>(report: &'r Value, name: &str) -> &'r Value {
     report["variants"]
         .as_array()
@@ -57,15 +55,6 @@ fn variant<'r>(report: &'r Value, name: &str) -> &'r Value {
         .iter()
         .find(|v| v["name"] == name)
         .unwrap_or_else(|| panic!("no variant {name}: {}", report["variants"]))
-}
-
-fn variant_names(report: &Value) -> Vec<&str> {
-    report["variants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap())
-        .collect()
 }
 
 fn succeeded(result: &std::process::Output) {

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::report;
+
 use std::path::Path;
 
 use serde_json::Value;
@@ -61,11 +63,6 @@ fn run_catsdogs(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::proces
     args.extend_from_slice(TINY);
     args.extend_from_slice(extra);
     pipeline_with_env(&args, env)
-}
-
-fn report(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
-        .expect("report JSON")
 }
 
 fn stderr(out: &std::process::Output) -> String {

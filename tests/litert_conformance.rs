@@ -165,30 +165,18 @@ fn efficientnet_b0_and_mobilenet_v2_run_in_litert() {
     ];
     for (name, sets) in models {
         let dir = scratch_dir(&format!("litert_{name}"));
-        let mut args = vec![
-            "run",
-            "configs/efficientnet_b0.toml",
-            "--out",
-            dir.to_str().unwrap(),
-        ];
-        for set in [
+        let tiny = [
             "train.epochs=1",
             "train.warmup_epochs=0",
             "data.limit_train=256",
             "data.limit_test=32",
             "export.calibration_samples=32",
             "verify.latency_runs=2",
-        ]
-        .iter()
-        .chain(sets)
-        {
-            args.extend(["--set", set]);
-        }
-        let out = support::pipeline(&args);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        ];
+        run_config(
+            "configs/efficientnet_b0.toml",
+            &dir,
+            &[&tiny[..], sets].concat(),
         );
         let Some(python) = litert() else { return };
         let file = |variant: &str| dir.join(format!("model_{variant}.tflite"));
@@ -237,22 +225,25 @@ fn run_qat_recipe(config: &str, dir: &Path, sets: &[&str]) {
     let recipe = dir.join("qat.toml");
     std::fs::write(&recipe, QAT_RECIPE).unwrap();
     let pipeline_set = format!("pipeline={}", recipe.display());
-    let mut args = vec!["run", config, "--out", dir.to_str().unwrap()];
-    for set in [
+    let defaults = [
         pipeline_set.as_str(),
         "train.epochs=2",
         "data.limit_test=64",
         "verify.latency_runs=2",
-    ]
-    .iter()
-    .chain(sets)
-    {
+    ];
+    run_config(config, dir, &[&defaults[..], sets].concat());
+}
+
+/// `pipeline run CONFIG --out DIR --set …` for each of `sets`; it must succeed.
+fn run_config(config: &str, dir: &Path, sets: &[&str]) {
+    let mut args = vec!["run", config, "--out", dir.to_str().unwrap()];
+    for set in sets {
         args.extend(["--set", set]);
     }
     let out = support::pipeline(&args);
     assert!(
         out.status.success(),
-        "{}",
+        "{config}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -9,9 +9,10 @@
 
 mod support;
 
+use support::{report, variant_names};
+
 use std::path::Path;
 
-use serde_json::Value;
 use support::catsdogs_fixture::catsdogs_parquet;
 use support::fake_hub::{FakeHub, FakeRepo, sha256_hex};
 use support::litert::{Expect, check_variant, litert};
@@ -103,11 +104,6 @@ latency_runs = 2
     let path = dir.join("pretrained.toml");
     std::fs::write(&path, text).expect("config");
     path
-}
-
-fn report(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
-        .expect("report JSON")
 }
 
 #[test]
@@ -374,13 +370,4 @@ fn the_catsdogs_config_runs_its_whole_recipe() {
         "a Lite0 teacher, a small student"
     );
     assert_eq!(variant_names(&r), ["fp32", "student_int8"]);
-}
-
-fn variant_names(report: &Value) -> Vec<&str> {
-    report["variants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap())
-        .collect()
 }

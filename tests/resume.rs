@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::report;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,11 +104,6 @@ fn resume_with(out: &Path, extra: &[&str]) -> Value {
         String::from_utf8_lossy(&result.stderr)
     );
     report(out)
-}
-
-fn report(out: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json"))
-        .expect("report JSON")
 }
 
 fn uninterrupted(dir: &Path) -> (PathBuf, Value) {

@@ -8,6 +8,22 @@ pub mod litert;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A run directory's `report.json`.
+pub fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
+        .expect("report JSON")
+}
+
+/// The names of a report's exported variants, in order.
+pub fn variant_names(report: &serde_json::Value) -> Vec<&str> {
+    report["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .map(|v| v["name"].as_str().expect("variant name"))
+        .collect()
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")

