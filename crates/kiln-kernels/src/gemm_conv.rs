@@ -1,0 +1,135 @@
+//! Dense and grouped convolution as GEMMs over im2col matrices, one image at a time (a 1×1
+//! stride-1 convolution multiplies the input itself). Forward: `Y = W · col(X) + b`; input
+//! gradient: `dX = col2im(Wᵀ · dY)`; weight gradient: `dW = Σₙ dYₙ · col(Xₙ)ᵀ`.
+
+use crate::Conv2dShape;
+use crate::im2col::{col2im, im2col};
+use crate::matmul::{MatLayout, matmul};
+use crate::parallel::{for_each_image, sum_over_images};
+
+pub(crate) fn forward(
+    s: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
+    let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
+    let col_len = if s.is_pointwise() { 0 } else { rows * pixels };
+    for_each_image(
+        y,
+        s.out_channels * pixels,
+        || vec![0.0f32; col_len],
+        |col, n, y_n, threads| {
+            let x_n = &x[n * s.in_channels * in_plane..(n + 1) * s.in_channels * in_plane];
+            for g in 0..s.groups {
+                let x_g = &x_n[g * cin_g * in_plane..(g + 1) * cin_g * in_plane];
+                let y_g = &mut y_n[g * cout_g * pixels..(g + 1) * cout_g * pixels];
+                if let Some(bias) = bias {
+                    for (row, b) in y_g.chunks_exact_mut(pixels).zip(&bias[g * cout_g..]) {
+                        row.fill(*b);
+                    }
+                }
+                let columns: &[f32] = if s.is_pointwise() {
+                    x_g
+                } else {
+                    im2col(s, x_g, col);
+                    col
+                };
+                matmul(
+                    y_g,
+                    MatLayout::row_major(cout_g, pixels),
+                    bias.is_some(),
+                    (
+                        &weight[g * cout_g * rows..(g + 1) * cout_g * rows],
+                        MatLayout::row_major(cout_g, rows),
+                    ),
+                    (columns, MatLayout::row_major(rows, pixels)),
+                    threads,
+                );
+            }
+        },
+    );
+}
+
+pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
+    let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
+    let col_len = if s.is_pointwise() { 0 } else { rows * pixels };
+    for_each_image(
+        dx,
+        s.in_channels * in_plane,
+        || vec![0.0f32; col_len],
+        |col, n, dx_n, threads| {
+            let dy_n = &dy[n * s.out_channels * pixels..(n + 1) * s.out_channels * pixels];
+            for g in 0..s.groups {
+                let dy_g = (
+                    &dy_n[g * cout_g * pixels..(g + 1) * cout_g * pixels],
+                    MatLayout::row_major(cout_g, pixels),
+                );
+                let w_t = (
+                    &weight[g * cout_g * rows..(g + 1) * cout_g * rows],
+                    MatLayout::row_major(cout_g, rows).transposed(),
+                );
+                let dx_g = &mut dx_n[g * cin_g * in_plane..(g + 1) * cin_g * in_plane];
+                if s.is_pointwise() {
+                    matmul(
+                        dx_g,
+                        MatLayout::row_major(rows, pixels),
+                        false,
+                        w_t,
+                        dy_g,
+                        threads,
+                    );
+                } else {
+                    matmul(
+                        col,
+                        MatLayout::row_major(rows, pixels),
+                        false,
+                        w_t,
+                        dy_g,
+                        threads,
+                    );
+                    dx_g.fill(0.0);
+                    col2im(s, col, dx_g);
+                }
+            }
+        },
+    );
+}
+
+pub(crate) fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
+    let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
+    let col_len = if s.is_pointwise() { 0 } else { rows * pixels };
+    sum_over_images(
+        s.batch,
+        dw,
+        || vec![0.0f32; col_len],
+        |col, n, dw_sum, threads| {
+            let x_n = &x[n * s.in_channels * in_plane..(n + 1) * s.in_channels * in_plane];
+            let dy_n = &dy[n * s.out_channels * pixels..(n + 1) * s.out_channels * pixels];
+            for g in 0..s.groups {
+                let x_g = &x_n[g * cin_g * in_plane..(g + 1) * cin_g * in_plane];
+                let columns: &[f32] = if s.is_pointwise() {
+                    x_g
+                } else {
+                    im2col(s, x_g, col);
+                    col
+                };
+                matmul(
+                    &mut dw_sum[g * cout_g * rows..(g + 1) * cout_g * rows],
+                    MatLayout::row_major(cout_g, rows),
+                    true,
+                    (
+                        &dy_n[g * cout_g * pixels..(g + 1) * cout_g * pixels],
+                        MatLayout::row_major(cout_g, pixels),
+                    ),
+                    (columns, MatLayout::row_major(rows, pixels).transposed()),
+                    threads,
+                );
+            }
+        },
+    );
+}

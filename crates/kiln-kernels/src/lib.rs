@@ -1,0 +1,27 @@
+//! Kiln's CPU convolution kernels: forward, input gradient, weight gradient and bias gradient
+//! of 2-D convolutions over NCHW batches, for training. Burn-free (slices in, slices out); the
+//! Burn backend extension in `kiln-nn` calls them for the flex backend.
+//!
+//! - dense and grouped convolutions are im2col + GEMM (`gemm`'s AVX-512 microkernels where
+//!   the CPU has them), one image per thread; 1×1 stride-1 convolutions skip im2col;
+//! - depthwise convolutions are direct loops per channel plane, vectorized along rows;
+//! - every reduction runs in a fixed order, so results are bit-identical run to run whatever
+//!   the thread count.
+
+mod conv2d;
+mod depthwise;
+mod error;
+mod gemm_conv;
+mod im2col;
+mod matmul;
+mod parallel;
+#[cfg(test)]
+mod reference;
+mod shape;
+mod simd;
+#[cfg(test)]
+mod tests;
+
+pub use conv2d::{conv2d_bias_grad, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
+pub use error::KernelError;
+pub use shape::Conv2dShape;
