@@ -8,12 +8,14 @@
 //! - every reduction runs in a fixed order, so results are bit-identical run to run whatever
 //!   the thread count.
 
+mod activation;
 mod conv2d;
 mod depthwise;
 mod error;
 mod gemm_conv;
 mod im2col;
 mod matmul;
+mod max_pool;
 mod parallel;
 #[cfg(test)]
 mod reference;
@@ -22,6 +24,8 @@ mod simd;
 #[cfg(test)]
 mod tests;
 
+pub use activation::{clamp_backward, clamp_forward};
 pub use conv2d::{conv2d_bias_grad, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
 pub use error::KernelError;
+pub use max_pool::{Pool2dShape, max_pool2d_backward, max_pool2d_forward};
 pub use shape::Conv2dShape;

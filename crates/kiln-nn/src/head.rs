@@ -10,10 +10,10 @@
 //! convolutions on the pooled 1×1 map so that fold, and QAT's view of it, is the one the
 //! backbone uses; they lower as FULLY_CONNECTED with the ReLU fused.
 
+use crate::ops::relu;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use kiln_tflite::Activation;
 use serde::{Deserialize, Serialize};
 

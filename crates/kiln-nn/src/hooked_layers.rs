@@ -4,11 +4,12 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::module::{conv2d, linear};
+use burn::tensor::module::linear;
 use burn::tensor::ops::ConvOptions;
 
 use crate::lowering::fold_batch_norm;
 use crate::lowering::padding::burn_pairs;
+use crate::ops::conv2d;
 use crate::quant_hooks::{BatchNormMode, LayerCall, LayerKind, QuantHooks};
 
 /// `conv.forward(x)` with its weight through `hooks`, quantized per output channel (axis 0

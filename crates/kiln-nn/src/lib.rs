@@ -10,6 +10,7 @@ pub mod head;
 mod hooked_layers;
 pub mod lowering;
 pub mod mbconv;
+pub mod ops;
 pub mod pretrained;
 mod quant_hooks;
 #[cfg(test)]

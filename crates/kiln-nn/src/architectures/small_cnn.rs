@@ -7,7 +7,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
+use crate::ops::relu;
 use kiln_tflite::{Activation, Model};
 
 use crate::architecture::Architecture;
@@ -166,7 +166,7 @@ impl QuantizableClassifier for SmallCnn {
         for (i, conv) in self.convs.iter().enumerate() {
             let name = format!("conv{}", i + 1);
             let y = relu(conv2d_hooked(conv, &name, x, hooks));
-            x = self.pool.forward(hooks.activation(&name, y));
+            x = crate::ops::max_pool2d_layer(&self.pool, hooks.activation(&name, y));
         }
         let x: Tensor<2> = x.flatten(1, 3);
         let x = relu(linear_hooked(&self.fc1, "dense1", x, hooks));

@@ -4,7 +4,9 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, relu6, sigmoid};
+use burn::tensor::activation::sigmoid;
+
+use crate::ops::{relu, relu6};
 use kiln_tflite::Activation;
 
 use crate::QuantHooks;

@@ -1,0 +1,365 @@
+//! 2-D max pooling, forward (with the argmax of each window) and backward (each output's
+//! gradient added to the input pixel that won), planes in parallel. NaN wins a window, as in
+//! PyTorch and Burn, so a diverging model is seen rather than hidden.
+
+use rayon::prelude::*;
+
+use crate::KernelError;
+use crate::shape::{expect_len, valid_range};
+
+/// Max pooling of an `[batch, channels, height, width]` input with Burn's parameters
+/// (symmetric padding; `ceil_mode` keeps a last, partial window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_size: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub ceil_mode: bool,
+}
+
+impl Pool2dShape {
+    pub fn validate(&self) -> Result<(), KernelError> {
+        let fail = |why: String| Err(KernelError::Shape(why));
+        if [self.kernel, self.stride, self.dilation]
+            .iter()
+            .any(|v| v.contains(&0))
+        {
+            return fail(format!(
+                "pooling kernel {:?}, stride {:?} and dilation {:?} must be at least 1",
+                self.kernel, self.stride, self.dilation
+            ));
+        }
+        for axis in 0..2 {
+            let reach = self.dilation[axis] * (self.kernel[axis] - 1) + 1;
+            if self.in_size[axis] + 2 * self.padding[axis] < reach {
+                return fail(format!(
+                    "the {:?} input, padded {:?}, is smaller than the {:?} pooling window",
+                    self.in_size, self.padding, self.kernel
+                ));
+            }
+            if self.padding[axis] * 2 > self.kernel[axis] {
+                return fail(format!(
+                    "padding {:?} is more than half the {:?} pooling window",
+                    self.padding, self.kernel
+                ));
+            }
+        }
+        if self.input_len().is_none() || self.output_len().is_none() {
+            return fail("buffer sizes overflow usize".into());
+        }
+        Ok(())
+    }
+
+    pub fn out_size(&self) -> [usize; 2] {
+        [0, 1].map(|axis| {
+            let reach = self.dilation[axis] * (self.kernel[axis] - 1) + 1;
+            let span = self.in_size[axis] + 2 * self.padding[axis] - reach;
+            let stride = self.stride[axis];
+            let mut out = if self.ceil_mode {
+                span.div_ceil(stride)
+            } else {
+                span / stride
+            } + 1;
+            // A last window must start inside the input or its leading padding.
+            if self.ceil_mode && (out - 1) * stride >= self.in_size[axis] + self.padding[axis] {
+                out -= 1;
+            }
+            out
+        })
+    }
+
+    pub fn input_len(&self) -> Option<usize> {
+        [self.channels, self.in_size[0], self.in_size[1]]
+            .iter()
+            .try_fold(self.batch, |acc, &d| acc.checked_mul(d))
+    }
+
+    pub fn output_len(&self) -> Option<usize> {
+        let [h, w] = self.out_size();
+        [self.channels, h, w]
+            .iter()
+            .try_fold(self.batch, |acc, &d| acc.checked_mul(d))
+    }
+}
+
+/// `y` = each window's maximum; `indices` (when given) = where in its input plane
+/// (`row · width + column`) the maximum was.
+pub fn max_pool2d_forward(
+    shape: &Pool2dShape,
+    x: &[f32],
+    y: &mut [f32],
+    indices: &mut [u32],
+) -> Result<(), KernelError> {
+    shape.validate()?;
+    expect_len("input", x.len(), shape.input_len())?;
+    expect_len("output", y.len(), shape.output_len())?;
+    expect_len("indices", indices.len(), shape.output_len())?;
+    let in_plane = shape.in_size[0] * shape.in_size[1];
+    if u32::try_from(in_plane).is_err() {
+        return Err(KernelError::Shape(format!(
+            "a {:?} plane is too large to index with u32",
+            shape.in_size
+        )));
+    }
+    let [out_h, out_w] = shape.out_size();
+    let out_plane = out_h * out_w;
+    if out_plane == 0 {
+        return Ok(());
+    }
+    y.par_chunks_mut(out_plane)
+        .zip(indices.par_chunks_mut(out_plane))
+        .enumerate()
+        .with_min_len(4096usize.div_ceil(out_plane))
+        .for_each(|(plane, (y_plane, idx_plane))| {
+            let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
+            forward_plane(shape, x_plane, y_plane, idx_plane);
+        });
+    Ok(())
+}
+
+fn forward_plane(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32]) {
+    let [out_h, out_w] = s.out_size();
+    let whole_windows = 2 * out_h <= s.in_size[0] && 2 * out_w <= s.in_size[1];
+    if s.kernel == [2, 2]
+        && s.stride == [2, 2]
+        && s.padding == [0, 0]
+        && s.dilation == [1, 1]
+        && whole_windows
+    {
+        return forward_plane_2x2(s, x, y, indices);
+    }
+    let [in_h, in_w] = s.in_size;
+    let columns: Vec<(usize, usize, usize)> = (0..s.kernel[1])
+        .map(|j| {
+            let offset = j * s.dilation[1];
+            let (lo, hi) = valid_range(out_w, in_w, s.stride[1], offset, s.padding[1]);
+            let first = if lo < hi {
+                lo * s.stride[1] + offset - s.padding[1]
+            } else {
+                0
+            };
+            (lo, hi, first)
+        })
+        .collect();
+    for (oh, (y_row, idx_row)) in y
+        .chunks_exact_mut(out_w)
+        .zip(indices.chunks_exact_mut(out_w))
+        .enumerate()
+    {
+        y_row.fill(f32::NEG_INFINITY);
+        idx_row.fill(NO_INDEX);
+        // Taps in the naive order (rows, then columns), so ties go to the first, as in Burn.
+        for i in 0..s.kernel[0] {
+            let Some(ih) = (oh * s.stride[0] + i * s.dilation[0])
+                .checked_sub(s.padding[0])
+                .filter(|&ih| ih < in_h)
+            else {
+                continue;
+            };
+            let row = &x[ih * in_w..(ih + 1) * in_w];
+            for &(lo, hi, first) in &columns {
+                for (k, ow) in (lo..hi).enumerate() {
+                    let at = first + k * s.stride[1];
+                    consider(
+                        row[at],
+                        (ih * in_w + at) as u32,
+                        &mut y_row[ow],
+                        &mut idx_row[ow],
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// No index yet: the window's first tap wins whatever its value.
+const NO_INDEX: u32 = u32::MAX;
+
+#[inline(always)]
+fn consider(v: f32, at: u32, best: &mut f32, best_index: &mut u32) {
+    if *best_index == NO_INDEX || v > *best || (v.is_nan() && !best.is_nan()) {
+        *best = v;
+        *best_index = at;
+    }
+}
+
+/// The CNNs' 2×2, stride-2 pooling of whole windows: two input rows per output row, no bounds
+/// to check.
+fn forward_plane_2x2(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32]) {
+    let in_w = s.in_size[1];
+    let out_w = s.out_size()[1];
+    for (oh, (y_row, idx_row)) in y
+        .chunks_exact_mut(out_w)
+        .zip(indices.chunks_exact_mut(out_w))
+        .enumerate()
+    {
+        let top = 2 * oh * in_w;
+        let (upper, lower) = (&x[top..top + in_w], &x[top + in_w..top + 2 * in_w]);
+        for (ow, (value, index)) in y_row.iter_mut().zip(idx_row.iter_mut()).enumerate() {
+            let c = 2 * ow;
+            let (mut best, mut best_index) = (upper[c], (top + c) as u32);
+            for (v, at) in [
+                (upper[c + 1], top + c + 1),
+                (lower[c], top + in_w + c),
+                (lower[c + 1], top + in_w + c + 1),
+            ] {
+                if v > best || (v.is_nan() && !best.is_nan()) {
+                    best = v;
+                    best_index = at as u32;
+                }
+            }
+            *value = best;
+            *index = best_index;
+        }
+    }
+}
+
+/// `dx` = each output gradient added onto the input pixel its window's maximum came from.
+pub fn max_pool2d_backward(
+    shape: &Pool2dShape,
+    dy: &[f32],
+    indices: &[u32],
+    dx: &mut [f32],
+) -> Result<(), KernelError> {
+    shape.validate()?;
+    expect_len("output gradient", dy.len(), shape.output_len())?;
+    expect_len("indices", indices.len(), shape.output_len())?;
+    expect_len("input gradient", dx.len(), shape.input_len())?;
+    let in_plane = shape.in_size[0] * shape.in_size[1];
+    let out_plane = shape.out_size()[0] * shape.out_size()[1];
+    if in_plane == 0 {
+        return Ok(());
+    }
+    if let Some(bad) = indices.iter().find(|&&i| i as usize >= in_plane) {
+        return Err(KernelError::Shape(format!(
+            "pooling index {bad} is outside the {:?} input plane",
+            shape.in_size
+        )));
+    }
+    dx.par_chunks_mut(in_plane)
+        .enumerate()
+        .with_min_len(4096usize.div_ceil(in_plane))
+        .for_each(|(plane, dx_plane)| {
+            dx_plane.fill(0.0);
+            let range = plane * out_plane..(plane + 1) * out_plane;
+            for (g, &i) in dy[range.clone()].iter().zip(&indices[range]) {
+                dx_plane[i as usize] += *g;
+            }
+        });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// The naive pooling: every window's taps in order, the first maximum wins.
+    fn naive(s: &Pool2dShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+        let [out_h, out_w] = s.out_size();
+        let [in_h, in_w] = s.in_size;
+        let mut y = Vec::new();
+        let mut idx = Vec::new();
+        for plane in 0..s.batch * s.channels {
+            for oh in 0..out_h {
+                for ow in 0..out_w {
+                    let mut best: Option<(f32, usize)> = None;
+                    for i in 0..s.kernel[0] {
+                        for j in 0..s.kernel[1] {
+                            let ih = (oh * s.stride[0] + i * s.dilation[0]) as isize
+                                - s.padding[0] as isize;
+                            let iw = (ow * s.stride[1] + j * s.dilation[1]) as isize
+                                - s.padding[1] as isize;
+                            if ih < 0 || iw < 0 || ih as usize >= in_h || iw as usize >= in_w {
+                                continue;
+                            }
+                            let at = ih as usize * in_w + iw as usize;
+                            let v = x[plane * in_h * in_w + at];
+                            if best.is_none_or(|(b, _)| v > b) {
+                                best = Some((v, at));
+                            }
+                        }
+                    }
+                    let (v, at) = best.unwrap();
+                    y.push(v);
+                    idx.push(at as u32);
+                }
+            }
+        }
+        (y, idx)
+    }
+
+    #[test]
+    fn matches_the_naive_pooling_and_routes_gradients_to_the_maxima() {
+        let mut rng = StdRng::seed_from_u64(9);
+        for case in 0..200 {
+            let kernel = [rng.random_range(1..4), rng.random_range(1..4)];
+            let padding = [
+                rng.random_range(0..=kernel[0] / 2),
+                rng.random_range(0..=kernel[1] / 2),
+            ];
+            let mut shape = Pool2dShape {
+                batch: rng.random_range(1..4),
+                channels: rng.random_range(1..4),
+                in_size: [rng.random_range(3..12), rng.random_range(3..12)],
+                kernel,
+                stride: [rng.random_range(1..4), rng.random_range(1..4)],
+                padding,
+                dilation: [rng.random_range(1..3), rng.random_range(1..3)],
+                ceil_mode: rng.random_bool(0.5),
+            };
+            if case % 4 == 0 {
+                // the CNNs' 2×2 stride-2 pooling, which has its own loop
+                (shape.kernel, shape.stride, shape.padding, shape.dilation) =
+                    ([2, 2], [2, 2], [0, 0], [1, 1]);
+            }
+            if shape.validate().is_err() {
+                continue;
+            }
+            let x: Vec<f32> = (0..shape.input_len().unwrap())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let n = shape.output_len().unwrap();
+            let (mut y, mut idx) = (vec![0.0; n], vec![0; n]);
+            max_pool2d_forward(&shape, &x, &mut y, &mut idx).unwrap();
+            let (ey, eidx) = naive(&shape, &x);
+            assert_eq!((&y, &idx), (&ey, &eidx), "{shape:?}");
+
+            let dy: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let mut dx = vec![f32::NAN; x.len()];
+            max_pool2d_backward(&shape, &dy, &idx, &mut dx).unwrap();
+            let plane = shape.in_size[0] * shape.in_size[1];
+            let out_plane = n / (shape.batch * shape.channels);
+            let mut expected = vec![0.0; x.len()];
+            for (o, &i) in idx.iter().enumerate() {
+                expected[(o / out_plane) * plane + i as usize] += dy[o];
+            }
+            assert_eq!(dx, expected);
+        }
+    }
+
+    #[test]
+    fn nan_wins_its_window_and_bad_indices_are_errors() {
+        let shape = Pool2dShape {
+            batch: 1,
+            channels: 1,
+            in_size: [2, 2],
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+        };
+        let (mut y, mut idx) = (vec![0.0], vec![0]);
+        max_pool2d_forward(&shape, &[1.0, f32::NAN, 3.0, 2.0], &mut y, &mut idx).unwrap();
+        assert!(y[0].is_nan());
+        assert_eq!(idx[0], 1);
+        let mut dx = vec![0.0; 4];
+        assert!(max_pool2d_backward(&shape, &[1.0], &[7], &mut dx).is_err());
+    }
+}

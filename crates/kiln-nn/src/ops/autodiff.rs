@@ -1,0 +1,36 @@
+//! [`KilnOps`] under autodiff: forwards on the inner backend, backward passes registered by
+//! hand with the inner backend's [`KilnGradients`].
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::ops::ConvOptions;
+
+use super::{KilnGradients, KilnOps, PoolOptions, autodiff_clamp, autodiff_conv, autodiff_pool};
+
+impl<B: KilnOps + KilnGradients, C: CheckpointStrategy> KilnOps for Autodiff<B, C> {
+    fn kiln_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        autodiff_conv::conv_with_bias::<B, C>(x, weight, bias, options)
+    }
+
+    fn kiln_conv2d_no_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        autodiff_conv::conv_no_bias::<B, C>(x, weight, options)
+    }
+
+    fn kiln_max_pool2d(x: FloatTensor<Self>, pool: PoolOptions) -> FloatTensor<Self> {
+        autodiff_pool::max_pool::<B, C>(x, pool)
+    }
+
+    fn kiln_clamp(x: FloatTensor<Self>, low: f32, high: f32) -> FloatTensor<Self> {
+        autodiff_clamp::clamp::<B, C>(x, low, high)
+    }
+}

@@ -1,0 +1,87 @@
+//! [`KilnOps`] and [`KilnGradients`] for Burn's flex backend.
+
+use burn::backend::Flex;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::tensor::ops::ConvOptions;
+
+use super::{KilnGradients, KilnOps, PoolOptions, flex_clamp, flex_conv, flex_pool};
+
+impl KilnOps for Flex {
+    fn kiln_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        flex_conv::forward(x, weight, Some(bias), options)
+    }
+
+    fn kiln_conv2d_no_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        flex_conv::forward(x, weight, None, options)
+    }
+
+    fn kiln_max_pool2d(x: FloatTensor<Self>, pool: PoolOptions) -> FloatTensor<Self> {
+        flex_pool::max_pool(x, pool)
+    }
+
+    fn kiln_clamp(x: FloatTensor<Self>, low: f32, high: f32) -> FloatTensor<Self> {
+        flex_clamp::clamp(x, low, high)
+    }
+}
+
+impl KilnGradients for Flex {
+    fn kiln_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        flex_conv::input_grad(x, weight, output_grad, options)
+    }
+
+    fn kiln_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        flex_conv::weight_grad(x, weight, output_grad, options)
+    }
+
+    fn kiln_conv2d_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex_conv::bias_grad(x, bias, output_grad)
+    }
+
+    fn kiln_max_pool2d_with_indices(
+        x: FloatTensor<Self>,
+        pool: PoolOptions,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        flex_pool::max_pool_with_indices(x, pool)
+    }
+
+    fn kiln_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        pool: PoolOptions,
+        output_grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex_pool::max_pool_backward(x, pool, output_grad, indices)
+    }
+
+    fn kiln_clamp_backward(
+        y: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        low: f32,
+        high: f32,
+    ) -> FloatTensor<Self> {
+        flex_clamp::clamp_backward(y, output_grad, low, high)
+    }
+}

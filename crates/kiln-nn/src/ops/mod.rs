@@ -1,0 +1,254 @@
+//! Kiln's training kernels inside Burn: a backend extension ([`KilnOps`]) whose flex
+//! implementation runs `kiln-kernels` (im2col + AVX-512 GEMM, direct depthwise loops, max
+//! pooling) and whose autodiff implementation supplies the backward passes with Kiln's
+//! gradient kernels ([`KilnGradients`]). Burn 0.22's flex backend has no input- or
+//! weight-gradient convolution kernels of its own (its defaults go through transposed
+//! convolutions, and a depthwise weight gradient runs one convolution per channel), and its max
+//! pooling is a scalar loop.
+//!
+//! Every Kiln model convolves and pools through [`conv2d`] and [`max_pool2d`]; on other
+//! backends (wgpu, ndarray) they are Burn's own operations.
+
+mod autodiff;
+mod autodiff_clamp;
+mod autodiff_conv;
+mod autodiff_pool;
+mod flex;
+mod flex_clamp;
+mod flex_conv;
+mod flex_pool;
+#[cfg(test)]
+mod tests;
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::nn::pool::MaxPool2d;
+use burn::prelude::*;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+
+/// The forward operations a backend may run with Kiln's kernels. The default bodies are
+/// Burn's own operations, so a backend opts in one method at a time. (With and without bias
+/// are two methods: Burn 0.22's extension macro does not route `Option` tensor arguments.)
+#[backend_extension(Flex, Autodiff)]
+pub trait KilnOps: Backend {
+    fn kiln_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), options)
+    }
+
+    fn kiln_conv2d_no_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    fn kiln_max_pool2d(x: FloatTensor<Self>, pool: PoolOptions) -> FloatTensor<Self> {
+        Self::max_pool2d(
+            x,
+            pool.kernel,
+            pool.stride,
+            pool.padding,
+            pool.dilation,
+            pool.ceil_mode,
+        )
+    }
+
+    /// `min(max(x, low), high)`: ReLU with `high = ∞`, ReLU6 with 6.
+    fn kiln_clamp(x: FloatTensor<Self>, low: f32, high: f32) -> FloatTensor<Self> {
+        Self::float_clamp(x, low.into(), high.into())
+    }
+}
+
+/// The gradient kernels behind [`KilnOps`]' autodiff implementation, called on the inner
+/// backend; defaults are Burn's own.
+pub trait KilnGradients: Backend {
+    fn kiln_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    fn kiln_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    fn kiln_conv2d_bias_backward(
+        x: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_bias_backward(x, bias, output_grad)
+    }
+
+    /// The pooled output and, for each output, where in its input plane the maximum was.
+    fn kiln_max_pool2d_with_indices(
+        x: FloatTensor<Self>,
+        pool: PoolOptions,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        let pooled = Self::max_pool2d_with_indices(
+            x,
+            pool.kernel,
+            pool.stride,
+            pool.padding,
+            pool.dilation,
+            pool.ceil_mode,
+            burn::tensor::IntDType::I32,
+        );
+        (pooled.output, pooled.indices)
+    }
+
+    fn kiln_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        pool: PoolOptions,
+        output_grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::max_pool2d_with_indices_backward(
+            x,
+            pool.kernel,
+            pool.stride,
+            pool.padding,
+            pool.dilation,
+            pool.ceil_mode,
+            output_grad,
+            indices,
+        )
+        .x_grad
+    }
+
+    /// The gradient of [`KilnOps::kiln_clamp`] from its output `y`: `output_grad` where
+    /// `low < y < high`, else 0.
+    fn kiln_clamp_backward(
+        y: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        low: f32,
+        high: f32,
+    ) -> FloatTensor<Self> {
+        Self::mask_clamp_backward(y, output_grad, low, high)
+    }
+}
+
+impl<B: Backend> KilnClampDefault for B {}
+
+/// The mask-based clamp gradient every backend can run (Burn's own formulation).
+trait KilnClampDefault: Backend {
+    fn mask_clamp_backward(
+        y: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        low: f32,
+        high: f32,
+    ) -> FloatTensor<Self> {
+        let bool_dtype = burn::tensor::BoolDType::Native;
+        let above = Self::float_greater_elem(y.clone(), low.into(), bool_dtype);
+        let below = Self::float_lower_elem(y, high.into(), bool_dtype);
+        let outside = Self::bool_not(Self::bool_and(above, below));
+        Self::float_mask_fill(output_grad, outside, 0.0f32.into())
+    }
+}
+
+/// Burn's max-pooling parameters (symmetric padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub ceil_mode: bool,
+}
+
+/// `burn::tensor::module::conv2d`, through Kiln's kernels on the flex backend (with or
+/// without autodiff).
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !runs_kiln_kernels(&x.device()) {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => <Dispatch as KilnOps>::kiln_conv2d(x, weight, bias.into_dispatch(), options),
+        None => <Dispatch as KilnOps>::kiln_conv2d_no_bias(x, weight, options),
+    })
+}
+
+/// The extension is implemented for flex and autodiff-over-flex; any other device keeps
+/// Burn's operation (the generated dispatch would panic on an unlisted backend).
+fn runs_kiln_kernels(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
+/// `burn::tensor::module::max_pool2d`, through Kiln's kernels on the flex backend (for
+/// symmetric padding, which is all Kiln's models use).
+pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
+    let [(top, bottom), (left, right)] = options.padding;
+    if !runs_kiln_kernels(&x.device()) || top != bottom || left != right {
+        return burn::tensor::module::max_pool2d(x, options);
+    }
+    let pool = PoolOptions {
+        kernel: options.kernel_size,
+        stride: options.stride,
+        padding: [top, left],
+        dilation: options.dilation,
+        ceil_mode: options.ceil_mode,
+    };
+    Tensor::from_dispatch(<Dispatch as KilnOps>::kiln_max_pool2d(
+        x.into_dispatch(),
+        pool,
+    ))
+}
+
+/// `layer.forward(x)` through [`max_pool2d`].
+pub fn max_pool2d_layer(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let [rows, cols] = crate::lowering::padding::burn_pairs(
+        &layer.padding,
+        [h, w],
+        layer.kernel_size,
+        layer.stride,
+    );
+    let options = MaxPoolOptions::new(layer.kernel_size)
+        .with_stride(layer.stride)
+        .with_padding_pairs([rows, cols])
+        .with_dilation(layer.dilation)
+        .with_ceil_mode(layer.ceil_mode);
+    max_pool2d(x, options)
+}
+
+/// ReLU through Kiln's kernels on the flex backend (Burn's `relu` elsewhere).
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    clamp(x, 0.0, f32::INFINITY)
+}
+
+/// ReLU6 (`min(max(x, 0), 6)`), MobileNet's activation, through Kiln's kernels on the flex
+/// backend.
+pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    clamp(x, 0.0, 6.0)
+}
+
+fn clamp<const D: usize>(x: Tensor<D>, low: f32, high: f32) -> Tensor<D> {
+    if !runs_kiln_kernels(&x.device()) {
+        return x.clamp(low, high);
+    }
+    Tensor::from_dispatch(<Dispatch as KilnOps>::kiln_clamp(
+        x.into_dispatch(),
+        low,
+        high,
+    ))
+}

@@ -1,0 +1,231 @@
+//! Kiln's convolution against Burn's own, through autodiff on the flex backend: the same
+//! outputs and the same gradients for the input, weight and bias, on random shapes, strides,
+//! padding, dilation and groups.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+
+use super::{conv2d, max_pool2d};
+
+/// Deterministic pseudo-random values in [-1, 1): Burn's seeded generator is global, and tests
+/// run concurrently.
+fn values<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let len = shape.iter().product();
+    let data: Vec<f32> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+struct Case {
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    size: [usize; 2],
+    kernel: [usize; 2],
+    options: ConvOptions<2>,
+    bias: bool,
+}
+
+fn max_error(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+    (a - b).abs().max().into_scalar::<f32>() / scale
+}
+
+fn grads_of(
+    conv: impl Fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>) -> Tensor<4>,
+    case: &Case,
+    device: &Device,
+    seed: u64,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<1>>) {
+    let [h, w] = case.size;
+    let x = values([case.batch, case.in_channels, h, w], seed, device).require_grad();
+    let weight_shape = [
+        case.out_channels,
+        case.in_channels / case.options.groups,
+        case.kernel[0],
+        case.kernel[1],
+    ];
+    let weight = values(weight_shape, seed + 1, device).require_grad();
+    let bias = case
+        .bias
+        .then(|| values([case.out_channels], seed + 2, device).require_grad());
+    let y = conv(x.clone(), weight.clone(), bias.clone());
+    let probe = values(y.dims(), seed + 3, device);
+    let grads = (y.clone() * probe).sum().backward();
+    let dx = x.grad(&grads).expect("input gradient");
+    let dw = weight.grad(&grads).expect("weight gradient");
+    let db = bias.and_then(|b| b.grad(&grads));
+    (
+        y.inner(),
+        Tensor::from_inner(dx),
+        Tensor::from_inner(dw),
+        db.map(Tensor::from_inner),
+    )
+}
+
+fn check(case: &Case, seed: u64) {
+    let device = Device::flex().autodiff();
+    let options = case.options.clone();
+    let kiln = grads_of(
+        |x, w, b| conv2d(x, w, b, options.clone()),
+        case,
+        &device,
+        seed,
+    );
+    let burn = grads_of(
+        |x, w, b| burn::tensor::module::conv2d(x, w, b, options.clone()),
+        case,
+        &device,
+        seed,
+    );
+    for (name, a, b) in [
+        ("output", kiln.0, burn.0),
+        ("input gradient", kiln.1, burn.1),
+        ("weight gradient", kiln.2, burn.2),
+    ] {
+        let err = max_error(a.inner(), b.inner());
+        assert!(
+            err < 1e-4,
+            "{name}: relative error {err} for {:?} {:?}",
+            case.size,
+            case.options
+        );
+    }
+    if let (Some(a), Some(b)) = (kiln.3, burn.3) {
+        let err = max_error(a.inner().unsqueeze(), b.inner().unsqueeze());
+        assert!(err < 1e-4, "bias gradient: relative error {err}");
+    }
+}
+
+#[test]
+fn gradients_equal_burns_own_convolution() {
+    let mut seed = 0u64;
+    let mut next = |modulo: usize| {
+        // A small deterministic generator: the shapes stay the same run to run.
+        seed = seed
+            .wrapping_mul(6364136223846793005u64)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % modulo
+    };
+    for case_index in 0..40 {
+        let groups = [1, 1, 2, 3][next(4)];
+        let depthwise = case_index % 3 == 0;
+        let (in_channels, out_channels, groups) = if depthwise {
+            let c = 1 + next(6);
+            (c, c, c)
+        } else {
+            (groups * (1 + next(4)), groups * (1 + next(4)), groups)
+        };
+        let kernel = [1 + next(5), 1 + next(5)];
+        let dilation = [1 + next(2), 1 + next(2)];
+        let stride = [1 + next(3), 1 + next(3)];
+        let padding = [(next(3), next(3)), (next(3), next(3))];
+        let size = [0, 1].map(|a| dilation[a] * (kernel[a] - 1) + 1 + next(8));
+        let case = Case {
+            batch: 1 + next(5),
+            in_channels,
+            out_channels,
+            size,
+            kernel,
+            options: ConvOptions::new_with_padding(stride, padding, dilation, groups),
+            bias: next(2) == 0,
+        };
+        check(&case, case_index as u64);
+    }
+}
+
+#[test]
+fn other_backends_keep_burns_convolution() {
+    #[allow(deprecated)]
+    let device = Device::ndarray();
+    let x = Tensor::<4>::ones([1, 2, 5, 5], &device);
+    let w = Tensor::<4>::ones([3, 2, 3, 3], &device);
+    let y = conv2d(x, w, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    assert_eq!(y.dims(), [1, 3, 5, 5]);
+    assert_eq!(y.slice([0..1, 0..1, 2..3, 2..3]).into_scalar::<f32>(), 18.0);
+}
+
+#[test]
+fn frozen_weights_get_no_gradient_and_inputs_still_do() {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::ones([2, 3, 6, 6], &device).require_grad();
+    let w = Tensor::<4>::ones([4, 3, 3, 3], &device);
+    let y = conv2d(
+        x.clone(),
+        w.clone(),
+        None,
+        ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+    );
+    let grads = y.sum().backward();
+    assert!(w.grad(&grads).is_none());
+    // each interior input pixel feeds 9 outputs of each of the 4 filters
+    let dx = x.grad(&grads).expect("input gradient");
+    assert_eq!(
+        dx.slice([0..1, 0..1, 2..3, 2..3]).into_scalar::<f32>(),
+        36.0
+    );
+}
+
+#[test]
+fn max_pooling_and_its_gradient_equal_burns() {
+    let device = Device::flex().autodiff();
+    for (i, (kernel, stride, padding, ceil_mode, size)) in [
+        ([2, 2], [2, 2], [0, 0], false, [12, 12]),
+        ([2, 2], [2, 2], [0, 0], false, [11, 13]),
+        ([3, 3], [2, 2], [1, 1], false, [9, 10]),
+        ([3, 2], [1, 2], [1, 0], true, [7, 9]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let options = MaxPoolOptions::new(kernel)
+            .with_stride(stride)
+            .with_padding(padding)
+            .with_ceil_mode(ceil_mode);
+        let run = |pool: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            let x = values([3, 4, size[0], size[1]], i as u64, &device).require_grad();
+            let y = pool(x.clone());
+            let probe = values(y.dims(), 100 + i as u64, &device);
+            let grads = (y.clone() * probe).sum().backward();
+            (
+                y.inner(),
+                Tensor::<4>::from_inner(x.grad(&grads).expect("input gradient")),
+            )
+        };
+        let (kiln_y, kiln_dx) = run(&|x| max_pool2d(x, options.clone()));
+        let (burn_y, burn_dx) = run(&|x| burn::tensor::module::max_pool2d(x, options.clone()));
+        assert_eq!(kiln_y.dims(), burn_y.dims(), "case {i}");
+        assert!(max_error(kiln_y, burn_y) < 1e-6, "output, case {i}");
+        assert!(
+            max_error(kiln_dx.inner(), burn_dx.inner()) < 1e-6,
+            "input gradient, case {i}"
+        );
+    }
+}
+
+#[test]
+fn relu6_and_its_gradient_equal_burns() {
+    let device = Device::flex().autodiff();
+    let run = |activation: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+        let x = values([4, 5, 33], 7, &device).mul_scalar(8.0).require_grad();
+        let y = activation(x.clone());
+        let grads = (y.clone() * values([4, 5, 33], 8, &device)).sum().backward();
+        let dx = Tensor::<3>::from_inner(x.grad(&grads).expect("input gradient"));
+        (y.inner(), dx.inner())
+    };
+    for (kiln, burn) in [
+        (run(&super::relu6), run(&burn::tensor::activation::relu6)),
+        (run(&super::relu), run(&burn::tensor::activation::relu)),
+    ] {
+        assert_eq!(kiln.0.into_data(), burn.0.into_data());
+        assert_eq!(kiln.1.into_data(), burn.1.into_data());
+    }
+}
