@@ -1,8 +1,9 @@
 """The peer for `pipeline bench-train`: TF-Keras (tensorflow-cpu) training and inference
-images/s of the same SmallCnn on the same synthetic batch, Adam, the same batch size.
+images/s of the same SmallCnn (or MobileNetV2) on the same synthetic batch, Adam, the same
+batch size.
 
-usage: keras_train.py --input 28,28,1 --conv-filters 32,64 --dense-units 64 --classes 10
-                      --batch 64 --steps 30 --warmup 3
+usage: keras_train.py [--model small_cnn|mobilenet_v2] --input 28,28,1 --conv-filters 32,64
+                      --dense-units 64 --classes 10 --batch 64 --steps 30 --warmup 3
 Prints one JSON object.
 """
 import argparse
@@ -14,6 +15,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+
+def mobilenet_v2(input_shape, classes):
+    """Keras' MobileNetV2 (width 1.0, untrained): the same network as kiln's `mobilenet_v2`."""
+    net = tf.keras.applications.MobileNetV2(
+        input_shape=input_shape, alpha=1.0, weights=None, classes=classes,
+        classifier_activation=None)
+    net.compile(
+        optimizer=tf.keras.optimizers.Adam(1e-3),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return net
 
 
 def model(input_shape, conv_filters, dense_units, classes):
@@ -35,6 +48,7 @@ def model(input_shape, conv_filters, dense_units, classes):
 
 def main() -> int:
     p = argparse.ArgumentParser()
+    p.add_argument("--model", default="small_cnn", choices=["small_cnn", "mobilenet_v2"])
     p.add_argument("--input", default="28,28,1")
     p.add_argument("--conv-filters", default="32,64")
     p.add_argument("--dense-units", type=int, default=64)
@@ -48,7 +62,10 @@ def main() -> int:
     rng = np.random.default_rng(7)
     x = tf.constant(rng.random((a.batch, h, w, c), dtype=np.float32))
     y = tf.constant(rng.integers(0, a.classes, a.batch))
-    net = model((h, w, c), filters, a.dense_units, a.classes)
+    if a.model == "mobilenet_v2":
+        net = mobilenet_v2((h, w, c), a.classes)
+    else:
+        net = model((h, w, c), filters, a.dense_units, a.classes)
 
     for _ in range(a.warmup):
         net.train_on_batch(x, y)

@@ -2,7 +2,10 @@
 # Training and inference throughput, kiln (Burn, flex backend) vs TF-Keras (tensorflow-cpu
 # 2.21) in the same run, same architectures, same batch, same synthetic data, all cores:
 #   - the quickstart CNN on 28×28×1 (conv 32 → 64, dense 64, 10 classes);
-#   - a three-conv CNN on 64×64×3 (conv 32 → 64 → 128, dense 64, 10 classes).
+#   - a three-conv CNN on 64×64×3 (conv 32 → 64 → 128, dense 64, 10 classes);
+#   - MobileNetV2 (width 1.0, 10 classes) on 96×96×3, the depthwise model: EfficientNet-Lite0's
+#     blocks (inverted residuals of 1×1 and depthwise convolutions, ReLU6, no squeeze-excite)
+#     at the size configs/catsdogs.toml fine-tunes at; Keras ships MobileNetV2, not Lite0.
 # Makes .venv-keras with tensorflow-cpu on first use (a large download).
 #   bash bench/train_vs_keras.sh [STEPS]
 set -euo pipefail
@@ -18,13 +21,18 @@ cargo build --quiet -p kiln-cli --bin pipeline
 pipeline=${CARGO_TARGET_DIR:-$root/target}/debug/pipeline
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cases=("28,28,1 32,64" "64,64,3 32,64,128")
+# model, input, conv filters (small_cnn only), timed steps
+depthwise_steps=$(( steps / 3 > 3 ? steps / 3 : 3 ))
+cases=("small_cnn 28,28,1 32,64 $steps" "small_cnn 64,64,3 32,64,128 $steps"
+       "mobilenet_v2 96,96,3 - $depthwise_steps")
 for i in "${!cases[@]}"; do
-  read -r input filters <<< "${cases[$i]}"
-  "$pipeline" bench-train --input "$input" --conv-filters "$filters" --batch 64 \
-    --steps "$steps" --json > "$out/kiln$i.json"
-  "$venv/bin/python" bench/keras_train.py --input "$input" --conv-filters "$filters" \
-    --batch 64 --steps "$steps" > "$out/keras$i.json"
+  read -r model input filters n <<< "${cases[$i]}"
+  filter_args=()
+  [ "$filters" != - ] && filter_args=(--conv-filters "$filters")
+  "$pipeline" bench-train --model "$model" --input "$input" "${filter_args[@]}" --batch 64 \
+    --steps "$n" --json > "$out/kiln$i.json"
+  "$venv/bin/python" bench/keras_train.py --model "$model" --input "$input" "${filter_args[@]}" \
+    --batch 64 --steps "$n" > "$out/keras$i.json"
 done
 python3 - "$out" "${#cases[@]}" <<'PY'
 import json, sys
