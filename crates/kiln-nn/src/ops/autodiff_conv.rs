@@ -35,15 +35,12 @@ impl<B: KilnGradients> Backward<B, 3> for ConvWithBias {
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
         let bias = checkpointer.retrieve_node_output::<FloatTensor<B>>(bias_state);
-        if let Some(node) = node_x {
-            let dx =
-                B::kiln_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
-            grads.register::<B>(node.id, dx);
-        }
-        if let Some(node) = node_weight {
-            let dw = B::kiln_conv2d_weight_backward(x.clone(), weight, grad.clone(), options);
-            grads.register::<B>(node.id, dw);
-        }
+        register_input_and_weight_grads::<B>(
+            grads,
+            [node_x.map(|n| n.id), node_weight.map(|n| n.id)],
+            (x.clone(), weight, grad.clone()),
+            options,
+        );
         if let Some(node) = node_bias {
             grads.register::<B>(node.id, B::kiln_conv2d_bias_backward(x, bias, grad));
         }
@@ -64,17 +61,29 @@ impl<B: KilnGradients> Backward<B, 2> for ConvNoBias {
         let (x_state, weight_state, options) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
-        if let Some(node) = node_x {
-            let dx =
-                B::kiln_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
-            grads.register::<B>(node.id, dx);
-        }
-        if let Some(node) = node_weight {
-            grads.register::<B>(
-                node.id,
-                B::kiln_conv2d_weight_backward(x, weight, grad, options),
-            );
-        }
+        register_input_and_weight_grads::<B>(
+            grads,
+            [node_x.map(|n| n.id), node_weight.map(|n| n.id)],
+            (x, weight, grad),
+            options,
+        );
+    }
+}
+
+/// The input and weight gradients, each only if its node needs one.
+fn register_input_and_weight_grads<B: KilnGradients>(
+    grads: &mut Gradients,
+    [x_node, weight_node]: [Option<NodeId>; 2],
+    (x, weight, grad): (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>),
+    options: ConvOptions<2>,
+) {
+    if let Some(id) = x_node {
+        let dx =
+            B::kiln_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+        grads.register::<B>(id, dx);
+    }
+    if let Some(id) = weight_node {
+        grads.register::<B>(id, B::kiln_conv2d_weight_backward(x, weight, grad, options));
     }
 }
 

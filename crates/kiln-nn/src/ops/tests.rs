@@ -215,9 +215,13 @@ fn max_pooling_and_its_gradient_equal_burns() {
 fn relu6_and_its_gradient_equal_burns() {
     let device = Device::flex().autodiff();
     let run = |activation: &dyn Fn(Tensor<3>) -> Tensor<3>| {
-        let x = values([4, 5, 33], 7, &device).mul_scalar(8.0).require_grad();
+        let x = values([4, 5, 33], 7, &device)
+            .mul_scalar(8.0)
+            .require_grad();
         let y = activation(x.clone());
-        let grads = (y.clone() * values([4, 5, 33], 8, &device)).sum().backward();
+        let grads = (y.clone() * values([4, 5, 33], 8, &device))
+            .sum()
+            .backward();
         let dx = Tensor::<3>::from_inner(x.grad(&grads).expect("input gradient"));
         (y.inner(), dx.inner())
     };
