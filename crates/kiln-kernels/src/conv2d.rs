@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::shape::expect_len;
 use crate::simd::{Math, multiversion};
-use crate::{Conv2dShape, KernelError, depthwise, gemm_conv};
+use crate::{Conv2dShape, KernelError, depthwise, depthwise_nhwc, gemm_conv};
 
 /// `y = conv(x, weight) + bias`, all NCHW / OIHW and contiguous; `y` is overwritten.
 pub fn conv2d_forward(
@@ -22,7 +22,9 @@ pub fn conv2d_forward(
     if let Some(bias) = bias {
         expect_len("bias", bias.len(), Some(shape.out_channels))?;
     }
-    if shape.is_depthwise() {
+    if shape.is_depthwise() && channels_last_pays(shape) {
+        depthwise_nhwc::forward(shape, x, weight, bias, y);
+    } else if shape.is_depthwise() {
         depthwise::forward(shape, x, weight, bias, y);
     } else {
         gemm_conv::forward(shape, x, weight, bias, y);
@@ -41,7 +43,9 @@ pub fn conv2d_input_grad(
     expect_len("weight", weight.len(), shape.weight_len())?;
     expect_len("output gradient", dy.len(), shape.output_len())?;
     expect_len("input gradient", dx.len(), shape.input_len())?;
-    if shape.is_depthwise() {
+    if shape.is_depthwise() && channels_last_pays(shape) {
+        depthwise_nhwc::input_grad(shape, weight, dy, dx);
+    } else if shape.is_depthwise() {
         depthwise::input_grad(shape, weight, dy, dx);
     } else {
         gemm_conv::input_grad(shape, weight, dy, dx);
@@ -60,12 +64,22 @@ pub fn conv2d_weight_grad(
     expect_len("input", x.len(), shape.input_len())?;
     expect_len("output gradient", dy.len(), shape.output_len())?;
     expect_len("weight gradient", dw.len(), shape.weight_len())?;
-    if shape.is_depthwise() {
+    if shape.is_depthwise() && channels_last_pays(shape) {
+        depthwise_nhwc::weight_grad(shape, x, dy, dw);
+    } else if shape.is_depthwise() {
         depthwise::weight_grad(shape, x, dy, dw);
     } else {
         gemm_conv::weight_grad(shape, x, dy, dw);
     }
     Ok(())
+}
+
+/// Depthwise layers run channels-last unless their planes are large and the stride 1, where
+/// the per-plane row loops are as fast without the two transposes (measured with
+/// `cargo bench -p kiln-kernels --bench conv`).
+fn channels_last_pays(shape: &Conv2dShape) -> bool {
+    let [out_h, out_w] = shape.out_size();
+    shape.stride != [1, 1] || out_h.min(out_w) < 24
 }
 
 /// `db[c] = Σ dy[·, c, ·, ·]`, channels in parallel, each summed in a fixed order.

@@ -4,13 +4,16 @@
 //!
 //! - dense and grouped convolutions are im2col + GEMM (`gemm`'s AVX-512 microkernels where
 //!   the CPU has them), one image per thread; 1×1 stride-1 convolutions skip im2col;
-//! - depthwise convolutions are direct loops per channel plane, vectorized along rows;
+//! - depthwise convolutions are direct loops: per channel plane, vectorized along rows, for
+//!   large stride-1 planes; channels-last (channels in the SIMD lanes) for small planes and
+//!   strides;
 //! - every reduction runs in a fixed order, so results are bit-identical run to run whatever
 //!   the thread count.
 
 mod activation;
 mod conv2d;
 mod depthwise;
+mod depthwise_nhwc;
 mod error;
 mod gemm_conv;
 mod im2col;

@@ -207,3 +207,35 @@ fn mismatched_buffers_are_errors_not_panics() {
     bad.groups = 2;
     assert!(conv2d_forward(&bad, &x, &w, None, &mut y).is_err());
 }
+
+#[test]
+fn both_depthwise_layouts_match_the_naive_convolution() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for _ in 0..60 {
+        let s = random_shape(&mut rng, true);
+        let x = random(&mut rng, s.input_len().unwrap());
+        let w = random(&mut rng, s.weight_len().unwrap());
+        let b = random(&mut rng, s.out_channels);
+        let dy = random(&mut rng, s.output_len().unwrap());
+        let (y_ref, dx_ref, dw_ref) = (
+            reference::forward(&s, &x, &w, Some(&b)),
+            reference::input_grad(&s, &w, &dy),
+            reference::weight_grad(&s, &x, &dy),
+        );
+        let mut y = vec![f32::NAN; dy.len()];
+        let mut dx = vec![f32::NAN; x.len()];
+        let mut dw = vec![f32::NAN; w.len()];
+        crate::depthwise::forward(&s, &x, &w, Some(&b), &mut y);
+        crate::depthwise::input_grad(&s, &w, &dy, &mut dx);
+        crate::depthwise::weight_grad(&s, &x, &dy, &mut dw);
+        assert_close("per-plane forward", &s, &y, &y_ref);
+        assert_close("per-plane input gradient", &s, &dx, &dx_ref);
+        assert_close("per-plane weight gradient", &s, &dw, &dw_ref);
+        crate::depthwise_nhwc::forward(&s, &x, &w, Some(&b), &mut y);
+        crate::depthwise_nhwc::input_grad(&s, &w, &dy, &mut dx);
+        crate::depthwise_nhwc::weight_grad(&s, &x, &dy, &mut dw);
+        assert_close("channels-last forward", &s, &y, &y_ref);
+        assert_close("channels-last input gradient", &s, &dx, &dx_ref);
+        assert_close("channels-last weight gradient", &s, &dw, &dw_ref);
+    }
+}
