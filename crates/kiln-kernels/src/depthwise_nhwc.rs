@@ -1,33 +1,13 @@
-//! Depthwise convolution with channels in the SIMD lanes: the batch is transposed to NHWC,
+//! Depthwise convolution with channels in the SIMD lanes: each image is transposed to NHWC,
 //! every output pixel is `Σ_taps w[tap][0..c] ⊙ x[pixel + tap][0..c]` (vector FMAs over
 //! channels), and the result transposed back. For the small planes of a network's late stages
 //! (6×6, 3×3) and for stride 2, the per-plane row loops spend their time in loop overhead and
 //! strided loads; here the work per instruction does not depend on the plane size.
 
-use rayon::prelude::*;
-
 use crate::Conv2dShape;
-use crate::parallel::sum_over_images;
+use crate::parallel::{for_each_image, sum_over_images};
 use crate::shape::valid_range;
 use crate::simd::{Math, multiversion};
-
-/// `[n][c][p]` → `[n][p][c]`, images in parallel.
-fn to_channels_last(src: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
-    let mut dst = vec![0.0f32; src.len()];
-    let image = channels * pixels;
-    dst.par_chunks_mut(image)
-        .zip(src.par_chunks(image))
-        .for_each(|(dst, src)| transpose(src, channels, pixels, dst));
-    dst
-}
-
-/// `[n][p][c]` → `[n][c][p]` into `dst`, images in parallel.
-fn to_channels_first(src: &[f32], channels: usize, pixels: usize, dst: &mut [f32]) {
-    let image = channels * pixels;
-    dst.par_chunks_mut(image)
-        .zip(src.par_chunks(image))
-        .for_each(|(dst, src)| transpose(src, pixels, channels, dst));
-}
 
 /// `dst` (`cols × rows`) = `src` (`rows × cols`) transposed, in 16×16 tiles so both sides
 /// stay in cache.
@@ -88,6 +68,19 @@ fn input_column(s: &Conv2dShape, ow: usize, j: usize) -> usize {
     ow * s.stride[1] + j * s.dilation[1] - s.padding[1].0
 }
 
+/// Per-thread scratch: one image channels-last, in and out.
+#[derive(Default)]
+struct Scratch {
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.clear();
+    buffer.resize(len, 0.0);
+    buffer
+}
+
 pub(crate) fn forward(
     s: &Conv2dShape,
     x: &[f32],
@@ -98,16 +91,15 @@ pub(crate) fn forward(
     let c = s.in_channels;
     let [in_h, in_w] = s.in_size;
     let [out_h, out_w] = s.out_size();
-    let k = s.kernel[0] * s.kernel[1];
-    let xt = to_channels_last(x, c, in_h * in_w);
-    let wt = taps_first(weight, c, k);
+    let wt = taps_first(weight, c, s.kernel[0] * s.kernel[1]);
     let columns = column_ranges(s);
-    let mut yt = vec![0.0f32; y.len()];
-    yt.par_chunks_mut(out_w * c)
-        .enumerate()
-        .for_each(|(row, y_row)| {
-            let (n, oh) = (row / out_h, row % out_h);
-            let image = &xt[n * in_h * in_w * c..(n + 1) * in_h * in_w * c];
+    let (in_image, out_image) = (c * in_h * in_w, c * out_h * out_w);
+    // One image at a time per thread: the channels-last copies stay in cache.
+    for_each_image(y, out_image, Scratch::default, |scratch, n, y_n, _| {
+        let image = sized(&mut scratch.input, in_image);
+        transpose(&x[n * in_image..(n + 1) * in_image], c, in_h * in_w, image);
+        let out = sized(&mut scratch.output, out_image);
+        for (oh, y_row) in out.chunks_exact_mut(out_w * c).enumerate() {
             for px in y_row.chunks_exact_mut(c) {
                 match bias {
                     Some(b) => px.copy_from_slice(b),
@@ -123,38 +115,41 @@ pub(crate) fn forward(
                     }
                 }
             }
-        });
-    to_channels_first(&yt, c, out_h * out_w, y);
+        }
+        transpose(out, out_h * out_w, c, y_n);
+    });
 }
 
 pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [f32]) {
     let c = s.in_channels;
     let [in_h, in_w] = s.in_size;
     let [out_h, out_w] = s.out_size();
-    let k = s.kernel[0] * s.kernel[1];
-    let dyt = to_channels_last(dy, c, out_h * out_w);
-    let wt = taps_first(weight, c, k);
+    let wt = taps_first(weight, c, s.kernel[0] * s.kernel[1]);
     let columns = column_ranges(s);
-    let mut dxt = vec![0.0f32; dx.len()];
-    // Taps of neighbouring outputs overlap: one task per image keeps the sums in order.
-    dxt.par_chunks_mut(in_h * in_w * c)
-        .enumerate()
-        .for_each(|(n, dx_image)| {
-            let dy_image = &dyt[n * out_h * out_w * c..(n + 1) * out_h * out_w * c];
-            for oh in 0..out_h {
-                for (i, ih) in rows(s, oh) {
-                    for (j, &(lo, hi)) in columns.iter().enumerate() {
-                        let w = &wt[(i * s.kernel[1] + j) * c..(i * s.kernel[1] + j + 1) * c];
-                        for ow in lo..hi {
-                            let at = (ih * in_w + input_column(s, ow, j)) * c;
-                            let from = (oh * out_w + ow) * c;
-                            fma_rows(&mut dx_image[at..at + c], w, &dy_image[from..from + c]);
-                        }
+    let (in_image, out_image) = (c * in_h * in_w, c * out_h * out_w);
+    for_each_image(dx, in_image, Scratch::default, |scratch, n, dx_n, _| {
+        let grad = sized(&mut scratch.output, out_image);
+        transpose(
+            &dy[n * out_image..(n + 1) * out_image],
+            c,
+            out_h * out_w,
+            grad,
+        );
+        let dx_image = sized(&mut scratch.input, in_image);
+        for oh in 0..out_h {
+            for (i, ih) in rows(s, oh) {
+                for (j, &(lo, hi)) in columns.iter().enumerate() {
+                    let w = &wt[(i * s.kernel[1] + j) * c..(i * s.kernel[1] + j + 1) * c];
+                    for ow in lo..hi {
+                        let at = (ih * in_w + input_column(s, ow, j)) * c;
+                        let from = (oh * out_w + ow) * c;
+                        fma_rows(&mut dx_image[at..at + c], w, &grad[from..from + c]);
                     }
                 }
             }
-        });
-    to_channels_first(&dxt, c, in_h * in_w, dx);
+        }
+        transpose(dx_image, in_h * in_w, c, dx_n);
+    });
 }
 
 pub(crate) fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
@@ -162,17 +157,23 @@ pub(crate) fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]
     let [in_h, in_w] = s.in_size;
     let [out_h, out_w] = s.out_size();
     let k = s.kernel[0] * s.kernel[1];
-    let xt = to_channels_last(x, c, in_h * in_w);
-    let dyt = to_channels_last(dy, c, out_h * out_w);
     let columns = column_ranges(s);
+    let (in_image, out_image) = (c * in_h * in_w, c * out_h * out_w);
     let mut taps_by_channel = vec![0.0f32; dw.len()];
     sum_over_images(
         s.batch,
         &mut taps_by_channel,
-        || (),
-        |_, n, sum, _| {
-            let image = &xt[n * in_h * in_w * c..(n + 1) * in_h * in_w * c];
-            let dy_image = &dyt[n * out_h * out_w * c..(n + 1) * out_h * out_w * c];
+        Scratch::default,
+        |scratch, n, sum, _| {
+            let image = sized(&mut scratch.input, in_image);
+            transpose(&x[n * in_image..(n + 1) * in_image], c, in_h * in_w, image);
+            let grad = sized(&mut scratch.output, out_image);
+            transpose(
+                &dy[n * out_image..(n + 1) * out_image],
+                c,
+                out_h * out_w,
+                grad,
+            );
             for oh in 0..out_h {
                 for (i, ih) in rows(s, oh) {
                     for (j, &(lo, hi)) in columns.iter().enumerate() {
@@ -181,7 +182,7 @@ pub(crate) fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]
                         for ow in lo..hi {
                             let at = (ih * in_w + input_column(s, ow, j)) * c;
                             let from = (oh * out_w + ow) * c;
-                            fma_rows(acc, &dy_image[from..from + c], &image[at..at + c]);
+                            fma_rows(acc, &grad[from..from + c], &image[at..at + c]);
                         }
                     }
                 }

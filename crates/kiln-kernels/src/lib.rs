@@ -1,6 +1,7 @@
-//! Kiln's CPU convolution kernels: forward, input gradient, weight gradient and bias gradient
-//! of 2-D convolutions over NCHW batches, for training. Burn-free (slices in, slices out); the
-//! Burn backend extension in `kiln-nn` calls them for the flex backend.
+//! Kiln's CPU training kernels: forward, input gradient, weight gradient and bias gradient
+//! of 2-D convolutions over NCHW batches, max pooling with its gradient, and ReLU/ReLU6 with
+//! theirs. Burn-free (slices in, slices out); the Burn backend extension in `kiln-nn` calls
+//! them for the flex backend.
 //!
 //! - dense and grouped convolutions are im2col + GEMM (`gemm`'s AVX-512 microkernels where
 //!   the CPU has them), one image per thread; 1×1 stride-1 convolutions skip im2col;
