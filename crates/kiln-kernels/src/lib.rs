@@ -12,6 +12,7 @@
 //!   the thread count.
 
 mod activation;
+mod batch_norm;
 mod conv2d;
 mod depthwise;
 mod depthwise_nhwc;
@@ -29,6 +30,7 @@ mod simd;
 mod tests;
 
 pub use activation::{clamp_backward, clamp_forward};
+pub use batch_norm::{BatchNormShape, batch_norm_train_backward, batch_norm_train_forward};
 pub use conv2d::{conv2d_bias_grad, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
 pub use error::KernelError;
 pub use max_pool::{Pool2dShape, max_pool2d_backward, max_pool2d_forward};

@@ -91,11 +91,13 @@ macro_rules! multiversion {
 
 pub(crate) use multiversion;
 
+/// Independent partial sums a reduction keeps in vector registers.
+pub(crate) const LANES: usize = 16;
+
 /// Σ a[i]·b[i] over 16 independent lanes (a fixed order, so the result is reproducible),
 /// which LLVM keeps in vector registers; a single running sum would serialize on each add.
 #[inline(always)]
 pub(crate) fn dot<M: Math>(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut lanes = [0.0f32; LANES];

@@ -116,7 +116,7 @@ pub fn conv_bn_hooked_as<H: QuantHooks>(
                 conv.bias.as_ref().map(|b| b.val()),
                 |x, w, b| conv2d_with_weight(conv, x, w, b),
             );
-            return bn.forward(y);
+            return crate::ops::batch_norm(bn, y);
         }
         BatchNormMode::Folded { frozen } => frozen,
     };
@@ -143,7 +143,7 @@ pub fn conv_bn_hooked_as<H: QuantHooks>(
         if let Some(bias) = bias {
             unscaled = unscaled.add(by_channel(bias));
         }
-        bn.forward(unscaled)
+        crate::ops::batch_norm(bn, unscaled)
     } else if let (false, Ok(exported)) = (training, fold_batch_norm(output, conv, Some(bn))) {
         // Inference: the very weights and bias the exporter writes (folded in f64), so the
         // int8 arithmetic QAT's inference reproduces starts from the file's values.

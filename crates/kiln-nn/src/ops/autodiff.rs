@@ -6,7 +6,10 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::ops::ConvOptions;
 
-use super::{KilnGradients, KilnOps, PoolOptions, autodiff_clamp, autodiff_conv, autodiff_pool};
+use super::{
+    BatchStatistics, KilnGradients, KilnOps, PoolOptions, autodiff_batch_norm, autodiff_clamp,
+    autodiff_conv, autodiff_pool,
+};
 
 impl<B: KilnOps + KilnGradients, C: CheckpointStrategy> KilnOps for Autodiff<B, C> {
     fn kiln_conv2d(
@@ -32,5 +35,14 @@ impl<B: KilnOps + KilnGradients, C: CheckpointStrategy> KilnOps for Autodiff<B, 
 
     fn kiln_clamp(x: FloatTensor<Self>, low: f32, high: f32) -> FloatTensor<Self> {
         autodiff_clamp::clamp::<B, C>(x, low, high)
+    }
+
+    fn kiln_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BatchStatistics<Self> {
+        autodiff_batch_norm::batch_norm_train::<B, C>(x, gamma, beta, epsilon)
     }
 }

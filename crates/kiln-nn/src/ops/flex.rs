@@ -4,7 +4,10 @@ use burn::backend::Flex;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::ops::ConvOptions;
 
-use super::{KilnGradients, KilnOps, PoolOptions, flex_clamp, flex_conv, flex_pool};
+use super::{
+    BatchStatistics, KilnGradients, KilnOps, PoolOptions, flex_batch_norm, flex_clamp, flex_conv,
+    flex_pool,
+};
 
 impl KilnOps for Flex {
     fn kiln_conv2d(
@@ -30,6 +33,15 @@ impl KilnOps for Flex {
 
     fn kiln_clamp(x: FloatTensor<Self>, low: f32, high: f32) -> FloatTensor<Self> {
         flex_clamp::clamp(x, low, high)
+    }
+
+    fn kiln_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BatchStatistics<Self> {
+        flex_batch_norm::forward(x, gamma, beta, epsilon)
     }
 }
 
@@ -74,6 +86,16 @@ impl KilnGradients for Flex {
         indices: IntTensor<Self>,
     ) -> FloatTensor<Self> {
         flex_pool::max_pool_backward(x, pool, output_grad, indices)
+    }
+
+    fn kiln_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        statistics: (FloatTensor<Self>, FloatTensor<Self>),
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        flex_batch_norm::backward(x, gamma, statistics, epsilon, output_grad)
     }
 
     fn kiln_clamp_backward(

@@ -10,10 +10,12 @@
 //! backends (wgpu, ndarray) they are Burn's own operations.
 
 mod autodiff;
+mod autodiff_batch_norm;
 mod autodiff_clamp;
 mod autodiff_conv;
 mod autodiff_pool;
 mod flex;
+mod flex_batch_norm;
 mod flex_clamp;
 mod flex_conv;
 mod flex_pool;
@@ -21,7 +23,8 @@ mod flex_pool;
 mod tests;
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::backend::{Backend, Dispatch, ExtensionType, backend_extension};
+use burn::nn::BatchNorm;
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
@@ -63,6 +66,30 @@ pub trait KilnOps: Backend {
     fn kiln_clamp(x: FloatTensor<Self>, low: f32, high: f32) -> FloatTensor<Self> {
         Self::float_clamp(x, low.into(), high.into())
     }
+
+    /// Batch normalization in training: the output and the batch's per-channel statistics.
+    fn kiln_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BatchStatistics<Self> {
+        let result = Self::batch_norm_train(x, gamma, beta, epsilon);
+        BatchStatistics {
+            output: result.output,
+            mean: result.mean,
+            variance: result.variance,
+        }
+    }
+}
+
+/// [`KilnOps::kiln_batch_norm_train`]'s result: the normalized output, the batch mean and the
+/// biased batch variance per channel (the last two carry no gradient).
+#[derive(ExtensionType)]
+pub struct BatchStatistics<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub variance: FloatTensor<B>,
 }
 
 /// The gradient kernels behind [`KilnOps`]' autodiff implementation, called on the inner
@@ -128,6 +155,18 @@ pub trait KilnGradients: Backend {
             indices,
         )
         .x_grad
+    }
+
+    /// The input, gamma and beta gradients of [`KilnOps::kiln_batch_norm_train`].
+    fn kiln_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        (mean, variance): (FloatTensor<Self>, FloatTensor<Self>),
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let grads = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+        [grads.x_grad, grads.gamma_grad, grads.beta_grad]
     }
 
     /// The gradient of [`KilnOps::kiln_clamp`] from its output `y`: `output_grad` where
@@ -251,4 +290,37 @@ fn clamp<const D: usize>(x: Tensor<D>, low: f32, high: f32) -> Tensor<D> {
         low,
         high,
     ))
+}
+
+/// `bn.forward(x)`: in training on the flex backend through Kiln's batch-norm kernels, with
+/// the running statistics updated as Burn's `BatchNorm` does; otherwise Burn's own forward.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let [_, channels, _, _] = x.dims();
+    let training = device.is_autodiff() && bn.training.is_enabled();
+    if !training || !runs_kiln_kernels(&device) || bn.gamma.dims() != [channels] {
+        return bn.forward(x);
+    }
+    let result = <Dispatch as KilnOps>::kiln_batch_norm_train(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+    );
+    let (mean, variance) = (
+        Tensor::<1>::from_dispatch(result.mean),
+        Tensor::<1>::from_dispatch(result.variance),
+    );
+    let blend = |running: Tensor<1>, batch: Tensor<1>| {
+        running
+            .to_device(&device)
+            .mul_scalar(1.0 - bn.momentum)
+            .add(batch.detach().mul_scalar(bn.momentum))
+            .detach()
+    };
+    bn.running_mean
+        .update(blend(bn.running_mean.value_sync(), mean));
+    bn.running_var
+        .update(blend(bn.running_var.value_sync(), variance));
+    Tensor::from_dispatch(result.output)
 }

@@ -233,3 +233,47 @@ fn relu6_and_its_gradient_equal_burns() {
         assert_eq!(kiln.1.into_data(), burn.1.into_data());
     }
 }
+
+#[test]
+fn batch_norm_training_equals_burns_outputs_gradients_and_running_statistics() {
+    use burn::nn::BatchNormConfig;
+    let device = Device::flex().autodiff();
+    let run = |forward: &dyn Fn(&burn::nn::BatchNorm, Tensor<4>) -> Tensor<4>| {
+        let bn = BatchNormConfig::new(5).init(&device);
+        let bn = burn::nn::BatchNorm {
+            gamma: burn::module::Param::from_tensor(values([5], 11, &device).add_scalar(1.5)),
+            beta: burn::module::Param::from_tensor(values([5], 12, &device)),
+            ..bn
+        };
+        let x = values([3, 5, 7, 6], 13, &device)
+            .mul_scalar(3.0)
+            .add_scalar(0.5)
+            .require_grad();
+        let mut outputs = Vec::new();
+        // two steps: the second starts from the first's running statistics
+        for step in 0..2 {
+            let y = forward(&bn, x.clone().mul_scalar(1.0 + step as f32));
+            let grads = (y.clone() * values(y.dims(), 14, &device)).sum().backward();
+            outputs.push(y.inner().into_data());
+            outputs.push(
+                Tensor::<4>::from_inner(x.grad(&grads).expect("x"))
+                    .inner()
+                    .into_data(),
+            );
+            outputs.push(
+                Tensor::<1>::from_inner(bn.gamma.val().grad(&grads).expect("gamma")).into_data(),
+            );
+            outputs.push(
+                Tensor::<1>::from_inner(bn.beta.val().grad(&grads).expect("beta")).into_data(),
+            );
+        }
+        outputs.push(bn.running_mean.value().into_data());
+        outputs.push(bn.running_var.value().into_data());
+        outputs
+    };
+    let kiln = run(&|bn, x| super::batch_norm(bn, x));
+    let burn = run(&|bn, x| bn.forward(x));
+    for (k, b) in kiln.into_iter().zip(burn) {
+        k.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(2e-4));
+    }
+}
