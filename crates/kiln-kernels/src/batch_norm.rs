@@ -154,6 +154,70 @@ pub fn batch_norm_train_backward(
     Ok(())
 }
 
+/// `y = x · scale[c] + shift[c]` per channel: batch normalization with fixed statistics
+/// (inference, or a frozen backbone's BatchNorm while the rest trains).
+pub fn channel_affine_forward(
+    shape: &BatchNormShape,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    shape.check(&[
+        ("input", x.len(), 0),
+        ("output", y.len(), 0),
+        ("scale", scale.len(), 1),
+        ("shift", shift.len(), 1),
+    ])?;
+    y.par_chunks_mut(shape.pixels)
+        .zip(x.par_chunks(shape.pixels))
+        .enumerate()
+        .for_each(|(plane, (y, x))| {
+            let c = plane % shape.channels;
+            affine(x, scale[c], shift[c], y);
+        });
+    Ok(())
+}
+
+/// The gradients of [`channel_affine_forward`]: `dx = dy · scale[c]`, `dscale = Σ dy · x`,
+/// `dshift = Σ dy`.
+pub fn channel_affine_backward(
+    shape: &BatchNormShape,
+    x: &[f32],
+    scale: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    (dscale, dshift): (&mut [f32], &mut [f32]),
+) -> Result<(), KernelError> {
+    shape.check(&[
+        ("input", x.len(), 0),
+        ("output gradient", dy.len(), 0),
+        ("input gradient", dx.len(), 0),
+        ("scale", scale.len(), 1),
+        ("scale gradient", dscale.len(), 1),
+        ("shift gradient", dshift.len(), 1),
+    ])?;
+    dscale
+        .par_iter_mut()
+        .zip(dshift.par_iter_mut())
+        .enumerate()
+        .for_each(|(c, (dscale, dshift))| {
+            let (mut sum_dy, mut sum_dy_x) = (0.0f64, 0.0f64);
+            for n in 0..shape.batch {
+                let range = shape.plane(n, c);
+                sum_dy += sum(&dy[range.clone()]) as f64;
+                sum_dy_x += centered_dot(&dy[range.clone()], &x[range], 0.0) as f64;
+            }
+            *dshift = sum_dy as f32;
+            *dscale = sum_dy_x as f32;
+        });
+    dx.par_chunks_mut(shape.pixels)
+        .zip(dy.par_chunks(shape.pixels))
+        .enumerate()
+        .for_each(|(plane, (dx, dy))| affine(dy, scale[plane % shape.channels], 0.0, dx));
+    Ok(())
+}
+
 multiversion!(fn sum_into(values: &[f32], total: &mut f32) => sum_body);
 
 #[inline(always)]

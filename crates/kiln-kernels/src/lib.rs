@@ -30,7 +30,10 @@ mod simd;
 mod tests;
 
 pub use activation::{clamp_backward, clamp_forward};
-pub use batch_norm::{BatchNormShape, batch_norm_train_backward, batch_norm_train_forward};
+pub use batch_norm::{
+    BatchNormShape, batch_norm_train_backward, batch_norm_train_forward, channel_affine_backward,
+    channel_affine_forward,
+};
 pub use conv2d::{conv2d_bias_grad, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
 pub use error::KernelError;
 pub use max_pool::{Pool2dShape, max_pool2d_backward, max_pool2d_forward};

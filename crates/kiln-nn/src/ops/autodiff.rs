@@ -7,8 +7,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::ops::ConvOptions;
 
 use super::{
-    BatchStatistics, KilnGradients, KilnOps, PoolOptions, autodiff_batch_norm, autodiff_clamp,
-    autodiff_conv, autodiff_pool,
+    BatchStatistics, KilnGradients, KilnOps, PoolOptions, autodiff_batch_norm,
+    autodiff_channel_affine, autodiff_clamp, autodiff_conv, autodiff_pool,
 };
 
 impl<B: KilnOps + KilnGradients, C: CheckpointStrategy> KilnOps for Autodiff<B, C> {
@@ -44,5 +44,13 @@ impl<B: KilnOps + KilnGradients, C: CheckpointStrategy> KilnOps for Autodiff<B, 
         epsilon: f64,
     ) -> BatchStatistics<Self> {
         autodiff_batch_norm::batch_norm_train::<B, C>(x, gamma, beta, epsilon)
+    }
+
+    fn kiln_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        autodiff_channel_affine::channel_affine::<B, C>(x, scale, shift)
     }
 }

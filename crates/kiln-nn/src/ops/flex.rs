@@ -43,6 +43,14 @@ impl KilnOps for Flex {
     ) -> BatchStatistics<Self> {
         flex_batch_norm::forward(x, gamma, beta, epsilon)
     }
+
+    fn kiln_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex_batch_norm::channel_affine(x, scale, shift)
+    }
 }
 
 impl KilnGradients for Flex {
@@ -96,6 +104,14 @@ impl KilnGradients for Flex {
         output_grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
         flex_batch_norm::backward(x, gamma, statistics, epsilon, output_grad)
+    }
+
+    fn kiln_channel_affine_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        flex_batch_norm::channel_affine_backward(x, scale, output_grad)
     }
 
     fn kiln_clamp_backward(

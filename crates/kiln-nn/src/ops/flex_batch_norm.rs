@@ -8,8 +8,8 @@ use burn::backend::ops::ModuleOps;
 use burn::tensor::DType;
 use kiln_kernels::BatchNormShape;
 
-use super::BatchStatistics;
 use super::flex_conv::{f32_values, tensor, tensor_of_shape};
+use super::{BatchStatistics, KilnOpsDefault};
 
 fn shape_of(x: &FlexTensor, gamma: &FlexTensor) -> Option<BatchNormShape> {
     let dims = x.shape();
@@ -93,5 +93,51 @@ pub(super) fn backward(
     kiln.unwrap_or_else(|| {
         let grads = Flex::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
         [grads.x_grad, grads.gamma_grad, grads.beta_grad]
+    })
+}
+
+pub(super) fn channel_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
+    let kiln = shape_of(&x, &scale).and_then(|shape| {
+        let values = f32_values(&x)?;
+        let mut y = vec![0.0f32; values.len()];
+        kiln_kernels::channel_affine_forward(
+            &shape,
+            &values,
+            &f32_values(&scale)?,
+            &f32_values(&shift)?,
+            &mut y,
+        )
+        .ok()?;
+        Some(tensor_of_shape(y, x.shape()))
+    });
+    kiln.unwrap_or_else(|| <Flex as KilnOpsDefault>::default_channel_affine(x, scale, shift))
+}
+
+pub(super) fn channel_affine_backward(
+    x: FlexTensor,
+    scale: FlexTensor,
+    output_grad: FlexTensor,
+) -> [FlexTensor; 3] {
+    let kiln = shape_of(&x, &scale).and_then(|shape| {
+        let values = f32_values(&x)?;
+        let mut dx = vec![0.0f32; values.len()];
+        let (mut dscale, mut dshift) = (vec![0.0f32; shape.channels], vec![0.0f32; shape.channels]);
+        kiln_kernels::channel_affine_backward(
+            &shape,
+            &values,
+            &f32_values(&scale)?,
+            &f32_values(&output_grad)?,
+            &mut dx,
+            (&mut dscale, &mut dshift),
+        )
+        .ok()?;
+        Some([
+            tensor_of_shape(dx, x.shape()),
+            tensor(dscale, [shape.channels]),
+            tensor(dshift, [shape.channels]),
+        ])
+    });
+    kiln.unwrap_or_else(|| {
+        <Flex as KilnOpsDefault>::default_channel_affine_backward(x, scale, output_grad)
     })
 }

@@ -6,7 +6,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::DType;
 
-use super::KilnClampDefault;
+use super::KilnOpsDefault;
 use super::flex_conv::{f32_values, tensor_of_shape};
 
 pub(super) fn clamp(x: FlexTensor, low: f32, high: f32) -> FlexTensor {

@@ -11,6 +11,7 @@
 
 mod autodiff;
 mod autodiff_batch_norm;
+mod autodiff_channel_affine;
 mod autodiff_clamp;
 mod autodiff_conv;
 mod autodiff_pool;
@@ -81,6 +82,23 @@ pub trait KilnOps: Backend {
             variance: result.variance,
         }
     }
+
+    /// `x · scale[c] + shift[c]` per channel: BatchNorm with fixed statistics.
+    fn kiln_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::default_channel_affine(x, scale, shift)
+    }
+}
+
+/// `[1, C, 1, …]` for an `[N, C, …]` tensor.
+fn per_channel_shape<B: Backend>(x: &FloatTensor<B>) -> burn::tensor::Shape {
+    let shape = burn::backend::TensorMetadata::shape(x);
+    let mut dims = vec![1; shape.num_dims()];
+    dims[1] = shape[1];
+    burn::tensor::Shape::from(dims)
 }
 
 /// [`KilnOps::kiln_batch_norm_train`]'s result: the normalized output, the batch mean and the
@@ -169,6 +187,15 @@ pub trait KilnGradients: Backend {
         [grads.x_grad, grads.gamma_grad, grads.beta_grad]
     }
 
+    /// The input, scale and shift gradients of [`KilnOps::kiln_channel_affine`].
+    fn kiln_channel_affine_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        Self::default_channel_affine_backward(x, scale, output_grad)
+    }
+
     /// The gradient of [`KilnOps::kiln_clamp`] from its output `y`: `output_grad` where
     /// `low < y < high`, else 0.
     fn kiln_clamp_backward(
@@ -181,10 +208,44 @@ pub trait KilnGradients: Backend {
     }
 }
 
-impl<B: Backend> KilnClampDefault for B {}
+impl<B: Backend> KilnOpsDefault for B {}
 
-/// The mask-based clamp gradient every backend can run (Burn's own formulation).
-trait KilnClampDefault: Backend {
+/// What every backend can run with Burn's own operations: the extension's default bodies, and
+/// the flex implementation's fallbacks.
+trait KilnOpsDefault: Backend {
+    fn default_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let per_channel = per_channel_shape::<Self>(&x);
+        let scale = Self::float_reshape(scale, per_channel.clone());
+        let shift = Self::float_reshape(shift, per_channel);
+        Self::float_add(Self::float_mul(x, scale), shift)
+    }
+
+    fn default_channel_affine_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let per_channel = per_channel_shape::<Self>(&x);
+        let channels = per_channel[1];
+        let dims = per_channel.num_dims();
+        // Σ over every axis but the channel axis, as a [C] tensor.
+        let channel_sums = |t: FloatTensor<Self>| {
+            let t = (0..dims)
+                .filter(|&axis| axis != 1)
+                .fold(t, |t, axis| Self::float_sum_dim(t, axis));
+            Self::float_reshape(t, burn::tensor::Shape::new([channels]))
+        };
+        let dx = Self::float_mul(output_grad.clone(), Self::float_reshape(scale, per_channel));
+        let dscale = channel_sums(Self::float_mul(output_grad.clone(), x));
+        let dshift = channel_sums(output_grad);
+        [dx, dscale, dshift]
+    }
+
+    /// The mask-based clamp gradient (Burn's own formulation).
     fn mask_clamp_backward(
         y: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
@@ -298,8 +359,25 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
     let [_, channels, _, _] = x.dims();
     let training = device.is_autodiff() && bn.training.is_enabled();
-    if !training || !runs_kiln_kernels(&device) || bn.gamma.dims() != [channels] {
+    if !runs_kiln_kernels(&device) || bn.gamma.dims() != [channels] {
         return bn.forward(x);
+    }
+    if !training {
+        // Burn's inference arithmetic, folded into one scale and shift per channel.
+        let mean = bn.running_mean.value().to_device(&device);
+        let std = bn
+            .running_var
+            .value()
+            .to_device(&device)
+            .add_scalar(bn.epsilon)
+            .sqrt();
+        let scale = bn.gamma.val().div(std);
+        let shift = bn.beta.val().sub(mean.mul(scale.clone()));
+        return Tensor::from_dispatch(<Dispatch as KilnOps>::kiln_channel_affine(
+            x.into_dispatch(),
+            scale.into_dispatch(),
+            shift.into_dispatch(),
+        ));
     }
     let result = <Dispatch as KilnOps>::kiln_batch_norm_train(
         x.into_dispatch(),

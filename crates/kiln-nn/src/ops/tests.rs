@@ -277,3 +277,50 @@ fn batch_norm_training_equals_burns_outputs_gradients_and_running_statistics() {
         k.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(2e-4));
     }
 }
+
+#[test]
+fn batch_norm_on_running_statistics_equals_burns_with_gradients() {
+    use burn::module::Module;
+    use burn::nn::BatchNormConfig;
+    let device = Device::flex().autodiff();
+    let bn = BatchNormConfig::new(4).init(&device);
+    let bn = burn::nn::BatchNorm {
+        gamma: burn::module::Param::from_tensor(values([4], 21, &device).add_scalar(1.5)),
+        beta: burn::module::Param::from_tensor(values([4], 22, &device)),
+        ..bn
+    };
+    bn.running_mean.update(values([4], 23, &device));
+    bn.running_var
+        .update(values([4], 24, &device).add_scalar(1.5));
+    // BackboneMode::FineTuned: BatchNorm flags frozen (running statistics), weights trainable.
+    let bn = bn.freeze().set_require_grad(true);
+    let run = |forward: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+        let x = values([2, 4, 5, 3], 25, &device)
+            .mul_scalar(2.0)
+            .require_grad();
+        let y = forward(x.clone());
+        let grads = (y.clone() * values(y.dims(), 26, &device)).sum().backward();
+        vec![
+            y.inner().into_data(),
+            Tensor::<4>::from_inner(x.grad(&grads).expect("x"))
+                .inner()
+                .into_data(),
+            Tensor::<1>::from_inner(bn.gamma.val().grad(&grads).expect("gamma")).into_data(),
+            Tensor::<1>::from_inner(bn.beta.val().grad(&grads).expect("beta")).into_data(),
+        ]
+    };
+    let kiln = run(&|x| super::batch_norm(&bn, x));
+    let burn = run(&|x| bn.forward(x));
+    for (k, b) in kiln.into_iter().zip(burn) {
+        k.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-4));
+    }
+    // and plain inference on the flex device
+    let bn = bn.valid();
+    let x = values([2, 4, 5, 3], 27, &Device::flex());
+    super::batch_norm(&bn, x.clone())
+        .into_data()
+        .assert_approx_eq::<f32>(
+            &bn.forward(x).into_data(),
+            burn::tensor::Tolerance::absolute(1e-5),
+        );
+}
