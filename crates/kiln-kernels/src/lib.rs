@@ -1,6 +1,6 @@
 //! Kiln's CPU training kernels: forward, input gradient, weight gradient and bias gradient
-//! of 2-D convolutions over NCHW batches, max pooling with its gradient, and ReLU/ReLU6 with
-//! theirs. Burn-free (slices in, slices out); the Burn backend extension in `kiln-nn` calls
+//! of 2-D convolutions over NCHW batches, max pooling, ReLU/ReLU6 and batch normalization
+//! with their gradients. Burn-free (slices in, slices out); the Burn backend extension in `kiln-nn` calls
 //! them for the flex backend.
 //!
 //! - dense and grouped convolutions are im2col + GEMM (`gemm`'s AVX-512 microkernels where

@@ -1,13 +1,14 @@
 //! Kiln's training kernels inside Burn: a backend extension ([`KilnOps`]) whose flex
 //! implementation runs `kiln-kernels` (im2col + AVX-512 GEMM, direct depthwise loops, max
-//! pooling) and whose autodiff implementation supplies the backward passes with Kiln's
-//! gradient kernels ([`KilnGradients`]). Burn 0.22's flex backend has no input- or
+//! pooling, ReLU/ReLU6, batch normalization) and whose autodiff implementation supplies the
+//! backward passes with Kiln's gradient kernels ([`KilnGradients`]). Burn 0.22's flex backend has no input- or
 //! weight-gradient convolution kernels of its own (its defaults go through transposed
-//! convolutions, and a depthwise weight gradient runs one convolution per channel), and its max
-//! pooling is a scalar loop.
+//! convolutions, and a depthwise weight gradient runs one convolution per channel), its max
+//! pooling is a scalar loop, and its batch norm transposes the activation for each reduction.
 //!
-//! Every Kiln model convolves and pools through [`conv2d`] and [`max_pool2d`]; on other
-//! backends (wgpu, ndarray) they are Burn's own operations.
+//! Every Kiln model convolves, pools, clamps and normalizes through [`conv2d`],
+//! [`max_pool2d`], [`relu`]/[`relu6`] and [`batch_norm`]; on other backends (wgpu, ndarray)
+//! they are Burn's own operations.
 
 mod autodiff;
 mod autodiff_batch_norm;
