@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::KernelError;
-use crate::simd::{LANES, Math, multiversion};
+use crate::simd::{LANES, Math, multiversion, sum};
 
 /// An `[batch, channels, pixels…]` activation normalized per channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,26 +216,6 @@ pub fn channel_affine_backward(
         .enumerate()
         .for_each(|(plane, (dx, dy))| affine(dy, scale[plane % shape.channels], 0.0, dx));
     Ok(())
-}
-
-multiversion!(fn sum_into(values: &[f32], total: &mut f32) => sum_body);
-
-#[inline(always)]
-fn sum_body<M: Math>(values: &[f32], total: &mut f32) {
-    let mut lanes = [0.0f32; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for i in 0..LANES {
-            lanes[i] += chunk[i];
-        }
-    }
-    *total = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
-}
-
-fn sum(values: &[f32]) -> f32 {
-    let mut total = 0.0;
-    sum_into(values, &mut total);
-    total
 }
 
 multiversion!(fn squared_deviation_into(values: &[f32], mean: f32, total: &mut f32) => squared_deviation_body);

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::shape::expect_len;
-use crate::simd::{Math, multiversion};
+use crate::simd::sum;
 use crate::{Conv2dShape, KernelError, depthwise, depthwise_nhwc, gemm_conv};
 
 /// `y = conv(x, weight) + bias`, all NCHW / OIHW and contiguous; `y` is overwritten.
@@ -98,25 +98,4 @@ pub fn conv2d_bias_grad(
             .sum();
     });
     Ok(())
-}
-
-multiversion!(fn sum_into(values: &[f32], total: &mut f32) => sum_body);
-
-#[inline(always)]
-fn sum_body<M: Math>(values: &[f32], total: &mut f32) {
-    const LANES: usize = 16;
-    let mut lanes = [0.0f32; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for i in 0..LANES {
-            lanes[i] += chunk[i];
-        }
-    }
-    *total = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
-}
-
-fn sum(values: &[f32]) -> f32 {
-    let mut total = 0.0;
-    sum_into(values, &mut total);
-    total
 }

@@ -126,3 +126,24 @@ pub(crate) fn axpy<M: Math>(y: &mut [f32], a: f32, x: &[f32]) {
         *y = M::mul_add(a, *x, *y);
     }
 }
+
+multiversion!(fn sum_into(values: &[f32], total: &mut f32) => sum_body);
+
+#[inline(always)]
+fn sum_body<M: Math>(values: &[f32], total: &mut f32) {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for i in 0..LANES {
+            lanes[i] += chunk[i];
+        }
+    }
+    *total = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+}
+
+/// Σ values over [`LANES`] independent partial sums, vectorized for the CPU at hand.
+pub(crate) fn sum(values: &[f32]) -> f32 {
+    let mut total = 0.0;
+    sum_into(values, &mut total);
+    total
+}

@@ -8,7 +8,7 @@ use burn::backend::ops::ModuleOps;
 use burn::tensor::DType;
 use kiln_kernels::BatchNormShape;
 
-use super::flex_conv::{f32_values, tensor, tensor_of_shape};
+use super::flex_tensor::{f32_values, tensor};
 use super::{BatchStatistics, KilnOpsDefault};
 
 fn shape_of(x: &FlexTensor, gamma: &FlexTensor) -> Option<BatchNormShape> {
@@ -47,7 +47,7 @@ pub(super) fn forward(
         )
         .ok()?;
         Some(BatchStatistics {
-            output: tensor_of_shape(y, x.shape()),
+            output: tensor(y, x.shape()),
             mean: tensor(mean, [shape.channels]),
             variance: tensor(variance, [shape.channels]),
         })
@@ -85,7 +85,7 @@ pub(super) fn backward(
         )
         .ok()?;
         Some([
-            tensor_of_shape(dx, x.shape()),
+            tensor(dx, x.shape()),
             tensor(dgamma, [shape.channels]),
             tensor(dbeta, [shape.channels]),
         ])
@@ -108,7 +108,7 @@ pub(super) fn channel_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor
             &mut y,
         )
         .ok()?;
-        Some(tensor_of_shape(y, x.shape()))
+        Some(tensor(y, x.shape()))
     });
     kiln.unwrap_or_else(|| <Flex as KilnOpsDefault>::default_channel_affine(x, scale, shift))
 }
@@ -132,7 +132,7 @@ pub(super) fn channel_affine_backward(
         )
         .ok()?;
         Some([
-            tensor_of_shape(dx, x.shape()),
+            tensor(dx, x.shape()),
             tensor(dscale, [shape.channels]),
             tensor(dshift, [shape.channels]),
         ])

@@ -7,14 +7,14 @@ use burn::backend::ops::FloatTensorOps;
 use burn::tensor::DType;
 
 use super::KilnOpsDefault;
-use super::flex_conv::{f32_values, tensor_of_shape};
+use super::flex_tensor::{f32_values, tensor};
 
 pub(super) fn clamp(x: FlexTensor, low: f32, high: f32) -> FlexTensor {
     let kiln = (x.dtype() == DType::F32).then(|| {
         let values = f32_values(&x)?;
         let mut y = vec![0.0f32; values.len()];
         kiln_kernels::clamp_forward(&values, low, high, &mut y).ok()?;
-        Some(tensor_of_shape(y, x.shape()))
+        Some(tensor(y, x.shape()))
     });
     kiln.flatten()
         .unwrap_or_else(|| Flex::float_clamp(x, low.into(), high.into()))
@@ -30,7 +30,7 @@ pub(super) fn clamp_backward(
         let (values, grad) = (f32_values(&y)?, f32_values(&output_grad)?);
         let mut dx = vec![0.0f32; values.len()];
         kiln_kernels::clamp_backward(&values, &grad, low, high, &mut dx).ok()?;
-        Some(tensor_of_shape(dx, y.shape()))
+        Some(tensor(dx, y.shape()))
     });
     kiln.flatten()
         .unwrap_or_else(|| Flex::mask_clamp_backward(y, output_grad, low, high))

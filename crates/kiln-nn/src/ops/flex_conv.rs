@@ -6,9 +6,11 @@ use burn::backend::Flex;
 use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
+use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, TensorData};
 use kiln_kernels::Conv2dShape;
+
+use super::flex_tensor::{f32_values, tensor};
 
 pub(super) fn input_grad(
     x: FlexTensor,
@@ -131,27 +133,4 @@ fn conv_shape(
     };
     (shape.validate().is_ok() && shape.weight_len() == Some(w_shape.num_elements()))
         .then_some(shape)
-}
-
-/// The tensor's values in row-major order: borrowed when it is already contiguous, which a
-/// freshly computed activation or parameter is.
-pub(super) fn f32_values(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    match t.as_slice::<f32>() {
-        Some(values) => Some(std::borrow::Cow::Borrowed(values)),
-        None => t
-            .to_contiguous()
-            .as_slice::<f32>()
-            .map(|v| std::borrow::Cow::Owned(v.to_vec())),
-    }
-}
-
-pub(super) fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
-pub(super) fn tensor_of_shape(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }

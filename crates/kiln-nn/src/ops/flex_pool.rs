@@ -9,7 +9,7 @@ use burn::tensor::{DType, IntDType, TensorData};
 use kiln_kernels::Pool2dShape;
 
 use super::PoolOptions;
-use super::flex_conv::{f32_values, tensor};
+use super::flex_tensor::{f32_values, tensor};
 
 fn pool_shape(x: &FlexTensor, pool: &PoolOptions) -> Option<Pool2dShape> {
     if x.dtype() != DType::F32 || x.shape().num_dims() != 4 {

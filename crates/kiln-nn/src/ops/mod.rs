@@ -21,6 +21,7 @@ mod flex_batch_norm;
 mod flex_clamp;
 mod flex_conv;
 mod flex_pool;
+mod flex_tensor;
 #[cfg(test)]
 mod tests;
 
