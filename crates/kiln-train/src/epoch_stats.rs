@@ -19,4 +19,15 @@ pub struct EpochStats {
     /// pruning hook).
     #[serde(default)]
     pub target_sparsity: Option<f64>,
+    /// Every optimizer step of the epoch, in order (for per-step logs such as TensorBoard's).
+    /// Not checkpointed: a resumed run's earlier steps were logged when they ran.
+    #[serde(skip)]
+    pub steps: Vec<StepStats>,
+}
+
+/// One optimizer step: its batch's mean loss and the learning rate it stepped with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    pub loss: f32,
+    pub learning_rate: f64,
 }

@@ -23,7 +23,7 @@ mod transfer;
 pub use backend::BackendKind;
 pub use batch::{Augment, images_nchw};
 pub use distillation::Distillation;
-pub use epoch_stats::EpochStats;
+pub use epoch_stats::{EpochStats, StepStats};
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, predict};
 pub use hooks::{MagnitudePruning, SparsityPreservation, TrainHook, TrainHooks};

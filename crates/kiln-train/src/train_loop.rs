@@ -25,7 +25,7 @@ use rand::seq::SliceRandom;
 
 use crate::batch::{Augment, image_tensor, images_nchw, label_tensor};
 use crate::checkpoint::{CheckpointState, Checkpoints};
-use crate::epoch_stats::EpochStats;
+use crate::epoch_stats::{EpochStats, StepStats};
 use crate::error::TrainError;
 use crate::evaluate::{accuracy, argmax_rows, predict};
 use crate::hooks::TrainHooks;
@@ -224,6 +224,7 @@ pub fn train_with_hooks<M: Classifier>(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut data_seconds = 0.0f64;
         let mut learning_rate = settings.learning_rate;
+        let mut steps = Vec::with_capacity(steps_per_epoch);
         for (step, batch) in indices.chunks(settings.batch_size).enumerate() {
             if settings
                 .interrupt
@@ -283,6 +284,10 @@ pub fn train_with_hooks<M: Classifier>(
                 )));
             }
             loss_sum += loss_value * batch.len() as f64;
+            steps.push(StepStats {
+                loss: loss_value as f32,
+                learning_rate,
+            });
 
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
             if frozen || transfer.backbone_lr_scale == 1.0 {
@@ -320,6 +325,7 @@ pub fn train_with_hooks<M: Classifier>(
             seconds: started.elapsed().as_secs_f64(),
             data_seconds,
             target_sparsity: None,
+            steps,
         };
         for hook in &mut hooks {
             hook.epoch_end(&mut stats, epoch * steps_per_epoch - 1);
