@@ -20,6 +20,7 @@ use kiln_train::{
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::tensorboard::TrainingLog;
 use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel};
 use crate::report::ReportSection;
@@ -384,7 +385,13 @@ fn distill(
                     alpha: stage.alpha,
                 }));
             }
+            let mut log = TrainingLog::open(
+                run_dir,
+                &format!("distill/seed{seed}-{kind}"),
+                settings.resume,
+            )?;
             let outcome = train_with_hooks(student, TrainData { train: train_set, validation }, &settings, hooks, autodiff, device, |e| {
+                log.record(e);
                 info!(
                     "distill seed {seed} {kind} student epoch {}/{}: loss {:.4}, train accuracy {:.2}%",
                     e.epoch,
@@ -394,6 +401,7 @@ fn distill(
                 )
             })
             .with_context(|| format!("training the {kind} student (seed {seed})"))?;
+            log.finish()?;
             teacher.check()?;
             let logits = predict(&outcome.model, test_set, device)
                 .with_context(|| format!("evaluating the {kind} student"))?;

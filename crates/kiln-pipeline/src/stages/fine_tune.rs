@@ -5,12 +5,12 @@ use std::io::IsTerminal;
 
 use kiln_nn::Classifier;
 use kiln_train::{
-    EpochStats, LrSchedule, TrainData, TrainError, TrainHooks, TrainOutcome, TrainSettings,
-    train_with_hooks,
+    EpochStats, LrSchedule, TrainData, TrainHooks, TrainOutcome, TrainSettings, train_with_hooks,
 };
 use serde::Serialize;
 
 use crate::context::RunContext;
+use crate::tensorboard::TrainingLog;
 
 /// A stage's fine-tuning run.
 pub struct FineTune<'a, P> {
@@ -55,28 +55,35 @@ fn fine_tune_settings<P: Serialize>(
 
 impl<P: Serialize> FineTune<'_, P> {
     /// Fine-tunes `model` (on the autodiff device) on the training split with `hooks`, under
-    /// [`fine_tune_settings`]; `on_epoch` sees each epoch's statistics.
+    /// [`fine_tune_settings`]; `on_epoch` sees each epoch's statistics, which also go to
+    /// the TensorBoard log `tensorboard/<name>`.
     pub fn train<M: Classifier>(
         &self,
         run: &RunContext<'_>,
         model: M,
         hooks: TrainHooks<'_, M>,
-        on_epoch: impl FnMut(&EpochStats),
-    ) -> Result<TrainOutcome<M>, TrainError> {
+        mut on_epoch: impl FnMut(&EpochStats),
+    ) -> anyhow::Result<TrainOutcome<M>> {
         let data = TrainData {
             train: &run.splits.train,
             validation: None,
         };
         let settings = fine_tune_settings(run, self);
-        train_with_hooks(
+        let mut log = TrainingLog::open(run.run_dir, self.name, settings.resume)?;
+        let outcome = train_with_hooks(
             model,
             data,
             &settings,
             hooks,
             run.autodiff,
             run.device,
-            on_epoch,
-        )
+            |stats| {
+                log.record(stats);
+                on_epoch(stats);
+            },
+        )?;
+        log.finish()?;
+        Ok(outcome)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::pretrained::PretrainedSource;
 use crate::report::ReportSection;
 use crate::report::plots::{Series, line_chart};
 use crate::stage::{Stage, StageKind, StageTable};
+use crate::tensorboard::TrainingLog;
 
 pub const KIND: StageKind = StageKind {
     name: "train",
@@ -63,6 +64,7 @@ impl Stage for TrainStage {
         let settings = &run.train_settings;
         let (train_set, test_set) = (&run.splits.train, &run.splits.test);
         let train_started = Instant::now();
+        let mut log = TrainingLog::open(run.run_dir, "train", settings.resume)?;
         let outcome = train(
             model,
             train_set,
@@ -71,6 +73,7 @@ impl Stage for TrainStage {
             run.autodiff,
             run.device,
             |e| {
+                log.record(e);
                 info!(
                     "epoch {}/{}: loss {:.4}, train accuracy {:.2}%{}, lr {:.2e}, {:.1}s ({:.1}% in the data path)",
                     e.epoch,
@@ -86,6 +89,7 @@ impl Stage for TrainStage {
             },
         )
         .context("training failed")?;
+        log.finish()?;
         let train_seconds = train_started.elapsed().as_secs_f64();
         if let Some(epoch) = outcome.resumed_from {
             info!(
@@ -137,6 +141,7 @@ impl Stage for TrainStage {
                 model: "burn",
             },
         });
+        run.pretrained.clone_from(&pretrained);
         let report = TrainingReport {
             pretrained,
             seconds: train_seconds,
