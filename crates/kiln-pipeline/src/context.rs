@@ -12,6 +12,7 @@ use kiln_train::{Qat, TrainSettings};
 
 use crate::config::{Config, LoadedConfig, Variant};
 use crate::data::Splits;
+use crate::pretrained::PretrainedSource;
 use crate::report::{ReportSection, VariantReport};
 
 pub struct RunContext<'a> {
@@ -36,6 +37,8 @@ pub struct RunContext<'a> {
     pub exported: Vec<ExportedVariant>,
     /// Report sections of the stages that ran, in order.
     pub sections: Vec<ReportSection>,
+    /// The published weights the train stage started from, for the manifest.
+    pub pretrained: Option<PretrainedSource>,
 }
 
 /// A model a stage made, to export and to start later stages from.

@@ -87,12 +87,18 @@ pub fn run(config_path: &Path, options: &RunOptions) -> Result<PathBuf> {
         models: Vec::new(),
         exported: Vec::new(),
         sections: Vec::new(),
+        pretrained: None,
     };
     for stage in &recipe.stages {
         if let Some(section) = stage.run(&mut run)? {
             run.sections.push(section);
         }
     }
+    crate::manifest::write(&run)?;
+    info!(
+        "wrote {}",
+        run_dir.join(crate::manifest::FILE_NAME).display()
+    );
     Ok(run_dir)
 }
 

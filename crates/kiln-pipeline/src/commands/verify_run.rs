@@ -1,11 +1,12 @@
-//! `pipeline verify RUN_DIR [--per-layer]`: reopens a run directory (its effective config and
-//! test split) and prints, for each exported variant, the error of its outputs against the
-//! fp32 file — or, with `--per-layer`, of every tensor (see `per_layer`), so a user can see
+//! `pipeline verify RUN_DIR [--per-layer]`: first checks every artifact of a run directory
+//! against its `manifest.json` (and fails naming each file that changed, went missing or was
+//! added), then reopens the run (its effective config and test split) and prints, for each
+//! exported variant, the error of its outputs against the fp32 file — or, with `--per-layer`, of every tensor (see `per_layer`), so a user can see
 //! which layer loses accuracy.
 
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
 use crate::config::{self, Variant};
@@ -28,6 +29,21 @@ pub fn run(
     as_json: bool,
 ) -> Result<()> {
     ensure!(images > 0, "--images must be at least 1");
+    let manifest = crate::manifest::check(run_dir)?;
+    if !manifest.is_intact() {
+        bail!(
+            "{} does not match its manifest.json (the files were changed after the run; rerun \
+             it to get files the manifest vouches for):\n  {}",
+            run_dir.display(),
+            manifest.problems().join("\n  ")
+        );
+    }
+    if !as_json {
+        println!(
+            "manifest.json: all {} artifacts match their sha256",
+            manifest.matching
+        );
+    }
     let loaded = config::load_run(run_dir)?;
     // Any exported variant by name (`int8`, `qat_int8`, `pruned80_int8`, …); by default the
     // configured dense ones.

@@ -13,7 +13,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::data::Splits;
-use crate::digest::{gzip_len, sha256_hex};
+use crate::digest::{FileDigest, file_digest, gzip_len, sha256_hex};
 
 /// A stage's part of the report.
 pub struct ReportSection {
@@ -91,13 +91,6 @@ pub struct DatasetReport {
     /// Source splits served from the decoded-image cache.
     pub cache_hits: Vec<String>,
     pub files: Vec<FileDigest>,
-}
-
-#[derive(Serialize)]
-pub struct FileDigest {
-    pub path: String,
-    pub bytes: u64,
-    pub sha256: String,
 }
 
 #[derive(Clone, Serialize)]
@@ -180,13 +173,8 @@ impl DatasetReport {
             .iter()
             .filter(|path| path.is_file())
             .map(|path| {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Ok(FileDigest {
-                    path: path.display().to_string(),
-                    bytes: bytes.len() as u64,
-                    sha256: sha256_hex(&bytes),
-                })
+                file_digest(path, path.display().to_string())
+                    .with_context(|| format!("cannot read {}", path.display()))
             })
             .collect::<Result<_>>()?;
         let train = &splits.train;
