@@ -2,7 +2,7 @@
 //! is kiln-pipeline's.
 
 use kiln_pipeline::commands::{
-    bench, bench_decode, bench_train, compare, infer, inspect, verify_run,
+    bench, bench_decode, bench_train, compare, infer, inspect, micro, verify_run,
 };
 use kiln_pipeline::{RunOptions, run};
 
@@ -51,14 +51,25 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// TensorFlow Lite Micro sources for a .tflite: MODEL_data.cc (the file as a 16-byte-aligned
+    /// C array) and MODEL_data.h (its length, kTensorArenaSize, and a MicroMutableOpResolver
+    /// with one Add...() per operator the model uses).
+    Micro {
+        model: PathBuf,
+        /// Directory for the sources (default: the model's).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show a .tflite's operators, tensors, quantization, sizes and arena.
     Inspect {
         model: PathBuf,
         #[arg(long)]
         json: bool,
     },
-    /// Per-layer parity of a run's variants: for each tensor, the fp32 file vs the variant
-    /// (max abs error, RMSE, cosine) on the run's test images, in kiln-runtime.
+    /// Checks a run directory: first every artifact against manifest.json (sha256; names any
+    /// file that changed, is missing or was added), then each variant's parity with the fp32
+    /// file (max abs error, RMSE, cosine; --per-layer: every tensor) on the run's test images,
+    /// in kiln-runtime.
     Verify {
         /// A run directory written by `pipeline run`.
         run_dir: PathBuf,
@@ -217,6 +228,7 @@ fn main() -> ExitCode {
             output,
         } => infer::run(&model, &input, &output),
         Command::Inspect { model, json } => inspect::run(&model, json),
+        Command::Micro { model, out } => micro::run(&model, out.as_deref()),
         Command::Verify {
             run_dir,
             per_layer,

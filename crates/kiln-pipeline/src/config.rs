@@ -328,6 +328,10 @@ pub struct ExportConfig {
     /// Element type of the int8 model's input and output.
     #[serde(default)]
     pub int8_io: IoType,
+    /// Also write TensorFlow Lite Micro sources for every int8 variant
+    /// (`model_<variant>_data.cc` / `.h`: the C array, the arena size, the op resolver).
+    #[serde(default)]
+    pub micro: bool,
 }
 
 impl Default for ExportConfig {
@@ -336,6 +340,7 @@ impl Default for ExportConfig {
             variants: default_variants(),
             calibration_samples: default_calibration_samples(),
             int8_io: IoType::default(),
+            micro: false,
         }
     }
 }

@@ -10,11 +10,13 @@
 //! - [`pretrained`]: `[model] pretrained` weights found (Hub or file) and loaded;
 //! - [`model_file`], [`export`], [`verify`], [`per_layer`]: writing variants and checking
 //!   them against the Burn model they came from;
+//! - [`tensorboard`]: TensorBoard event files of every training run;
+//! - [`micro`]: TensorFlow Lite Micro sources (C array, arena size, op resolver) of a file;
 //! - [`report`]: `report.json`, `report.md` and plots, with one section per stage;
 //! - [`context`]: what a run has so far (data, models, exported files, report sections);
 //! - [`stage`] and [`stages`]: the `Stage` trait and one file per stage, with the registry;
 //! - [`recipe`]: `pipelines/*.toml`, parsed through the registry;
-//! - [`run`]: `pipeline run`, a loop over the recipe's stages;
+//! - [`run`]: `pipeline run`, a loop over the recipe's stages, then [`manifest`];
 //! - [`commands`]: the other subcommands (infer, inspect, verify, bench, compare, …).
 
 pub mod commands;
@@ -23,6 +25,8 @@ pub mod context;
 pub mod data;
 pub mod digest;
 pub mod export;
+pub mod manifest;
+pub mod micro;
 pub mod model_file;
 pub mod per_layer;
 pub mod pretrained;
@@ -31,6 +35,7 @@ pub mod report;
 pub mod run;
 pub mod stage;
 pub mod stages;
+pub mod tensorboard;
 pub mod verify;
 
 pub use config::{Config, LoadedConfig};

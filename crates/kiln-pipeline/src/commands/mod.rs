@@ -7,4 +7,5 @@ pub mod bench_train;
 pub mod compare;
 pub mod infer;
 pub mod inspect;
+pub mod micro;
 pub mod verify_run;

@@ -1,10 +1,12 @@
 //! The `export` stage: every model the stages made is lowered to float32 TFLite and written
 //! with its variants (`model_<prefix>_<variant>.tflite`): fp32, fp16, dynamic-range and full
-//! int8, calibrated on training images or quantized with QAT's ranges.
+//! int8, calibrated on training images or quantized with QAT's ranges; with `[export] micro`,
+//! each int8 file's TensorFlow Lite Micro sources too.
 
 use anyhow::{Context, Result};
 use burn::module::Module;
 use kiln_nn::Classifier;
+use tracing::info;
 
 use crate::config::Variant;
 use crate::context::{ExportedVariant, RunContext, StageModel};
@@ -95,6 +97,16 @@ fn export_model(
             (None, Variant::Int8) => "export int8 (calibrated)".into(),
             (_, kind) => format!("export {}", kind.name()),
         });
+        if file.variant == Variant::Int8 && config.export.micro {
+            let (micro, paths) = crate::micro::write(&file.path, run.run_dir)?;
+            info!(
+                "wrote {} and {} for TensorFlow Lite Micro ({} operators, arena {} B)",
+                paths[0].display(),
+                paths[1].display(),
+                micro.registrations.len(),
+                micro.arena.total
+            );
+        }
         exported.push(ExportedVariant {
             path: file.path,
             report,
