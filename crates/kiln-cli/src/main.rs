@@ -87,11 +87,15 @@ enum Command {
         json: bool,
     },
     /// One table across runs: every variant of every run with bytes, gzip bytes, size vs
-    /// fp32, accuracy and latency (for comparing configs, seeds or schedules).
+    /// fp32, accuracy and latency (for comparing configs, seeds or schedules), and one plot of
+    /// accuracy against size across them (compare.svg and compare.png).
     Compare {
         /// Run directories written by `pipeline run`.
         #[arg(required = true)]
         run_dirs: Vec<PathBuf>,
+        /// Directory for compare.svg and compare.png.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -242,7 +246,11 @@ fn main() -> ExitCode {
             profile,
             json,
         } => bench::run(&model, runs, profile, json),
-        Command::Compare { run_dirs, json } => compare::run(&run_dirs, json),
+        Command::Compare {
+            run_dirs,
+            out,
+            json,
+        } => compare::run(&run_dirs, &out, json),
         Command::BenchTrain {
             model,
             input,

@@ -10,6 +10,9 @@ pub struct EpochStats {
     pub accuracy: f64,
     /// Accuracy on the validation split, when there is one.
     pub val_accuracy: Option<f64>,
+    /// Mean cross-entropy on the validation split (label smoothing as in training).
+    #[serde(default)]
+    pub val_loss: Option<f64>,
     pub learning_rate: f64,
     pub seconds: f64,
     /// Of `seconds`, the time spent assembling batches (copy, augmentation, tensor upload):

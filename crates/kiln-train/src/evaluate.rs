@@ -58,9 +58,52 @@ pub fn accuracy(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
     correct as f64 / labels.len().max(1) as f64
 }
 
+/// Mean cross-entropy of `logits` (rows of `classes`) against `labels`, with the labels
+/// smoothed by `smoothing` as in training (`(1 − s)·one_hot + s / classes`): the validation
+/// loss, on the same scale as the training loss.
+pub fn cross_entropy(logits: &[f32], labels: &[u32], classes: usize, smoothing: f64) -> f64 {
+    let classes = classes.max(1);
+    let mut total = 0.0f64;
+    for (row, &label) in logits.chunks(classes).zip(labels) {
+        let max = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let log_sum = row
+            .iter()
+            .map(|&v| (f64::from(v) - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        for (class, &value) in row.iter().enumerate() {
+            let target = smoothing / classes as f64
+                + if class == label as usize {
+                    1.0 - smoothing
+                } else {
+                    0.0
+                };
+            total -= target * (f64::from(value) - log_sum);
+        }
+    }
+    total / labels.len().max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_entropy_of_known_logits() {
+        // Uniform logits: ln(classes) whatever the label or smoothing.
+        let uniform = cross_entropy(&[0.0; 8], &[1, 3], 4, 0.1);
+        assert!((uniform - 4f64.ln()).abs() < 1e-12);
+        // One row, no smoothing: −log softmax of the label.
+        let logits = [2.0f32, 0.0, -1.0];
+        let expected = -(2.0 - (2f64.exp() + 1.0 + (-1f64).exp()).ln());
+        assert!((cross_entropy(&logits, &[0], 3, 0.0) - expected).abs() < 1e-9);
+        // Smoothing mixes in the other classes' log-probabilities.
+        let smoothed = cross_entropy(&logits, &[0], 3, 0.3);
+        assert!(smoothed > expected);
+    }
 
     #[test]
     fn argmax_and_accuracy() {

@@ -25,7 +25,7 @@ pub use batch::{Augment, images_nchw};
 pub use distillation::Distillation;
 pub use epoch_stats::{EpochStats, StepStats};
 pub use error::TrainError;
-pub use evaluate::{accuracy, argmax_rows, predict};
+pub use evaluate::{accuracy, argmax_rows, cross_entropy, predict};
 pub use hooks::{MagnitudePruning, SparsityPreservation, TrainHook, TrainHooks};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use pruning::{

@@ -27,7 +27,7 @@ use crate::batch::{Augment, image_tensor, images_nchw, label_tensor};
 use crate::checkpoint::{CheckpointState, Checkpoints};
 use crate::epoch_stats::{EpochStats, StepStats};
 use crate::error::TrainError;
-use crate::evaluate::{accuracy, argmax_rows, predict};
+use crate::evaluate::{accuracy, argmax_rows, cross_entropy, predict};
 use crate::hooks::TrainHooks;
 use crate::optimizer::OptimizerSettings;
 use crate::schedule::{LrPlan, LrSchedule};
@@ -64,6 +64,19 @@ pub struct TrainSettings {
     /// When set (Ctrl-C), training stops after the current step, keeping the last complete
     /// epoch's checkpoint.
     pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl TrainSettings {
+    /// The learning-rate plan these settings follow at `steps_per_epoch` steps per epoch.
+    pub fn lr_plan(&self, steps_per_epoch: usize) -> LrPlan {
+        LrPlan {
+            base: self.learning_rate,
+            schedule: self.schedule,
+            warmup_steps: self.warmup_epochs * steps_per_epoch,
+            steps_per_epoch,
+            total_steps: steps_per_epoch * self.epochs,
+        }
+    }
 }
 
 /// A finished training run.
@@ -143,13 +156,7 @@ pub fn train_with_hooks<M: Classifier>(
         .with_smoothing(smoothing)
         .init(device);
     let steps_per_epoch = data.len().div_ceil(settings.batch_size);
-    let plan = LrPlan {
-        base: settings.learning_rate,
-        schedule: settings.schedule,
-        warmup_steps: settings.warmup_epochs * steps_per_epoch,
-        steps_per_epoch,
-        total_steps: steps_per_epoch * settings.epochs,
-    };
+    let plan = settings.lr_plan(steps_per_epoch);
     let checkpoints = settings.checkpoint_dir.as_ref().map(Checkpoints::new);
 
     let mut state = CheckpointState::new(settings.fingerprint.clone());
@@ -309,18 +316,23 @@ pub fn train_with_hooks<M: Classifier>(
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let val_accuracy = match validation {
+        let (val_accuracy, val_loss) = match validation {
             Some(val) => {
                 let logits = predict(&model, val, eval_device)?;
-                Some(accuracy(&logits, &val.labels, classes))
+                let smoothing = settings.label_smoothing;
+                (
+                    Some(accuracy(&logits, &val.labels, classes)),
+                    Some(cross_entropy(&logits, &val.labels, classes, smoothing)),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         let mut stats = EpochStats {
             epoch,
             loss: loss_sum / seen as f64,
             accuracy: correct as f64 / seen as f64,
             val_accuracy,
+            val_loss,
             learning_rate,
             seconds: started.elapsed().as_secs_f64(),
             data_seconds,

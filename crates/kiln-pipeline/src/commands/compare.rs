@@ -1,10 +1,14 @@
-//! `pipeline compare RUN_DIR...`: one table across runs — every variant of every run with its
-//! size, gzip size, accuracy, latency and sparsity — for researchers comparing configs, seeds or
-//! schedules side by side.
+//! `pipeline compare RUN_DIR... [--out DIR]`: one table across runs — every variant of every
+//! run with its size, gzip size, accuracy, latency and sparsity — and one plot,
+//! `compare.svg`/`.png` (accuracy against raw and gzip size, each run in its color, the Pareto
+//! frontier over all of them), for researchers comparing configs, seeds or schedules.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
+use crate::report::plots::Plot;
+use crate::report::{VariantPoint, variants_plot};
 use serde_json::{Value, json};
 
 /// One row: a variant of a run.
@@ -23,13 +27,24 @@ struct Row {
     sparsity: Option<f64>,
 }
 
-pub fn run(run_dirs: &[PathBuf], as_json: bool) -> Result<()> {
+/// `plot_dir`: where `compare.svg` and `compare.png` go.
+pub fn run(run_dirs: &[PathBuf], plot_dir: &Path, as_json: bool) -> Result<()> {
     if run_dirs.is_empty() {
         bail!("name at least one run directory, e.g. `pipeline compare artifacts/a artifacts/b`");
     }
     let mut rows = Vec::new();
     for dir in run_dirs {
         rows.extend(rows_of(dir)?);
+    }
+    if let Some(plot) = plot(&rows)? {
+        std::fs::create_dir_all(plot_dir)
+            .with_context(|| format!("cannot create {}", plot_dir.display()))?;
+        plot.write(plot_dir)?;
+        eprintln!(
+            "wrote {} and {}",
+            plot_dir.join(plot.svg_name()).display(),
+            plot_dir.join(plot.png_name()).display()
+        );
     }
     if as_json {
         let rows: Vec<Value> = rows
@@ -80,6 +95,35 @@ fn rows_of(dir: &Path) -> Result<Vec<Row>> {
             sparsity: v["sparsity"].as_f64(),
         })
         .collect())
+}
+
+/// Every measured variant of every run, colored by run (named by its directory).
+fn plot(rows: &[Row]) -> Result<Option<Plot>> {
+    let mut groups: Vec<String> = Vec::new();
+    let mut points = Vec::new();
+    for row in rows {
+        let group = match groups.iter().position(|g| *g == row.run) {
+            Some(g) => g,
+            None => {
+                groups.push(row.run.clone());
+                groups.len() - 1
+            }
+        };
+        let (Some(bytes), Some(gzip_bytes), Some(accuracy)) =
+            (row.bytes, row.gzip_bytes, row.accuracy)
+        else {
+            continue;
+        };
+        points.push(VariantPoint {
+            name: row.variant.clone(),
+            bytes,
+            gzip_bytes,
+            accuracy,
+            latency_ms_p50: row.latency_ms_p50,
+            group,
+        });
+    }
+    variants_plot("compare", &points, &groups)
 }
 
 fn table(rows: &[Row]) -> String {
@@ -178,6 +222,18 @@ mod tests {
             text.contains("98.00%") && text.contains("25.0%") && text.contains("—"),
             "{text}"
         );
+
+        // One plot across both runs, each run in its own color.
+        let out = root.join("plots");
+        run(&[a.clone(), b.clone()], &out, true).unwrap();
+        let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
+        for name in [a.display().to_string(), b.display().to_string()] {
+            assert!(
+                svg.contains(&format!("\n{name}\n")),
+                "{name} not in the legend"
+            );
+        }
+        image::load_from_memory(&std::fs::read(out.join("compare.png")).unwrap()).unwrap();
 
         let err = format!("{:#}", rows_of(&root.join("missing")).unwrap_err());
         assert!(err.contains("run directory"), "{err}");

@@ -23,8 +23,8 @@ pub struct ReportSection {
     pub json: Box<dyn SectionJson>,
     /// Its part of `report.md`, starting with a `## ` heading.
     pub markdown: String,
-    /// Plots it adds to the run directory: (file name, SVG).
-    pub plots: Vec<(&'static str, String)>,
+    /// Plots it adds to the run directory (each as SVG and PNG).
+    pub plots: Vec<plots::Plot>,
 }
 
 impl ReportSection {
@@ -194,6 +194,76 @@ impl DatasetReport {
     }
 }
 
+/// A variant as the accuracy-against-size plot shows it.
+pub struct VariantPoint {
+    pub name: String,
+    pub bytes: u64,
+    pub gzip_bytes: u64,
+    pub accuracy: f64,
+    pub latency_ms_p50: Option<f64>,
+    /// Its run, as an index into the plot's groups.
+    pub group: usize,
+}
+
+impl VariantPoint {
+    /// `variant`'s point (None until its accuracy is measured).
+    pub fn of(variant: &VariantReport, group: usize) -> Option<Self> {
+        Some(Self {
+            name: variant.name.clone(),
+            bytes: variant.bytes,
+            gzip_bytes: variant.gzip_bytes,
+            accuracy: variant.accuracy?,
+            latency_ms_p50: variant.latency_ms_p50,
+            group,
+        })
+    }
+}
+
+/// `<stem>.svg`/`.png`: accuracy against raw and gzip size, the Pareto frontier marked; with
+/// more than one group (runs), each point is colored by its group and the legend names them.
+/// No points: no plot.
+pub fn variants_plot(
+    stem: &str,
+    points: &[VariantPoint],
+    groups: &[String],
+) -> Result<Option<plots::Plot>> {
+    if points.is_empty() {
+        return Ok(None);
+    }
+    let panel = |title: &str, x_label: &str, size: fn(&VariantPoint) -> u64| plots::FrontierPanel {
+        title: title.into(),
+        x_label: x_label.into(),
+        points: points
+            .iter()
+            .map(|p| plots::LabeledPoint {
+                x: size(p) as f64,
+                y: p.accuracy,
+                label: match p.latency_ms_p50 {
+                    Some(ms) => format!("{} ({ms:.2} ms)", p.name),
+                    None => p.name.clone(),
+                },
+                group: p.group,
+            })
+            .collect(),
+    };
+    let chart = plots::FrontierChart {
+        panels: vec![
+            panel(
+                "Accuracy vs file size (p50 latency in kiln-runtime)",
+                "file size",
+                |p| p.bytes,
+            ),
+            panel(
+                "Accuracy vs gzip size (what a download costs; pruning shows here)",
+                "gzip size",
+                |p| p.gzip_bytes,
+            ),
+        ],
+        groups: groups.to_vec(),
+    };
+    plots::render(stem, &chart).map(Some)
+}
+
 fn percent(value: Option<f64>) -> String {
     value.map_or("—".into(), |v| format!("{:.2}%", 100.0 * v))
 }
@@ -205,9 +275,8 @@ impl Report {
             .context("cannot write report.json")?;
         kiln_tflite::write_atomically(&run_dir.join("report.md"), self.markdown().as_bytes())
             .context("cannot write report.md")?;
-        for (file, svg) in self.plots() {
-            kiln_tflite::write_atomically(&run_dir.join(file), svg.as_bytes())
-                .with_context(|| format!("cannot write {file}"))?;
+        for plot in self.plots()? {
+            plot.write(run_dir)?;
         }
         Ok(())
     }
@@ -233,31 +302,22 @@ impl Report {
         Ok(bytes)
     }
 
-    /// `variants.svg` (accuracy against gzip size, latency in the labels) and the sections'.
-    fn plots(&self) -> Vec<(&'static str, String)> {
-        let points: Vec<(f64, f64, String)> = self
+    /// `variants.svg`/`.png` (accuracy against raw and gzip size, the Pareto frontier marked)
+    /// and the sections' plots.
+    fn plots(&self) -> Result<Vec<plots::Plot>> {
+        let mut all = Vec::new();
+        let points: Vec<VariantPoint> = self
             .variants
             .iter()
-            .filter_map(|v| {
-                v.accuracy.map(|a| {
-                    let latency = v
-                        .latency_ms_p50
-                        .map_or(String::new(), |l| format!(", {l:.2} ms"));
-                    (v.gzip_bytes as f64, a, format!("{}{latency}", v.name))
-                })
-            })
+            .filter_map(|v| VariantPoint::of(v, 0))
             .collect();
-        let variants = plots::scatter(
-            "Variants: accuracy vs gzip size (p50 latency)",
-            "gzip bytes",
-            "test accuracy",
-            &points,
-        );
-        let mut all = vec![("variants.svg", variants)];
+        if let Some(variants) = variants_plot("variants", &points, &[])? {
+            all.push(variants);
+        }
         for section in &self.sections {
             all.extend(section.plots.iter().cloned());
         }
-        all
+        Ok(all)
     }
 
     pub fn markdown(&self) -> String {
@@ -321,7 +381,9 @@ impl Report {
                 percent(v.sparsity),
             );
         }
-        md += "\n![accuracy vs gzip size](variants.svg)\n";
+        if self.variants.iter().any(|v| v.accuracy.is_some()) {
+            md += "\n![accuracy against size, Pareto frontier dashed](variants.svg)\n";
+        }
         for section in &self.sections {
             md += "\n";
             md += &section.markdown;

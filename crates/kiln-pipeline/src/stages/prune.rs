@@ -13,7 +13,7 @@ use tracing::info;
 use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
-use crate::report::plots::{Series, line_chart};
+use crate::report::plots::{Axis, LineChart, Panel, Plot, Series, render};
 use crate::stage::{Stage, StageKind, StageTable, parse_stage};
 use crate::stages::fine_tune::{FineTune, steps_per_epoch};
 
@@ -202,7 +202,7 @@ impl Stage for PruneStage {
             layers,
             epochs: outcome.history,
         };
-        let plots = vec![("sparsity.svg", chart(&report.epochs))];
+        let plots = vec![chart(&report.epochs)?];
         let mut section = ReportSection::new("pruning", markdown(&report), report);
         section.plots = plots;
         Ok(Some(section))
@@ -235,8 +235,8 @@ fn markdown(p: &PruningReport) -> String {
 }
 
 /// Target sparsity and train accuracy per fine-tuning epoch.
-fn chart(epochs: &[EpochStats]) -> String {
-    let points: Vec<(f64, f64)> = epochs
+fn chart(epochs: &[EpochStats]) -> Result<Plot> {
+    let sparsity: Vec<(f64, f64)> = epochs
         .iter()
         .filter_map(|e| e.target_sparsity.map(|s| (e.epoch as f64, s)))
         .collect();
@@ -244,21 +244,29 @@ fn chart(epochs: &[EpochStats]) -> String {
         .iter()
         .map(|e| (e.epoch as f64, e.accuracy))
         .collect();
-    line_chart(
-        "Pruning: target sparsity and train accuracy per fine-tuning epoch",
-        "epoch",
-        "fraction",
-        &[
-            Series {
-                name: "target sparsity",
-                points,
-            },
-            Series {
-                name: "train accuracy",
-                points: accuracy,
-            },
+    let panel = |title: &str, y_label: &str, series: Series| Panel {
+        title: title.into(),
+        x_label: "fine-tuning epoch".into(),
+        y_label: y_label.into(),
+        x_axis: Axis::Count,
+        y_axis: Axis::Percent,
+        series: vec![series],
+    };
+    let chart = LineChart {
+        panels: vec![
+            panel(
+                "Pruning schedule: target sparsity at each epoch's end",
+                "sparsity",
+                Series::new("target sparsity", 3, sparsity),
+            ),
+            panel(
+                "Train accuracy while pruning",
+                "accuracy",
+                Series::new("train accuracy", 0, accuracy),
+            ),
         ],
-    )
+    };
+    render("sparsity", &chart)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tracing::info;
 use crate::context::{ReferenceLogits, RunContext, StageModel};
 use crate::pretrained::PretrainedSource;
 use crate::report::ReportSection;
-use crate::report::plots::{Series, line_chart};
+use crate::report::plots::{Axis, LineChart, Panel, Plot, Series, render};
 use crate::stage::{Stage, StageKind, StageTable};
 use crate::tensorboard::TrainingLog;
 
@@ -152,7 +152,11 @@ impl Stage for TrainStage {
             stopped_early: outcome.stopped_early,
             epochs: outcome.history,
         };
-        let plots = vec![("training.svg", chart(&report.epochs))];
+        let steps_per_epoch = run.splits.train.len().div_ceil(settings.batch_size.max(1));
+        let plots = vec![
+            chart(&report.epochs)?,
+            learning_rate_chart(settings, steps_per_epoch)?,
+        ];
         let mut section = ReportSection::new("training", markdown(&report), report);
         section.plots = plots;
         Ok(Some(section))
@@ -173,7 +177,7 @@ fn markdown(training: &TrainingReport) -> String {
             100.0 * e.data_seconds / e.seconds.max(1e-9)
         );
     }
-    md += "\n![training curves](training.svg)\n";
+    md += "\n![loss and accuracy per epoch](training.svg)\n\n![learning rate schedule](learning_rate.svg)\n";
     if let Some(p) = &training.pretrained {
         md += &format!(
             "\nStarted from pretrained weights {}{} ({}, {} bytes, sha256 `{}`; {} tensors).\n",
@@ -193,30 +197,64 @@ fn markdown(training: &TrainingReport) -> String {
     md
 }
 
-/// Loss and accuracies per epoch.
-fn chart(epochs: &[EpochStats]) -> String {
+/// Loss and accuracy per epoch, training solid and validation dashed.
+fn chart(epochs: &[EpochStats]) -> Result<Plot> {
     let per_epoch = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
         epochs
             .iter()
             .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
             .collect()
     };
-    let mut series = vec![
-        Series {
-            name: "train loss",
-            points: per_epoch(&|e| Some(e.loss)),
-        },
-        Series {
-            name: "train accuracy",
-            points: per_epoch(&|e| Some(e.accuracy)),
-        },
-    ];
-    let validation = per_epoch(&|e| e.val_accuracy);
-    if !validation.is_empty() {
-        series.push(Series {
-            name: "validation accuracy",
-            points: validation,
-        });
-    }
-    line_chart("Training", "epoch", "loss / accuracy", &series)
+    let panel = |title: &str, y_label: &str, y_axis, train: Vec<(f64, f64)>, validation: Vec<(f64, f64)>| {
+        let mut series = vec![Series::new("training", 0, train)];
+        if !validation.is_empty() {
+            series.push(Series::new("validation", 1, validation).dashed());
+        }
+        Panel {
+            title: title.into(),
+            x_label: "epoch".into(),
+            y_label: y_label.into(),
+            x_axis: Axis::Count,
+            y_axis,
+            series,
+        }
+    };
+    let chart = LineChart {
+        panels: vec![
+            panel(
+                "Loss per epoch",
+                "cross-entropy",
+                Axis::Number,
+                per_epoch(&|e| Some(e.loss)),
+                per_epoch(&|e| e.val_loss),
+            ),
+            panel(
+                "Accuracy per epoch",
+                "accuracy",
+                Axis::Percent,
+                per_epoch(&|e| Some(e.accuracy)),
+                per_epoch(&|e| e.val_accuracy),
+            ),
+        ],
+    };
+    render("training", &chart)
+}
+
+/// The learning rate at every optimizer step of the planned run (warmup and schedule).
+fn learning_rate_chart(settings: &kiln_train::TrainSettings, steps_per_epoch: usize) -> Result<Plot> {
+    let plan = settings.lr_plan(steps_per_epoch);
+    let points = (0..plan.total_steps)
+        .map(|step| (step as f64, plan.rate(step)))
+        .collect();
+    let chart = LineChart {
+        panels: vec![Panel {
+            title: format!("Learning rate schedule ({} epochs of {steps_per_epoch} steps)", settings.epochs),
+            x_label: "optimizer step".into(),
+            y_label: "learning rate".into(),
+            x_axis: Axis::Count,
+            y_axis: Axis::Number,
+            series: vec![Series::new("learning rate", 2, points)],
+        }],
+    };
+    render("learning_rate", &chart)
 }

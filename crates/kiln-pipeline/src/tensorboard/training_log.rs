@@ -9,8 +9,8 @@ use super::EventFile;
 
 /// Logs each epoch as training reports it: `batch_loss` and `batch_learning_rate` at every
 /// optimizer step, `epoch_loss`, `epoch_accuracy`, `epoch_learning_rate` (and
-/// `epoch_target_sparsity` when pruning) per epoch in `train/`, `epoch_accuracy` in
-/// `validation/`. Epoch scalars are logged at the epoch's number (1, 2, …), batch scalars at
+/// `epoch_target_sparsity` when pruning) per epoch in `train/`, `epoch_accuracy` and
+/// `epoch_loss` in `validation/`. Epoch scalars are logged at the epoch's number (1, 2, …), batch scalars at
 /// the step's number counted from the run's first step.
 pub struct TrainingLog {
     dir: PathBuf,
@@ -76,6 +76,9 @@ impl TrainingLog {
         if let Some(accuracy) = stats.val_accuracy {
             let validation = open(&mut self.validation, &self.dir.join("validation"))?;
             write(validation, "epoch_accuracy", epoch, accuracy)?;
+            if let Some(loss) = stats.val_loss {
+                write(validation, "epoch_loss", epoch, loss)?;
+            }
             validation.flush()?;
         }
         Ok(())
