@@ -139,6 +139,12 @@ fn a_hub_backbone_fine_tunes_exports_and_reruns_offline() {
         sha256_hex(&weights("efficientnet_b0.safetensors"))
     );
     assert!(p["tensors"].as_u64().unwrap() > 100, "{p}");
+    // The manifest records the same weights, with the data's identity.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["pretrained"]["sha256"], p["sha256"]);
+    assert_eq!(manifest["pretrained"]["commit"], MODEL_SHA);
+    assert!(!manifest["data"]["files"].as_array().unwrap().is_empty());
     let md = std::fs::read_to_string(first.join("report.md")).unwrap();
     assert!(
         md.contains("timm/efficientnet_b0.tiny@main") && md.contains(MODEL_SHA),
