@@ -199,7 +199,7 @@ pub(crate) fn formatter(axis: Axis, (lo, hi): (f64, f64)) -> impl Fn(&f64) -> St
             }
         }
         Axis::Percent => {
-            let decimals = (1.0 - (span * 100.0).log10().floor()).clamp(0.0, 3.0) as usize;
+            let decimals = decimals_for_ticks(span * 100.0).min(3);
             format!("{:.*}%", decimals, v * 100.0)
         }
         Axis::Bytes => format_bytes(v),
@@ -209,9 +209,15 @@ pub(crate) fn formatter(axis: Axis, (lo, hi): (f64, f64)) -> impl Fn(&f64) -> St
             } else if span < 1e-4 {
                 format!("{v:.1e}")
             } else {
-                let decimals = (1.0 - span.log10().floor()).clamp(0.0, 6.0) as usize;
+                let decimals = decimals_for_ticks(span).min(6);
                 format!("{:.*}", decimals, v)
             }
         }
     }
+}
+
+/// Decimals that tell apart ticks about a seventh of `span` apart (plotters rounds the step to
+/// 1, 2 or 5 times a power of ten).
+fn decimals_for_ticks(span: f64) -> usize {
+    (-(span / 7.0).log10().floor()).max(0.0) as usize
 }

@@ -32,7 +32,11 @@ fn bytes_and_ticks_read_as_round_figures() {
     assert_eq!(format_bytes(1_500_000.0), "1.5 MB");
     assert_eq!(format_bytes(950.0), "950 B");
     let percent = line::formatter(Axis::Percent, (0.9, 1.0));
-    assert_eq!(percent(&0.95), "95.0%");
+    assert_eq!(percent(&0.95), "95%");
+    let percent = line::formatter(Axis::Percent, (0.986, 0.996));
+    assert_eq!(percent(&0.992), "99.2%");
+    let rate = line::formatter(Axis::Number, (0.0, 0.002));
+    assert_eq!(rate(&0.0005), "0.0005");
     let percent = line::formatter(Axis::Percent, (0.0, 1.0));
     assert_eq!(percent(&0.5), "50%");
     let count = line::formatter(Axis::Count, (1.0, 20.0));
