@@ -55,15 +55,7 @@ pub struct DataIdentity<'a> {
 /// Writes `run_dir/manifest.json` for the run so far (call it after the last stage).
 pub fn write(run: &RunContext<'_>) -> Result<()> {
     let provenance = &run.splits.provenance;
-    let data_files = provenance
-        .files
-        .iter()
-        .filter(|path| path.is_file())
-        .map(|path| {
-            file_digest(path, path.display().to_string())
-                .with_context(|| format!("cannot read the data file {}", path.display()))
-        })
-        .collect::<Result<_>>()?;
+    let data_files = provenance.file_digests()?;
     let manifest = Manifest {
         kiln_version: env!("CARGO_PKG_VERSION"),
         git_commit: option_env!("KILN_GIT_COMMIT"),

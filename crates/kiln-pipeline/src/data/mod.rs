@@ -41,6 +41,21 @@ pub struct Provenance {
     pub cache_hits: Vec<String>,
 }
 
+impl Provenance {
+    /// Size and sha256 of each local data file (folder roots, being directories, are left
+    /// out), recorded by the path the config gave.
+    pub fn file_digests(&self) -> Result<Vec<crate::digest::FileDigest>> {
+        self.files
+            .iter()
+            .filter(|path| path.is_file())
+            .map(|path| {
+                crate::digest::file_digest(path, path.display().to_string())
+                    .with_context(|| format!("cannot read the data file {}", path.display()))
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HubProvenance {
     pub repo: String,

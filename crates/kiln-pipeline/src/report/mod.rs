@@ -13,7 +13,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::data::Splits;
-use crate::digest::{FileDigest, file_digest, gzip_len, sha256_hex};
+use crate::digest::{FileDigest, gzip_len, sha256_hex};
 
 /// A stage's part of the report.
 pub struct ReportSection {
@@ -168,15 +168,7 @@ pub fn compare_with_fp32(variants: &mut [VariantReport]) {
 impl DatasetReport {
     pub fn new(splits: &Splits, normalization: &kiln_data::Normalization) -> Result<Self> {
         let provenance = &splits.provenance;
-        let files = provenance
-            .files
-            .iter()
-            .filter(|path| path.is_file())
-            .map(|path| {
-                file_digest(path, path.display().to_string())
-                    .with_context(|| format!("cannot read {}", path.display()))
-            })
-            .collect::<Result<_>>()?;
+        let files = provenance.file_digests()?;
         let train = &splits.train;
         Ok(Self {
             source: provenance.source.clone(),

@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::labels::{self, Rect};
-use super::line::{Axis, formatter};
+use super::line::{Axis, axes};
 use super::{Draw, FONT, PALETTE, PANEL_HEIGHT, plot_error, with_legend};
 
 /// A variant: size (x), accuracy (y), its label, and its group (the run, in a comparison).
@@ -103,30 +103,13 @@ impl FrontierChart {
         let y_range = ((min_y - pad).max(0.0), (max_y + pad).min(1.0));
         // Sizes from zero (so ratios read true), with room right of the largest for its label.
         let x_range = (0.0, max_x * 1.08);
-        let mut chart = ChartBuilder::on(&chart_area)
-            .margin_left(8)
-            .margin_right(24)
-            .margin_bottom(6)
-            .x_label_area_size(54)
-            .y_label_area_size(86)
-            .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
-            .map_err(plot_error)?;
-        let x_format = formatter(Axis::Bytes, x_range);
-        let y_format = formatter(Axis::Percent, y_range);
-        chart
-            .configure_mesh()
-            .x_desc(panel.x_label.as_str())
-            .y_desc("test accuracy")
-            .x_labels(8)
-            .y_labels(7)
-            .x_label_formatter(&x_format)
-            .y_label_formatter(&y_format)
-            .label_style((FONT, 18))
-            .axis_desc_style((FONT, 19))
-            .light_line_style(TRANSPARENT)
-            .bold_line_style(RGBColor(215, 215, 215))
-            .draw()
-            .map_err(plot_error)?;
+        let mut chart = axes(
+            &chart_area,
+            [
+                (panel.x_label.as_str(), Axis::Bytes, x_range, 8),
+                ("test accuracy", Axis::Percent, y_range, 7),
+            ],
+        )?;
 
         let owned: Vec<LabeledPoint> = points.iter().map(|&p| p.clone()).collect();
         let frontier = pareto_frontier(&owned);

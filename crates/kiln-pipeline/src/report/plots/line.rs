@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{Draw, FONT, PALETTE, PANEL_HEIGHT, format_bytes, plot_error, with_legend};
@@ -91,34 +92,18 @@ fn draw_panel<DB: DrawingBackend>(panel: &Panel, area: &DrawingArea<DB, Shift>) 
     // A count axis gets a sliver of room so the end markers are not cut.
     let x_range = range(&xs, panel.x_axis, panel.x_axis == Axis::Count);
     let y_range = range(&ys, panel.y_axis, true);
-    let mut chart = ChartBuilder::on(&chart_area)
-        .margin_left(8)
-        .margin_right(24)
-        .margin_bottom(6)
-        .x_label_area_size(54)
-        .y_label_area_size(86)
-        .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
-        .map_err(plot_error)?;
-    let x_format = formatter(panel.x_axis, x_range);
-    let y_format = formatter(panel.y_axis, y_range);
-    chart
-        .configure_mesh()
-        .x_desc(panel.x_label.as_str())
-        .y_desc(panel.y_label.as_str())
-        .x_labels(if panel.x_axis == Axis::Count {
-            count_ticks(x_range)
-        } else {
-            8
-        })
-        .y_labels(7)
-        .x_label_formatter(&x_format)
-        .y_label_formatter(&y_format)
-        .label_style((FONT, 18))
-        .axis_desc_style((FONT, 19))
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(RGBColor(215, 215, 215))
-        .draw()
-        .map_err(plot_error)?;
+    let x_ticks = if panel.x_axis == Axis::Count {
+        count_ticks(x_range)
+    } else {
+        8
+    };
+    let mut chart = axes(
+        &chart_area,
+        [
+            (panel.x_label.as_str(), panel.x_axis, x_range, x_ticks),
+            (panel.y_label.as_str(), panel.y_axis, y_range, 7),
+        ],
+    )?;
     for series in &panel.series {
         let color = PALETTE[series.color % PALETTE.len()];
         let points: Vec<(f64, f64)> = series
@@ -149,6 +134,39 @@ fn draw_panel<DB: DrawingBackend>(panel: &Panel, area: &DrawingArea<DB, Shift>) 
         }
     }
     Ok(())
+}
+
+/// A chart on `area` with its x and y axes drawn: (description, kind, range, about how many
+/// ticks) each, light grid lines at the ticks only.
+pub(crate) fn axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    [x, y]: [(&str, Axis, (f64, f64), usize); 2],
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin_left(8)
+        .margin_right(24)
+        .margin_bottom(6)
+        .x_label_area_size(54)
+        .y_label_area_size(86)
+        .build_cartesian_2d(x.2.0..x.2.1, y.2.0..y.2.1)
+        .map_err(plot_error)?;
+    let x_format = formatter(x.1, x.2);
+    let y_format = formatter(y.1, y.2);
+    chart
+        .configure_mesh()
+        .x_desc(x.0)
+        .y_desc(y.0)
+        .x_labels(x.3)
+        .y_labels(y.3)
+        .x_label_formatter(&x_format)
+        .y_label_formatter(&y_format)
+        .label_style((FONT, 18))
+        .axis_desc_style((FONT, 19))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(plot_error)?;
+    Ok(chart)
 }
 
 /// The axis range over `values`: counts start at their first value, percentages stay in
