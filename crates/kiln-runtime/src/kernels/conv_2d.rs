@@ -9,11 +9,14 @@ use kiln_tflite::Conv2DOptions;
 use super::common::convolution::{Convolution, Operands, OperatorOptions};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
+use super::common::igemm::{self, Isa, PackedWeights};
 use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::weighted::Arithmetic;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
+use kiln_tflite::quant::Rescale;
 
 /// Filter rows shorter than this (filter width × input channels) are gathered into a patch.
 const MIN_ROW_RUN: usize = 32;
@@ -23,7 +26,28 @@ struct Conv2D {
     conv: Convolution,
     /// Input channels each filter sees (the input's channels over the number of groups).
     group_c: usize,
+    /// The quantized filter packed for the integer GEMM, when it is a constant of the file.
+    packed: Option<PackedFilter>,
 }
+
+/// A quantized convolution as a GEMM: each output pixel's receptive field becomes a row of
+/// bytes (input + `shift`, so 0..=255), multiplied by the packed filter; the shift and the
+/// input zero point come back through `correction`.
+#[derive(Debug)]
+struct PackedFilter {
+    weights: PackedWeights,
+    /// (input offset − shift) × Σ filter, per output channel.
+    correction: Vec<i32>,
+    /// XOR that maps an input byte to its shifted value (0x80 for int8, 0 for uint8).
+    flip: u8,
+    /// The shifted byte of a tap outside the image (the input zero point, which contributes 0).
+    outside: u8,
+    rescale: ChannelRescale,
+    range: OutputRange,
+}
+
+/// Output pixels gathered per GEMM call (a multiple of the microkernel's rows).
+const PIXELS_PER_PASS: usize = 64;
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     let (operands, options) = Operands::new::<Conv2DOptions>(prep)?;
@@ -46,10 +70,106 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         .as_ref()
         .is_some_and(|q| q.scale.len() > 1);
     let conv = operands.prepare(prep, geometry, &options, 0, hybrid_asymmetric)?;
-    Ok(Box::new(Conv2D { conv, group_c }))
+    let packed = pack_filter(&conv, group_c, prep.input_value(1));
+    Ok(Box::new(Conv2D {
+        conv,
+        group_c,
+        packed,
+    }))
+}
+
+/// The filter packed for the integer GEMM: for quantized, ungrouped convolutions whose filter
+/// is a constant with values (after its zero point) in i8's range — every int8 model; legacy
+/// uint8 filters with a zero point keep the direct path.
+fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Option<PackedFilter> {
+    let Arithmetic::Quantized(q) = &conv.arithmetic else {
+        return None;
+    };
+    let g = &conv.geometry;
+    let Rescale::FixedPoint(multipliers) = &q.rescale else {
+        return None;
+    };
+    if multipliers.len() != g.out_c {
+        return None;
+    }
+    let k = g.filter_h * g.filter_w * group_c;
+    let filter = filter.filter(|f| group_c == g.in_c && f.len() == g.out_c * k)?;
+    let weight = |i: usize| load_q(filter, q.filter_signed, i) + q.filter_offset;
+    if !(0..filter.len()).all(|i| i8::try_from(weight(i)).is_ok()) {
+        return None;
+    }
+    let shift = if q.input_signed { 128 } else { 0 };
+    let outside = u8::try_from(shift - q.input_offset).ok()?;
+    let weights = PackedWeights::pack(Isa::detect(), g.out_c, k, |c, kk| weight(c * k + kk) as i8);
+    let correction = weights
+        .sums
+        .iter()
+        .map(|&sum| (q.input_offset - shift).wrapping_mul(sum))
+        .collect();
+    Some(PackedFilter {
+        weights,
+        correction,
+        flip: if q.input_signed { 0x80 } else { 0 },
+        outside,
+        rescale: ChannelRescale::new(multipliers),
+        range: OutputRange {
+            offset: q.output_offset,
+            min: q.range.0,
+            max: q.range.1,
+        },
+    })
 }
 
 impl Conv2D {
+    /// The quantized convolution through the packed filter: receptive fields gathered into
+    /// rows of shifted bytes, `PIXELS_PER_PASS` output pixels per GEMM call.
+    fn eval_packed(&self, p: &PackedFilter, input: &[u8], bias: Option<&[i32]>, output: &mut [u8]) {
+        let g = &self.conv.geometry;
+        let row_len = p.weights.row_len();
+        let pixels = g.out_h * g.out_w;
+        let image_len = g.in_h * g.in_w * g.in_c;
+        let mut rows = vec![0u8; PIXELS_PER_PASS * row_len];
+        let mut sums = vec![0i32; PIXELS_PER_PASS * g.out_c];
+        // What each channel's sum gains besides the GEMM: the shift's and zero point's
+        // correction, and the bias.
+        let offsets: Vec<i32> = (0..g.out_c)
+            .map(|oc| p.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
+            .collect();
+        for b in 0..g.batches {
+            let image = &input[b * image_len..][..image_len];
+            for start in (0..pixels).step_by(PIXELS_PER_PASS) {
+                let count = PIXELS_PER_PASS.min(pixels - start);
+                for i in 0..count {
+                    let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
+                    let row = &mut rows[i * row_len..][..row_len];
+                    for ky in 0..g.filter_h {
+                        for kx in 0..g.filter_w {
+                            let dst = &mut row[(ky * g.filter_w + kx) * g.in_c..][..g.in_c];
+                            match g.tap(oy, ox, ky, kx) {
+                                Some((iy, ix)) => {
+                                    let src = &image[(iy * g.in_w + ix) * g.in_c..][..g.in_c];
+                                    for (d, &s) in dst.iter_mut().zip(src) {
+                                        *d = s ^ p.flip;
+                                    }
+                                }
+                                None => dst.fill(p.outside),
+                            }
+                        }
+                    }
+                }
+                let padded = count.div_ceil(igemm::ROWS) * igemm::ROWS;
+                p.weights.multiply(&rows, padded, &mut sums);
+                let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];
+                for (out, sums) in out
+                    .chunks_exact_mut(g.out_c)
+                    .zip(sums.chunks_exact(g.out_c))
+                {
+                    p.rescale.requantize(sums, &offsets, p.range, out);
+                }
+            }
+        }
+    }
+
     fn groups(&self) -> usize {
         self.conv.geometry.in_c / self.group_c
     }
@@ -199,6 +319,12 @@ impl OpKernel for Conv2D {
                 as_f32_mut(outputs[0].data),
                 *clamp,
             ),
+            Arithmetic::Quantized(_) if self.packed.is_some() => {
+                let Some(packed) = &self.packed else {
+                    unreachable!("guarded")
+                };
+                self.eval_packed(packed, input.data, bias.map(as_i32), &mut *outputs[0].data);
+            }
             Arithmetic::Quantized(q) => {
                 let data = input.data;
                 // Offset 8-bit values (input − zero point) fit in i16.

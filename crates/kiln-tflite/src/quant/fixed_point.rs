@@ -49,6 +49,7 @@ fn frexp(value: f64) -> (f64, i32) {
 
 /// gemmlowp's SaturatingRoundingDoublingHighMul: round(a × b / 2^31), saturating the one
 /// overflowing case.
+#[inline]
 pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
         return i32::MAX;
@@ -64,6 +65,7 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 }
 
 /// gemmlowp's RoundingDivideByPOT: x / 2^exponent rounded half away from zero.
+#[inline]
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
     // Valid models keep exponents in 0..=31; a corrupt file's absurd scale is clamped rather
     // than allowed to overflow the shift.
@@ -75,6 +77,7 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
 }
 
 /// TFLite's MultiplyByQuantizedMultiplier (double rounding): x × M.
+#[inline]
 pub fn multiply_by_quantized_multiplier(x: i32, m: QuantizedMultiplier) -> i32 {
     let left_shift = m.shift.clamp(0, 31);
     let right_shift = (-m.shift).max(0);

@@ -5,12 +5,16 @@
 //!   arithmetic set-up;
 //! - `dot`: the inner products the float and integer kernels spend their time in;
 //! - `fused_activation`: an operator's fused activation as a float clamp;
+//! - `igemm`: the integer GEMM (u8 × i8 → i32) of the quantized convolutions, with weights
+//!   packed at prepare for VNNI, AVX2 or portable microkernels;
 //! - `layout`: element sizes, strides, strided gathers and prepare-time folding of the
 //!   data-movement operators;
 //! - `lut`: the one-input activations' prepare, byte tables and float maps;
 //! - `pooling`: AVERAGE_POOL_2D's and MAX_POOL_2D's window geometry;
 //! - `quant`: tensors' quantization parameters, 8-bit loads and stores, hybrid input
 //!   quantization (the arithmetic itself is `kiln_tflite::quant`);
+//! - `requantize`: a row of int32 accumulators to 8-bit outputs (fixed-point rescale, zero
+//!   point, clamp), vectorised;
 //! - `weighted`: the arithmetic of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED (float,
 //!   quantized or hybrid);
 //! - `testing`: prepares and runs one kernel on hand-built tensors, for unit tests.
@@ -19,10 +23,12 @@ pub mod binary;
 pub mod convolution;
 pub mod dot;
 pub mod fused_activation;
+pub mod igemm;
 pub mod layout;
 pub mod lut;
 pub mod pooling;
 pub mod quant;
+pub mod requantize;
 #[cfg(test)]
 pub mod testing;
 pub mod weighted;

@@ -1,0 +1,296 @@
+//! The integer GEMM under the quantized convolutions: activations as unsigned bytes times
+//! weights as signed bytes, summed in i32. Weights are packed once at prepare, in the layout
+//! the microkernel of the CPU's best instruction set reads:
+//!
+//! - **VNNI** (AVX-512 `vpdpbusd`): 16 output channels per register, 4 consecutive `k` per
+//!   lane, one instruction multiplies and sums 64 byte pairs;
+//! - **AVX2** (`vpmaddwd`): 8 channels per register, pairs of `k` widened to i16 — exact, unlike
+//!   `vpmaddubsw`, whose i16 sums saturate for activations near 255;
+//! - **portable**: the AVX2 layout in plain loops, for other CPUs and targets.
+//!
+//! Integer sums are exact and wrapping i32 addition is associative, so every kernel gives the
+//! bits TFLite's reference kernels give, whatever the order. Callers shift activations into
+//! `0..=255` and fold the shift and the input zero point into a per-channel correction
+//! through [`PackedWeights::sums`].
+
+/// Rows (output pixels) per microkernel call; callers pad their row count to a multiple.
+pub const ROWS: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Vnni,
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    /// The best set this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                return Self::Vnni;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Self::Avx2;
+            }
+        }
+        Self::Portable
+    }
+
+    /// Whether this CPU can run `self`.
+    #[cfg(test)]
+    pub fn available(self) -> bool {
+        match self {
+            Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni => Self::detect() == Self::Vnni,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Output channels per register.
+    fn lanes(self) -> usize {
+        match self {
+            Self::Vnni => 16,
+            Self::Avx2 | Self::Portable => 8,
+        }
+    }
+
+    /// Consecutive `k` per lane.
+    fn depth(self) -> usize {
+        match self {
+            Self::Vnni => 4,
+            Self::Avx2 | Self::Portable => 2,
+        }
+    }
+}
+
+/// `n` output channels × `k` weights, packed for one instruction set.
+#[derive(Debug)]
+pub struct PackedWeights {
+    isa: Isa,
+    n: usize,
+    /// `k` rounded up to the kernel's depth; activation rows are this long.
+    k_padded: usize,
+    bytes: Vec<i8>,
+    words: Vec<i16>,
+    /// Σ over `k` of each channel's weights.
+    pub sums: Vec<i32>,
+}
+
+impl PackedWeights {
+    /// Packs `weight(channel, k)` (values in i8's range) for `isa`.
+    pub fn pack(isa: Isa, n: usize, k: usize, weight: impl Fn(usize, usize) -> i8) -> Self {
+        let (lanes, depth) = (isa.lanes(), isa.depth());
+        let k_padded = k.div_ceil(depth) * depth;
+        let blocks = n.div_ceil(lanes);
+        let len = blocks * k_padded * lanes;
+        let value = |c: usize, kk: usize| {
+            if c < n && kk < k { weight(c, kk) } else { 0 }
+        };
+        // [block][k / depth][lane][depth]
+        let index = |block: usize, kk: usize, lane: usize| {
+            ((block * (k_padded / depth) + kk / depth) * lanes + lane) * depth + kk % depth
+        };
+        let (mut bytes, mut words) = (Vec::new(), Vec::new());
+        match isa {
+            Isa::Vnni => bytes = vec![0i8; len],
+            Isa::Avx2 | Isa::Portable => words = vec![0i16; len],
+        }
+        for block in 0..blocks {
+            for lane in 0..lanes {
+                for kk in 0..k_padded {
+                    let w = value(block * lanes + lane, kk);
+                    let at = index(block, kk, lane);
+                    match isa {
+                        Isa::Vnni => bytes[at] = w,
+                        Isa::Avx2 | Isa::Portable => words[at] = i16::from(w),
+                    }
+                }
+            }
+        }
+        let sums = (0..n)
+            .map(|c| (0..k).map(|kk| i32::from(weight(c, kk))).sum())
+            .collect();
+        Self {
+            isa,
+            n,
+            k_padded,
+            bytes,
+            words,
+            sums,
+        }
+    }
+
+    /// The length of one activation row (`k` padded with zeros).
+    pub fn row_len(&self) -> usize {
+        self.k_padded
+    }
+
+    /// `out[r * n + c] = Σ_k a[r * row_len + k] × weight(c, k)` for `rows` rows (a multiple
+    /// of [`ROWS`]; `a` holds that many rows of [`Self::row_len`] bytes).
+    pub fn multiply(&self, a: &[u8], rows: usize, out: &mut [i32]) {
+        assert!(
+            rows.is_multiple_of(ROWS),
+            "rows are padded to the microkernel's"
+        );
+        assert!(a.len() >= rows * self.k_padded && out.len() >= rows * self.n);
+        let lanes = self.isa.lanes();
+        let block_len = self.k_padded * lanes;
+        let mut tile = [[0i32; 16]; ROWS];
+        for block in 0..self.n.div_ceil(lanes) {
+            let first = block * lanes;
+            let width = lanes.min(self.n - first);
+            for r0 in (0..rows).step_by(ROWS) {
+                let a = &a[r0 * self.k_padded..(r0 + ROWS) * self.k_padded];
+                match self.isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `Isa::Vnni` is only packed when the CPU has AVX-512 VNNI (or by a
+                    // test that checked `available`); the slices hold ROWS rows and a block.
+                    Isa::Vnni => unsafe {
+                        tile_vnni(
+                            a,
+                            self.k_padded,
+                            &self.bytes[block * block_len..][..block_len],
+                            &mut tile,
+                        )
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX2.
+                    Isa::Avx2 => unsafe {
+                        tile_avx2(
+                            a,
+                            self.k_padded,
+                            &self.words[block * block_len..][..block_len],
+                            &mut tile,
+                        )
+                    },
+                    _ => tile_portable(
+                        a,
+                        self.k_padded,
+                        &self.words[block * block_len..][..block_len],
+                        &mut tile,
+                    ),
+                }
+                for (r, sums) in tile.iter().enumerate() {
+                    out[(r0 + r) * self.n + first..][..width].copy_from_slice(&sums[..width]);
+                }
+            }
+        }
+    }
+}
+
+/// ROWS rows × 8 channels from the i16 layout, in plain integer arithmetic.
+fn tile_portable(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 16]; ROWS]) {
+    for (r, sums) in tile.iter_mut().enumerate() {
+        let row = &a[r * row_len..][..row_len];
+        let mut acc = [0i32; 8];
+        for (pair, weights) in row.chunks_exact(2).zip(block.chunks_exact(16)) {
+            let (x0, x1) = (i32::from(pair[0]), i32::from(pair[1]));
+            for (lane, w) in weights.chunks_exact(2).enumerate() {
+                acc[lane] = acc[lane]
+                    .wrapping_add(x0 * i32::from(w[0]))
+                    .wrapping_add(x1 * i32::from(w[1]));
+            }
+        }
+        sums[..8].copy_from_slice(&acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 16]; ROWS]) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_si256(); ROWS];
+    for (p, weights) in block.chunks_exact(16).enumerate() {
+        // SAFETY: 16 i16 per chunk is one 256-bit load.
+        let w = unsafe { _mm256_loadu_si256(weights.as_ptr().cast()) };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let at = r * row_len + 2 * p;
+            let pair = i32::from(a[at]) | (i32::from(a[at + 1]) << 16);
+            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_set1_epi32(pair), w));
+        }
+    }
+    for (sums, acc) in tile.iter_mut().zip(acc) {
+        // SAFETY: 8 i32 fit the first half of the row.
+        unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), acc) };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni(a: &[u8], row_len: usize, block: &[i8], tile: &mut [[i32; 16]; ROWS]) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_si512(); ROWS];
+    for (q, weights) in block.chunks_exact(64).enumerate() {
+        // SAFETY: 64 bytes per chunk is one 512-bit load.
+        let w = unsafe { _mm512_loadu_si512(weights.as_ptr().cast()) };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let at = r * row_len + 4 * q;
+            let quad = i32::from_le_bytes([a[at], a[at + 1], a[at + 2], a[at + 3]]);
+            *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(quad), w);
+        }
+    }
+    for (sums, acc) in tile.iter_mut().zip(acc) {
+        // SAFETY: 16 i32 are the whole row.
+        unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), acc) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        }
+    }
+
+    #[test]
+    fn every_kernel_equals_the_naive_product() {
+        for (n, k, rows) in [(1, 1, 4), (8, 2, 4), (10, 9, 8), (64, 288, 12), (17, 33, 4)] {
+            let mut next = lcg((n * 1000 + k) as u64);
+            let weights: Vec<i8> = (0..n * k).map(|_| next() as u8 as i8).collect();
+            let a_raw: Vec<u8> = (0..rows * k).map(|_| next() as u8).collect();
+            let expected: Vec<i32> = (0..rows)
+                .flat_map(|r| {
+                    let (weights, a_raw) = (&weights, &a_raw);
+                    (0..n).map(move |c| {
+                        (0..k)
+                            .map(|kk| i32::from(a_raw[r * k + kk]) * i32::from(weights[c * k + kk]))
+                            .sum::<i32>()
+                    })
+                })
+                .collect();
+            for isa in [Isa::Vnni, Isa::Avx2, Isa::Portable] {
+                if !isa.available() {
+                    continue;
+                }
+                let packed = PackedWeights::pack(isa, n, k, |c, kk| weights[c * k + kk]);
+                let mut a = vec![0u8; rows * packed.row_len()];
+                for r in 0..rows {
+                    a[r * packed.row_len()..][..k].copy_from_slice(&a_raw[r * k..][..k]);
+                }
+                let mut out = vec![0i32; rows * n];
+                packed.multiply(&a, rows, &mut out);
+                assert_eq!(out, expected, "{isa:?} n {n} k {k}");
+                let sums: Vec<i32> = (0..n)
+                    .map(|c| weights[c * k..][..k].iter().map(|&w| i32::from(w)).sum())
+                    .collect();
+                assert_eq!(packed.sums, sums);
+            }
+        }
+    }
+}
