@@ -383,3 +383,148 @@ impl OpKernel for Conv2D {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::{Activation, BuiltinOptions, Padding, Quantization, TensorType};
+
+    use super::super::common::testing::{Tensor, constant, quantized, run, tensor};
+    use super::*;
+
+    fn per_channel(mut t: Tensor, scales: Vec<f32>, zero_point: i64) -> Tensor {
+        let channels = scales.len();
+        t.info.quantization = Some(Quantization {
+            scale: scales,
+            zero_point: vec![zero_point; channels],
+            ..Quantization::default()
+        });
+        t
+    }
+
+    /// The packed GEMM path (filter a constant) against the direct path (the same filter fed
+    /// at run time, which cannot be packed) on random shapes, strides, dilations, paddings,
+    /// batches and both 8-bit types: the bytes must be equal.
+    #[test]
+    fn the_packed_int8_path_equals_the_direct_one() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        for case in 0..40 {
+            let signed = case % 3 != 0;
+            let dtype = if signed {
+                TensorType::Int8
+            } else {
+                TensorType::UInt8
+            };
+            let batches = 1 + next(2) as usize;
+            let (in_h, in_w) = (3 + next(9) as usize, 3 + next(9) as usize);
+            let in_c = 1 + next(20) as usize;
+            let out_c = 1 + next(40) as usize;
+            let (kh, kw) = (1 + next(3) as usize, 1 + next(3) as usize);
+            let stride = 1 + next(2) as i32;
+            let dilation = if case % 5 == 0 { 2 } else { 1 };
+            let padding = if next(2) == 0 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
+            if padding == Padding::Valid
+                && (in_h < (kh - 1) * dilation as usize + 1
+                    || in_w < (kw - 1) * dilation as usize + 1)
+            {
+                continue;
+            }
+            let input_zero = if signed {
+                next(256) as i64 - 128
+            } else {
+                next(256) as i64
+            };
+            // int8 filters are symmetric; legacy uint8 filters have a zero point near 128.
+            let filter_zero = if signed { 0 } else { 100 + next(56) as i64 };
+            let filter_bytes: Vec<u8> = (0..out_c * kh * kw * in_c)
+                .map(|_| {
+                    if signed {
+                        (next(255) as i32 - 127) as i8 as u8
+                    } else {
+                        next(256) as u8
+                    }
+                })
+                .collect();
+            let scales: Vec<f32> = (0..out_c)
+                .map(|_| 0.001 + next(100) as f32 * 1e-4)
+                .collect();
+            let bias: Vec<i32> = (0..out_c).map(|_| next(4000) as i32 - 2000).collect();
+            let input_bytes: Vec<u8> = (0..batches * in_h * in_w * in_c)
+                .map(|_| next(256) as u8)
+                .collect();
+            let activation = if case % 4 == 0 {
+                Activation::Relu
+            } else {
+                Activation::None
+            };
+            let options = BuiltinOptions::Conv2D(Conv2DOptions {
+                padding,
+                stride_w: stride,
+                stride_h: stride,
+                activation,
+                dilation_w: dilation,
+                dilation_h: dilation,
+            });
+            let bias_tensor = || {
+                let t = constant(
+                    TensorType::Int32,
+                    &[out_c],
+                    bias.iter().flat_map(|b| b.to_le_bytes()).collect(),
+                );
+                per_channel(t, scales.iter().map(|s| s * 0.05).collect(), 0)
+            };
+            let filter_shape = [out_c, kh, kw, in_c];
+            let input = || {
+                quantized(
+                    tensor(dtype, &[batches, in_h, in_w, in_c]),
+                    0.05,
+                    input_zero,
+                )
+            };
+            let output = || quantized(tensor(dtype, &[1]), 0.1, if signed { -5 } else { 120 });
+            let packed = run(
+                prepare,
+                options.clone(),
+                vec![
+                    Some(input()),
+                    Some(per_channel(
+                        constant(dtype, &filter_shape, filter_bytes.clone()),
+                        scales.clone(),
+                        filter_zero,
+                    )),
+                    Some(bias_tensor()),
+                ],
+                output(),
+                &[&input_bytes],
+            )
+            .unwrap();
+            let direct = run(
+                prepare,
+                options,
+                vec![
+                    Some(input()),
+                    Some(per_channel(
+                        tensor(dtype, &filter_shape),
+                        scales.clone(),
+                        filter_zero,
+                    )),
+                    Some(bias_tensor()),
+                ],
+                output(),
+                &[&input_bytes, &filter_bytes],
+            )
+            .unwrap();
+            assert_eq!(packed.shape, direct.shape, "case {case}");
+            assert_eq!(packed.data, direct.data, "case {case}");
+        }
+    }
+}
