@@ -11,6 +11,7 @@
 use kiln_tflite::BuiltinOptions;
 
 use super::common::dot::{dot, dot_q8};
+use super::common::igemm::{self, Isa, PackedWeights};
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::densify::densify;
@@ -28,6 +29,51 @@ struct FullyConnected {
     out_features: usize,
     has_bias: bool,
     arithmetic: Arithmetic,
+    /// Quantized constant weights packed for the integer GEMM.
+    packed: Option<PackedFc>,
+}
+
+/// The quantized layer as a GEMM over input rows shifted to 0..=255 (see CONV_2D's packed
+/// filter); the shift and the input zero point come back through `correction`.
+#[derive(Debug)]
+struct PackedFc {
+    weights: PackedWeights,
+    /// (input offset − shift) × Σ weights, per output.
+    correction: Vec<i32>,
+    /// XOR that maps an input byte to its shifted value (0x80 for int8, 0 for uint8).
+    flip: u8,
+}
+
+/// The weights packed when the layer is quantized and they are constants whose values (after
+/// the zero point) fit i8.
+fn pack_weights(
+    arithmetic: &Arithmetic,
+    weights: Option<&[u8]>,
+    out_features: usize,
+    in_features: usize,
+) -> Option<PackedFc> {
+    let Arithmetic::Quantized(q) = arithmetic else {
+        return None;
+    };
+    let weights = weights.filter(|w| w.len() == out_features * in_features)?;
+    let value = |i: usize| load_q(weights, q.filter_signed, i) + q.filter_offset;
+    if !(0..weights.len()).all(|i| i8::try_from(value(i)).is_ok()) {
+        return None;
+    }
+    let shift = if q.input_signed { 128 } else { 0 };
+    let packed = PackedWeights::pack(Isa::detect(), out_features, in_features, |o, k| {
+        value(o * in_features + k) as i8
+    });
+    let correction = packed
+        .sums
+        .iter()
+        .map(|&sum| (q.input_offset - shift).wrapping_mul(sum))
+        .collect();
+    Some(PackedFc {
+        weights: packed,
+        correction,
+        flip: if q.input_signed { 0x80 } else { 0 },
+    })
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
@@ -100,6 +146,11 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         vec![batches, out_features]
     };
     prep.set_output_shape(0, shape);
+    let constant_weights = dense_weights
+        .as_ref()
+        .map(AlignedBytes::as_slice)
+        .or_else(|| prep.input_value(1));
+    let packed = pack_weights(&arithmetic, constant_weights, out_features, in_features);
     Ok(Box::new(FullyConnected {
         dense_weights,
         batches,
@@ -107,6 +158,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         out_features,
         has_bias: bias.is_some(),
         arithmetic,
+        packed,
     }))
 }
 
@@ -134,6 +186,34 @@ impl OpKernel for FullyConnected {
                         let acc = dot(row, &weights[o * n_in..][..n_in])
                             + bias.map_or(0.0, |bias| bias[o]);
                         output[b * n_out + o] = clamp.apply(acc);
+                    }
+                }
+            }
+            Arithmetic::Quantized(q) if self.packed.is_some() => {
+                let Some(p) = &self.packed else {
+                    unreachable!("guarded")
+                };
+                let bias = bias.map(as_i32);
+                let output = &mut *outputs[0].data;
+                let row_len = p.weights.row_len();
+                let rows = self.batches.div_ceil(igemm::ROWS) * igemm::ROWS;
+                let mut shifted = vec![0u8; rows * row_len];
+                for b in 0..self.batches {
+                    let src = &input.data[b * n_in..][..n_in];
+                    for (d, &s) in shifted[b * row_len..][..n_in].iter_mut().zip(src) {
+                        *d = s ^ p.flip;
+                    }
+                }
+                let mut sums = vec![0i32; rows * n_out];
+                p.weights.multiply(&shifted, rows, &mut sums);
+                for b in 0..self.batches {
+                    for o in 0..n_out {
+                        let acc = sums[b * n_out + o].wrapping_add(p.correction[o]);
+                        store_q(
+                            output,
+                            b * n_out + o,
+                            q.finish(acc, bias.map_or(0, |bias| bias[o]), o),
+                        );
                     }
                 }
             }
@@ -195,10 +275,104 @@ impl OpKernel for FullyConnected {
 
 #[cfg(test)]
 mod tests {
-    use kiln_tflite::{FullyConnectedOptions, TensorType};
+    use kiln_tflite::{Activation, FullyConnectedOptions, Quantization, TensorType};
 
-    use super::super::common::testing::{constant, run, tensor};
+    use super::super::common::testing::{Tensor, constant, quantized, run, tensor};
     use super::*;
+
+    /// The packed GEMM path (constant weights) against the direct one (weights fed at run
+    /// time) on random sizes, batches, both 8-bit types and per-channel scales.
+    #[test]
+    fn the_packed_int8_path_equals_the_direct_one() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let per_channel = |mut t: Tensor, scales: Vec<f32>, zero_point: i64| {
+            let n = scales.len();
+            t.info.quantization = Some(Quantization {
+                scale: scales,
+                zero_point: vec![zero_point; n],
+                ..Quantization::default()
+            });
+            t
+        };
+        for case in 0..30 {
+            let signed = case % 3 != 0;
+            let dtype = if signed {
+                TensorType::Int8
+            } else {
+                TensorType::UInt8
+            };
+            let (batches, n_in, n_out) = (
+                1 + next(6) as usize,
+                1 + next(300) as usize,
+                1 + next(40) as usize,
+            );
+            let filter_zero = if signed { 0 } else { 100 + next(56) as i64 };
+            let weights: Vec<u8> = (0..n_out * n_in)
+                .map(|_| {
+                    if signed {
+                        (next(255) as i32 - 127) as i8 as u8
+                    } else {
+                        next(256) as u8
+                    }
+                })
+                .collect();
+            let scales: Vec<f32> = (0..n_out)
+                .map(|_| 0.001 + next(100) as f32 * 1e-4)
+                .collect();
+            let bias: Vec<u8> = (0..n_out)
+                .flat_map(|_| (next(4000) as i32 - 2000).to_le_bytes())
+                .collect();
+            let input: Vec<u8> = (0..batches * n_in).map(|_| next(256) as u8).collect();
+            let input_zero = if signed {
+                next(256) as i64 - 128
+            } else {
+                next(256) as i64
+            };
+            let options = BuiltinOptions::FullyConnected(FullyConnectedOptions {
+                activation: if case % 4 == 0 {
+                    Activation::Relu
+                } else {
+                    Activation::None
+                },
+                ..FullyConnectedOptions::default()
+            });
+            let evaluate = |constant_weights: bool| {
+                let weights_tensor = if constant_weights {
+                    constant(dtype, &[n_out, n_in], weights.clone())
+                } else {
+                    tensor(dtype, &[n_out, n_in])
+                };
+                let mut data: Vec<&[u8]> = vec![&input];
+                if !constant_weights {
+                    data.push(&weights);
+                }
+                run(
+                    prepare,
+                    options.clone(),
+                    vec![
+                        Some(quantized(tensor(dtype, &[batches, n_in]), 0.05, input_zero)),
+                        Some(per_channel(weights_tensor, scales.clone(), filter_zero)),
+                        Some(per_channel(
+                            constant(TensorType::Int32, &[n_out], bias.clone()),
+                            scales.iter().map(|s| s * 0.05).collect(),
+                            0,
+                        )),
+                    ],
+                    quantized(tensor(dtype, &[]), 0.2, if signed { 3 } else { 128 }),
+                    &data,
+                )
+                .unwrap()
+                .data
+            };
+            assert_eq!(evaluate(true), evaluate(false), "case {case}");
+        }
+    }
 
     fn fc(input_shape: &[usize]) -> Result<Vec<usize>, RuntimeError> {
         let weights: Vec<u8> = (0..3 * 16).flat_map(|v| (v as f32).to_le_bytes()).collect();
