@@ -111,7 +111,7 @@ fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Opt
         correction,
         flip: if q.input_signed { 0x80 } else { 0 },
         outside,
-        rescale: ChannelRescale::new(multipliers),
+        rescale: ChannelRescale::new(multipliers, PIXELS_PER_PASS),
         range: OutputRange {
             offset: q.output_offset,
             min: q.range.0,
@@ -132,9 +132,10 @@ impl Conv2D {
         let mut sums = vec![0i32; PIXELS_PER_PASS * g.out_c];
         // What each channel's sum gains besides the GEMM: the shift's and zero point's
         // correction, and the bias.
-        let offsets: Vec<i32> = (0..g.out_c)
+        let offsets = (0..g.out_c)
             .map(|oc| p.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
-            .collect();
+            .collect::<Vec<i32>>()
+            .repeat(PIXELS_PER_PASS);
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
             for start in (0..pixels).step_by(PIXELS_PER_PASS) {
@@ -160,12 +161,8 @@ impl Conv2D {
                 let padded = count.div_ceil(igemm::ROWS) * igemm::ROWS;
                 p.weights.multiply(&rows, padded, &mut sums);
                 let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];
-                for (out, sums) in out
-                    .chunks_exact_mut(g.out_c)
-                    .zip(sums.chunks_exact(g.out_c))
-                {
-                    p.rescale.requantize(sums, &offsets, p.range, out);
-                }
+                // One call finishes the pass: the multipliers and offsets repeat per pixel.
+                p.rescale.requantize(&sums, &offsets, p.range, out);
             }
         }
     }

@@ -208,13 +208,17 @@ fn tile_portable(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 16];
 #[target_feature(enable = "avx2")]
 unsafe fn tile_avx2(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 16]; ROWS]) {
     use std::arch::x86_64::*;
+    let pairs = block.len() / 16;
+    let rows = split_rows(a, row_len).map(|row| &row[..2 * pairs]);
     let mut acc = [_mm256_setzero_si256(); ROWS];
     for (p, weights) in block.chunks_exact(16).enumerate() {
         // SAFETY: 16 i16 per chunk is one 256-bit load.
         let w = unsafe { _mm256_loadu_si256(weights.as_ptr().cast()) };
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let at = r * row_len + 2 * p;
-            let pair = i32::from(a[at]) | (i32::from(a[at + 1]) << 16);
+        for (acc, row) in acc.iter_mut().zip(&rows) {
+            // SAFETY: p < pairs, and each row holds 2 × pairs bytes.
+            let pair = unsafe { row.as_ptr().add(2 * p).cast::<u16>().read_unaligned() };
+            // The two bytes, each widened to an i16 lane.
+            let pair = i32::from(pair & 0xff) | (i32::from(pair >> 8) << 16);
             *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_set1_epi32(pair), w));
         }
     }
@@ -224,17 +228,25 @@ unsafe fn tile_avx2(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 1
     }
 }
 
+/// The ROWS rows of `a`, each `row_len` long.
+#[inline(always)]
+fn split_rows(a: &[u8], row_len: usize) -> [&[u8]; ROWS] {
+    std::array::from_fn(|r| &a[r * row_len..(r + 1) * row_len])
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_vnni(a: &[u8], row_len: usize, block: &[i8], tile: &mut [[i32; 16]; ROWS]) {
     use std::arch::x86_64::*;
+    let quads = block.len() / 64;
+    let rows = split_rows(a, row_len).map(|row| &row[..4 * quads]);
     let mut acc = [_mm512_setzero_si512(); ROWS];
     for (q, weights) in block.chunks_exact(64).enumerate() {
         // SAFETY: 64 bytes per chunk is one 512-bit load.
         let w = unsafe { _mm512_loadu_si512(weights.as_ptr().cast()) };
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let at = r * row_len + 4 * q;
-            let quad = i32::from_le_bytes([a[at], a[at + 1], a[at + 2], a[at + 3]]);
+        for (acc, row) in acc.iter_mut().zip(&rows) {
+            // SAFETY: q < quads, and each row holds 4 × quads bytes.
+            let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() };
             *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(quad), w);
         }
     }

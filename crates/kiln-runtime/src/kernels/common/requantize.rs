@@ -7,12 +7,21 @@
 
 use kiln_tflite::quant::QuantizedMultiplier;
 
-/// Per-channel fixed-point multipliers, split into the parts the row loop reads.
+/// Per-channel fixed-point multipliers, split into the parts the row loop reads, repeated
+/// for several output pixels so that one call finishes a whole block of them.
 #[derive(Debug)]
 pub struct ChannelRescale {
     multiplier: Vec<i32>,
     left_shift: Vec<u32>,
     right_shift: Vec<i32>,
+    isa: RowIsa,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum RowIsa {
+    Avx512,
+    Avx2,
+    Baseline,
 }
 
 /// What follows the rescale: the output zero point and the clamp of the fused activation.
@@ -24,39 +33,49 @@ pub struct OutputRange {
 }
 
 impl ChannelRescale {
-    pub fn new(multipliers: &[QuantizedMultiplier]) -> Self {
+    /// The multipliers of each channel, repeated for `pixels` output pixels (channels
+    /// innermost, as the outputs lie).
+    pub fn new(multipliers: &[QuantizedMultiplier], pixels: usize) -> Self {
+        let repeated = || multipliers.iter().cycle().take(multipliers.len() * pixels);
         Self {
-            multiplier: multipliers.iter().map(|m| m.multiplier).collect(),
-            left_shift: multipliers
-                .iter()
-                .map(|m| m.shift.clamp(0, 31) as u32)
-                .collect(),
-            right_shift: multipliers
-                .iter()
-                .map(|m| (-m.shift).clamp(0, 31))
-                .collect(),
+            multiplier: repeated().map(|m| m.multiplier).collect(),
+            left_shift: repeated().map(|m| m.shift.clamp(0, 31) as u32).collect(),
+            right_shift: repeated().map(|m| (-m.shift).clamp(0, 31)).collect(),
+            isa: detect(),
         }
     }
 
-    /// `out[c] = clamp(rescale_c(acc[c] + offset[c]) + zero point)` as a byte (int8 or uint8
-    /// bits), for each channel `c` of one output pixel.
+    /// `out[i] = clamp(rescale_i(acc[i] + offset[i]) + zero point)` as a byte (int8 or uint8
+    /// bits), over as many elements as all four hold (`offset` repeated per pixel, like the
+    /// multipliers).
     pub fn requantize(&self, acc: &[i32], offset: &[i32], range: OutputRange, out: &mut [u8]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-            {
-                // SAFETY: the CPU has the features the function is compiled for.
-                return unsafe { requantize_avx512(self, acc, offset, range, out) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: as above.
-                return unsafe { requantize_avx2(self, acc, offset, range, out) };
-            }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `detect` found the features the function is compiled for.
+            RowIsa::Avx512 => unsafe { requantize_avx512(self, acc, offset, range, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            RowIsa::Avx2 => unsafe { requantize_avx2(self, acc, offset, range, out) },
+            _ => requantize_row(self, acc, offset, range, out),
         }
-        requantize_row(self, acc, offset, range, out);
     }
+}
+
+fn detect() -> RowIsa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            return RowIsa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return RowIsa::Avx2;
+        }
+    }
+    RowIsa::Baseline
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -153,7 +172,7 @@ mod tests {
         multipliers[0].shift = 40;
         multipliers[1].shift = -40;
         multipliers[2].multiplier = i32::MIN;
-        let rescale = ChannelRescale::new(&multipliers);
+        let rescale = ChannelRescale::new(&multipliers, 1);
         let range = OutputRange {
             offset: -3,
             min: -128,
