@@ -6,15 +6,50 @@ use kiln_tflite::DepthwiseConv2DOptions;
 
 use super::common::convolution::{Convolution, Operands, OperatorOptions};
 use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::weighted::Arithmetic;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
+use kiln_tflite::quant::Rescale;
 
 #[derive(Debug)]
 struct DepthwiseConv2D {
     conv: Convolution,
     multiplier: usize,
+    /// For a quantized constant filter: its values with the zero point applied, widened once
+    /// at prepare, and the vectorised per-pixel requantization.
+    quantized: Option<PreparedQuantized>,
+}
+
+#[derive(Debug)]
+struct PreparedQuantized {
+    filter: Vec<Wrapping>,
+    rescale: ChannelRescale,
+    range: OutputRange,
+}
+
+fn prepare_quantized(conv: &Convolution, filter: Option<&[u8]>) -> Option<PreparedQuantized> {
+    let Arithmetic::Quantized(q) = &conv.arithmetic else {
+        return None;
+    };
+    let Rescale::FixedPoint(multipliers) = &q.rescale else {
+        return None;
+    };
+    let g = &conv.geometry;
+    let filter = filter.filter(|f| f.len() == g.filter_h * g.filter_w * g.out_c)?;
+    if multipliers.len() != g.out_c {
+        return None;
+    }
+    Some(PreparedQuantized {
+        filter: widen(filter, q.filter_signed, q.filter_offset),
+        rescale: ChannelRescale::new(multipliers, 1),
+        range: OutputRange {
+            offset: q.output_offset,
+            min: q.range.0,
+            max: q.range.1,
+        },
+    })
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
@@ -45,7 +80,12 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     }
     // TFLite's hybrid depthwise always quantizes its input asymmetrically.
     let conv = operands.prepare(prep, geometry, &options, 3, true)?;
-    Ok(Box::new(DepthwiseConv2D { conv, multiplier }))
+    let quantized = prepare_quantized(&conv, prep.input_value(1));
+    Ok(Box::new(DepthwiseConv2D {
+        conv,
+        multiplier,
+        quantized,
+    }))
 }
 
 impl DepthwiseConv2D {
@@ -94,8 +134,15 @@ impl DepthwiseConv2D {
 
 /// Wrapping i32 so the integer paths share `convolve` with floats without overflow panics
 /// (TFLite's int32 accumulators wrap too).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(transparent)]
 struct Wrapping(i32);
+
+/// The accumulators as plain i32s (no copy).
+fn as_i32s(values: &[Wrapping]) -> &[i32] {
+    // SAFETY: `Wrapping` is `repr(transparent)` over i32: same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<i32>(), values.len()) }
+}
 
 impl std::ops::Add for Wrapping {
     type Output = Self;
@@ -132,6 +179,24 @@ impl OpKernel for DepthwiseConv2D {
                     for (oc, &a) in acc.iter().enumerate() {
                         output[pixel * out_c + oc] = clamp.apply(a + bias.map_or(0.0, |b| b[oc]));
                     }
+                });
+            }
+            Arithmetic::Quantized(q) if self.quantized.is_some() => {
+                let Some(prepared) = &self.quantized else {
+                    unreachable!("guarded")
+                };
+                let bias: Vec<i32> = bias
+                    .map(as_i32)
+                    .map_or_else(|| vec![0; out_c], <[i32]>::to_vec);
+                let output = &mut *outputs[0].data;
+                let x = widen(input.data, q.input_signed, q.input_offset);
+                self.convolve(&x, &prepared.filter, |_, pixel, acc| {
+                    prepared.rescale.requantize(
+                        as_i32s(acc),
+                        &bias,
+                        prepared.range,
+                        &mut output[pixel * out_c..][..out_c],
+                    );
                 });
             }
             Arithmetic::Quantized(q) => {
