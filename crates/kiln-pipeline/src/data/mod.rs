@@ -39,20 +39,29 @@ pub struct Provenance {
     pub skipped: BTreeMap<String, usize>,
     /// Splits served from the decoded-image cache (no image decoded).
     pub cache_hits: Vec<String>,
+    /// The files' digests, computed once (the report and the manifest both record them;
+    /// datasets can be gigabytes).
+    #[serde(skip)]
+    digests: std::sync::OnceLock<Vec<crate::digest::FileDigest>>,
 }
 
 impl Provenance {
     /// Size and sha256 of each local data file (folder roots, being directories, are left
     /// out), recorded by the path the config gave.
     pub fn file_digests(&self) -> Result<Vec<crate::digest::FileDigest>> {
-        self.files
+        if let Some(digests) = self.digests.get() {
+            return Ok(digests.clone());
+        }
+        let digests: Vec<_> = self
+            .files
             .iter()
             .filter(|path| path.is_file())
             .map(|path| {
                 crate::digest::file_digest(path, path.display().to_string())
                     .with_context(|| format!("cannot read the data file {}", path.display()))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(self.digests.get_or_init(|| digests).clone())
     }
 }
 
@@ -178,6 +187,7 @@ pub fn load_data(loaded: &LoadedConfig) -> Result<Splits> {
         files: Vec::new(),
         skipped: BTreeMap::new(),
         cache_hits: Vec::new(),
+        digests: std::sync::OnceLock::new(),
     };
     let mut record = |name: &str, split: &LoadedSplit| {
         provenance.files.extend(split.files.iter().cloned());

@@ -9,7 +9,7 @@ use kiln_tflite::Conv2DOptions;
 use super::common::convolution::{Convolution, Operands, OperatorOptions};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
-use super::common::igemm::{self, Isa, PackedWeights};
+use super::common::igemm::{self, QuantizedGemm};
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::weighted::Arithmetic;
@@ -35,11 +35,7 @@ struct Conv2D {
 /// input zero point come back through `correction`.
 #[derive(Debug)]
 struct PackedFilter {
-    weights: PackedWeights,
-    /// (input offset − shift) × Σ filter, per output channel.
-    correction: Vec<i32>,
-    /// XOR that maps an input byte to its shifted value (0x80 for int8, 0 for uint8).
-    flip: u8,
+    gemm: QuantizedGemm,
     /// The shifted byte of a tap outside the image (the input zero point, which contributes 0).
     outside: u8,
     rescale: ChannelRescale,
@@ -93,30 +89,16 @@ fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Opt
         return None;
     }
     let k = g.filter_h * g.filter_w * group_c;
-    let filter = filter.filter(|f| group_c == g.in_c && f.len() == g.out_c * k)?;
-    let weight = |i: usize| load_q(filter, q.filter_signed, i) + q.filter_offset;
-    if !(0..filter.len()).all(|i| i8::try_from(weight(i)).is_ok()) {
+    if group_c != g.in_c {
         return None;
     }
-    let shift = if q.input_signed { 128 } else { 0 };
-    let outside = u8::try_from(shift - q.input_offset).ok()?;
-    let weights = PackedWeights::pack(Isa::detect(), g.out_c, k, |c, kk| weight(c * k + kk) as i8);
-    let correction = weights
-        .sums
-        .iter()
-        .map(|&sum| (q.input_offset - shift).wrapping_mul(sum))
-        .collect();
+    let gemm = QuantizedGemm::new(q, g.out_c, k, filter?)?;
+    let outside = u8::try_from(QuantizedGemm::shift(q) - q.input_offset).ok()?;
     Some(PackedFilter {
-        weights,
-        correction,
-        flip: if q.input_signed { 0x80 } else { 0 },
+        gemm,
         outside,
         rescale: ChannelRescale::new(multipliers, PIXELS_PER_PASS),
-        range: OutputRange {
-            offset: q.output_offset,
-            min: q.range.0,
-            max: q.range.1,
-        },
+        range: OutputRange::of(q),
     })
 }
 
@@ -125,7 +107,7 @@ impl Conv2D {
     /// rows of shifted bytes, `PIXELS_PER_PASS` output pixels per GEMM call.
     fn eval_packed(&self, p: &PackedFilter, input: &[u8], bias: Option<&[i32]>, output: &mut [u8]) {
         let g = &self.conv.geometry;
-        let row_len = p.weights.row_len();
+        let row_len = p.gemm.weights.row_len();
         let pixels = g.out_h * g.out_w;
         let image_len = g.in_h * g.in_w * g.in_c;
         let mut rows = vec![0u8; PIXELS_PER_PASS * row_len];
@@ -133,7 +115,7 @@ impl Conv2D {
         // What each channel's sum gains besides the GEMM: the shift's and zero point's
         // correction, and the bias.
         let offsets = (0..g.out_c)
-            .map(|oc| p.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
+            .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
             .collect::<Vec<i32>>()
             .repeat(PIXELS_PER_PASS);
         for b in 0..g.batches {
@@ -150,7 +132,7 @@ impl Conv2D {
                                 Some((iy, ix)) => {
                                     let src = &image[(iy * g.in_w + ix) * g.in_c..][..g.in_c];
                                     for (d, &s) in dst.iter_mut().zip(src) {
-                                        *d = s ^ p.flip;
+                                        *d = s ^ p.gemm.flip;
                                     }
                                 }
                                 None => dst.fill(p.outside),
@@ -159,7 +141,7 @@ impl Conv2D {
                     }
                 }
                 let padded = count.div_ceil(igemm::ROWS) * igemm::ROWS;
-                p.weights.multiply(&rows, padded, &mut sums);
+                p.gemm.weights.multiply(&rows, padded, &mut sums);
                 let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];
                 // One call finishes the pass: the multipliers and offsets repeat per pixel.
                 p.rescale.requantize(&sums, &offsets, p.range, out);
@@ -383,33 +365,17 @@ impl OpKernel for Conv2D {
 
 #[cfg(test)]
 mod tests {
-    use kiln_tflite::{Activation, BuiltinOptions, Padding, Quantization, TensorType};
+    use kiln_tflite::{Activation, BuiltinOptions, Padding, TensorType};
 
-    use super::super::common::testing::{Tensor, constant, quantized, run, tensor};
+    use super::super::common::testing::{constant, per_channel, quantized, run, seeded, tensor};
     use super::*;
-
-    fn per_channel(mut t: Tensor, scales: Vec<f32>, zero_point: i64) -> Tensor {
-        let channels = scales.len();
-        t.info.quantization = Some(Quantization {
-            scale: scales,
-            zero_point: vec![zero_point; channels],
-            ..Quantization::default()
-        });
-        t
-    }
 
     /// The packed GEMM path (filter a constant) against the direct path (the same filter fed
     /// at run time, which cannot be packed) on random shapes, strides, dilations, paddings,
     /// batches and both 8-bit types: the bytes must be equal.
     #[test]
     fn the_packed_int8_path_equals_the_direct_one() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % n
-        };
+        let mut next = seeded(0x9e37_79b9_7f4a_7c15);
         for case in 0..40 {
             let signed = case % 3 != 0;
             let dtype = if signed {

@@ -44,11 +44,7 @@ fn prepare_quantized(conv: &Convolution, filter: Option<&[u8]>) -> Option<Prepar
     Some(PreparedQuantized {
         filter: widen(filter, q.filter_signed, q.filter_offset),
         rescale: ChannelRescale::new(multipliers, 1),
-        range: OutputRange {
-            offset: q.output_offset,
-            min: q.range.0,
-            max: q.range.1,
-        },
+        range: OutputRange::of(q),
     })
 }
 

@@ -11,7 +11,7 @@
 use kiln_tflite::BuiltinOptions;
 
 use super::common::dot::{dot, dot_q8};
-use super::common::igemm::{self, Isa, PackedWeights};
+use super::common::igemm::{self, QuantizedGemm};
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::densify::densify;
@@ -30,50 +30,7 @@ struct FullyConnected {
     has_bias: bool,
     arithmetic: Arithmetic,
     /// Quantized constant weights packed for the integer GEMM.
-    packed: Option<PackedFc>,
-}
-
-/// The quantized layer as a GEMM over input rows shifted to 0..=255 (see CONV_2D's packed
-/// filter); the shift and the input zero point come back through `correction`.
-#[derive(Debug)]
-struct PackedFc {
-    weights: PackedWeights,
-    /// (input offset − shift) × Σ weights, per output.
-    correction: Vec<i32>,
-    /// XOR that maps an input byte to its shifted value (0x80 for int8, 0 for uint8).
-    flip: u8,
-}
-
-/// The weights packed when the layer is quantized and they are constants whose values (after
-/// the zero point) fit i8.
-fn pack_weights(
-    arithmetic: &Arithmetic,
-    weights: Option<&[u8]>,
-    out_features: usize,
-    in_features: usize,
-) -> Option<PackedFc> {
-    let Arithmetic::Quantized(q) = arithmetic else {
-        return None;
-    };
-    let weights = weights.filter(|w| w.len() == out_features * in_features)?;
-    let value = |i: usize| load_q(weights, q.filter_signed, i) + q.filter_offset;
-    if !(0..weights.len()).all(|i| i8::try_from(value(i)).is_ok()) {
-        return None;
-    }
-    let shift = if q.input_signed { 128 } else { 0 };
-    let packed = PackedWeights::pack(Isa::detect(), out_features, in_features, |o, k| {
-        value(o * in_features + k) as i8
-    });
-    let correction = packed
-        .sums
-        .iter()
-        .map(|&sum| (q.input_offset - shift).wrapping_mul(sum))
-        .collect();
-    Some(PackedFc {
-        weights: packed,
-        correction,
-        flip: if q.input_signed { 0x80 } else { 0 },
-    })
+    packed: Option<QuantizedGemm>,
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
@@ -150,7 +107,12 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         .as_ref()
         .map(AlignedBytes::as_slice)
         .or_else(|| prep.input_value(1));
-    let packed = pack_weights(&arithmetic, constant_weights, out_features, in_features);
+    let packed = match (&arithmetic, constant_weights) {
+        (Arithmetic::Quantized(q), Some(weights)) => {
+            QuantizedGemm::new(q, out_features, in_features, weights)
+        }
+        _ => None,
+    };
     Ok(Box::new(FullyConnected {
         dense_weights,
         batches,
@@ -275,31 +237,16 @@ impl OpKernel for FullyConnected {
 
 #[cfg(test)]
 mod tests {
-    use kiln_tflite::{Activation, FullyConnectedOptions, Quantization, TensorType};
+    use kiln_tflite::{Activation, FullyConnectedOptions, TensorType};
 
-    use super::super::common::testing::{Tensor, constant, quantized, run, tensor};
+    use super::super::common::testing::{constant, per_channel, quantized, run, seeded, tensor};
     use super::*;
 
     /// The packed GEMM path (constant weights) against the direct one (weights fed at run
     /// time) on random sizes, batches, both 8-bit types and per-channel scales.
     #[test]
     fn the_packed_int8_path_equals_the_direct_one() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % n
-        };
-        let per_channel = |mut t: Tensor, scales: Vec<f32>, zero_point: i64| {
-            let n = scales.len();
-            t.info.quantization = Some(Quantization {
-                scale: scales,
-                zero_point: vec![zero_point; n],
-                ..Quantization::default()
-            });
-            t
-        };
+        let mut next = seeded(0x2545_f491_4f6c_dd1d);
         for case in 0..30 {
             let signed = case % 3 != 0;
             let dtype = if signed {

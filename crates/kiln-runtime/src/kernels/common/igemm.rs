@@ -13,8 +13,53 @@
 //! `0..=255` and fold the shift and the input zero point into a per-channel correction
 //! through [`PackedWeights::sums`].
 
+use super::quant::load_q;
+use super::weighted::Quantized;
+
 /// Rows (output pixels) per microkernel call; callers pad their row count to a multiple.
 pub const ROWS: usize = 4;
+
+/// A quantized layer's constant weights as a GEMM over shifted activations: inputs enter as
+/// `byte ^ flip` (0..=255), and Σ (x + input offset)·w = Σ (x ^ flip)·w + correction.
+#[derive(Debug)]
+pub struct QuantizedGemm {
+    pub weights: PackedWeights,
+    /// (input offset − shift) × Σ w, per output channel.
+    pub correction: Vec<i32>,
+    /// XOR that maps an input byte to its shifted value (0x80 for int8, 0 for uint8).
+    pub flip: u8,
+}
+
+impl QuantizedGemm {
+    /// `weights` ([n, k] 8-bit values of `q`'s filter type) packed for this CPU, when their
+    /// values after the zero point fit i8 (every int8 model; legacy uint8 filters near
+    /// their zero point).
+    pub fn new(q: &Quantized, n: usize, k: usize, weights: &[u8]) -> Option<Self> {
+        if weights.len() != n * k {
+            return None;
+        }
+        let value = |i: usize| load_q(weights, q.filter_signed, i) + q.filter_offset;
+        if !(0..weights.len()).all(|i| i8::try_from(value(i)).is_ok()) {
+            return None;
+        }
+        let packed = PackedWeights::pack(Isa::detect(), n, k, |c, kk| value(c * k + kk) as i8);
+        let correction = packed
+            .sums
+            .iter()
+            .map(|&sum| (q.input_offset - Self::shift(q)).wrapping_mul(sum))
+            .collect();
+        Some(Self {
+            weights: packed,
+            correction,
+            flip: if q.input_signed { 0x80 } else { 0 },
+        })
+    }
+
+    /// What the flip adds to an input value: 128 for int8, 0 for uint8.
+    pub fn shift(q: &Quantized) -> i32 {
+        if q.input_signed { 128 } else { 0 }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {

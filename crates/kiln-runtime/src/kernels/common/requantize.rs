@@ -32,6 +32,17 @@ pub struct OutputRange {
     pub max: i32,
 }
 
+impl OutputRange {
+    /// `q`'s output zero point and activation clamp.
+    pub fn of(q: &super::weighted::Quantized) -> Self {
+        Self {
+            offset: q.output_offset,
+            min: q.range.0,
+            max: q.range.1,
+        }
+    }
+}
+
 impl ChannelRescale {
     /// The multipliers of each channel, repeated for `pixels` output pixels (channels
     /// innermost, as the outputs lie).

@@ -50,6 +50,28 @@ pub fn quantized(mut t: Tensor, scale: f32, zero_point: i64) -> Tensor {
     t
 }
 
+/// `t` quantized per output channel (axis 0): one scale per channel, one zero point for all.
+pub fn per_channel(mut t: Tensor, scales: Vec<f32>, zero_point: i64) -> Tensor {
+    let channels = scales.len();
+    t.info.quantization = Some(Quantization {
+        scale: scales,
+        zero_point: vec![zero_point; channels],
+        ..Quantization::default()
+    });
+    t
+}
+
+/// A seeded generator of integers below `n`, for random test cases.
+pub fn seeded(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    }
+}
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct Run {
