@@ -6,12 +6,14 @@
 
 use kiln_tflite::Conv2DOptions;
 
-use super::common::convolution::{Convolution, Operands, OperatorOptions};
+use super::common::convolution::{Convolution, Geometry, Operands, OperatorOptions};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
 use super::common::igemm::{self, QuantizedGemm};
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::requantize::{ChannelRescale, OutputRange};
+use super::common::scratch::Scratch;
+use super::common::sgemm::{Epilogue, PackedFloatWeights};
 use super::common::weighted::Arithmetic;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
@@ -26,8 +28,15 @@ struct Conv2D {
     conv: Convolution,
     /// Input channels each filter sees (the input's channels over the number of groups).
     group_c: usize,
-    /// The quantized filter packed for the integer GEMM, when it is a constant of the file.
-    packed: Option<PackedFilter>,
+    /// The filter packed for a GEMM, when it is a constant of the file and the convolution is
+    /// ungrouped.
+    packed: Option<Packed>,
+}
+
+#[derive(Debug)]
+enum Packed {
+    Float(PackedFloatWeights),
+    Quantized(PackedFilter),
 }
 
 /// A quantized convolution as a GEMM: each output pixel's receptive field becomes a row of
@@ -66,11 +75,34 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         .as_ref()
         .is_some_and(|q| q.scale.len() > 1);
     let conv = operands.prepare(prep, geometry, &options, 0, hybrid_asymmetric)?;
-    let packed = pack_filter(&conv, group_c, prep.input_value(1));
+    let packed = if group_c != conv.geometry.in_c {
+        None
+    } else if let Arithmetic::Float { .. } = conv.arithmetic {
+        pack_float_filter(&conv, prep.input_value(1)).map(Packed::Float)
+    } else {
+        pack_filter(&conv, group_c, prep.input_value(1)).map(Packed::Quantized)
+    };
     Ok(Box::new(Conv2D {
         conv,
         group_c,
         packed,
+    }))
+}
+
+/// A constant float filter ([out_c, h, w, in_c]) packed for the float GEMM.
+fn pack_float_filter(conv: &Convolution, filter: Option<&[u8]>) -> Option<PackedFloatWeights> {
+    let g = &conv.geometry;
+    let k = g.filter_h * g.filter_w * g.in_c;
+    let filter = filter?;
+    if filter.len() != g.out_c * k * size_of::<f32>() {
+        return None;
+    }
+    let weight = |i: usize| {
+        let b = &filter[i * 4..][..4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    };
+    Some(PackedFloatWeights::pack(g.out_c, k, |c, kk| {
+        weight(c * k + kk)
     }))
 }
 
@@ -103,6 +135,52 @@ fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Opt
 }
 
 impl Conv2D {
+    /// The float convolution through the packed filter. A 1×1 convolution with stride 1
+    /// multiplies the image in place; others gather `PIXELS_PER_PASS` receptive fields into
+    /// rows first.
+    fn eval_float_packed(
+        &self,
+        weights: &PackedFloatWeights,
+        input: &[f32],
+        bias: Option<&[f32]>,
+        output: &mut [f32],
+        clamp: FloatClamp,
+    ) {
+        let g = &self.conv.geometry;
+        let k = g.filter_h * g.filter_w * g.in_c;
+        let pixels = g.out_h * g.out_w;
+        let image_len = g.in_h * g.in_w * g.in_c;
+        let epilogue = Epilogue {
+            bias,
+            min: clamp.min,
+            max: clamp.max,
+        };
+        let pointwise = g.filter_h == 1
+            && g.filter_w == 1
+            && g.stride == (1, 1)
+            && g.pad == (0, 0)
+            && (g.out_h, g.out_w) == (g.in_h, g.in_w);
+        for b in 0..g.batches {
+            let image = &input[b * image_len..][..image_len];
+            let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
+            if pointwise {
+                weights.multiply(image, g.in_c, pixels, epilogue, out, g.out_c);
+                continue;
+            }
+            f32::with(PIXELS_PER_PASS * k, |rows| {
+                for start in (0..pixels).step_by(PIXELS_PER_PASS) {
+                    let count = PIXELS_PER_PASS.min(pixels - start);
+                    for (i, row) in rows.chunks_exact_mut(k).take(count).enumerate() {
+                        let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
+                        self.gather(image, oy, ox, 0, row);
+                    }
+                    let out = &mut out[start * g.out_c..][..count * g.out_c];
+                    weights.multiply(rows, k, count, epilogue, out, g.out_c);
+                }
+            });
+        }
+    }
+
     /// The quantized convolution through the packed filter: receptive fields gathered into
     /// rows of shifted bytes, `PIXELS_PER_PASS` output pixels per GEMM call.
     fn eval_packed(&self, p: &PackedFilter, input: &[u8], bias: Option<&[i32]>, output: &mut [u8]) {
@@ -110,41 +188,58 @@ impl Conv2D {
         let row_len = p.gemm.weights.row_len();
         let pixels = g.out_h * g.out_w;
         let image_len = g.in_h * g.in_w * g.in_c;
-        let mut rows = vec![0u8; PIXELS_PER_PASS * row_len];
-        let mut sums = vec![0i32; PIXELS_PER_PASS * g.out_c];
         // What each channel's sum gains besides the GEMM: the shift's and zero point's
         // correction, and the bias.
         let offsets = (0..g.out_c)
             .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
             .collect::<Vec<i32>>()
             .repeat(PIXELS_PER_PASS);
-        for b in 0..g.batches {
-            let image = &input[b * image_len..][..image_len];
-            for start in (0..pixels).step_by(PIXELS_PER_PASS) {
-                let count = PIXELS_PER_PASS.min(pixels - start);
-                for i in 0..count {
-                    let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
-                    let row = &mut rows[i * row_len..][..row_len];
-                    for ky in 0..g.filter_h {
-                        for kx in 0..g.filter_w {
-                            let dst = &mut row[(ky * g.filter_w + kx) * g.in_c..][..g.in_c];
-                            match g.tap(oy, ox, ky, kx) {
-                                Some((iy, ix)) => {
-                                    let src = &image[(iy * g.in_w + ix) * g.in_c..][..g.in_c];
-                                    for (d, &s) in dst.iter_mut().zip(src) {
-                                        *d = s ^ p.gemm.flip;
-                                    }
-                                }
-                                None => dst.fill(p.outside),
-                            }
+        // Reused buffers hold stale bytes: the padding past `k` in each row meets zero
+        // weights, and the rows past `count` give sums nobody reads.
+        u8::with(PIXELS_PER_PASS * row_len, |rows| {
+            i32::with(PIXELS_PER_PASS * g.out_c, |sums| {
+                for b in 0..g.batches {
+                    let image = &input[b * image_len..][..image_len];
+                    for start in (0..pixels).step_by(PIXELS_PER_PASS) {
+                        let count = PIXELS_PER_PASS.min(pixels - start);
+                        for (i, row) in rows.chunks_exact_mut(row_len).take(count).enumerate() {
+                            let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
+                            Self::gather_shifted(g, image, oy, ox, p, row);
                         }
+                        let padded = count.div_ceil(igemm::ROWS) * igemm::ROWS;
+                        p.gemm.weights.multiply(rows, padded, sums);
+                        let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];
+                        // One call finishes the pass: the multipliers and offsets repeat per
+                        // pixel.
+                        p.rescale
+                            .requantize(&sums[..count * g.out_c], &offsets, p.range, out);
                     }
                 }
-                let padded = count.div_ceil(igemm::ROWS) * igemm::ROWS;
-                p.gemm.weights.multiply(&rows, padded, &mut sums);
-                let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];
-                // One call finishes the pass: the multipliers and offsets repeat per pixel.
-                p.rescale.requantize(&sums, &offsets, p.range, out);
+            })
+        });
+    }
+
+    /// Output pixel (oy, ox)'s receptive field as shifted bytes.
+    fn gather_shifted(
+        g: &Geometry,
+        image: &[u8],
+        oy: usize,
+        ox: usize,
+        p: &PackedFilter,
+        row: &mut [u8],
+    ) {
+        for ky in 0..g.filter_h {
+            for kx in 0..g.filter_w {
+                let dst = &mut row[(ky * g.filter_w + kx) * g.in_c..][..g.in_c];
+                match g.tap(oy, ox, ky, kx) {
+                    Some((iy, ix)) => {
+                        let src = &image[(iy * g.in_w + ix) * g.in_c..][..g.in_c];
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d = s ^ p.gemm.flip;
+                        }
+                    }
+                    None => dst.fill(p.outside),
+                }
             }
         }
     }
@@ -291,6 +386,18 @@ impl OpKernel for Conv2D {
         let g = &self.conv.geometry;
         let image_len = g.in_h * g.in_w * g.in_c;
         match &self.conv.arithmetic {
+            Arithmetic::Float { clamp } if matches!(self.packed, Some(Packed::Float(_))) => {
+                let Some(Packed::Float(weights)) = &self.packed else {
+                    unreachable!("guarded")
+                };
+                self.eval_float_packed(
+                    weights,
+                    as_f32(input.data),
+                    bias.map(as_f32),
+                    as_f32_mut(outputs[0].data),
+                    *clamp,
+                );
+            }
             Arithmetic::Float { clamp } => self.eval_float(
                 as_f32(input.data),
                 as_f32(filter.data),
@@ -298,8 +405,8 @@ impl OpKernel for Conv2D {
                 as_f32_mut(outputs[0].data),
                 *clamp,
             ),
-            Arithmetic::Quantized(_) if self.packed.is_some() => {
-                let Some(packed) = &self.packed else {
+            Arithmetic::Quantized(_) if matches!(self.packed, Some(Packed::Quantized(_))) => {
+                let Some(Packed::Quantized(packed)) = &self.packed else {
                     unreachable!("guarded")
                 };
                 self.eval_packed(packed, input.data, bias.map(as_i32), &mut *outputs[0].data);

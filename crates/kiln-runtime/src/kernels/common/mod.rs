@@ -15,6 +15,9 @@
 //!   quantization (the arithmetic itself is `kiln_tflite::quant`);
 //! - `requantize`: a row of int32 accumulators to 8-bit outputs (fixed-point rescale, zero
 //!   point, clamp), vectorised;
+//! - `scratch`: per-thread working buffers reused across invokes;
+//! - `sgemm`: the float GEMM of CONV_2D, with the filter packed at prepare for AVX-512, AVX2 +
+//!   FMA or portable microkernels;
 //! - `weighted`: the arithmetic of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED (float,
 //!   quantized or hybrid);
 //! - `testing`: prepares and runs one kernel on hand-built tensors, for unit tests.
@@ -29,6 +32,8 @@ pub mod lut;
 pub mod pooling;
 pub mod quant;
 pub mod requantize;
+pub mod scratch;
+pub mod sgemm;
 #[cfg(test)]
 pub mod testing;
 pub mod weighted;
