@@ -27,17 +27,30 @@ impl Reduce for Average {
         }
     }
 
-    fn quantized(&self, cells: &[usize], value: impl Fn(usize) -> i32, _low: i32) -> i32 {
+    fn quantized(&self, input: &[u8], signed: bool, cells: &[usize], _low: i32, out: &mut [i32]) {
+        let c = out.len();
+        // int32 accumulators as in TFLite, where a window of more than 2^24 cells overflows;
+        // they wrap there (C++ on every target) rather than panicking here.
+        out.fill(0);
+        for &cell in cells {
+            let pixel = &input[cell * c..][..c];
+            if signed {
+                for (o, &v) in out.iter_mut().zip(pixel) {
+                    *o = o.wrapping_add(i32::from(v as i8));
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(pixel) {
+                    *o = o.wrapping_add(i32::from(v));
+                }
+            }
+        }
         let count = cells.len().max(1) as i32;
-        // int32 accumulator as in TFLite, where a window of more than 2^24 cells overflows; it
-        // wraps there (C++ on every target) rather than panicking here.
-        let total = cells
-            .iter()
-            .fold(0i32, |total, &cell| total.wrapping_add(value(cell)));
-        if total > 0 {
-            total.wrapping_add(count / 2) / count
-        } else {
-            total.wrapping_sub(count / 2) / count
+        for total in out.iter_mut() {
+            *total = if *total > 0 {
+                total.wrapping_add(count / 2) / count
+            } else {
+                total.wrapping_sub(count / 2) / count
+            };
         }
     }
 }

@@ -6,10 +6,10 @@
 
 use kiln_tflite::Conv2DOptions;
 
-use super::common::convolution::{Convolution, Geometry, Operands, OperatorOptions};
+use super::common::convolution::{Convolution, Operands, OperatorOptions};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
-use super::common::igemm::{self, QuantizedGemm};
+use super::common::igemm::QuantizedGemm;
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::scratch::Scratch;
@@ -172,7 +172,7 @@ impl Conv2D {
                     let count = PIXELS_PER_PASS.min(pixels - start);
                     for (i, row) in rows.chunks_exact_mut(k).take(count).enumerate() {
                         let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
-                        self.gather(image, oy, ox, 0, row);
+                        g.gather_field(image, (oy, ox), 0.0, |s| s, row);
                     }
                     let out = &mut out[start * g.out_c..][..count * g.out_c];
                     weights.multiply(rows, k, count, epilogue, out, g.out_c);
@@ -194,8 +194,8 @@ impl Conv2D {
             .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
             .collect::<Vec<i32>>()
             .repeat(PIXELS_PER_PASS);
-        // Reused buffers hold stale bytes: the padding past `k` in each row meets zero
-        // weights, and the rows past `count` give sums nobody reads.
+        // The reused buffer holds stale bytes: the padding past `k` in each row meets zero
+        // weights.
         u8::with(PIXELS_PER_PASS * row_len, |rows| {
             i32::with(PIXELS_PER_PASS * g.out_c, |sums| {
                 for b in 0..g.batches {
@@ -204,10 +204,9 @@ impl Conv2D {
                         let count = PIXELS_PER_PASS.min(pixels - start);
                         for (i, row) in rows.chunks_exact_mut(row_len).take(count).enumerate() {
                             let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
-                            Self::gather_shifted(g, image, oy, ox, p, row);
+                            g.gather_field(image, (oy, ox), p.outside, |s| s ^ p.gemm.flip, row);
                         }
-                        let padded = count.div_ceil(igemm::ROWS) * igemm::ROWS;
-                        p.gemm.weights.multiply(rows, padded, sums);
+                        p.gemm.weights.multiply(rows, count, sums);
                         let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];
                         // One call finishes the pass: the multipliers and offsets repeat per
                         // pixel.
@@ -217,31 +216,6 @@ impl Conv2D {
                 }
             })
         });
-    }
-
-    /// Output pixel (oy, ox)'s receptive field as shifted bytes.
-    fn gather_shifted(
-        g: &Geometry,
-        image: &[u8],
-        oy: usize,
-        ox: usize,
-        p: &PackedFilter,
-        row: &mut [u8],
-    ) {
-        for ky in 0..g.filter_h {
-            for kx in 0..g.filter_w {
-                let dst = &mut row[(ky * g.filter_w + kx) * g.in_c..][..g.in_c];
-                match g.tap(oy, ox, ky, kx) {
-                    Some((iy, ix)) => {
-                        let src = &image[(iy * g.in_w + ix) * g.in_c..][..g.in_c];
-                        for (d, &s) in dst.iter_mut().zip(src) {
-                            *d = s ^ p.gemm.flip;
-                        }
-                    }
-                    None => dst.fill(p.outside),
-                }
-            }
-        }
     }
 
     fn groups(&self) -> usize {

@@ -11,7 +11,7 @@
 use kiln_tflite::BuiltinOptions;
 
 use super::common::dot::{dot, dot_q8};
-use super::common::igemm::{self, QuantizedGemm};
+use super::common::igemm::QuantizedGemm;
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::densify::densify;
@@ -158,7 +158,7 @@ impl OpKernel for FullyConnected {
                 let bias = bias.map(as_i32);
                 let output = &mut *outputs[0].data;
                 let row_len = p.weights.row_len();
-                let rows = self.batches.div_ceil(igemm::ROWS) * igemm::ROWS;
+                let rows = self.batches;
                 let mut shifted = vec![0u8; rows * row_len];
                 for b in 0..self.batches {
                     let src = &input.data[b * n_in..][..n_in];

@@ -237,4 +237,50 @@ impl Geometry {
         let ix = (ox * self.stride.1 + kx * self.dilation.1).checked_sub(self.pad.1)?;
         (iy < self.in_h && ix < self.in_w).then_some((iy, ix))
     }
+
+    /// Output pixel (oy, ox)'s receptive field over every input channel of `image` (one
+    /// batch, NHWC) as one row in the filter's (h, w, c) order: each value through `map`,
+    /// taps outside the image `outside`. A filter row wholly inside the image is one
+    /// contiguous run of the input.
+    #[inline]
+    pub fn gather_field<T: Copy>(
+        &self,
+        image: &[T],
+        (oy, ox): (usize, usize),
+        outside: T,
+        map: impl Fn(T) -> T,
+        row: &mut [T],
+    ) {
+        let run = self.filter_w * self.in_c;
+        let x0 = (ox * self.stride.1).checked_sub(self.pad.1);
+        let runs_inside =
+            self.dilation.1 == 1 && x0.is_some_and(|x0| x0 + self.filter_w <= self.in_w);
+        for (ky, dst) in row.chunks_exact_mut(run).take(self.filter_h).enumerate() {
+            let iy = (oy * self.stride.0 + ky * self.dilation.0)
+                .checked_sub(self.pad.0)
+                .filter(|&iy| iy < self.in_h);
+            match (iy, x0) {
+                (None, _) => dst.fill(outside),
+                (Some(iy), Some(x0)) if runs_inside => {
+                    let src = &image[(iy * self.in_w + x0) * self.in_c..][..run];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = map(s);
+                    }
+                }
+                (Some(_), _) => {
+                    for (kx, dst) in dst.chunks_exact_mut(self.in_c).enumerate() {
+                        match self.tap(oy, ox, ky, kx) {
+                            Some((iy, ix)) => {
+                                let src = &image[(iy * self.in_w + ix) * self.in_c..][..self.in_c];
+                                for (d, &s) in dst.iter_mut().zip(src) {
+                                    *d = map(s);
+                                }
+                            }
+                            None => dst.fill(outside),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

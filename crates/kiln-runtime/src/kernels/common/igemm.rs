@@ -16,8 +16,8 @@
 use super::quant::load_q;
 use super::weighted::Quantized;
 
-/// Rows (output pixels) per microkernel call; callers pad their row count to a multiple.
-pub const ROWS: usize = 4;
+/// Rows (output pixels) per full microkernel call.
+pub const ROWS: usize = 8;
 
 /// A quantized layer's constant weights as a GEMM over shifted activations: inputs enter as
 /// `byte ^ flip` (0..=255), and Σ (x + input offset)·w = Σ (x ^ flip)·w + correction.
@@ -179,62 +179,88 @@ impl PackedWeights {
         self.k_padded
     }
 
-    /// `out[r * n + c] = Σ_k a[r * row_len + k] × weight(c, k)` for `rows` rows (a multiple
-    /// of [`ROWS`]; `a` holds that many rows of [`Self::row_len`] bytes).
+    /// `out[r * n + c] = Σ_k a[r * row_len + k] × weight(c, k)` for `rows` rows (`a` holds
+    /// that many rows of [`Self::row_len`] bytes).
     pub fn multiply(&self, a: &[u8], rows: usize, out: &mut [i32]) {
-        assert!(
-            rows.is_multiple_of(ROWS),
-            "rows are padded to the microkernel's"
-        );
         assert!(a.len() >= rows * self.k_padded && out.len() >= rows * self.n);
         let lanes = self.isa.lanes();
         let block_len = self.k_padded * lanes;
-        let mut tile = [[0i32; 16]; ROWS];
-        for block in 0..self.n.div_ceil(lanes) {
+        let blocks = self.n.div_ceil(lanes);
+        let mut tile = [[0i32; 32]; ROWS];
+        let mut block = 0;
+        while block < blocks {
+            // VNNI takes two blocks at once while two remain: twice the accumulators per
+            // broadcast activation, which hides vpdpbusd's latency.
+            let together = if self.isa == Isa::Vnni && block + 1 < blocks {
+                2
+            } else {
+                1
+            };
             let first = block * lanes;
-            let width = lanes.min(self.n - first);
-            for r0 in (0..rows).step_by(ROWS) {
-                let a = &a[r0 * self.k_padded..(r0 + ROWS) * self.k_padded];
-                match self.isa {
+            let width = (together * lanes).min(self.n - first);
+            let weights = block * block_len..(block + together) * block_len;
+            let mut r0 = 0;
+            while r0 < rows {
+                // Full tiles of ROWS rows, then the rest one row at a time (a batch-1 fully
+                // connected layer is all rest).
+                let count = if rows - r0 >= ROWS { ROWS } else { 1 };
+                let a = &a[r0 * self.k_padded..(r0 + count) * self.k_padded];
+                let w = weights.clone();
+                match (self.isa, together, count) {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `Isa::Vnni` is only packed when the CPU has AVX-512 VNNI (or by a
-                    // test that checked `available`); the slices hold ROWS rows and a block.
-                    Isa::Vnni => unsafe {
-                        tile_vnni(
-                            a,
-                            self.k_padded,
-                            &self.bytes[block * block_len..][..block_len],
-                            &mut tile,
-                        )
+                    // test that checked `available`); the slices hold the rows and the blocks.
+                    (Isa::Vnni, 2, ROWS) => unsafe {
+                        tile_vnni::<2, ROWS>(a, self.k_padded, &self.bytes[w], &mut tile)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
+                    (Isa::Vnni, 2, _) => unsafe {
+                        tile_vnni::<2, 1>(a, self.k_padded, &self.bytes[w], &mut tile)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
+                    (Isa::Vnni, _, ROWS) => unsafe {
+                        tile_vnni::<1, ROWS>(a, self.k_padded, &self.bytes[w], &mut tile)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
+                    (Isa::Vnni, _, _) => unsafe {
+                        tile_vnni::<1, 1>(a, self.k_padded, &self.bytes[w], &mut tile)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above, for AVX2.
-                    Isa::Avx2 => unsafe {
-                        tile_avx2(
-                            a,
-                            self.k_padded,
-                            &self.words[block * block_len..][..block_len],
-                            &mut tile,
-                        )
+                    (Isa::Avx2, _, ROWS) => unsafe {
+                        tile_avx2::<ROWS>(a, self.k_padded, &self.words[w], &mut tile)
                     },
-                    _ => tile_portable(
-                        a,
-                        self.k_padded,
-                        &self.words[block * block_len..][..block_len],
-                        &mut tile,
-                    ),
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above, for AVX2.
+                    (Isa::Avx2, _, _) => unsafe {
+                        tile_avx2::<1>(a, self.k_padded, &self.words[w], &mut tile)
+                    },
+                    (_, _, ROWS) => {
+                        tile_portable::<ROWS>(a, self.k_padded, &self.words[w], &mut tile)
+                    }
+                    _ => tile_portable::<1>(a, self.k_padded, &self.words[w], &mut tile),
                 }
-                for (r, sums) in tile.iter().enumerate() {
+                for (r, sums) in tile.iter().take(count).enumerate() {
                     out[(r0 + r) * self.n + first..][..width].copy_from_slice(&sums[..width]);
                 }
+                r0 += count;
             }
+            block += together;
         }
     }
 }
 
 /// ROWS rows × 8 channels from the i16 layout, in plain integer arithmetic.
-fn tile_portable(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 16]; ROWS]) {
-    for (r, sums) in tile.iter_mut().enumerate() {
+fn tile_portable<const R: usize>(
+    a: &[u8],
+    row_len: usize,
+    block: &[i16],
+    tile: &mut [[i32; 32]; ROWS],
+) {
+    for (r, sums) in tile.iter_mut().enumerate().take(R) {
         let row = &a[r * row_len..][..row_len];
         let mut acc = [0i32; 8];
         for (pair, weights) in row.chunks_exact(2).zip(block.chunks_exact(16)) {
@@ -251,11 +277,16 @@ fn tile_portable(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 16];
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 16]; ROWS]) {
+unsafe fn tile_avx2<const R: usize>(
+    a: &[u8],
+    row_len: usize,
+    block: &[i16],
+    tile: &mut [[i32; 32]; ROWS],
+) {
     use std::arch::x86_64::*;
     let pairs = block.len() / 16;
-    let rows = split_rows(a, row_len).map(|row| &row[..2 * pairs]);
-    let mut acc = [_mm256_setzero_si256(); ROWS];
+    let rows = split_rows::<R>(a, row_len).map(|row| &row[..2 * pairs]);
+    let mut acc = [_mm256_setzero_si256(); R];
     for (p, weights) in block.chunks_exact(16).enumerate() {
         // SAFETY: 16 i16 per chunk is one 256-bit load.
         let w = unsafe { _mm256_loadu_si256(weights.as_ptr().cast()) };
@@ -273,31 +304,44 @@ unsafe fn tile_avx2(a: &[u8], row_len: usize, block: &[i16], tile: &mut [[i32; 1
     }
 }
 
-/// The ROWS rows of `a`, each `row_len` long.
+/// The R rows of `a`, each `row_len` long.
 #[inline(always)]
-fn split_rows(a: &[u8], row_len: usize) -> [&[u8]; ROWS] {
+fn split_rows<const R: usize>(a: &[u8], row_len: usize) -> [&[u8]; R] {
     std::array::from_fn(|r| &a[r * row_len..(r + 1) * row_len])
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_vnni(a: &[u8], row_len: usize, block: &[i8], tile: &mut [[i32; 16]; ROWS]) {
+unsafe fn tile_vnni<const BLOCKS: usize, const R: usize>(
+    a: &[u8],
+    row_len: usize,
+    blocks: &[i8],
+    tile: &mut [[i32; 32]; ROWS],
+) {
     use std::arch::x86_64::*;
-    let quads = block.len() / 64;
-    let rows = split_rows(a, row_len).map(|row| &row[..4 * quads]);
-    let mut acc = [_mm512_setzero_si512(); ROWS];
-    for (q, weights) in block.chunks_exact(64).enumerate() {
-        // SAFETY: 64 bytes per chunk is one 512-bit load.
-        let w = unsafe { _mm512_loadu_si512(weights.as_ptr().cast()) };
+    let block_len = blocks.len() / BLOCKS;
+    let quads = block_len / 64;
+    let rows = split_rows::<R>(a, row_len).map(|row| &row[..4 * quads]);
+    let mut acc = [[_mm512_setzero_si512(); BLOCKS]; R];
+    for q in 0..quads {
+        // SAFETY: q < quads, and each block holds 64 × quads bytes.
+        let w: [__m512i; BLOCKS] = std::array::from_fn(|b| unsafe {
+            _mm512_loadu_si512(blocks.as_ptr().add(b * block_len + 64 * q).cast())
+        });
         for (acc, row) in acc.iter_mut().zip(&rows) {
             // SAFETY: q < quads, and each row holds 4 × quads bytes.
             let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() };
-            *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(quad), w);
+            let quad = _mm512_set1_epi32(quad);
+            for (acc, w) in acc.iter_mut().zip(w) {
+                *acc = _mm512_dpbusd_epi32(*acc, quad, w);
+            }
         }
     }
     for (sums, acc) in tile.iter_mut().zip(acc) {
-        // SAFETY: 16 i32 are the whole row.
-        unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), acc) };
+        for (b, acc) in acc.into_iter().enumerate() {
+            // SAFETY: 16 i32 per block, at most two blocks in a 32-wide row.
+            unsafe { _mm512_storeu_si512(sums.as_mut_ptr().add(16 * b).cast(), acc) };
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 use kiln_tflite::{BuiltinOptions, TensorType, window};
 
 use super::fused_activation::FloatClamp;
-use super::quant::{activation_range, load_q, per_tensor};
+use super::quant::{activation_range, per_tensor};
+use super::scratch::Scratch;
 use crate::error::RuntimeError;
 use crate::kernels::{In, Kernel, OpKernel, Out, Prep};
 use crate::tensor::{as_f32, as_f32_mut};
@@ -17,9 +18,10 @@ pub trait Reduce: std::fmt::Debug + Send + Sync + 'static {
     /// `out.len()` channels of `input`.
     fn float(&self, input: &[f32], cells: &[usize], out: &mut [f32]);
 
-    /// 8-bit: one channel's value from the input pixels `cells`, whose values in that channel
-    /// `value` reads; `low` is the lower bound of the output's range.
-    fn quantized(&self, cells: &[usize], value: impl Fn(usize) -> i32, low: i32) -> i32;
+    /// 8-bit (int8 when `signed`, else uint8): `out` (the output pixel's channels, before the
+    /// clamp) from the input pixels `cells`, each `out.len()` channels of `input`; `low` is
+    /// the lower bound of the output's range.
+    fn quantized(&self, input: &[u8], signed: bool, cells: &[usize], low: i32, out: &mut [i32]);
 }
 
 /// Prepares a pooling operator that reduces each window with `reduce`.
@@ -57,15 +59,14 @@ impl<R: Reduce> OpKernel for Pool<R> {
             }
             PoolArithmetic::Quantized { range, signed } => {
                 let output = &mut *outputs[0].data;
-                self.geometry.for_each_window(|pixel, cells| {
-                    for ch in 0..c {
-                        let value = self.reduce.quantized(
-                            cells,
-                            |cell| load_q(input.data, *signed, cell * c + ch),
-                            range.0,
-                        );
-                        output[pixel * c + ch] = value.clamp(range.0, range.1) as u8;
-                    }
+                i32::with(c, |reduced| {
+                    self.geometry.for_each_window(|pixel, cells| {
+                        self.reduce
+                            .quantized(input.data, *signed, cells, range.0, reduced);
+                        for (o, &v) in output[pixel * c..][..c].iter_mut().zip(&*reduced) {
+                            *o = v.clamp(range.0, range.1) as u8;
+                        }
+                    });
                 });
             }
         }

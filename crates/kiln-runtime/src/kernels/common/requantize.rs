@@ -89,6 +89,9 @@ fn detect() -> RowIsa {
     RowIsa::Baseline
 }
 
+/// Sixteen channels per step in explicit AVX-512: the doubling high multiply as two
+/// `vpmuldq` (even and odd lanes) on 64-bit products, the rounding shifts per lane with
+/// `vpsravd`, and a masked tail.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 unsafe fn requantize_avx512(
@@ -98,7 +101,93 @@ unsafe fn requantize_avx512(
     range: OutputRange,
     out: &mut [u8],
 ) {
-    requantize_row(r, acc, offset, range, out);
+    use std::arch::x86_64::*;
+    let n = out
+        .len()
+        .min(acc.len())
+        .min(offset.len())
+        .min(r.multiplier.len());
+    let one = _mm512_set1_epi32(1);
+    let int_min = _mm512_set1_epi32(i32::MIN);
+    // (p + nudge) / 2^31 toward zero, for 64-bit products p.
+    let high_of = |p: __m512i| {
+        let negative = _mm512_srai_epi64(p, 63);
+        let nudge = _mm512_add_epi64(
+            _mm512_set1_epi64(1 << 30),
+            _mm512_and_si512(negative, _mm512_set1_epi64(1 - (1i64 << 31))),
+        );
+        let sum = _mm512_add_epi64(p, nudge);
+        let toward_zero = _mm512_add_epi64(
+            sum,
+            _mm512_and_si512(
+                _mm512_srai_epi64(sum, 63),
+                _mm512_set1_epi64((1i64 << 31) - 1),
+            ),
+        );
+        _mm512_srai_epi64(toward_zero, 31)
+    };
+    // A saturating add of one scalar: clamp first to where the sum cannot overflow.
+    let (limit, add_offset) = (
+        if range.offset >= 0 {
+            _mm512_set1_epi32(i32::MAX - range.offset)
+        } else {
+            _mm512_set1_epi32(i32::MIN - range.offset)
+        },
+        _mm512_set1_epi32(range.offset),
+    );
+    let (min, max) = (_mm512_set1_epi32(range.min), _mm512_set1_epi32(range.max));
+    for start in (0..n).step_by(16) {
+        let count = (n - start).min(16);
+        let lanes: __mmask16 = ((1u32 << count) - 1) as __mmask16;
+        // SAFETY: the mask keeps every load and store within the first n elements.
+        unsafe {
+            let load = |v: &[i32]| _mm512_maskz_loadu_epi32(lanes, v.as_ptr().add(start));
+            let x = _mm512_add_epi32(load(acc), load(offset));
+            let x = _mm512_sllv_epi32(
+                x,
+                _mm512_maskz_loadu_epi32(lanes, r.left_shift.as_ptr().add(start).cast()),
+            );
+            let m = load(&r.multiplier);
+            let even = high_of(_mm512_mul_epi32(x, m));
+            let odd = high_of(_mm512_mul_epi32(
+                _mm512_srli_epi64(x, 32),
+                _mm512_srli_epi64(m, 32),
+            ));
+            let high = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+            let saturated =
+                _mm512_cmpeq_epi32_mask(x, int_min) & _mm512_cmpeq_epi32_mask(m, int_min);
+            let high = _mm512_mask_mov_epi32(high, saturated, _mm512_set1_epi32(i32::MAX));
+            // RoundingDivideByPOT: half away from zero.
+            let shift = load(&r.right_shift);
+            let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, shift), one);
+            let remainder = _mm512_and_si512(high, mask);
+            let threshold = _mm512_add_epi32(
+                _mm512_srai_epi32(mask, 1),
+                _mm512_and_si512(_mm512_srai_epi32(high, 31), one),
+            );
+            let shifted = _mm512_srav_epi32(high, shift);
+            let scaled = _mm512_mask_add_epi32(
+                shifted,
+                _mm512_cmpgt_epi32_mask(remainder, threshold),
+                shifted,
+                one,
+            );
+            let bounded = if range.offset >= 0 {
+                _mm512_min_epi32(scaled, limit)
+            } else {
+                _mm512_max_epi32(scaled, limit)
+            };
+            let value = _mm512_min_epi32(
+                _mm512_max_epi32(_mm512_add_epi32(bounded, add_offset), min),
+                max,
+            );
+            _mm_mask_storeu_epi8(
+                out.as_mut_ptr().add(start).cast(),
+                lanes,
+                _mm512_cvtepi32_epi8(value),
+            );
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -184,12 +273,15 @@ mod tests {
         multipliers[1].shift = -40;
         multipliers[2].multiplier = i32::MIN;
         let rescale = ChannelRescale::new(&multipliers, 1);
-        let range = OutputRange {
-            offset: -3,
-            min: -128,
-            max: 127,
-        };
-        for round in 0..200 {
+        let ranges = [
+            (-3, -128, 127),
+            (130, 0, 255),
+            (i32::MAX, -128, 127),
+            (i32::MIN, 0, 255),
+        ]
+        .map(|(offset, min, max)| OutputRange { offset, min, max });
+        for round in 0..400 {
+            let range = ranges[round % ranges.len()];
             let acc: Vec<i32> = (0..channels)
                 .map(|c| match (round, c) {
                     (0, _) => i32::MIN,
@@ -212,6 +304,13 @@ mod tests {
             let mut out = vec![0u8; channels];
             rescale.requantize(&acc, &offset, range, &mut out);
             assert_eq!(out, expected, "round {round}");
+            #[cfg(target_arch = "x86_64")]
+            if detect() == RowIsa::Avx512 {
+                let mut avx512 = vec![0u8; channels];
+                // SAFETY: the CPU has the AVX-512 subsets the function needs.
+                unsafe { requantize_avx512(&rescale, &acc, &offset, range, &mut avx512) };
+                assert_eq!(avx512, expected, "round {round}");
+            }
             let mut portable = vec![0u8; channels];
             requantize_row(&rescale, &acc, &offset, range, &mut portable);
             assert_eq!(portable, expected, "round {round}");
