@@ -6,7 +6,7 @@
 
 use kiln_tflite::Conv2DOptions;
 
-use super::common::convolution::{Convolution, Operands, OperatorOptions};
+use super::common::convolution::{Convolution, Operands, OperatorOptions, xor_copy};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
 use super::common::igemm::QuantizedGemm;
@@ -172,7 +172,7 @@ impl Conv2D {
                     let count = PIXELS_PER_PASS.min(pixels - start);
                     for (i, row) in rows.chunks_exact_mut(k).take(count).enumerate() {
                         let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
-                        g.gather_field(image, (oy, ox), 0.0, |s| s, row);
+                        g.gather_field(image, (oy, ox), 0.0, |d, s| d.copy_from_slice(s), row);
                     }
                     let out = &mut out[start * g.out_c..][..count * g.out_c];
                     weights.multiply(rows, k, count, epilogue, out, g.out_c);
@@ -204,7 +204,13 @@ impl Conv2D {
                         let count = PIXELS_PER_PASS.min(pixels - start);
                         for (i, row) in rows.chunks_exact_mut(row_len).take(count).enumerate() {
                             let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
-                            g.gather_field(image, (oy, ox), p.outside, |s| s ^ p.gemm.flip, row);
+                            g.gather_field(
+                                image,
+                                (oy, ox),
+                                p.outside,
+                                |d, s| xor_copy(d, s, p.gemm.flip),
+                                row,
+                            );
                         }
                         p.gemm.weights.multiply(rows, count, sums);
                         let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];

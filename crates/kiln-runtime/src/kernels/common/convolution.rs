@@ -239,8 +239,8 @@ impl Geometry {
     }
 
     /// Output pixel (oy, ox)'s receptive field over every input channel of `image` (one
-    /// batch, NHWC) as one row in the filter's (h, w, c) order: each value through `map`,
-    /// taps outside the image `outside`. A filter row wholly inside the image is one
+    /// batch, NHWC) as one row in the filter's (h, w, c) order: runs of input values through
+    /// `copy`, taps outside the image `outside`. A filter row wholly inside the image is one
     /// contiguous run of the input.
     #[inline]
     pub fn gather_field<T: Copy>(
@@ -248,7 +248,7 @@ impl Geometry {
         image: &[T],
         (oy, ox): (usize, usize),
         outside: T,
-        map: impl Fn(T) -> T,
+        copy: impl Fn(&mut [T], &[T]),
         row: &mut [T],
     ) {
         let run = self.filter_w * self.in_c;
@@ -262,25 +262,63 @@ impl Geometry {
             match (iy, x0) {
                 (None, _) => dst.fill(outside),
                 (Some(iy), Some(x0)) if runs_inside => {
-                    let src = &image[(iy * self.in_w + x0) * self.in_c..][..run];
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d = map(s);
-                    }
+                    copy(dst, &image[(iy * self.in_w + x0) * self.in_c..][..run]);
                 }
                 (Some(_), _) => {
                     for (kx, dst) in dst.chunks_exact_mut(self.in_c).enumerate() {
                         match self.tap(oy, ox, ky, kx) {
-                            Some((iy, ix)) => {
-                                let src = &image[(iy * self.in_w + ix) * self.in_c..][..self.in_c];
-                                for (d, &s) in dst.iter_mut().zip(src) {
-                                    *d = map(s);
-                                }
-                            }
+                            Some((iy, ix)) => copy(
+                                dst,
+                                &image[(iy * self.in_w + ix) * self.in_c..][..self.in_c],
+                            ),
                             None => dst.fill(outside),
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// `dst[i] = src[i] ^ flip` (equal lengths), eight bytes at a time: receptive-field runs are
+/// often a few bytes to a few dozen, too short for a vectorised loop to pay for its set-up.
+#[inline]
+pub fn xor_copy(dst: &mut [u8], src: &[u8], flip: u8) {
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    if n < 8 {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s ^ flip;
+        }
+        return;
+    }
+    let mask = u64::from_ne_bytes([flip; 8]);
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&src[at..at + 8]);
+        (u64::from_ne_bytes(bytes) ^ mask).to_ne_bytes()
+    };
+    let mut at = 0;
+    while at + 8 <= n {
+        dst[at..at + 8].copy_from_slice(&word(at));
+        at += 8;
+    }
+    if at < n {
+        // The last word overlaps the one before: both write the same bytes there.
+        dst[n - 8..].copy_from_slice(&word(n - 8));
+    }
+}
+
+#[cfg(test)]
+mod gather_tests {
+    #[test]
+    fn xor_copy_flips_every_byte_of_every_length() {
+        for n in 0..40 {
+            let src: Vec<u8> = (0..n).map(|i| (i * 37 + 5) as u8).collect();
+            let mut dst = vec![0u8; n];
+            super::xor_copy(&mut dst, &src, 0x80);
+            let expected: Vec<u8> = src.iter().map(|s| s ^ 0x80).collect();
+            assert_eq!(dst, expected, "length {n}");
         }
     }
 }
