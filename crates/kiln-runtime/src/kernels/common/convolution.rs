@@ -238,6 +238,22 @@ impl Geometry {
         (iy < self.in_h && ix < self.in_w).then_some((iy, ix))
     }
 
+    /// The output columns `lo..hi` whose tap `kx` lands inside the image.
+    pub fn valid_columns(&self, kx: usize) -> (usize, usize) {
+        let offset = kx * self.dilation.1;
+        // ix = ox·stride + offset − pad must be in 0..in_w.
+        let lo = self.pad.1.saturating_sub(offset).div_ceil(self.stride.1);
+        let hi = if self.in_w + self.pad.1 > offset {
+            (self.in_w + self.pad.1 - offset - 1) / self.stride.1 + 1
+        } else {
+            0
+        };
+        (
+            lo.min(self.out_w),
+            hi.min(self.out_w).max(lo.min(self.out_w)),
+        )
+    }
+
     /// Output pixel (oy, ox)'s receptive field over every input channel of `image` (one
     /// batch, NHWC) as one row in the filter's (h, w, c) order: runs of input values through
     /// `copy`, taps outside the image `outside`. A filter row wholly inside the image is one
@@ -311,6 +327,46 @@ pub fn xor_copy(dst: &mut [u8], src: &[u8], flip: u8) {
 
 #[cfg(test)]
 mod gather_tests {
+    use super::Geometry;
+
+    #[test]
+    fn valid_columns_are_the_taps_inside_the_image() {
+        for in_w in 1usize..9 {
+            for (filter_w, stride, dilation, pad) in [
+                (3, 1, 1, 1),
+                (3, 2, 1, 0),
+                (5, 1, 2, 4),
+                (1, 3, 1, 0),
+                (3, 1, 1, 7),
+                (2, 2, 3, 1),
+            ] {
+                let out_w =
+                    1 + (in_w + 2 * pad).saturating_sub((filter_w - 1) * dilation + 1) / stride;
+                let g = Geometry {
+                    batches: 1,
+                    in_h: 1,
+                    in_w,
+                    in_c: 1,
+                    out_h: 1,
+                    out_w,
+                    out_c: 1,
+                    filter_h: 1,
+                    filter_w,
+                    stride: (1, stride),
+                    dilation: (1, dilation),
+                    pad: (0, pad),
+                };
+                for kx in 0..filter_w {
+                    let inside: Vec<usize> = (0..out_w)
+                        .filter(|&ox| g.tap(0, ox, 0, kx).is_some())
+                        .collect();
+                    let (lo, hi) = g.valid_columns(kx);
+                    assert_eq!((lo..hi).collect::<Vec<_>>(), inside, "{g:?} kx {kx}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn xor_copy_flips_every_byte_of_every_length() {
         for n in 0..40 {
