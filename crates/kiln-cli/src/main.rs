@@ -50,6 +50,10 @@ enum Command {
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        /// Threads the kernels run on (0: every core). Outputs are the same bits on any
+        /// number.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// TensorFlow Lite Micro sources for a .tflite: MODEL_data.cc (the file as a 16-byte-aligned
     /// C array) and MODEL_data.h (its length, kTensorArenaSize, and a MicroMutableOpResolver
@@ -110,6 +114,10 @@ enum Command {
         /// cumulative share, and the total per operator type.
         #[arg(long)]
         profile: bool,
+        /// Threads the kernels run on (0: every core). Outputs are the same bits on any
+        /// number.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         #[arg(long)]
         json: bool,
     },
@@ -230,7 +238,8 @@ fn main() -> ExitCode {
             model,
             input,
             output,
-        } => infer::run(&model, &input, &output),
+            threads,
+        } => infer::run(&model, &input, &output, threads),
         Command::Inspect { model, json } => inspect::run(&model, json),
         Command::Micro { model, out } => micro::run(&model, out.as_deref()),
         Command::Verify {
@@ -244,8 +253,9 @@ fn main() -> ExitCode {
             model,
             runs,
             profile,
+            threads,
             json,
-        } => bench::run(&model, runs, profile, json),
+        } => bench::run(&model, runs, profile, threads, json),
         Command::Compare {
             run_dirs,
             out,

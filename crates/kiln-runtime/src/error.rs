@@ -29,6 +29,10 @@ pub enum RuntimeError {
     },
     #[error("tensor '{tensor}': {reason}")]
     NotRealValued { tensor: String, reason: String },
+    #[error(
+        "cannot start {threads} worker threads: {reason} (ask for fewer, or 1 to run on the caller's thread)"
+    )]
+    Threads { threads: usize, reason: String },
     #[error("no {kind} {index}: the model has {count}")]
     NoSuchTensor {
         kind: &'static str,

@@ -6,6 +6,7 @@ use kiln_tflite::{Model, SharedBytes, TensorType};
 
 use crate::arena::{self, AlignedBytes, ArenaPlan, Lifetime};
 use crate::error::RuntimeError;
+use crate::kernels::common::parallel;
 use crate::kernels::{self, In, Kernel, Out};
 use crate::profile::OpProfile;
 use crate::tensor::{TensorInfo, as_f32, is_aligned_for_words};
@@ -31,6 +32,27 @@ struct Step {
     outputs: Vec<usize>,
 }
 
+/// Bytes an interpreter holds (see [`Interpreter::memory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// Activations: every intermediate tensor, placed by the arena plan.
+    pub arena: usize,
+    /// Weights the kernels prepared from the model's constants.
+    pub prepared_weights: usize,
+    /// Constants copied out of the model's bytes (misaligned in the file).
+    pub copied_constants: usize,
+    /// The model's constant tensors at four bytes per element (the yardstick: a float32
+    /// model's weights).
+    pub float32_weights: usize,
+}
+
+impl Memory {
+    /// The interpreter's peak beyond the model's bytes: arena + prepared weights + copies.
+    pub fn peak(&self) -> usize {
+        self.arena + self.prepared_weights + self.copied_constants
+    }
+}
+
 pub struct Interpreter {
     model: Model,
     tensors: Vec<TensorInfo>,
@@ -40,6 +62,8 @@ pub struct Interpreter {
     outputs: Vec<usize>,
     plan: ArenaPlan,
     arena: AlignedBytes,
+    /// Worker threads for the kernels that split their output; `None` runs on the caller's.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Interpreter {
@@ -105,6 +129,7 @@ impl Interpreter {
             outputs,
             plan: ArenaPlan::default(),
             arena: AlignedBytes::zeroed(0),
+            pool: None,
         };
         interpreter.allocate()?;
         Ok(interpreter)
@@ -259,6 +284,39 @@ impl Interpreter {
         self.plan.size
     }
 
+    /// What the interpreter holds besides the model's bytes: the arena, the weights kernels
+    /// prepared (packed or densified), and constants copied out of the file for alignment.
+    pub fn memory(&self) -> Memory {
+        let copied_constants = self
+            .storage
+            .iter()
+            .map(|s| match s {
+                Storage::Copied(bytes) => bytes.len(),
+                _ => 0,
+            })
+            .sum();
+        let subgraph = &self.model.subgraphs[0];
+        // Every constant tensor's elements at four bytes: the model's weights as float32.
+        let float32_weights = subgraph
+            .tensors
+            .iter()
+            .zip(&self.tensors)
+            .filter(|(t, _)| {
+                self.model
+                    .buffers
+                    .get(t.buffer as usize)
+                    .is_some_and(|b| !b.data.is_empty())
+            })
+            .map(|(_, info)| info.shape.iter().product::<usize>() * 4)
+            .sum();
+        Memory {
+            arena: self.plan.size,
+            prepared_weights: self.steps.iter().map(|s| s.kernel.prepared_bytes()).sum(),
+            copied_constants,
+            float32_weights,
+        }
+    }
+
     pub fn input_count(&self) -> usize {
         self.inputs.len()
     }
@@ -355,11 +413,43 @@ impl Interpreter {
         }
     }
 
+    /// Runs the kernels on `threads` threads (1, the default, runs on the caller's; 0 takes
+    /// every core). The convolutions split their output pixels across them; every value is
+    /// computed as on one thread, so the outputs are the same bits.
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), RuntimeError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            threads
+        };
+        self.pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("kiln-runtime-{i}"))
+                .build()
+                .map_err(|e| RuntimeError::Threads {
+                    threads,
+                    reason: e.to_string(),
+                })?;
+            Some(pool)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// The threads an invoke runs on.
+    pub fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or(1, rayon::ThreadPool::current_num_threads)
+    }
+
     /// Runs every operator once on the current inputs.
     pub fn invoke(&mut self) -> Result<(), RuntimeError> {
         // An empty observer: after inlining, the observation loop compiles away, so the
         // plain invoke pays nothing for the hook below.
-        self.run(|_, _, _| {}, &mut NoClock)
+        self.run_in_pool(|_, _, _| {}, &mut NoClock)
     }
 
     /// Runs like [`invoke`](Self::invoke) and shows every intermediate value to `observe`:
@@ -384,7 +474,7 @@ impl Interpreter {
             started: Instant::now(),
             profile,
         };
-        self.run(|_, _, _| {}, &mut clock)
+        self.run_in_pool(|_, _, _| {}, &mut clock)
     }
 
     /// `(operator index, operator name, first output tensor's name)` of every operator that
@@ -409,7 +499,37 @@ impl Interpreter {
     }
 
     #[inline(always)]
-    fn run<F, C>(&mut self, mut observe: F, clock: &mut C) -> Result<(), RuntimeError>
+    fn run<F, C>(&mut self, observe: F, clock: &mut C) -> Result<(), RuntimeError>
+    where
+        F: FnMut(usize, &TensorInfo, &[u8]),
+        C: StepClock,
+    {
+        let pool = self.pool.take();
+        let result = parallel::with_pool(pool.as_ref(), || self.run_steps(observe, clock));
+        self.pool = pool;
+        result
+    }
+
+    /// Runs on one of the pool's threads when there is a pool, so the kernels' parallel
+    /// chunks start from inside it (work stealing) instead of handing over threads per
+    /// operator. Needs a `Send` observer; `run` serves the others.
+    #[inline(always)]
+    fn run_in_pool<F, C>(&mut self, observe: F, clock: &mut C) -> Result<(), RuntimeError>
+    where
+        F: FnMut(usize, &TensorInfo, &[u8]) + Send,
+        C: StepClock + Send,
+    {
+        let Some(pool) = self.pool.take() else {
+            return self.run_steps(observe, clock);
+        };
+        let result =
+            pool.install(|| parallel::with_pool(Some(&pool), || self.run_steps(observe, clock)));
+        self.pool = Some(pool);
+        result
+    }
+
+    #[inline(always)]
+    fn run_steps<F, C>(&mut self, mut observe: F, clock: &mut C) -> Result<(), RuntimeError>
     where
         F: FnMut(usize, &TensorInfo, &[u8]),
         C: StepClock,

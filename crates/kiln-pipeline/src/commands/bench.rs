@@ -19,6 +19,16 @@ pub struct BenchReport {
     pub latency_ms_min: f64,
     pub arena_bytes: usize,
     pub file_bytes: usize,
+    /// Threads the kernels ran on.
+    pub threads: usize,
+    /// The microkernels' instruction sets on this CPU.
+    pub kernels: String,
+    /// Arena + weights the kernels prepared + constants copied for alignment: what the
+    /// interpreter holds beyond the (memory-mapped) file.
+    pub peak_memory_bytes: usize,
+    pub prepared_weight_bytes: usize,
+    /// The model's constants at four bytes per element.
+    pub float32_weight_bytes: usize,
     /// Per-operator kernel time, in execution order (with `--profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operators: Option<Vec<OperatorReport>>,
@@ -62,10 +72,17 @@ fn fill_inputs(interpreter: &mut kiln_runtime::Interpreter) -> Result<()> {
 
 /// Times `runs` invokes after `warmup` untimed ones; with `profile`, another `runs` invokes
 /// time each operator.
-pub fn measure(path: &Path, runs: usize, warmup: usize, profile: bool) -> Result<BenchReport> {
+pub fn measure(
+    path: &Path,
+    runs: usize,
+    warmup: usize,
+    profile: bool,
+    threads: usize,
+) -> Result<BenchReport> {
     let bytes = crate::model_file::map(path)?;
     let file_bytes = bytes.len();
     let mut interpreter = crate::model_file::interpreter(path)?;
+    interpreter.set_threads(threads)?;
     fill_inputs(&mut interpreter)?;
     for _ in 0..warmup {
         interpreter.invoke()?;
@@ -100,6 +117,7 @@ pub fn measure(path: &Path, runs: usize, warmup: usize, profile: bool) -> Result
     } else {
         None
     };
+    let memory = interpreter.memory();
     Ok(BenchReport {
         model: path.display().to_string(),
         runs: times.len(),
@@ -108,12 +126,17 @@ pub fn measure(path: &Path, runs: usize, warmup: usize, profile: bool) -> Result
         latency_ms_min: ms(times[0]),
         arena_bytes: interpreter.arena_bytes(),
         file_bytes,
+        threads: interpreter.threads(),
+        kernels: kiln_runtime::kernel_sets(),
+        peak_memory_bytes: memory.peak(),
+        prepared_weight_bytes: memory.prepared_weights,
+        float32_weight_bytes: memory.float32_weights,
         operators,
     })
 }
 
-pub fn run(path: &Path, runs: usize, profile: bool, as_json: bool) -> Result<()> {
-    let report = measure(path, runs, runs.div_ceil(10).max(1), profile)?;
+pub fn run(path: &Path, runs: usize, profile: bool, threads: usize, as_json: bool) -> Result<()> {
+    let report = measure(path, runs, runs.div_ceil(10).max(1), profile, threads)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -126,6 +149,14 @@ pub fn run(path: &Path, runs: usize, profile: bool, as_json: bool) -> Result<()>
             report.runs,
             report.arena_bytes,
             report.file_bytes
+        );
+        println!(
+            "peak memory {} bytes (arena + {} bytes of prepared weights); the weights as float32: {} bytes; {} thread(s), {}",
+            report.peak_memory_bytes,
+            report.prepared_weight_bytes,
+            report.float32_weight_bytes,
+            report.threads,
+            report.kernels
         );
         if let Some(operators) = &report.operators {
             print!("{}", profile_table(operators));
@@ -190,7 +221,7 @@ mod tests {
     fn a_profile_names_every_operator_and_sums_to_the_whole() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/pool_pad_mean_int8/model.tflite");
-        let report = measure(&path, 5, 1, true).unwrap();
+        let report = measure(&path, 5, 1, true, 1).unwrap();
         let operators = report.operators.as_ref().unwrap();
         assert!(operators.len() >= 3, "{}", operators.len());
         let shares: f64 = operators.iter().map(|o| o.share).sum();
@@ -200,6 +231,20 @@ mod tests {
             assert!(table.contains(&op.operator), "{table}");
         }
         assert!(table.contains("by operator type"), "{table}");
-        assert!(measure(&path, 5, 1, false).unwrap().operators.is_none());
+        assert!(measure(&path, 5, 1, false, 1).unwrap().operators.is_none());
+    }
+
+    #[test]
+    fn the_report_states_memory_threads_and_kernels() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/conv_int8/model.tflite");
+        let report = measure(&path, 3, 1, false, 2).unwrap();
+        assert_eq!(report.threads, 2);
+        assert!(report.kernels.contains("int8 GEMM"), "{}", report.kernels);
+        // The packed filters are the prepared weights; the arena is part of the peak.
+        assert!(report.prepared_weight_bytes > 0);
+        assert!(report.peak_memory_bytes >= report.arena_bytes + report.prepared_weight_bytes);
+        // int8 filters packed as bytes stay far below the weights as float32.
+        assert!(report.prepared_weight_bytes < report.float32_weight_bytes);
     }
 }

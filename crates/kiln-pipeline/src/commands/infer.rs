@@ -11,8 +11,9 @@ fn is_npz(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
-pub fn run(model_path: &Path, input_path: &Path, output_path: &Path) -> Result<()> {
+pub fn run(model_path: &Path, input_path: &Path, output_path: &Path, threads: usize) -> Result<()> {
     let mut interpreter = crate::model_file::interpreter(model_path)?;
+    interpreter.set_threads(threads)?;
     let inputs: Vec<NpyArray> = if is_npz(input_path) {
         read_npz(input_path)?.into_iter().map(|(_, a)| a).collect()
     } else {

@@ -10,6 +10,7 @@ use super::common::convolution::{Convolution, Operands, OperatorOptions, xor_cop
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
 use super::common::igemm::QuantizedGemm;
+use super::common::parallel::for_each_chunk;
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::scratch::Scratch;
@@ -160,23 +161,26 @@ impl Conv2D {
             && g.stride == (1, 1)
             && g.pad == (0, 0)
             && (g.out_h, g.out_w) == (g.in_h, g.in_w);
+        let work = pixels * g.out_c * k;
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
             let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
-            if pointwise {
-                weights.multiply(image, g.in_c, pixels, epilogue, out, g.out_c);
-                continue;
-            }
-            f32::with(PIXELS_PER_PASS * k, |rows| {
-                for start in (0..pixels).step_by(PIXELS_PER_PASS) {
-                    let count = PIXELS_PER_PASS.min(pixels - start);
-                    for (i, row) in rows.chunks_exact_mut(k).take(count).enumerate() {
+            // Each pass of output pixels is independent: the invoke's threads share them.
+            for_each_chunk(out, PIXELS_PER_PASS * g.out_c, work, |pass, out| {
+                let start = pass * PIXELS_PER_PASS;
+                let count = out.len() / g.out_c;
+                if pointwise {
+                    let rows = &image[start * g.in_c..][..count * g.in_c];
+                    weights.multiply(rows, g.in_c, count, epilogue, out, g.out_c);
+                    return;
+                }
+                f32::with(count * k, |rows| {
+                    for (i, row) in rows.chunks_exact_mut(k).enumerate() {
                         let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
                         g.gather_field(image, (oy, ox), 0.0, |d, s| d.copy_from_slice(s), row);
                     }
-                    let out = &mut out[start * g.out_c..][..count * g.out_c];
                     weights.multiply(rows, k, count, epilogue, out, g.out_c);
-                }
+                });
             });
         }
     }
@@ -194,15 +198,19 @@ impl Conv2D {
             .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
             .collect::<Vec<i32>>()
             .repeat(PIXELS_PER_PASS);
-        // The reused buffer holds stale bytes: the padding past `k` in each row meets zero
-        // weights.
-        u8::with(PIXELS_PER_PASS * row_len, |rows| {
-            i32::with(PIXELS_PER_PASS * g.out_c, |sums| {
-                for b in 0..g.batches {
-                    let image = &input[b * image_len..][..image_len];
-                    for start in (0..pixels).step_by(PIXELS_PER_PASS) {
-                        let count = PIXELS_PER_PASS.min(pixels - start);
-                        for (i, row) in rows.chunks_exact_mut(row_len).take(count).enumerate() {
+        let work = pixels * g.out_c * row_len;
+        for b in 0..g.batches {
+            let image = &input[b * image_len..][..image_len];
+            let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
+            // Each pass of output pixels is independent: the invoke's threads share them.
+            for_each_chunk(out, PIXELS_PER_PASS * g.out_c, work, |pass, out| {
+                let start = pass * PIXELS_PER_PASS;
+                let count = out.len() / g.out_c;
+                // The reused buffer holds stale bytes: the padding past `k` in each row meets
+                // zero weights.
+                u8::with(count * row_len, |rows| {
+                    i32::with(count * g.out_c, |sums| {
+                        for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
                             let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
                             g.gather_field(
                                 image,
@@ -213,15 +221,13 @@ impl Conv2D {
                             );
                         }
                         p.gemm.weights.multiply(rows, count, sums);
-                        let out = &mut output[(b * pixels + start) * g.out_c..][..count * g.out_c];
                         // One call finishes the pass: the multipliers and offsets repeat per
                         // pixel.
-                        p.rescale
-                            .requantize(&sums[..count * g.out_c], &offsets, p.range, out);
-                    }
-                }
-            })
-        });
+                        p.rescale.requantize(sums, &offsets, p.range, out);
+                    })
+                });
+            });
+        }
     }
 
     fn groups(&self) -> usize {
@@ -358,6 +364,14 @@ impl Conv2D {
 }
 
 impl OpKernel for Conv2D {
+    fn prepared_bytes(&self) -> usize {
+        match &self.packed {
+            Some(Packed::Float(weights)) => weights.bytes(),
+            Some(Packed::Quantized(p)) => p.gemm.bytes(),
+            None => 0,
+        }
+    }
+
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let (Some(input), Some(filter)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")
@@ -454,8 +468,170 @@ impl OpKernel for Conv2D {
 mod tests {
     use kiln_tflite::{Activation, BuiltinOptions, Padding, TensorType};
 
+    use super::super::common::parallel::with_pool;
     use super::super::common::testing::{constant, per_channel, quantized, run, seeded, tensor};
     use super::*;
+
+    fn floats(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn conv_options(stride: i32, padding: Padding, activation: Activation) -> BuiltinOptions {
+        BuiltinOptions::Conv2D(Conv2DOptions {
+            padding,
+            stride_w: stride,
+            stride_h: stride,
+            activation,
+            dilation_w: 1,
+            dilation_h: 1,
+        })
+    }
+
+    /// The packed float GEMM (filter a constant) against the direct path (the filter fed at
+    /// run time): 3×3 and 1×1 (read in place) filters, strides, paddings and activations.
+    #[test]
+    fn the_packed_float_path_equals_the_direct_one() {
+        let mut next = seeded(0xf10a7);
+        for case in 0..24 {
+            let (in_h, in_w, in_c) = (
+                2 + next(9) as usize,
+                2 + next(9) as usize,
+                1 + next(12) as usize,
+            );
+            let out_c = 1 + next(40) as usize;
+            let k = if case % 3 == 0 { 1 } else { 3 };
+            let stride = if case % 4 == 1 { 2 } else { 1 };
+            let padding = if case % 2 == 0 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
+            if padding == Padding::Valid && (in_h < k || in_w < k) {
+                continue;
+            }
+            let activation = [Activation::None, Activation::Relu, Activation::Relu6][case % 3];
+            let mut float = || next(2001) as f32 / 500.0 - 2.0;
+            let filter: Vec<f32> = (0..out_c * k * k * in_c).map(|_| float()).collect();
+            let bias: Vec<f32> = (0..out_c).map(|_| float()).collect();
+            let image: Vec<f32> = (0..in_h * in_w * in_c).map(|_| float()).collect();
+            let shape = [out_c, k, k, in_c];
+            let input = || tensor(TensorType::Float32, &[1, in_h, in_w, in_c]);
+            let bias_tensor = || constant(TensorType::Float32, &[out_c], floats(&bias));
+            let options = conv_options(stride, padding, activation);
+            let packed = run(
+                prepare,
+                options.clone(),
+                vec![
+                    Some(input()),
+                    Some(constant(TensorType::Float32, &shape, floats(&filter))),
+                    Some(bias_tensor()),
+                ],
+                tensor(TensorType::Float32, &[1]),
+                &[&floats(&image)],
+            )
+            .unwrap();
+            let direct = run(
+                prepare,
+                options,
+                vec![
+                    Some(input()),
+                    Some(tensor(TensorType::Float32, &shape)),
+                    Some(bias_tensor()),
+                ],
+                tensor(TensorType::Float32, &[1]),
+                &[&floats(&image), &floats(&filter)],
+            )
+            .unwrap();
+            assert_eq!(packed.shape, direct.shape, "case {case}");
+            for (i, (p, d)) in packed
+                .data
+                .chunks_exact(4)
+                .zip(direct.data.chunks_exact(4))
+                .enumerate()
+            {
+                let (p, d) = (
+                    f32::from_le_bytes([p[0], p[1], p[2], p[3]]),
+                    f32::from_le_bytes([d[0], d[1], d[2], d[3]]),
+                );
+                assert!(
+                    (p - d).abs() <= 1e-4 * (1.0 + d.abs()),
+                    "case {case} [{i}]: {p} vs {d}"
+                );
+            }
+        }
+    }
+
+    /// A convolution large enough to split across threads gives the same bits on one thread
+    /// and on three, float and int8.
+    #[test]
+    fn threads_give_the_same_bits() {
+        let (in_h, in_w, in_c, out_c) = (48, 48, 16, 48);
+        let mut next = seeded(3);
+        let bytes = |n: usize, next: &mut dyn FnMut(u64) -> u64| -> Vec<u8> {
+            (0..n).map(|_| next(256) as u8).collect()
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let float_filter: Vec<f32> = (0..out_c * 9 * in_c)
+            .map(|_| next(200) as f32 / 100.0 - 1.0)
+            .collect();
+        let float_image: Vec<f32> = (0..in_h * in_w * in_c)
+            .map(|_| next(200) as f32 / 100.0 - 1.0)
+            .collect();
+        let int8_filter: Vec<u8> = (0..out_c * 9 * in_c)
+            .map(|_| (next(255) as i32 - 127) as i8 as u8)
+            .collect();
+        let int8_image = bytes(in_h * in_w * in_c, &mut next);
+        assert!(
+            in_h * in_w * out_c * 9 * in_c >= super::super::common::parallel::MIN_PARALLEL_WORK
+        );
+        let float_run = || {
+            run(
+                prepare,
+                conv_options(1, Padding::Same, Activation::Relu),
+                vec![
+                    Some(tensor(TensorType::Float32, &[1, in_h, in_w, in_c])),
+                    Some(constant(
+                        TensorType::Float32,
+                        &[out_c, 3, 3, in_c],
+                        floats(&float_filter),
+                    )),
+                    None,
+                ],
+                tensor(TensorType::Float32, &[1]),
+                &[&floats(&float_image)],
+            )
+            .unwrap()
+            .data
+        };
+        let int8_run = || {
+            run(
+                prepare,
+                conv_options(1, Padding::Same, Activation::None),
+                vec![
+                    Some(quantized(
+                        tensor(TensorType::Int8, &[1, in_h, in_w, in_c]),
+                        0.05,
+                        -3,
+                    )),
+                    Some(per_channel(
+                        constant(TensorType::Int8, &[out_c, 3, 3, in_c], int8_filter.clone()),
+                        vec![0.002; out_c],
+                        0,
+                    )),
+                    None,
+                ],
+                quantized(tensor(TensorType::Int8, &[1]), 0.2, 4),
+                &[&int8_image],
+            )
+            .unwrap()
+            .data
+        };
+        assert_eq!(float_run(), with_pool(Some(&pool), float_run));
+        assert_eq!(int8_run(), with_pool(Some(&pool), int8_run));
+    }
 
     /// The packed GEMM path (filter a constant) against the direct path (the same filter fed
     /// at run time, which cannot be packed) on random shapes, strides, dilations, paddings,

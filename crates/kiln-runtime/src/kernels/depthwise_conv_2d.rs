@@ -297,6 +297,12 @@ fn widen(data: &[u8], signed: bool, offset: i32) -> Vec<Wrapping> {
 }
 
 impl OpKernel for DepthwiseConv2D {
+    fn prepared_bytes(&self) -> usize {
+        self.quantized
+            .as_ref()
+            .map_or(0, |q| q.filter.len() * size_of::<Wrapping>())
+    }
+
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let (Some(input), Some(filter)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")

@@ -125,6 +125,11 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
 }
 
 impl OpKernel for FullyConnected {
+    fn prepared_bytes(&self) -> usize {
+        self.dense_weights.as_ref().map_or(0, AlignedBytes::len)
+            + self.packed.as_ref().map_or(0, QuantizedGemm::bytes)
+    }
+
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let (Some(input), Some(weights)) = (&inputs[0], &inputs[1]) else {
             unreachable!("prepared")

@@ -30,7 +30,7 @@
 //!    `tests/fixtures/README.md`), float32 and int8 where the operator has both, so the
 //!    conformance tests compare the kernel with LiteRT's.
 
-mod common;
+pub(crate) mod common;
 mod op_kernel;
 
 mod add;
@@ -181,6 +181,24 @@ pub fn prepare(
         kernel,
         outputs: prep.into_outputs(),
     })
+}
+
+/// The microkernels this CPU runs, as the report and `pipeline bench` state them: the float
+/// GEMM's and the int8 GEMM's instruction sets.
+pub fn kernel_sets() -> String {
+    use common::igemm::Isa;
+    use common::sgemm::FloatIsa;
+    let float = match FloatIsa::detect() {
+        FloatIsa::Avx512 => "AVX-512F",
+        FloatIsa::Avx2Fma => "AVX2+FMA",
+        FloatIsa::Portable => "portable",
+    };
+    let int8 = match Isa::detect() {
+        Isa::Vnni => "AVX-512 VNNI",
+        Isa::Avx2 => "AVX2",
+        Isa::Portable => "portable",
+    };
+    format!("float32 GEMM {float}, int8 GEMM {int8}")
 }
 
 pub fn operator_name(code: &OperatorCode) -> String {

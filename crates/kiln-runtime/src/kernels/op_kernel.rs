@@ -22,6 +22,12 @@ pub struct Out<'a> {
 /// A prepared operator: parameters derived once at load time, evaluated on every invoke.
 pub trait OpKernel: std::fmt::Debug + Send + Sync {
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]);
+
+    /// Bytes the kernel made at prepare from the model's constants (weights packed for its
+    /// microkernels, densified sparse weights, widened filters): memory beyond the arena.
+    fn prepared_bytes(&self) -> usize {
+        0
+    }
 }
 
 pub type Kernel = Box<dyn OpKernel>;

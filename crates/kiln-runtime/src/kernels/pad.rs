@@ -159,11 +159,18 @@ impl OpKernel for Pad {
             },
         };
         let output = &mut outputs[0].data[..self.out_bytes];
-        if value.iter().all(|&b| b == 0) {
-            output.fill(0);
-        } else {
-            for chunk in output.chunks_exact_mut(self.elem) {
-                chunk.copy_from_slice(value);
+        let first = value.first().copied().unwrap_or(0);
+        if value.iter().all(|&b| b == first) {
+            // Zero, an int8 zero point, or any value whose bytes are all alike: one memset.
+            output.fill(first);
+        } else if output.len() >= value.len() {
+            // One element, then the filled part copied onto the rest, doubling each time.
+            output[..value.len()].copy_from_slice(value);
+            let mut filled = value.len();
+            while filled < output.len() {
+                let n = filled.min(output.len() - filled);
+                output.copy_within(..n, filled);
+                filled += n;
             }
         }
         let rank = self.in_shape.len();

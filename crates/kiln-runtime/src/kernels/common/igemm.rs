@@ -55,6 +55,11 @@ impl QuantizedGemm {
         })
     }
 
+    /// The bytes the packed weights and corrections hold.
+    pub fn bytes(&self) -> usize {
+        self.weights.bytes() + self.correction.len() * size_of::<i32>()
+    }
+
     /// What the flip adds to an input value: 128 for int8, 0 for uint8.
     pub fn shift(q: &Quantized) -> i32 {
         if q.input_signed { 128 } else { 0 }
@@ -172,6 +177,11 @@ impl PackedWeights {
             words,
             sums,
         }
+    }
+
+    /// The bytes the packed copy holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len() + self.words.len() * size_of::<i16>() + self.sums.len() * size_of::<i32>()
     }
 
     /// The length of one activation row (`k` padded with zeros).

@@ -10,6 +10,7 @@
 //! - `layout`: element sizes, strides, strided gathers and prepare-time folding of the
 //!   data-movement operators;
 //! - `lut`: the one-input activations' prepare, byte tables and float maps;
+//! - `parallel`: a kernel's output split across the invoke's threads;
 //! - `pooling`: AVERAGE_POOL_2D's and MAX_POOL_2D's window geometry;
 //! - `quant`: tensors' quantization parameters, 8-bit loads and stores, hybrid input
 //!   quantization (the arithmetic itself is `kiln_tflite::quant`);
@@ -29,6 +30,7 @@ pub mod fused_activation;
 pub mod igemm;
 pub mod layout;
 pub mod lut;
+pub mod parallel;
 pub mod pooling;
 pub mod quant;
 pub mod requantize;

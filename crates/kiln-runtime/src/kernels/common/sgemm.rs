@@ -111,11 +111,6 @@ impl PackedFloatWeights {
         Self { isa, n, k, panels }
     }
 
-    /// Output channels.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
     /// The bytes the packed copy holds.
     pub fn bytes(&self) -> usize {
         self.panels.len() * size_of::<f32>()
