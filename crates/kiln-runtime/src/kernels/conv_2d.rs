@@ -9,7 +9,7 @@ use kiln_tflite::Conv2DOptions;
 use super::common::convolution::{Convolution, Operands, OperatorOptions, xor_copy};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
-use super::common::igemm::QuantizedGemm;
+use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
 use super::common::parallel::for_each_chunk;
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::requantize::{ChannelRescale, OutputRange};
@@ -38,6 +38,9 @@ struct Conv2D {
 enum Packed {
     Float(PackedFloatWeights),
     Quantized(PackedFilter),
+    /// A dynamic-range filter (int8, symmetric) for the integer GEMM over the input
+    /// quantized at run time.
+    Hybrid(PackedWeights),
 }
 
 /// A quantized convolution as a GEMM: each output pixel's receptive field becomes a row of
@@ -80,6 +83,8 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         None
     } else if let Arithmetic::Float { .. } = conv.arithmetic {
         pack_float_filter(&conv, prep.input_value(1)).map(Packed::Float)
+    } else if let Arithmetic::Hybrid { .. } = conv.arithmetic {
+        pack_hybrid_filter(&conv, prep.input_value(1)).map(Packed::Hybrid)
     } else {
         pack_filter(&conv, group_c, prep.input_value(1)).map(Packed::Quantized)
     };
@@ -104,6 +109,16 @@ fn pack_float_filter(conv: &Convolution, filter: Option<&[u8]>) -> Option<Packed
     };
     Some(PackedFloatWeights::pack(g.out_c, k, |c, kk| {
         weight(c * k + kk)
+    }))
+}
+
+/// A constant int8 dynamic-range filter ([out_c, h, w, in_c]) packed for the integer GEMM.
+fn pack_hybrid_filter(conv: &Convolution, filter: Option<&[u8]>) -> Option<PackedWeights> {
+    let g = &conv.geometry;
+    let k = g.filter_h * g.filter_w * g.in_c;
+    let filter = filter.filter(|f| f.len() == g.out_c * k)?;
+    Some(PackedWeights::pack(Isa::detect(), g.out_c, k, |c, kk| {
+        filter[c * k + kk] as i8
     }))
 }
 
@@ -180,6 +195,79 @@ impl Conv2D {
                         g.gather_field(image, (oy, ox), 0.0, |d, s| d.copy_from_slice(s), row);
                     }
                     weights.multiply(rows, k, count, epilogue, out, g.out_c);
+                });
+            });
+        }
+    }
+
+    /// The dynamic-range convolution through the packed filter: each batch's image quantized
+    /// to int8 (TFLite's scale and zero point), shifted to unsigned bytes, then the same
+    /// gather and GEMM as the int8 path; each sum is exact, so the floats are the direct
+    /// path's.
+    #[allow(clippy::too_many_arguments)]
+    fn eval_hybrid_packed(
+        &self,
+        weights: &PackedWeights,
+        input: &[f32],
+        bias: Option<&[f32]>,
+        output: &mut [f32],
+        filter_scales: &[f32],
+        asymmetric: bool,
+        clamp: FloatClamp,
+    ) {
+        let g = &self.conv.geometry;
+        let row_len = weights.row_len();
+        let pixels = g.out_h * g.out_w;
+        let image_len = g.in_h * g.in_w * g.in_c;
+        let work = pixels * g.out_c * row_len;
+        let mut quantized = vec![0i32; image_len];
+        let mut shifted = vec![0u8; image_len];
+        for b in 0..g.batches {
+            let (scale, zero_point) = quantize_floats(
+                &input[b * image_len..][..image_len],
+                asymmetric,
+                &mut quantized,
+            );
+            // int8 values + 128 as bytes; Σ (x + 128)·w − (128 + zero point)·Σw = Σ (x − zp)·w.
+            for (s, &q) in shifted.iter_mut().zip(&quantized) {
+                *s = (q + 128) as u8;
+            }
+            let correction: Vec<i32> = weights
+                .sums
+                .iter()
+                .map(|&sum| (-128 - zero_point).wrapping_mul(sum))
+                .collect();
+            // A tap outside the image is the float 0.0, which quantizes to the zero point.
+            let outside = (zero_point + 128) as u8;
+            let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
+            for_each_chunk(out, PIXELS_PER_PASS * g.out_c, work, |pass, out| {
+                let start = pass * PIXELS_PER_PASS;
+                let count = out.len() / g.out_c;
+                u8::with(count * row_len, |rows| {
+                    i32::with(count * g.out_c, |sums| {
+                        for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                            let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
+                            g.gather_field(
+                                &shifted,
+                                (oy, ox),
+                                outside,
+                                |d, s| d.copy_from_slice(s),
+                                row,
+                            );
+                        }
+                        weights.multiply(rows, count, sums);
+                        for (out, sums) in out
+                            .chunks_exact_mut(g.out_c)
+                            .zip(sums.chunks_exact(g.out_c))
+                        {
+                            for (oc, (o, &sum)) in out.iter_mut().zip(sums).enumerate() {
+                                let acc = sum.wrapping_add(correction[oc]);
+                                let value = acc as f32 * filter_scales[oc] * scale
+                                    + bias.map_or(0.0, |b| b[oc]);
+                                *o = clamp.apply(value);
+                            }
+                        }
+                    })
                 });
             });
         }
@@ -368,6 +456,7 @@ impl OpKernel for Conv2D {
         match &self.packed {
             Some(Packed::Float(weights)) => weights.bytes(),
             Some(Packed::Quantized(p)) => p.gemm.bytes(),
+            Some(Packed::Hybrid(weights)) => weights.bytes(),
             None => 0,
         }
     }
@@ -426,6 +515,24 @@ impl OpKernel for Conv2D {
                     |_, oc, acc, index| {
                         store_q(output, index, q.finish(acc, bias.map_or(0, |b| b[oc]), oc));
                     },
+                );
+            }
+            Arithmetic::Hybrid {
+                filter_scales,
+                asymmetric_inputs,
+                clamp,
+            } if matches!(self.packed, Some(Packed::Hybrid(_))) => {
+                let Some(Packed::Hybrid(weights)) = &self.packed else {
+                    unreachable!("guarded")
+                };
+                self.eval_hybrid_packed(
+                    weights,
+                    as_f32(input.data),
+                    bias.map(as_f32),
+                    as_f32_mut(outputs[0].data),
+                    filter_scales,
+                    *asymmetric_inputs,
+                    *clamp,
                 );
             }
             Arithmetic::Hybrid {

@@ -357,13 +357,14 @@ impl OpKernel for DepthwiseConv2D {
                 let x = widen(input.data, q.input_signed, q.input_offset);
                 let w = widen(filter.data, q.filter_signed, q.filter_offset);
                 self.convolve(&x, &w, |_, first, acc| {
-                    for (i, a) in acc.iter().enumerate() {
-                        let oc = i % out_c;
-                        store_q(
-                            output,
-                            first * out_c + i,
-                            q.finish(a.0, bias.map_or(0, |b| b[oc]), oc),
-                        );
+                    for (pixel, acc) in acc.chunks_exact(out_c).enumerate() {
+                        for (oc, a) in acc.iter().enumerate() {
+                            store_q(
+                                output,
+                                (first + pixel) * out_c + oc,
+                                q.finish(a.0, bias.map_or(0, |b| b[oc]), oc),
+                            );
+                        }
                     }
                 });
             }
@@ -390,11 +391,23 @@ impl OpKernel for DepthwiseConv2D {
                 let bias = bias.map(as_f32);
                 let output = as_f32_mut(outputs[0].data);
                 self.convolve(&x, &w, |b, first, acc| {
-                    for (i, a) in acc.iter().enumerate() {
-                        let oc = i % out_c;
-                        let value = a.0 as f32 * input_scales[b] * filter_scales[oc]
-                            + bias.map_or(0.0, |b| b[oc]);
-                        output[first * out_c + i] = clamp.apply(value);
+                    let out = &mut output[first * out_c..][..acc.len()];
+                    let input_scale = input_scales[b];
+                    // Zipped slices, the bias chosen outside the loop: it vectorises.
+                    for (out, acc) in out.chunks_exact_mut(out_c).zip(acc.chunks_exact(out_c)) {
+                        let scaled = out.iter_mut().zip(acc).zip(filter_scales);
+                        match bias {
+                            Some(bias) => {
+                                for (((o, a), &fs), &bv) in scaled.zip(bias) {
+                                    *o = clamp.apply(a.0 as f32 * input_scale * fs + bv);
+                                }
+                            }
+                            None => {
+                                for ((o, a), &fs) in scaled {
+                                    *o = clamp.apply(a.0 as f32 * input_scale * fs + 0.0);
+                                }
+                            }
+                        }
                     }
                 });
             }

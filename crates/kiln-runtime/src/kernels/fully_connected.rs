@@ -11,7 +11,7 @@
 use kiln_tflite::BuiltinOptions;
 
 use super::common::dot::{dot, dot_q8};
-use super::common::igemm::QuantizedGemm;
+use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::densify::densify;
@@ -31,6 +31,8 @@ struct FullyConnected {
     arithmetic: Arithmetic,
     /// Quantized constant weights packed for the integer GEMM.
     packed: Option<QuantizedGemm>,
+    /// Dynamic-range (int8) constant weights packed for the integer GEMM.
+    hybrid: Option<PackedWeights>,
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
@@ -113,6 +115,19 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         }
         _ => None,
     };
+    let hybrid = match (&arithmetic, constant_weights) {
+        (Arithmetic::Hybrid { .. }, Some(weights))
+            if weights.len() == out_features * in_features =>
+        {
+            Some(PackedWeights::pack(
+                Isa::detect(),
+                out_features,
+                in_features,
+                |o, k| weights[o * in_features + k] as i8,
+            ))
+        }
+        _ => None,
+    };
     Ok(Box::new(FullyConnected {
         dense_weights,
         batches,
@@ -121,6 +136,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         has_bias: bias.is_some(),
         arithmetic,
         packed,
+        hybrid,
     }))
 }
 
@@ -128,6 +144,7 @@ impl OpKernel for FullyConnected {
     fn prepared_bytes(&self) -> usize {
         self.dense_weights.as_ref().map_or(0, AlignedBytes::len)
             + self.packed.as_ref().map_or(0, QuantizedGemm::bytes)
+            + self.hybrid.as_ref().map_or(0, PackedWeights::bytes)
     }
 
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
@@ -206,6 +223,46 @@ impl OpKernel for FullyConnected {
                             b * n_out + o,
                             q.finish(acc, bias.map_or(0, |bias| bias[o]), o),
                         );
+                    }
+                }
+            }
+            Arithmetic::Hybrid {
+                filter_scales: weight_scales,
+                asymmetric_inputs,
+                clamp,
+            } if self.hybrid.is_some() => {
+                let Some(packed) = &self.hybrid else {
+                    unreachable!("guarded")
+                };
+                let input = as_f32(input.data);
+                let bias = bias.map(as_f32);
+                let output = as_f32_mut(outputs[0].data);
+                let row_len = packed.row_len();
+                // Each batch's row quantized on its own, shifted to bytes (x + 128); the sum
+                // gets −(128 + zero point)·Σw back per output, exactly.
+                let mut quantized = vec![0i32; n_in];
+                let mut rows = vec![0u8; self.batches * row_len];
+                let mut scales = Vec::with_capacity(self.batches);
+                for b in 0..self.batches {
+                    let (scale, zero_point) = quantize_floats(
+                        &input[b * n_in..][..n_in],
+                        *asymmetric_inputs,
+                        &mut quantized,
+                    );
+                    for (x, &q) in rows[b * row_len..][..n_in].iter_mut().zip(&quantized) {
+                        *x = (q + 128) as u8;
+                    }
+                    scales.push((scale, zero_point));
+                }
+                let mut sums = vec![0i32; self.batches * n_out];
+                packed.multiply(&rows, self.batches, &mut sums);
+                for (b, &(scale, zero_point)) in scales.iter().enumerate() {
+                    for o in 0..n_out {
+                        let acc = sums[b * n_out + o]
+                            .wrapping_add((-128 - zero_point).wrapping_mul(packed.sums[o]));
+                        let value = bias.map_or(0.0, |bias| bias[o])
+                            + acc as f32 * scale * weight_scales[o];
+                        output[b * n_out + o] = clamp.apply(value);
                     }
                 }
             }
