@@ -8,6 +8,7 @@
 
 use kiln_tflite::TensorType;
 
+use super::common::exp::exp;
 use super::common::lut::{FloatMap, float_lut, scale_and_zero_point, unary};
 use super::{Kernel, Prep};
 use crate::error::RuntimeError;
@@ -33,22 +34,48 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     Ok(float_lut(signed, len, input_q, output_q, |x| 1.0 / (1.0 + (-x).exp())).boxed())
 }
 
-/// The reference float kernel: exact for moderate inputs, cut off where float32 saturates.
+/// The reference float kernel's cut-offs (1 above 16.62, e^x below −9, else 1 / (1 + e^−x))
+/// as selects over one branch-free exp, so the element loop vectorises.
+#[inline(always)]
 fn logistic_f32(x: f32) -> f32 {
     const CUTOFF_UPPER: f32 = 16.619_047;
     const CUTOFF_LOWER: f32 = -9.0;
-    if x > CUTOFF_UPPER {
-        1.0
-    } else if x < CUTOFF_LOWER {
-        x.exp()
-    } else {
-        1.0 / (1.0 + (-x).exp())
-    }
+    let e = exp(-x);
+    let middle = 1.0 / (1.0 + e);
+    // e^x = 1 / e^−x (and 0 once e^−x overflows).
+    let low = 1.0 / e;
+    let value = if x > CUTOFF_UPPER { 1.0 } else { middle };
+    if x < CUTOFF_LOWER { low } else { value }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_logistic_tracks_the_reference_formula() {
+        let reference = |x: f32| {
+            if x > 16.619_047 {
+                1.0
+            } else if x < -9.0 {
+                x.exp()
+            } else {
+                1.0 / (1.0 + (-x).exp())
+            }
+        };
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            let (got, want) = (logistic_f32(x), reference(x));
+            assert!(
+                (got - want).abs() <= 3e-7 * want.max(1e-30) + 1e-37,
+                "logistic({x}) = {got}, reference {want}"
+            );
+            x += 0.003_1;
+        }
+        assert!(logistic_f32(f32::NAN).is_nan());
+        assert_eq!(logistic_f32(f32::INFINITY), 1.0);
+        assert_eq!(logistic_f32(f32::NEG_INFINITY), 0.0);
+    }
 
     #[test]
     fn int8_table_tracks_float_sigmoid_within_one_step() {

@@ -4,6 +4,7 @@
 //! - `convolution`: CONV_2D's and DEPTHWISE_CONV_2D's operands, receptive-field geometry and
 //!   arithmetic set-up;
 //! - `dot`: the inner products the float and integer kernels spend their time in;
+//! - `exp`: a branch-free float32 exp that vectorises;
 //! - `fused_activation`: an operator's fused activation as a float clamp;
 //! - `igemm`: the integer GEMM (u8 × i8 → i32) of the quantized convolutions, with weights
 //!   packed at prepare for VNNI, AVX2 or portable microkernels;
@@ -26,6 +27,7 @@
 pub mod binary;
 pub mod convolution;
 pub mod dot;
+pub mod exp;
 pub mod fused_activation;
 pub mod igemm;
 pub mod layout;
