@@ -4,7 +4,8 @@
 
 use kiln_tflite::DepthwiseConv2DOptions;
 
-use super::common::convolution::{Convolution, Operands, OperatorOptions};
+use super::common::convolution::{Convolution, Geometry, Operands, OperatorOptions};
+use super::common::fused_activation::FloatClamp;
 use super::common::quant::{quantize_floats, store_q};
 use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::weighted::Arithmetic;
@@ -256,6 +257,82 @@ impl DepthwiseConv2D {
     }
 }
 
+/// Float depthwise (one filter per channel) in AVX-512: 16 channels of one output pixel
+/// stay in a register while every tap inside the image adds its product (fused multiply-add),
+/// then the bias and the clamp; as LiteRT's optimized kernels do, and unlike the reference,
+/// each product is not rounded before it is added (within float tolerance of it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn float_avx512(
+    g: &Geometry,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    clamp: FloatClamp,
+    output: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let c = g.out_c;
+    assert!(
+        g.in_c == c
+            && input.len() >= g.batches * g.in_h * g.in_w * c
+            && filter.len() >= g.filter_h * g.filter_w * c
+            && output.len() >= g.batches * g.out_h * g.out_w * c
+            && bias.is_none_or(|b| b.len() >= c),
+        "prepared shapes"
+    );
+    let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
+    let (min, max) = (_mm512_set1_ps(clamp.min), _mm512_set1_ps(clamp.max));
+    for b in 0..g.batches {
+        for oy in 0..g.out_h {
+            let rows: Vec<(usize, usize)> = (0..g.filter_h)
+                .filter_map(|ky| {
+                    let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
+                    (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * c))
+                })
+                .collect();
+            let out_row = (b * g.out_h + oy) * g.out_w * c;
+            for c0 in (0..c).step_by(16) {
+                let mask: __mmask16 = ((1u32 << (c - c0).min(16)) - 1) as __mmask16;
+                // SAFETY: every load and store is masked to the channels c0..c of a pixel the
+                // assertion above keeps in bounds.
+                unsafe {
+                    let bias = bias.map_or(_mm512_setzero_ps(), |b| {
+                        _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0))
+                    });
+                    for ox in 0..g.out_w {
+                        let mut acc = _mm512_setzero_ps();
+                        for &(ky, row) in &rows {
+                            for (kx, &(lo, hi)) in columns.iter().enumerate() {
+                                if ox < lo || ox >= hi {
+                                    continue;
+                                }
+                                let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                                let x = _mm512_maskz_loadu_ps(
+                                    mask,
+                                    input.as_ptr().add(row + ix * c + c0),
+                                );
+                                let w = _mm512_maskz_loadu_ps(
+                                    mask,
+                                    filter.as_ptr().add((ky * g.filter_w + kx) * c + c0),
+                                );
+                                acc = _mm512_fmadd_ps(x, w, acc);
+                            }
+                        }
+                        let value =
+                            _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc, bias), min), max);
+                        _mm512_mask_storeu_ps(
+                            output.as_mut_ptr().add(out_row + ox * c + c0),
+                            mask,
+                            value,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Wrapping i32 so the integer paths share `convolve` with floats without overflow panics
 /// (TFLite's int32 accumulators wrap too).
 #[derive(Clone, Copy, Debug, Default)]
@@ -310,6 +387,22 @@ impl OpKernel for DepthwiseConv2D {
         let bias = self.conv.bias(inputs);
         let out_c = self.conv.geometry.out_c;
         match &self.conv.arithmetic {
+            #[cfg(target_arch = "x86_64")]
+            Arithmetic::Float { clamp }
+                if self.multiplier == 1 && std::arch::is_x86_feature_detected!("avx512f") =>
+            {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe {
+                    float_avx512(
+                        &self.conv.geometry,
+                        as_f32(input.data),
+                        as_f32(filter.data),
+                        bias.map(as_f32),
+                        *clamp,
+                        as_f32_mut(outputs[0].data),
+                    )
+                };
+            }
             Arithmetic::Float { clamp } => {
                 let bias = bias.map(as_f32);
                 let output = as_f32_mut(outputs[0].data);
@@ -410,6 +503,108 @@ impl OpKernel for DepthwiseConv2D {
                         }
                     }
                 });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::{Activation, BuiltinOptions, Padding, TensorType};
+
+    use super::super::common::testing::{constant, run, seeded, tensor};
+    use super::*;
+
+    fn floats(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// Float depthwise (the AVX-512 kernel where the CPU has it, the row loops otherwise)
+    /// against the definition, on random shapes, strides, dilations, paddings, multipliers
+    /// and channel counts around the 16-lane blocks.
+    #[test]
+    fn float_depthwise_matches_the_definition() {
+        let mut next = seeded(0xd3b7);
+        for case in 0..40 {
+            let (in_h, in_w) = (1 + next(9) as usize, 1 + next(9) as usize);
+            let in_c = [1, 3, 16, 17, 33][case % 5];
+            let multiplier = if case % 4 == 3 { 2 } else { 1 };
+            let out_c = in_c * multiplier;
+            let (kh, kw) = (1 + next(3) as usize, 1 + next(3) as usize);
+            let stride = 1 + next(2) as usize;
+            let dilation = if case % 6 == 5 { 2 } else { 1 };
+            let padding = if next(2) == 0 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
+            let (span_h, span_w) = ((kh - 1) * dilation + 1, (kw - 1) * dilation + 1);
+            if padding == Padding::Valid && (in_h < span_h || in_w < span_w) {
+                continue;
+            }
+            let (out_h, pad_h) = kiln_tflite::window(padding, in_h, kh, stride, dilation);
+            let (out_w, pad_w) = kiln_tflite::window(padding, in_w, kw, stride, dilation);
+            let mut float = || next(2001) as f32 / 1000.0 - 1.0;
+            let image: Vec<f32> = (0..in_h * in_w * in_c).map(|_| float()).collect();
+            let filter: Vec<f32> = (0..kh * kw * out_c).map(|_| float()).collect();
+            let bias: Vec<f32> = (0..out_c).map(|_| float()).collect();
+            let activation = [Activation::None, Activation::Relu6][case % 2];
+            let options = BuiltinOptions::DepthwiseConv2D(DepthwiseConv2DOptions {
+                padding,
+                stride_w: stride as i32,
+                stride_h: stride as i32,
+                depth_multiplier: multiplier as i32,
+                activation,
+                dilation_w: dilation as i32,
+                dilation_h: dilation as i32,
+            });
+            let got = run(
+                prepare,
+                options,
+                vec![
+                    Some(tensor(TensorType::Float32, &[1, in_h, in_w, in_c])),
+                    Some(constant(
+                        TensorType::Float32,
+                        &[1, kh, kw, out_c],
+                        floats(&filter),
+                    )),
+                    Some(constant(TensorType::Float32, &[out_c], floats(&bias))),
+                ],
+                tensor(TensorType::Float32, &[1]),
+                &[&floats(&image)],
+            )
+            .unwrap();
+            assert_eq!(got.shape, [1, out_h, out_w, out_c], "case {case}");
+            for oy in 0..out_h {
+                for ox in 0..out_w {
+                    for oc in 0..out_c {
+                        let mut sum = 0.0f64;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride + ky * dilation) as isize - pad_h as isize;
+                                let ix = (ox * stride + kx * dilation) as isize - pad_w as isize;
+                                if iy < 0 || ix < 0 || iy >= in_h as isize || ix >= in_w as isize {
+                                    continue;
+                                }
+                                let x = image
+                                    [(iy as usize * in_w + ix as usize) * in_c + oc / multiplier];
+                                sum +=
+                                    f64::from(x) * f64::from(filter[(ky * kw + kx) * out_c + oc]);
+                            }
+                        }
+                        let mut want = (sum + f64::from(bias[oc])) as f32;
+                        if activation == Activation::Relu6 {
+                            want = want.clamp(0.0, 6.0);
+                        }
+                        let at = ((oy * out_w + ox) * out_c + oc) * 4;
+                        let b = &got.data[at..at + 4];
+                        let value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        assert!(
+                            (value - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "case {case} ({oy}, {ox}, {oc}): {value} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }

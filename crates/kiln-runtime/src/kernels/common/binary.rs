@@ -82,20 +82,30 @@ impl Broadcast {
     /// innermost dimension runs as a tight loop; outer dimensions advance an odometer.
     #[inline]
     pub fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
+        self.for_each_row(|o, len, (a, step_a), (b, step_b)| {
+            for k in 0..len {
+                f(o + k, a + k * step_a, b + k * step_b);
+            }
+        });
+    }
+
+    /// Calls `f(first output index, length, (a index, a step), (b index, b step))` for every
+    /// run of the innermost dimension in order (one run for the whole output when neither
+    /// side broadcasts): a step of 1 is a contiguous operand, 0 a repeated one.
+    #[inline]
+    pub fn for_each_row(&self, mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize))) {
         let rank = self.output_shape.len();
         let total: usize = self.output_shape.iter().product();
         if total == 0 {
             return;
         }
         if rank == 0 {
-            f(0, 0, 0);
+            f(0, 1, (0, 1), (0, 1));
             return;
         }
-        // No broadcasting on either side (the common case): one flat loop.
+        // No broadcasting on either side (the common case): one flat run.
         if self.is_flat() {
-            for i in 0..total {
-                f(i, i, i);
-            }
+            f(0, total, (0, 1), (0, 1));
             return;
         }
         let inner = self.output_shape[rank - 1];
@@ -104,9 +114,7 @@ impl Broadcast {
         let (mut base_a, mut base_b) = (0usize, 0usize);
         let mut o = 0;
         for _ in 0..total / inner {
-            for k in 0..inner {
-                f(o + k, base_a + k * step_a, base_b + k * step_b);
-            }
+            f(o, inner, (base_a, step_a), (base_b, step_b));
             o += inner;
             for d in (0..rank - 1).rev() {
                 index[d] += 1;
@@ -136,14 +144,34 @@ pub fn eval_float(
     };
     let (a, b) = (as_f32(a.data), as_f32(b.data));
     let output = as_f32_mut(outputs[0].data);
-    if broadcast.is_flat() {
-        // Slices zipped without indices: no bounds checks, so the loop vectorises.
-        for ((o, &x), &y) in output.iter_mut().zip(a).zip(b) {
-            *o = clamp.apply(f(x, y));
+    // Contiguous or repeated operands as zipped slices, without indices: the loops vectorise.
+    broadcast.for_each_row(|o, len, (ia, step_a), (ib, step_b)| {
+        let out = &mut output[o..o + len];
+        match (step_a, step_b) {
+            (1, 1) => {
+                for ((o, &x), &y) in out.iter_mut().zip(&a[ia..ia + len]).zip(&b[ib..ib + len]) {
+                    *o = clamp.apply(f(x, y));
+                }
+            }
+            (1, 0) => {
+                let y = b[ib];
+                for (o, &x) in out.iter_mut().zip(&a[ia..ia + len]) {
+                    *o = clamp.apply(f(x, y));
+                }
+            }
+            (0, 1) => {
+                let x = a[ia];
+                for (o, &y) in out.iter_mut().zip(&b[ib..ib + len]) {
+                    *o = clamp.apply(f(x, y));
+                }
+            }
+            _ => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = clamp.apply(f(a[ia + k * step_a], b[ib + k * step_b]));
+                }
+            }
         }
-    } else {
-        broadcast.for_each(|o, ia, ib| output[o] = clamp.apply(f(a[ia], b[ib])));
-    }
+    });
 }
 
 /// Int32 element-wise kernel (shapes, indices): wrapping arithmetic, then the activation's
