@@ -7,7 +7,6 @@
 /// e^x; `+∞` above 88.72, 0 below −87.34, NaN for NaN.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const LOG2_E: f32 = 1.442_695;
     // 1.5 · 2^23: adding it rounds to an integer in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_145_75;
@@ -20,7 +19,7 @@ pub fn exp(x: f32) -> f32 {
     const MAX: f32 = 88.722_83;
     const MIN: f32 = -87.336_55;
     let clamped = x.clamp(MIN, MAX);
-    let shifted = clamped * LOG2_E + MAGIC;
+    let shifted = clamped * std::f32::consts::LOG2_E + MAGIC;
     let n = shifted - MAGIC;
     let r = (clamped - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (C1 + r * (C2 + r * (C3 + r * (C4 + r * C5))));
