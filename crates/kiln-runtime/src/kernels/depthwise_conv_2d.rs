@@ -333,6 +333,75 @@ unsafe fn float_avx512(
     }
 }
 
+/// One output row of a quantized depthwise layer (one filter per channel) in AVX-512: 16
+/// channels of a pixel summed in i32 lanes across every tap inside the image, each tap's
+/// input bytes widened and offset in registers. Integer sums are exact, so the bits are the
+/// reference's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantized_row_avx512(
+    g: &Geometry,
+    (b, oy): (usize, usize),
+    input: &[u8],
+    (signed, input_offset): (bool, i32),
+    filter: &[i32],
+    acc: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    let c = g.out_c;
+    assert!(
+        g.in_c == c
+            && input.len() >= g.batches * g.in_h * g.in_w * c
+            && filter.len() >= g.filter_h * g.filter_w * c
+            && acc.len() >= g.out_w * c,
+        "prepared shapes"
+    );
+    let offset = _mm512_set1_epi32(input_offset);
+    let rows: Vec<(usize, usize)> = (0..g.filter_h)
+        .filter_map(|ky| {
+            let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
+            (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * c))
+        })
+        .collect();
+    let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
+    for c0 in (0..c).step_by(16) {
+        let mask: __mmask16 = ((1u32 << (c - c0).min(16)) - 1) as __mmask16;
+        for ox in 0..g.out_w {
+            // SAFETY: every load and store is masked to the channels c0..c of a pixel the
+            // assertion above keeps in bounds.
+            unsafe {
+                let mut sum = _mm512_setzero_si512();
+                for &(ky, row) in &rows {
+                    for (kx, &(lo, hi)) in columns.iter().enumerate() {
+                        if ox < lo || ox >= hi {
+                            continue;
+                        }
+                        let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                        let bytes = _mm_maskz_loadu_epi8(
+                            mask,
+                            input.as_ptr().add(row + ix * c + c0).cast(),
+                        );
+                        let x = if signed {
+                            _mm512_cvtepi8_epi32(bytes)
+                        } else {
+                            _mm512_cvtepu8_epi32(bytes)
+                        };
+                        let w = _mm512_maskz_loadu_epi32(
+                            mask,
+                            filter.as_ptr().add((ky * g.filter_w + kx) * c + c0),
+                        );
+                        sum = _mm512_add_epi32(
+                            sum,
+                            _mm512_mullo_epi32(_mm512_add_epi32(x, offset), w),
+                        );
+                    }
+                }
+                _mm512_mask_storeu_epi32(acc.as_mut_ptr().add(ox * c + c0), mask, sum);
+            }
+        }
+    }
+}
+
 /// Wrapping i32 so the integer paths share `convolve` with floats without overflow panics
 /// (TFLite's int32 accumulators wrap too).
 #[derive(Clone, Copy, Debug, Default)]
@@ -434,6 +503,34 @@ impl OpKernel for DepthwiseConv2D {
                     .map_or_else(|| vec![0; out_c], <[i32]>::to_vec)
                     .repeat(self.conv.geometry.out_w);
                 let output = &mut *outputs[0].data;
+                #[cfg(target_arch = "x86_64")]
+                if self.multiplier == 1 && std::arch::is_x86_feature_detected!("avx512f") {
+                    let g = &self.conv.geometry;
+                    let mut acc = vec![0i32; g.out_w * out_c];
+                    for b in 0..g.batches {
+                        for oy in 0..g.out_h {
+                            // SAFETY: the CPU has AVX-512F.
+                            unsafe {
+                                quantized_row_avx512(
+                                    g,
+                                    (b, oy),
+                                    input.data,
+                                    (q.input_signed, q.input_offset),
+                                    as_i32s(&prepared.filter),
+                                    &mut acc,
+                                )
+                            };
+                            let first = (b * g.out_h + oy) * g.out_w;
+                            prepared.rescale.requantize(
+                                &acc,
+                                &bias,
+                                prepared.range,
+                                &mut output[first * out_c..][..acc.len()],
+                            );
+                        }
+                    }
+                    return;
+                }
                 let x = widen(input.data, q.input_signed, q.input_offset);
                 self.convolve(&x, &prepared.filter, |_, first, acc| {
                     prepared.rescale.requantize(

@@ -9,6 +9,8 @@ use kiln_tflite::{Activation, BuiltinOptions, TensorType};
 
 use super::fused_activation::FloatClamp;
 use super::quant::{activation_range, load_q, per_tensor};
+use super::requantize::{ChannelRescale, OutputRange};
+use super::scratch::Scratch;
 use crate::error::RuntimeError;
 use crate::kernels::{In, Out, Prep};
 use crate::tensor::{TensorInfo, as_f32, as_f32_mut};
@@ -224,9 +226,15 @@ pub struct AddSubParams {
     output_offset: i32,
     output_multiplier: QuantizedMultiplier,
     range: (i32, i32),
+    /// The output multiplier for a block of sums, vectorised: the same bits as the
+    /// smaller-than-one rescale when its shift is not positive (always, from the converter).
+    rescale: Option<ChannelRescale>,
 }
 
 const LEFT_SHIFT: i32 = 20;
+
+/// Sums requantized per call.
+const BLOCK: usize = 256;
 
 impl AddSubParams {
     pub fn new(
@@ -251,14 +259,16 @@ impl AddSubParams {
             }
             table
         };
+        let output_multiplier =
+            quantize_multiplier(twice_max / (f64::from(1u32 << LEFT_SHIFT) * f64::from(so)));
         Ok(Self {
             scaled_a: table(za, quantize_multiplier(f64::from(sa) / twice_max)),
             scaled_b: table(zb, quantize_multiplier(f64::from(sb) / twice_max)),
             output_offset: zo,
-            output_multiplier: quantize_multiplier(
-                twice_max / (f64::from(1u32 << LEFT_SHIFT) * f64::from(so)),
-            ),
+            output_multiplier,
             range: activation_range(prep, activation, output)?,
+            rescale: (output_multiplier.shift <= 0)
+                .then(|| ChannelRescale::new(&[output_multiplier], BLOCK)),
         })
     }
 
@@ -274,6 +284,33 @@ impl AddSubParams {
             unreachable!("prepared")
         };
         let output = &mut *outputs[0].data;
+        if let Some(rescale) = &self.rescale {
+            // The rescaled inputs' sums first (table lookups), then one vectorised
+            // requantization per block.
+            i32::with(output.len(), |sums| {
+                broadcast.for_each(|o, ia, ib| {
+                    let (x, y) = (
+                        self.scaled_a[usize::from(a.data[ia])],
+                        self.scaled_b[usize::from(b.data[ib])],
+                    );
+                    sums[o] = if subtract {
+                        x.wrapping_sub(y)
+                    } else {
+                        x.wrapping_add(y)
+                    };
+                });
+                let range = OutputRange {
+                    offset: self.output_offset,
+                    min: self.range.0,
+                    max: self.range.1,
+                };
+                let zeros = [0i32; BLOCK];
+                for (sums, out) in sums.chunks(BLOCK).zip(output.chunks_mut(BLOCK)) {
+                    rescale.requantize(sums, &zeros, range, out);
+                }
+            });
+            return;
+        }
         broadcast.for_each(|o, ia, ib| {
             let (x, y) = (
                 self.scaled_a[usize::from(a.data[ia])],
