@@ -1,12 +1,13 @@
 """kiln-runtime vs LiteRT 2.3.0 on the same files in the same run: p50 latency of each, and
 kiln's time as a multiple of each LiteRT kernel set's (< 1 = kiln faster), with the
 geometric mean over all models. LiteRT runs its reference kernels, its optimized builtin
-kernels (no delegate) and its default path (XNNPACK), on `--threads` threads; kiln-runtime
-runs on one thread (it has no threads yet).
-usage: runtime_vs_litert.py PIPELINE_BINARY [--runs N] [--threads N] MODEL.tflite..."""
+kernels (no delegate) and its default path (XNNPACK); both sides run on the same number of
+threads, once per entry of `--threads` (default `1,all`: one thread, then every core).
+usage: runtime_vs_litert.py PIPELINE_BINARY [--runs N] [--threads 1,all] MODEL.tflite..."""
 import argparse
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -17,8 +18,9 @@ from litert_latency import p50_ms  # noqa: E402
 PEERS = [("reference", "ref"), ("builtin", "builtin"), ("default", "xnnpack")]
 
 
-def kiln_p50(binary: str, model: str, runs: int) -> float:
-    out = subprocess.run([binary, "bench", model, "--runs", str(runs), "--json"],
+def kiln_p50(binary: str, model: str, runs: int, threads: int) -> float:
+    out = subprocess.run([binary, "bench", model, "--runs", str(runs), "--threads", str(threads),
+                          "--json"],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return math.nan
@@ -30,24 +32,18 @@ def geomean(values):
     return math.exp(sum(map(math.log, values)) / len(values)) if values else math.nan
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("binary")
-    parser.add_argument("models", nargs="+")
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+def table(binary: str, models, runs: int, threads: int) -> None:
     header = f"{'model':<40} {'kiln ms':>9}" + "".join(f" {name + ' ms':>11}" for _, name in PEERS)
     header += "".join(f" {'kiln/' + name:>13}" for _, name in PEERS)
-    print(f"LiteRT on {args.threads} thread(s), kiln-runtime on 1; p50 of {args.runs} invokes")
+    print(f"kiln-runtime and LiteRT on {threads} thread(s); p50 of {runs} invokes")
     print(header)
     ratios = {name: [] for _, name in PEERS}
-    for model in args.models:
-        ours = kiln_p50(args.binary, model, args.runs)
+    for model in models:
+        ours = kiln_p50(binary, model, runs, threads)
         theirs = []
         for kernels, name in PEERS:
             try:
-                theirs.append(p50_ms(model, kernels, args.runs, args.threads))
+                theirs.append(p50_ms(model, kernels, runs, threads))
             except Exception:  # LiteRT refuses the file: no ratio for it
                 theirs.append(math.nan)
         row = f"{'/'.join(pathlib.Path(model).parts[-2:]):<40} {ours:>9.4f}"
@@ -57,9 +53,23 @@ def main() -> None:
             ratios[name].append(ratio)
             row += f" {ratio:>13.2f}"
         print(row, flush=True)
-    summary = f"{'geometric mean (' + str(len(args.models)) + ' models)':<40} {'':>9}" + " " * (12 * len(PEERS))
+    summary = f"{'geometric mean (' + str(len(models)) + ' models)':<40} {'':>9}" + " " * (12 * len(PEERS))
     summary += "".join(f" {geomean(ratios[name]):>13.2f}" for _, name in PEERS)
     print(summary)
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--threads", default="1,all",
+                        help="comma-separated thread counts; 'all' is every core")
+    args = parser.parse_args()
+    for entry in args.threads.split(","):
+        threads = (os.cpu_count() or 1) if entry.strip() == "all" else int(entry)
+        table(args.binary, args.models, args.runs, threads)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # kiln-runtime vs LiteRT on every converter fixture (and any extra .tflite given), measured in
-# the same run: p50 latency of kiln-runtime (one thread) and of LiteRT's reference kernels,
-# its optimized builtin kernels and its default XNNPACK path, kiln's time as a multiple of
-# each (< 1 = kiln faster), and the geometric mean of those ratios.
-# usage: bench/runtime_vs_litert.sh [--threads N] [--runs N] [MODEL.tflite ...]
-#   --threads N   LiteRT's threads (default 1; `nproc` for all cores)
+# the same run: p50 latency of kiln-runtime and of LiteRT's reference kernels, its optimized
+# builtin kernels and its default XNNPACK path, kiln's time as a multiple of each (< 1 = kiln
+# faster), and the geometric mean of those ratios; on one thread, then on every core.
+# usage: bench/runtime_vs_litert.sh [--threads 1,all] [--runs N] [MODEL.tflite ...]
+#   --threads LIST   comma-separated thread counts for both runtimes (default 1,all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 options=()

@@ -72,6 +72,12 @@ fn a_quickstart_run_directory_holds_its_manifest_micro_sources_plots_and_tensorb
         String::from_utf8_lossy(&out.stderr)
     );
     let report = json(&dir.join("report.json"));
+    // The report names what measured the latency column.
+    let runtime = report["latency_runtime"].as_str().unwrap();
+    assert!(
+        runtime.contains("1 thread") && runtime.contains("int8 GEMM"),
+        "{runtime}"
+    );
     let variants: Vec<String> = report["variants"]
         .as_array()
         .unwrap()

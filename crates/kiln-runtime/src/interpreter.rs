@@ -422,9 +422,10 @@ impl Interpreter {
         } else {
             threads
         };
+        // The invoking thread works too: the pool holds the others.
         self.pool = if threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
+                .num_threads(threads - 1)
                 .thread_name(|i| format!("kiln-runtime-{i}"))
                 .build()
                 .map_err(|e| RuntimeError::Threads {
@@ -442,14 +443,14 @@ impl Interpreter {
     pub fn threads(&self) -> usize {
         self.pool
             .as_ref()
-            .map_or(1, rayon::ThreadPool::current_num_threads)
+            .map_or(1, |pool| pool.current_num_threads() + 1)
     }
 
     /// Runs every operator once on the current inputs.
     pub fn invoke(&mut self) -> Result<(), RuntimeError> {
         // An empty observer: after inlining, the observation loop compiles away, so the
         // plain invoke pays nothing for the hook below.
-        self.run_in_pool(|_, _, _| {}, &mut NoClock)
+        self.run(|_, _, _| {}, &mut NoClock)
     }
 
     /// Runs like [`invoke`](Self::invoke) and shows every intermediate value to `observe`:
@@ -474,7 +475,7 @@ impl Interpreter {
             started: Instant::now(),
             profile,
         };
-        self.run_in_pool(|_, _, _| {}, &mut clock)
+        self.run(|_, _, _| {}, &mut clock)
     }
 
     /// `(operator index, operator name, first output tensor's name)` of every operator that
@@ -507,24 +508,6 @@ impl Interpreter {
         let pool = self.pool.take();
         let result = parallel::with_pool(pool.as_ref(), || self.run_steps(observe, clock));
         self.pool = pool;
-        result
-    }
-
-    /// Runs on one of the pool's threads when there is a pool, so the kernels' parallel
-    /// chunks start from inside it (work stealing) instead of handing over threads per
-    /// operator. Needs a `Send` observer; `run` serves the others.
-    #[inline(always)]
-    fn run_in_pool<F, C>(&mut self, observe: F, clock: &mut C) -> Result<(), RuntimeError>
-    where
-        F: FnMut(usize, &TensorInfo, &[u8]) + Send,
-        C: StepClock + Send,
-    {
-        let Some(pool) = self.pool.take() else {
-            return self.run_steps(observe, clock);
-        };
-        let result =
-            pool.install(|| parallel::with_pool(Some(&pool), || self.run_steps(observe, clock)));
-        self.pool = Some(pool);
         result
     }
 

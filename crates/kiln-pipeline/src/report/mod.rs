@@ -65,6 +65,8 @@ pub struct Report {
     pub stages: Vec<String>,
     pub dataset: DatasetReport,
     pub variants: Vec<VariantReport>,
+    /// What measured the variants' latency: kiln-runtime, its threads and microkernels.
+    pub latency_runtime: String,
     /// The stages' sections, in recipe order.
     pub sections: Vec<ReportSection>,
     pub total_seconds: f64,
@@ -286,6 +288,7 @@ impl Report {
         map.serialize_entry("stages", &self.stages)?;
         map.serialize_entry("dataset", &self.dataset)?;
         map.serialize_entry("variants", &self.variants)?;
+        map.serialize_entry("latency_runtime", &self.latency_runtime)?;
         for section in &self.sections {
             section.json.write_entry(section.key, &mut map)?;
         }
@@ -347,8 +350,11 @@ impl Report {
                     .join(", ")
             }
         );
-        md += "## Variants\n\nAccuracy and latency are kiln-runtime's on the test split; parity compares each \
-               file's (dequantized) logits with the Burn model's.\n\n";
+        md += &format!(
+            "## Variants\n\nAccuracy and latency are kiln-runtime's on the test split (latency: {}); parity \
+             compares each file's (dequantized) logits with the Burn model's.\n\n",
+            self.latency_runtime
+        );
         md += "| variant | file | bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity |\n";
         md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for v in &self.variants {

@@ -40,6 +40,10 @@ impl Stage for ReportStage {
             stages: run.stages.iter().map(|s| (*s).to_owned()).collect(),
             dataset: DatasetReport::new(run.splits, &config.data.normalization())?,
             variants,
+            latency_runtime: format!(
+                "batch 1, 1 thread, {}",
+                kiln_runtime::kernel_sets()
+            ),
             sections: std::mem::take(&mut run.sections),
             total_seconds: run.started.elapsed().as_secs_f64(),
         };

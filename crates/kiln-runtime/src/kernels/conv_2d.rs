@@ -145,7 +145,7 @@ fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Opt
     Some(PackedFilter {
         gemm,
         outside,
-        rescale: ChannelRescale::new(multipliers, PIXELS_PER_PASS),
+        rescale: ChannelRescale::new(multipliers),
         range: OutputRange::of(q),
     })
 }
@@ -282,10 +282,11 @@ impl Conv2D {
         let image_len = g.in_h * g.in_w * g.in_c;
         // What each channel's sum gains besides the GEMM: the shift's and zero point's
         // correction, and the bias.
-        let offsets = (0..g.out_c)
-            .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
-            .collect::<Vec<i32>>()
-            .repeat(PIXELS_PER_PASS);
+        let offsets = p.rescale.periodic(
+            &(0..g.out_c)
+                .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
+                .collect::<Vec<i32>>(),
+        );
         let work = pixels * g.out_c * row_len;
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];

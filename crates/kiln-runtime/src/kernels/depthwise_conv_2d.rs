@@ -44,7 +44,7 @@ fn prepare_quantized(conv: &Convolution, filter: Option<&[u8]>) -> Option<Prepar
     }
     Some(PreparedQuantized {
         filter: widen(filter, q.filter_signed, q.filter_offset),
-        rescale: ChannelRescale::new(multipliers, g.out_w),
+        rescale: ChannelRescale::new(multipliers),
         range: OutputRange::of(q),
     })
 }
@@ -333,12 +333,16 @@ unsafe fn float_avx512(
     }
 }
 
+/// Taps the quantized AVX-512 kernel keeps per channel block (7×7 filters and smaller).
+const MAX_TAPS: usize = 49;
+
 /// One output row of a quantized depthwise layer (one filter per channel) in AVX-512: 16
-/// channels of a pixel summed in i32 lanes across every tap inside the image, each tap's
-/// input bytes widened and offset in registers. Integer sums are exact, so the bits are the
-/// reference's.
+/// channels of a pixel summed in i32 lanes across every tap inside the image. Offset inputs
+/// and weights fit in i16, so each product is one `vpmaddwd` against the weight's low half
+/// (high half zero); inside the image the input offset's share, offset · Σ weights, is added
+/// once per pixel. Integer sums are exact, so the bits are the reference's.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn quantized_row_avx512(
     g: &Geometry,
     (b, oy): (usize, usize),
@@ -349,14 +353,17 @@ unsafe fn quantized_row_avx512(
 ) {
     use std::arch::x86_64::*;
     let c = g.out_c;
+    let taps = g.filter_h * g.filter_w;
     assert!(
         g.in_c == c
+            && taps <= MAX_TAPS
             && input.len() >= g.batches * g.in_h * g.in_w * c
-            && filter.len() >= g.filter_h * g.filter_w * c
+            && filter.len() >= taps * c
             && acc.len() >= g.out_w * c,
         "prepared shapes"
     );
     let offset = _mm512_set1_epi32(input_offset);
+    let low_halves = _mm512_set1_epi32(0xffff);
     let rows: Vec<(usize, usize)> = (0..g.filter_h)
         .filter_map(|ky| {
             let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
@@ -364,36 +371,70 @@ unsafe fn quantized_row_avx512(
         })
         .collect();
     let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
+    // Output columns whose every tap is inside the image (when every filter row is).
+    let inside = if rows.len() == g.filter_h {
+        columns
+            .iter()
+            .fold((0, g.out_w), |(lo, hi), &(l, h)| (lo.max(l), hi.min(h)))
+    } else {
+        (0, 0)
+    };
+    let widen = |bytes: __m128i| {
+        if signed {
+            _mm512_cvtepi8_epi32(bytes)
+        } else {
+            _mm512_cvtepu8_epi32(bytes)
+        }
+    };
     for c0 in (0..c).step_by(16) {
         let mask: __mmask16 = ((1u32 << (c - c0).min(16)) - 1) as __mmask16;
+        let mut weights = [_mm512_setzero_si512(); MAX_TAPS];
+        let mut weight_sum = _mm512_setzero_si512();
+        for (tap, w) in weights.iter_mut().enumerate().take(taps) {
+            // SAFETY: masked to the channels c0..c of a tap within the filter (asserted).
+            let full = unsafe { _mm512_maskz_loadu_epi32(mask, filter.as_ptr().add(tap * c + c0)) };
+            weight_sum = _mm512_add_epi32(weight_sum, full);
+            *w = _mm512_and_si512(full, low_halves);
+        }
+        let offset_share = _mm512_mullo_epi32(offset, weight_sum);
         for ox in 0..g.out_w {
             // SAFETY: every load and store is masked to the channels c0..c of a pixel the
             // assertion above keeps in bounds.
             unsafe {
-                let mut sum = _mm512_setzero_si512();
-                for &(ky, row) in &rows {
-                    for (kx, &(lo, hi)) in columns.iter().enumerate() {
-                        if ox < lo || ox >= hi {
-                            continue;
+                let mut sum;
+                if ox >= inside.0 && ox < inside.1 {
+                    sum = offset_share;
+                    for &(ky, row) in &rows {
+                        for kx in 0..g.filter_w {
+                            let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                            let bytes = _mm_maskz_loadu_epi8(
+                                mask,
+                                input.as_ptr().add(row + ix * c + c0).cast(),
+                            );
+                            sum = _mm512_add_epi32(
+                                sum,
+                                _mm512_madd_epi16(widen(bytes), weights[ky * g.filter_w + kx]),
+                            );
                         }
-                        let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
-                        let bytes = _mm_maskz_loadu_epi8(
-                            mask,
-                            input.as_ptr().add(row + ix * c + c0).cast(),
-                        );
-                        let x = if signed {
-                            _mm512_cvtepi8_epi32(bytes)
-                        } else {
-                            _mm512_cvtepu8_epi32(bytes)
-                        };
-                        let w = _mm512_maskz_loadu_epi32(
-                            mask,
-                            filter.as_ptr().add((ky * g.filter_w + kx) * c + c0),
-                        );
-                        sum = _mm512_add_epi32(
-                            sum,
-                            _mm512_mullo_epi32(_mm512_add_epi32(x, offset), w),
-                        );
+                    }
+                } else {
+                    sum = _mm512_setzero_si512();
+                    for &(ky, row) in &rows {
+                        for (kx, &(lo, hi)) in columns.iter().enumerate() {
+                            if ox < lo || ox >= hi {
+                                continue;
+                            }
+                            let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                            let bytes = _mm_maskz_loadu_epi8(
+                                mask,
+                                input.as_ptr().add(row + ix * c + c0).cast(),
+                            );
+                            let x = _mm512_add_epi32(widen(bytes), offset);
+                            sum = _mm512_add_epi32(
+                                sum,
+                                _mm512_madd_epi16(x, weights[ky * g.filter_w + kx]),
+                            );
+                        }
                     }
                 }
                 _mm512_mask_storeu_epi32(acc.as_mut_ptr().add(ox * c + c0), mask, sum);
@@ -497,19 +538,25 @@ impl OpKernel for DepthwiseConv2D {
                 let Some(prepared) = &self.quantized else {
                     unreachable!("guarded")
                 };
-                // The bias repeated per pixel of a row: one requantization call per row.
-                let bias: Vec<i32> = bias
-                    .map(as_i32)
-                    .map_or_else(|| vec![0; out_c], <[i32]>::to_vec)
-                    .repeat(self.conv.geometry.out_w);
+                // One requantization call per output row.
+                let bias = prepared.rescale.periodic(
+                    &bias
+                        .map(as_i32)
+                        .map_or_else(|| vec![0; out_c], <[i32]>::to_vec),
+                );
                 let output = &mut *outputs[0].data;
                 #[cfg(target_arch = "x86_64")]
-                if self.multiplier == 1 && std::arch::is_x86_feature_detected!("avx512f") {
+                if self.multiplier == 1
+                    && self.conv.geometry.filter_h * self.conv.geometry.filter_w <= MAX_TAPS
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
                     let g = &self.conv.geometry;
                     let mut acc = vec![0i32; g.out_w * out_c];
                     for b in 0..g.batches {
                         for oy in 0..g.out_h {
-                            // SAFETY: the CPU has AVX-512F.
+                            // SAFETY: the CPU has AVX-512F, BW and VL.
                             unsafe {
                                 quantized_row_avx512(
                                     g,
@@ -609,7 +656,9 @@ impl OpKernel for DepthwiseConv2D {
 mod tests {
     use kiln_tflite::{Activation, BuiltinOptions, Padding, TensorType};
 
-    use super::super::common::testing::{constant, run, seeded, tensor};
+    use super::super::common::testing::{
+        Tensor, constant, per_channel, quantized, run, seeded, tensor,
+    };
     use super::*;
 
     fn floats(values: &[f32]) -> Vec<u8> {
@@ -703,6 +752,105 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The prepared int8 path (AVX-512 rows where the CPU has them) against the generic one
+    /// (the same filter fed at run time, which nothing prepares): equal bytes on random
+    /// geometries, zero points, both 8-bit types and channel counts around the 16-lane
+    /// blocks.
+    #[test]
+    fn the_prepared_int8_path_equals_the_generic_one() {
+        let mut next = seeded(0x1d3b7);
+        for case in 0..40 {
+            let signed = case % 3 != 0;
+            let dtype = if signed {
+                TensorType::Int8
+            } else {
+                TensorType::UInt8
+            };
+            let (in_h, in_w) = (1 + next(9) as usize, 1 + next(9) as usize);
+            let in_c = [1, 4, 16, 17, 40][case % 5];
+            let (kh, kw) = (1 + next(3) as usize, 1 + next(3) as usize);
+            let stride = 1 + next(2) as i32;
+            let dilation = if case % 6 == 5 { 2 } else { 1 };
+            let padding = if next(2) == 0 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
+            let (span_h, span_w) = (
+                (kh - 1) * dilation as usize + 1,
+                (kw - 1) * dilation as usize + 1,
+            );
+            if padding == Padding::Valid && (in_h < span_h || in_w < span_w) {
+                continue;
+            }
+            let input_zero = if signed {
+                next(256) as i64 - 128
+            } else {
+                next(256) as i64
+            };
+            let filter_zero = if signed { 0 } else { 100 + next(56) as i64 };
+            let filter: Vec<u8> = (0..kh * kw * in_c).map(|_| next(256) as u8).collect();
+            let image: Vec<u8> = (0..in_h * in_w * in_c).map(|_| next(256) as u8).collect();
+            let bias: Vec<u8> = (0..in_c)
+                .flat_map(|_| (next(4000) as i32 - 2000).to_le_bytes())
+                .collect();
+            let scales: Vec<f32> = (0..in_c).map(|_| 0.001 + next(100) as f32 * 1e-4).collect();
+            let options = BuiltinOptions::DepthwiseConv2D(DepthwiseConv2DOptions {
+                padding,
+                stride_w: stride,
+                stride_h: stride,
+                depth_multiplier: 1,
+                activation: [Activation::None, Activation::Relu][case % 2],
+                dilation_w: dilation,
+                dilation_h: dilation,
+            });
+            let input = || quantized(tensor(dtype, &[1, in_h, in_w, in_c]), 0.05, input_zero);
+            let bias_tensor = || {
+                per_channel(
+                    constant(TensorType::Int32, &[in_c], bias.clone()),
+                    scales.iter().map(|s| s * 0.05).collect(),
+                    0,
+                )
+            };
+            let output = || quantized(tensor(dtype, &[1]), 0.1, if signed { -5 } else { 120 });
+            let shape = [1, kh, kw, in_c];
+            // Depthwise filters are quantized along their last axis.
+            let along_channels = |t: Tensor| {
+                let mut t = per_channel(t, scales.clone(), filter_zero);
+                if let Some(q) = t.info.quantization.as_mut() {
+                    q.quantized_dimension = 3;
+                }
+                t
+            };
+            let prepared = run(
+                prepare,
+                options.clone(),
+                vec![
+                    Some(input()),
+                    Some(along_channels(constant(dtype, &shape, filter.clone()))),
+                    Some(bias_tensor()),
+                ],
+                output(),
+                &[&image],
+            )
+            .unwrap();
+            let generic = run(
+                prepare,
+                options,
+                vec![
+                    Some(input()),
+                    Some(along_channels(tensor(dtype, &shape))),
+                    Some(bias_tensor()),
+                ],
+                output(),
+                &[&image, &filter],
+            )
+            .unwrap();
+            assert_eq!(prepared.shape, generic.shape, "case {case}");
+            assert_eq!(prepared.data, generic.data, "case {case}");
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
                 output_offset: zo,
                 range: activation_range(prep, elementwise.activation, output)?,
                 signed: output.dtype == kiln_tflite::TensorType::Int8,
-                rescale: ChannelRescale::new(&[multiplier], BLOCK),
+                rescale: ChannelRescale::new(&[multiplier]),
             }
         }
     };
@@ -105,7 +105,7 @@ impl OpKernel for Mul {
                         min: range.0,
                         max: range.1,
                     };
-                    let zeros = [0i32; BLOCK];
+                    let zeros = rescale.periodic(&[0]);
                     for (products, out) in products.chunks(BLOCK).zip(output.chunks_mut(BLOCK)) {
                         rescale.requantize(products, &zeros, range, out);
                     }

@@ -268,7 +268,7 @@ impl AddSubParams {
             output_multiplier,
             range: activation_range(prep, activation, output)?,
             rescale: (output_multiplier.shift <= 0)
-                .then(|| ChannelRescale::new(&[output_multiplier], BLOCK)),
+                .then(|| ChannelRescale::new(&[output_multiplier])),
         })
     }
 
@@ -304,7 +304,7 @@ impl AddSubParams {
                     min: self.range.0,
                     max: self.range.1,
                 };
-                let zeros = [0i32; BLOCK];
+                let zeros = rescale.periodic(&[0]);
                 for (sums, out) in sums.chunks(BLOCK).zip(output.chunks_mut(BLOCK)) {
                     rescale.requantize(sums, &zeros, range, out);
                 }

@@ -1,13 +1,13 @@
-//! Splitting a kernel's output across the interpreter's threads. The interpreter installs its
-//! pool for the duration of an invoke ([`with_pool`]); a kernel hands [`for_each_chunk`] its
-//! output cut into independent chunks, which run on the pool's threads when there is one and
-//! in order on the calling thread otherwise. Every chunk computes its values exactly as it
-//! would alone, so results do not depend on the thread count.
+//! Splitting a kernel's output across the interpreter's threads. The interpreter makes its
+//! pool (the threads besides the invoking one) current for an invoke ([`with_pool`]); a
+//! kernel hands [`for_each_chunk`] its output cut into independent chunks. A kernel with
+//! enough work splits the chunks into one group per thread: the invoking thread runs the first
+//! group itself while the pool runs the others, so a small model never pays for a hand-over
+//! between threads. Every chunk computes its values exactly as it would alone, so results do
+//! not depend on the thread count.
 
 use std::cell::Cell;
 use std::ptr::NonNull;
-
-use rayon::prelude::*;
 
 thread_local! {
     /// The pool of the invoke running on this thread, if it has more than one thread.
@@ -27,12 +27,12 @@ pub fn with_pool<R>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R) -> 
     f()
 }
 
-/// Threads the current invoke may use (1 outside a pool).
+/// Threads the current invoke may use: the pool's and the invoking one (1 outside a pool).
 #[cfg(test)]
 pub fn threads() -> usize {
     POOL.get().map_or(1, |pool| {
         // SAFETY: `with_pool` keeps the pointer valid while it is set.
-        unsafe { pool.as_ref() }.current_num_threads()
+        unsafe { pool.as_ref() }.current_num_threads() + 1
     })
 }
 
@@ -49,22 +49,37 @@ where
     F: Fn(usize, &mut [T]) + Sync,
 {
     let chunk_len = chunk_len.max(1);
-    match POOL.get() {
-        Some(pool) if data.len() > chunk_len && work >= MIN_PARALLEL_WORK => {
-            // SAFETY: `with_pool` keeps the pointer valid while it is set.
-            let pool = unsafe { pool.as_ref() };
-            pool.install(|| {
-                data.par_chunks_mut(chunk_len)
-                    .enumerate()
-                    .for_each(|(i, chunk)| f(i, chunk));
-            });
+    let chunks = data.len().div_ceil(chunk_len);
+    let pool = POOL
+        .get()
+        .filter(|_| chunks > 1 && work >= MIN_PARALLEL_WORK);
+    let Some(pool) = pool else {
+        for (i, chunk) in data.chunks_mut(chunk_len).enumerate() {
+            f(i, chunk);
         }
-        _ => {
-            for (i, chunk) in data.chunks_mut(chunk_len).enumerate() {
-                f(i, chunk);
-            }
+        return;
+    };
+    // SAFETY: `with_pool` keeps the pointer valid while it is set.
+    let pool = unsafe { pool.as_ref() };
+    let groups = (pool.current_num_threads() + 1).min(chunks);
+    let per_group = chunks.div_ceil(groups);
+    let f = &f;
+    let run_group = move |first: usize, group: &mut [T]| {
+        for (i, chunk) in group.chunks_mut(chunk_len).enumerate() {
+            f(first + i, chunk);
         }
-    }
+    };
+    pool.in_place_scope(|scope| {
+        let (mine, mut rest) = data.split_at_mut((per_group * chunk_len).min(data.len()));
+        let mut first = per_group;
+        while !rest.is_empty() {
+            let (group, tail) = rest.split_at_mut((per_group * chunk_len).min(rest.len()));
+            rest = tail;
+            scope.spawn(move |_| run_group(first, group));
+            first += per_group;
+        }
+        run_group(0, mine);
+    });
 }
 
 #[cfg(test)]
@@ -86,12 +101,12 @@ mod tests {
         assert_eq!(fill(), expected);
         assert_eq!(threads(), 1);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
+            .num_threads(2)
             .build()
             .unwrap();
         let (parallel, threads_inside) = with_pool(Some(&pool), || (fill(), threads()));
         assert_eq!(parallel, expected);
-        assert_eq!(threads_inside, 3);
+        assert_eq!(threads_inside, 3, "two pool threads and the invoking one");
         assert_eq!(threads(), 1, "the pool is uninstalled afterwards");
     }
 }

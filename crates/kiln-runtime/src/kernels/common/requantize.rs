@@ -7,8 +7,10 @@
 
 use kiln_tflite::quant::QuantizedMultiplier;
 
-/// Per-channel fixed-point multipliers, split into the parts the row loop reads, repeated
-/// for several output pixels so that one call finishes a whole block of them.
+/// Per-channel fixed-point multipliers, split into the parts the row loop reads. They are
+/// kept for one row of at least 16 values (a few channels repeat to fill a register) and the
+/// accumulators are requantized row after row, so the parameters stay in L1 however many
+/// pixels one call finishes.
 #[derive(Debug)]
 pub struct ChannelRescale {
     multiplier: Vec<i32>,
@@ -44,9 +46,13 @@ impl OutputRange {
 }
 
 impl ChannelRescale {
-    /// The multipliers of each channel, repeated for `pixels` output pixels (channels
-    /// innermost, as the outputs lie).
-    pub fn new(multipliers: &[QuantizedMultiplier], pixels: usize) -> Self {
+    /// The multipliers of each channel (channels innermost, as the outputs lie).
+    pub fn new(multipliers: &[QuantizedMultiplier]) -> Self {
+        let pixels = if multipliers.is_empty() {
+            0
+        } else {
+            16usize.div_ceil(multipliers.len())
+        };
         let repeated = || multipliers.iter().cycle().take(multipliers.len() * pixels);
         Self {
             multiplier: repeated().map(|m| m.multiplier).collect(),
@@ -56,18 +62,40 @@ impl ChannelRescale {
         }
     }
 
-    /// `out[i] = clamp(rescale_i(acc[i] + offset[i]) + zero point)` as a byte (int8 or uint8
-    /// bits), over as many elements as all four hold (`offset` repeated per pixel, like the
-    /// multipliers).
+    /// The length of one row of parameters: a whole number of pixels' channels.
+    pub fn row_len(&self) -> usize {
+        self.multiplier.len()
+    }
+
+    /// A per-channel offset laid out like a row of parameters (what [`Self::requantize`]
+    /// takes).
+    pub fn periodic(&self, per_channel: &[i32]) -> Vec<i32> {
+        per_channel
+            .iter()
+            .copied()
+            .cycle()
+            .take(self.row_len())
+            .collect()
+    }
+
+    /// `out[i] = clamp(rescale_c(acc[i] + offset_c) + zero point)` as a byte (int8 or uint8
+    /// bits) for every element of `acc` and `out` (equally long, whole pixels), channel
+    /// c = i mod channels; `offset` is [`Self::periodic`]'s layout.
     pub fn requantize(&self, acc: &[i32], offset: &[i32], range: OutputRange, out: &mut [u8]) {
-        match self.isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `detect` found the features the function is compiled for.
-            RowIsa::Avx512 => unsafe { requantize_avx512(self, acc, offset, range, out) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            RowIsa::Avx2 => unsafe { requantize_avx2(self, acc, offset, range, out) },
-            _ => requantize_row(self, acc, offset, range, out),
+        let row = self.row_len();
+        if row == 0 {
+            return;
+        }
+        for (acc, out) in acc.chunks(row).zip(out.chunks_mut(row)) {
+            match self.isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `detect` found the features the function is compiled for.
+                RowIsa::Avx512 => unsafe { requantize_avx512(self, acc, offset, range, out) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                RowIsa::Avx2 => unsafe { requantize_avx2(self, acc, offset, range, out) },
+                _ => requantize_row(self, acc, offset, range, out),
+            }
         }
     }
 }
@@ -272,7 +300,7 @@ mod tests {
         multipliers[0].shift = 40;
         multipliers[1].shift = -40;
         multipliers[2].multiplier = i32::MIN;
-        let rescale = ChannelRescale::new(&multipliers, 1);
+        let rescale = ChannelRescale::new(&multipliers);
         let ranges = [
             (-3, -128, 127),
             (130, 0, 255),
