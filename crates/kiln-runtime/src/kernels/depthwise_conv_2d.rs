@@ -257,9 +257,10 @@ impl DepthwiseConv2D {
     }
 }
 
-/// Float depthwise (one filter per channel) in AVX-512: 16 channels of one output pixel
-/// stay in a register while every tap inside the image adds its product (fused multiply-add),
-/// then the bias and the clamp; as LiteRT's optimized kernels do, and unlike the reference,
+/// Float depthwise (one filter per channel) in AVX-512: 16 channels of an output pixel stay
+/// in a register while every tap inside the image adds its product (fused multiply-add),
+/// then the bias and the clamp; inside the image four pixels at once, each weight loaded once
+/// for them; as LiteRT's optimized kernels do, and unlike the reference,
 /// each product is not rounded before it is added (within float tolerance of it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -281,6 +282,8 @@ unsafe fn float_avx512(
             && bias.is_none_or(|b| b.len() >= c),
         "prepared shapes"
     );
+    let taps = g.filter_h * g.filter_w;
+    assert!(taps <= MAX_TAPS, "checked by the caller");
     let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
     let (min, max) = (_mm512_set1_ps(clamp.min), _mm512_set1_ps(clamp.max));
     for b in 0..g.batches {
@@ -291,16 +294,65 @@ unsafe fn float_avx512(
                     (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * c))
                 })
                 .collect();
+            // Output columns whose every tap is inside the image (when every filter row is).
+            let inside = if rows.len() == g.filter_h {
+                columns
+                    .iter()
+                    .fold((0, g.out_w), |(lo, hi), &(l, h)| (lo.max(l), hi.min(h)))
+            } else {
+                (0, 0)
+            };
             let out_row = (b * g.out_h + oy) * g.out_w * c;
-            for c0 in (0..c).step_by(16) {
-                let mask: __mmask16 = ((1u32 << (c - c0).min(16)) - 1) as __mmask16;
-                // SAFETY: every load and store is masked to the channels c0..c of a pixel the
-                // assertion above keeps in bounds.
-                unsafe {
-                    let bias = bias.map_or(_mm512_setzero_ps(), |b| {
-                        _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0))
-                    });
-                    for ox in 0..g.out_w {
+            let mut ox = 0;
+            while ox < g.out_w {
+                // A group of PIXELS pixels inside the image, else one pixel; the channel
+                // blocks innermost, so the pixels' input rows stay in L1 across them.
+                let group = if ox >= inside.0 && ox + PIXELS <= inside.1 {
+                    PIXELS
+                } else {
+                    1
+                };
+                for c0 in (0..c).step_by(16) {
+                    let mask: __mmask16 = ((1u32 << (c - c0).min(16)) - 1) as __mmask16;
+                    // SAFETY: every load and store is masked to the channels c0..c of a tap, a
+                    // pixel or the bias the assertion above keeps in bounds.
+                    unsafe {
+                        let bias = bias.map_or(_mm512_setzero_ps(), |b| {
+                            _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0))
+                        });
+                        let finish = |acc: __m512| {
+                            _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc, bias), min), max)
+                        };
+                        let weight = |tap: usize| {
+                            _mm512_maskz_loadu_ps(mask, filter.as_ptr().add(tap * c + c0))
+                        };
+                        if group == PIXELS {
+                            // Independent accumulators hide the fused multiply-add's latency,
+                            // and each weight is loaded once for the group.
+                            let mut acc = [_mm512_setzero_ps(); PIXELS];
+                            for &(ky, row) in &rows {
+                                for kx in 0..g.filter_w {
+                                    let w = weight(ky * g.filter_w + kx);
+                                    let first = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                                    for (p, acc) in acc.iter_mut().enumerate() {
+                                        let ix = first + p * g.stride.1;
+                                        let x = _mm512_maskz_loadu_ps(
+                                            mask,
+                                            input.as_ptr().add(row + ix * c + c0),
+                                        );
+                                        *acc = _mm512_fmadd_ps(x, w, *acc);
+                                    }
+                                }
+                            }
+                            for (p, acc) in acc.into_iter().enumerate() {
+                                _mm512_mask_storeu_ps(
+                                    output.as_mut_ptr().add(out_row + (ox + p) * c + c0),
+                                    mask,
+                                    finish(acc),
+                                );
+                            }
+                            continue;
+                        }
                         let mut acc = _mm512_setzero_ps();
                         for &(ky, row) in &rows {
                             for (kx, &(lo, hi)) in columns.iter().enumerate() {
@@ -312,26 +364,24 @@ unsafe fn float_avx512(
                                     mask,
                                     input.as_ptr().add(row + ix * c + c0),
                                 );
-                                let w = _mm512_maskz_loadu_ps(
-                                    mask,
-                                    filter.as_ptr().add((ky * g.filter_w + kx) * c + c0),
-                                );
-                                acc = _mm512_fmadd_ps(x, w, acc);
+                                acc = _mm512_fmadd_ps(x, weight(ky * g.filter_w + kx), acc);
                             }
                         }
-                        let value =
-                            _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc, bias), min), max);
                         _mm512_mask_storeu_ps(
                             output.as_mut_ptr().add(out_row + ox * c + c0),
                             mask,
-                            value,
+                            finish(acc),
                         );
                     }
                 }
+                ox += group;
             }
         }
     }
 }
+
+/// Output pixels the AVX-512 depthwise kernels compute together inside the image.
+const PIXELS: usize = 4;
 
 /// Taps the quantized AVX-512 kernel keeps per channel block (7×7 filters and smaller).
 const MAX_TAPS: usize = 49;
@@ -397,47 +447,57 @@ unsafe fn quantized_row_avx512(
             *w = _mm512_and_si512(full, low_halves);
         }
         let offset_share = _mm512_mullo_epi32(offset, weight_sum);
-        for ox in 0..g.out_w {
+        let mut ox = 0;
+        while ox < g.out_w {
             // SAFETY: every load and store is masked to the channels c0..c of a pixel the
             // assertion above keeps in bounds.
             unsafe {
-                let mut sum;
-                if ox >= inside.0 && ox < inside.1 {
-                    sum = offset_share;
+                if ox >= inside.0 && ox + PIXELS <= inside.1 {
+                    let mut sums = [offset_share; PIXELS];
                     for &(ky, row) in &rows {
                         for kx in 0..g.filter_w {
-                            let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
-                            let bytes = _mm_maskz_loadu_epi8(
-                                mask,
-                                input.as_ptr().add(row + ix * c + c0).cast(),
-                            );
-                            sum = _mm512_add_epi32(
-                                sum,
-                                _mm512_madd_epi16(widen(bytes), weights[ky * g.filter_w + kx]),
-                            );
+                            let w = weights[ky * g.filter_w + kx];
+                            let first = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                            for (p, sum) in sums.iter_mut().enumerate() {
+                                let ix = first + p * g.stride.1;
+                                let bytes = _mm_maskz_loadu_epi8(
+                                    mask,
+                                    input.as_ptr().add(row + ix * c + c0).cast(),
+                                );
+                                *sum = _mm512_add_epi32(*sum, _mm512_madd_epi16(widen(bytes), w));
+                            }
                         }
                     }
-                } else {
-                    sum = _mm512_setzero_si512();
-                    for &(ky, row) in &rows {
-                        for (kx, &(lo, hi)) in columns.iter().enumerate() {
-                            if ox < lo || ox >= hi {
-                                continue;
-                            }
-                            let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
-                            let bytes = _mm_maskz_loadu_epi8(
-                                mask,
-                                input.as_ptr().add(row + ix * c + c0).cast(),
-                            );
-                            let x = _mm512_add_epi32(widen(bytes), offset);
-                            sum = _mm512_add_epi32(
-                                sum,
-                                _mm512_madd_epi16(x, weights[ky * g.filter_w + kx]),
-                            );
+                    for (p, sum) in sums.into_iter().enumerate() {
+                        _mm512_mask_storeu_epi32(
+                            acc.as_mut_ptr().add((ox + p) * c + c0),
+                            mask,
+                            sum,
+                        );
+                    }
+                    ox += PIXELS;
+                    continue;
+                }
+                let mut sum = _mm512_setzero_si512();
+                for &(ky, row) in &rows {
+                    for (kx, &(lo, hi)) in columns.iter().enumerate() {
+                        if ox < lo || ox >= hi {
+                            continue;
                         }
+                        let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                        let bytes = _mm_maskz_loadu_epi8(
+                            mask,
+                            input.as_ptr().add(row + ix * c + c0).cast(),
+                        );
+                        let x = _mm512_add_epi32(widen(bytes), offset);
+                        sum = _mm512_add_epi32(
+                            sum,
+                            _mm512_madd_epi16(x, weights[ky * g.filter_w + kx]),
+                        );
                     }
                 }
                 _mm512_mask_storeu_epi32(acc.as_mut_ptr().add(ox * c + c0), mask, sum);
+                ox += 1;
             }
         }
     }
@@ -499,7 +559,9 @@ impl OpKernel for DepthwiseConv2D {
         match &self.conv.arithmetic {
             #[cfg(target_arch = "x86_64")]
             Arithmetic::Float { clamp }
-                if self.multiplier == 1 && std::arch::is_x86_feature_detected!("avx512f") =>
+                if self.multiplier == 1
+                    && self.conv.geometry.filter_h * self.conv.geometry.filter_w <= MAX_TAPS
+                    && std::arch::is_x86_feature_detected!("avx512f") =>
             {
                 // SAFETY: the CPU has AVX-512F.
                 unsafe {
