@@ -171,11 +171,7 @@ impl Conv2D {
             min: clamp.min,
             max: clamp.max,
         };
-        let pointwise = g.filter_h == 1
-            && g.filter_w == 1
-            && g.stride == (1, 1)
-            && g.pad == (0, 0)
-            && (g.out_h, g.out_w) == (g.in_h, g.in_w);
+        let pointwise = g.pointwise();
         let work = pixels * g.out_c * k;
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
@@ -288,6 +284,7 @@ impl Conv2D {
                 .collect::<Vec<i32>>(),
         );
         let work = pixels * g.out_c * row_len;
+        let in_place = row_len == g.in_c && g.pointwise();
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
             let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
@@ -295,6 +292,18 @@ impl Conv2D {
             for_each_chunk(out, PIXELS_PER_PASS * g.out_c, work, |pass, out| {
                 let start = pass * PIXELS_PER_PASS;
                 let count = out.len() / g.out_c;
+                if in_place {
+                    // A 1×1 convolution whose channels fill whole rows: the image's pixels
+                    // are the GEMM's rows, their sign bits flipped as the microkernel reads.
+                    i32::with(count * g.out_c, |sums| {
+                        let rows = &image[start * g.in_c..][..count * g.in_c];
+                        p.gemm
+                            .weights
+                            .multiply_flipped(rows, count, p.gemm.flip, sums);
+                        p.rescale.requantize(sums, &offsets, p.range, out);
+                    });
+                    return;
+                }
                 // The reused buffer holds stale bytes: the padding past `k` in each row meets
                 // zero weights.
                 u8::with(count * row_len, |rows| {
@@ -756,10 +765,21 @@ mod tests {
             };
             let batches = 1 + next(2) as usize;
             let (in_h, in_w) = (3 + next(9) as usize, 3 + next(9) as usize);
-            let in_c = 1 + next(20) as usize;
+            // Every seventh case a 1×1 stride-1 convolution over whole rows of channels: the
+            // image read in place.
+            let pointwise = case % 7 == 3;
+            let in_c = if pointwise {
+                4 * (1 + next(8) as usize)
+            } else {
+                1 + next(20) as usize
+            };
             let out_c = 1 + next(40) as usize;
-            let (kh, kw) = (1 + next(3) as usize, 1 + next(3) as usize);
-            let stride = 1 + next(2) as i32;
+            let (kh, kw) = if pointwise {
+                (1, 1)
+            } else {
+                (1 + next(3) as usize, 1 + next(3) as usize)
+            };
+            let stride = if pointwise { 1 } else { 1 + next(2) as i32 };
             let dilation = if case % 5 == 0 { 2 } else { 1 };
             let padding = if next(2) == 0 {
                 Padding::Same

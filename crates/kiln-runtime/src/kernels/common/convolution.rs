@@ -238,6 +238,15 @@ impl Geometry {
         (iy < self.in_h && ix < self.in_w).then_some((iy, ix))
     }
 
+    /// A 1×1 convolution with stride 1 and no padding: output pixel i reads input pixel i.
+    pub fn pointwise(&self) -> bool {
+        self.filter_h == 1
+            && self.filter_w == 1
+            && self.stride == (1, 1)
+            && self.pad == (0, 0)
+            && (self.out_h, self.out_w) == (self.in_h, self.in_w)
+    }
+
     /// The output columns `lo..hi` whose tap `kx` lands inside the image.
     pub fn valid_columns(&self, kx: usize) -> (usize, usize) {
         let offset = kx * self.dilation.1;

@@ -192,6 +192,13 @@ impl PackedWeights {
     /// `out[r * n + c] = Σ_k a[r * row_len + k] × weight(c, k)` for `rows` rows (`a` holds
     /// that many rows of [`Self::row_len`] bytes).
     pub fn multiply(&self, a: &[u8], rows: usize, out: &mut [i32]) {
+        self.multiply_flipped(a, rows, 0, out);
+    }
+
+    /// [`Self::multiply`] of rows whose bytes the microkernel XORs with `flip` as it reads
+    /// them: int8 activations read in place (a 1×1 convolution's image, when its channels
+    /// fill whole rows) instead of copied with their sign bit flipped.
+    pub fn multiply_flipped(&self, a: &[u8], rows: usize, flip: u8, out: &mut [i32]) {
         assert!(a.len() >= rows * self.k_padded && out.len() >= rows * self.n);
         let lanes = self.isa.lanes();
         let block_len = self.k_padded * lanes;
@@ -221,37 +228,37 @@ impl PackedWeights {
                     // SAFETY: `Isa::Vnni` is only packed when the CPU has AVX-512 VNNI (or by a
                     // test that checked `available`); the slices hold the rows and the blocks.
                     (Isa::Vnni, 2, ROWS) => unsafe {
-                        tile_vnni::<2, ROWS>(a, self.k_padded, &self.bytes[w], &mut tile)
+                        tile_vnni::<2, ROWS>(a, self.k_padded, &self.bytes[w], flip, &mut tile)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above.
                     (Isa::Vnni, 2, _) => unsafe {
-                        tile_vnni::<2, 1>(a, self.k_padded, &self.bytes[w], &mut tile)
+                        tile_vnni::<2, 1>(a, self.k_padded, &self.bytes[w], flip, &mut tile)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above.
                     (Isa::Vnni, _, ROWS) => unsafe {
-                        tile_vnni::<1, ROWS>(a, self.k_padded, &self.bytes[w], &mut tile)
+                        tile_vnni::<1, ROWS>(a, self.k_padded, &self.bytes[w], flip, &mut tile)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above.
                     (Isa::Vnni, _, _) => unsafe {
-                        tile_vnni::<1, 1>(a, self.k_padded, &self.bytes[w], &mut tile)
+                        tile_vnni::<1, 1>(a, self.k_padded, &self.bytes[w], flip, &mut tile)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above, for AVX2.
                     (Isa::Avx2, _, ROWS) => unsafe {
-                        tile_avx2::<ROWS>(a, self.k_padded, &self.words[w], &mut tile)
+                        tile_avx2::<ROWS>(a, self.k_padded, &self.words[w], flip, &mut tile)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above, for AVX2.
                     (Isa::Avx2, _, _) => unsafe {
-                        tile_avx2::<1>(a, self.k_padded, &self.words[w], &mut tile)
+                        tile_avx2::<1>(a, self.k_padded, &self.words[w], flip, &mut tile)
                     },
                     (_, _, ROWS) => {
-                        tile_portable::<ROWS>(a, self.k_padded, &self.words[w], &mut tile)
+                        tile_portable::<ROWS>(a, self.k_padded, &self.words[w], flip, &mut tile)
                     }
-                    _ => tile_portable::<1>(a, self.k_padded, &self.words[w], &mut tile),
+                    _ => tile_portable::<1>(a, self.k_padded, &self.words[w], flip, &mut tile),
                 }
                 for (r, sums) in tile.iter().take(count).enumerate() {
                     out[(r0 + r) * self.n + first..][..width].copy_from_slice(&sums[..width]);
@@ -268,13 +275,14 @@ fn tile_portable<const R: usize>(
     a: &[u8],
     row_len: usize,
     block: &[i16],
+    flip: u8,
     tile: &mut [[i32; 32]; ROWS],
 ) {
     for (r, sums) in tile.iter_mut().enumerate().take(R) {
         let row = &a[r * row_len..][..row_len];
         let mut acc = [0i32; 8];
         for (pair, weights) in row.chunks_exact(2).zip(block.chunks_exact(16)) {
-            let (x0, x1) = (i32::from(pair[0]), i32::from(pair[1]));
+            let (x0, x1) = (i32::from(pair[0] ^ flip), i32::from(pair[1] ^ flip));
             for (lane, w) in weights.chunks_exact(2).enumerate() {
                 acc[lane] = acc[lane]
                     .wrapping_add(x0 * i32::from(w[0]))
@@ -291,6 +299,7 @@ unsafe fn tile_avx2<const R: usize>(
     a: &[u8],
     row_len: usize,
     block: &[i16],
+    flip: u8,
     tile: &mut [[i32; 32]; ROWS],
 ) {
     use std::arch::x86_64::*;
@@ -302,7 +311,8 @@ unsafe fn tile_avx2<const R: usize>(
         let w = unsafe { _mm256_loadu_si256(weights.as_ptr().cast()) };
         for (acc, row) in acc.iter_mut().zip(&rows) {
             // SAFETY: p < pairs, and each row holds 2 × pairs bytes.
-            let pair = unsafe { row.as_ptr().add(2 * p).cast::<u16>().read_unaligned() };
+            let pair = unsafe { row.as_ptr().add(2 * p).cast::<u16>().read_unaligned() }
+                ^ u16::from_ne_bytes([flip; 2]);
             // The two bytes, each widened to an i16 lane.
             let pair = i32::from(pair & 0xff) | (i32::from(pair >> 8) << 16);
             *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_set1_epi32(pair), w));
@@ -326,6 +336,7 @@ unsafe fn tile_vnni<const BLOCKS: usize, const R: usize>(
     a: &[u8],
     row_len: usize,
     blocks: &[i8],
+    flip: u8,
     tile: &mut [[i32; 32]; ROWS],
 ) {
     use std::arch::x86_64::*;
@@ -340,7 +351,8 @@ unsafe fn tile_vnni<const BLOCKS: usize, const R: usize>(
         });
         for (acc, row) in acc.iter_mut().zip(&rows) {
             // SAFETY: q < quads, and each row holds 4 × quads bytes.
-            let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() };
+            let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() }
+                ^ i32::from_ne_bytes([flip; 4]);
             let quad = _mm512_set1_epi32(quad);
             for (acc, w) in acc.iter_mut().zip(w) {
                 *acc = _mm512_dpbusd_epi32(*acc, quad, w);
@@ -397,6 +409,11 @@ mod tests {
                 let mut out = vec![0i32; rows * n];
                 packed.multiply(&a, rows, &mut out);
                 assert_eq!(out, expected, "{isa:?} n {n} k {k}");
+                // The same rows stored with their sign bits flipped, flipped back as read.
+                let flipped: Vec<u8> = a.iter().map(|&b| b ^ 0x80).collect();
+                let mut again = vec![0i32; rows * n];
+                packed.multiply_flipped(&flipped, rows, 0x80, &mut again);
+                assert_eq!(again, expected, "{isa:?} n {n} k {k} flipped");
                 let sums: Vec<i32> = (0..n)
                     .map(|c| weights[c * k..][..k].iter().map(|&w| i32::from(w)).sum())
                     .collect();
