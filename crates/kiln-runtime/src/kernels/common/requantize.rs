@@ -19,7 +19,7 @@ pub struct ChannelRescale {
     isa: RowIsa,
     /// The row's parameters for [`requantize_wide`], when it applies (every multiplier but
     /// i32::MIN, the one the doubling multiply saturates on).
-    wide: Option<WideRescale>,
+    wide: Option<Box<WideRescale>>,
 }
 
 /// Per lane, padded to whole registers: the multiplier and left shift as i32, and for the
@@ -103,14 +103,14 @@ impl ChannelRescale {
         };
         let mut left = self.left_shift.clone();
         left.resize(padded, 0);
-        self.wide = Some(WideRescale {
+        self.wide = Some(Box::new(WideRescale {
             multiplier: pad(&self.multiplier),
             any_left_shift: left.iter().any(|&l| l != 0),
             left_shift: left,
             shift: split(&|s| i64::from(s)),
             round: split(&|s| (1i64 << s) >> 1),
             negative: split(&|s| i64::from(s > 0)),
-        });
+        }));
         self
     }
 
