@@ -678,6 +678,88 @@ mod tests {
         }
     }
 
+    /// Dynamic range (float input, int8 filter): the packed GEMM (filter a constant) and the
+    /// direct path (the filter fed at run time) sum the same integers, so the floats are
+    /// equal; per-tensor (symmetric inputs) and per-channel (asymmetric) filters, paddings,
+    /// strides and 1×1 filters.
+    #[test]
+    fn the_packed_hybrid_path_equals_the_direct_one() {
+        let mut next = seeded(0x4b1d);
+        for case in 0..20 {
+            let (in_h, in_w, in_c) = (
+                2 + next(8) as usize,
+                2 + next(8) as usize,
+                1 + next(12) as usize,
+            );
+            let out_c = 1 + next(24) as usize;
+            let k = if case % 4 == 0 { 1 } else { 3 };
+            let stride = if case % 3 == 1 { 2 } else { 1 };
+            let padding = if case % 2 == 0 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
+            if padding == Padding::Valid && (in_h < k || in_w < k) {
+                continue;
+            }
+            let per_channel_scales = case % 2 == 1;
+            let filter: Vec<u8> = (0..out_c * k * k * in_c)
+                .map(|_| (next(255) as i32 - 127) as i8 as u8)
+                .collect();
+            let scales: Vec<f32> = if per_channel_scales {
+                (0..out_c)
+                    .map(|_| 0.001 + next(100) as f32 * 1e-4)
+                    .collect()
+            } else {
+                vec![0.003]
+            };
+            let image: Vec<f32> = (0..in_h * in_w * in_c)
+                .map(|_| next(2001) as f32 / 400.0 - 2.0)
+                .collect();
+            let bias: Vec<f32> = (0..out_c)
+                .map(|_| next(2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let shape = [out_c, k, k, in_c];
+            let input = || tensor(TensorType::Float32, &[1, in_h, in_w, in_c]);
+            let bias_tensor = || constant(TensorType::Float32, &[out_c], floats(&bias));
+            let options = conv_options(stride, padding, Activation::Relu);
+            let packed = run(
+                prepare,
+                options.clone(),
+                vec![
+                    Some(input()),
+                    Some(per_channel(
+                        constant(TensorType::Int8, &shape, filter.clone()),
+                        scales.clone(),
+                        0,
+                    )),
+                    Some(bias_tensor()),
+                ],
+                tensor(TensorType::Float32, &[1]),
+                &[&floats(&image)],
+            )
+            .unwrap();
+            let direct = run(
+                prepare,
+                options,
+                vec![
+                    Some(input()),
+                    Some(per_channel(
+                        tensor(TensorType::Int8, &shape),
+                        scales.clone(),
+                        0,
+                    )),
+                    Some(bias_tensor()),
+                ],
+                tensor(TensorType::Float32, &[1]),
+                &[&floats(&image), &filter],
+            )
+            .unwrap();
+            assert_eq!(packed.shape, direct.shape, "case {case}");
+            assert_eq!(packed.data, direct.data, "case {case}");
+        }
+    }
+
     /// A convolution large enough to split across threads gives the same bits on one thread
     /// and on three, float and int8.
     #[test]

@@ -413,4 +413,60 @@ mod tests {
         assert!(err.contains("keep_num_dims"), "{err}");
         assert!(fc(&[]).is_err());
     }
+
+    /// Dynamic range (float input, int8 weights): the packed GEMM and the direct path sum the
+    /// same integers, so the floats are equal; symmetric and asymmetric input quantization,
+    /// several batches (each quantized on its own).
+    #[test]
+    fn the_packed_hybrid_path_equals_the_direct_one() {
+        let mut next = seeded(0x7e57);
+        for case in 0..20 {
+            let (batches, n_in, n_out) = (
+                1 + next(5) as usize,
+                1 + next(200) as usize,
+                1 + next(40) as usize,
+            );
+            let weights: Vec<u8> = (0..n_out * n_in)
+                .map(|_| (next(255) as i32 - 127) as i8 as u8)
+                .collect();
+            let scales: Vec<f32> = (0..n_out)
+                .map(|_| 0.001 + next(100) as f32 * 1e-4)
+                .collect();
+            let input: Vec<u8> = (0..batches * n_in)
+                .flat_map(|_| (next(2001) as f32 / 300.0 - 3.0).to_le_bytes())
+                .collect();
+            let bias: Vec<u8> = (0..n_out)
+                .flat_map(|_| (next(2001) as f32 / 1000.0 - 1.0).to_le_bytes())
+                .collect();
+            let options = BuiltinOptions::FullyConnected(FullyConnectedOptions {
+                asymmetric_quantize_inputs: case % 2 == 1,
+                ..FullyConnectedOptions::default()
+            });
+            let evaluate = |constant_weights: bool| {
+                let weights_tensor = if constant_weights {
+                    constant(TensorType::Int8, &[n_out, n_in], weights.clone())
+                } else {
+                    tensor(TensorType::Int8, &[n_out, n_in])
+                };
+                let mut data: Vec<&[u8]> = vec![&input];
+                if !constant_weights {
+                    data.push(&weights);
+                }
+                run(
+                    prepare,
+                    options.clone(),
+                    vec![
+                        Some(tensor(TensorType::Float32, &[batches, n_in])),
+                        Some(per_channel(weights_tensor, scales.clone(), 0)),
+                        Some(constant(TensorType::Float32, &[n_out], bias.clone())),
+                    ],
+                    tensor(TensorType::Float32, &[]),
+                    &data,
+                )
+                .unwrap()
+                .data
+            };
+            assert_eq!(evaluate(true), evaluate(false), "case {case}");
+        }
+    }
 }
