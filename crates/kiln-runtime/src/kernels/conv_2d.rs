@@ -58,6 +58,14 @@ struct PackedFilter {
 /// Output pixels gathered per GEMM call (a multiple of the microkernel's rows).
 const PIXELS_PER_PASS: usize = 64;
 
+/// Output pixels per pass for passes whose working set is `bytes_per_pixel` per pixel
+/// (gathered activations, integer sums): as many as keep it within L1, from 8 (a full
+/// microkernel tile) to [`PIXELS_PER_PASS`].
+fn pass_pixels(bytes_per_pixel: usize) -> usize {
+    const L1_BUDGET: usize = 32 << 10;
+    (L1_BUDGET / bytes_per_pixel.max(1)).clamp(8, PIXELS_PER_PASS) / 8 * 8
+}
+
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     let (operands, options) = Operands::new::<Conv2DOptions>(prep)?;
     let options = options.conv();
@@ -152,7 +160,7 @@ fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Opt
 
 impl Conv2D {
     /// The float convolution through the packed filter. A 1×1 convolution with stride 1
-    /// multiplies the image in place; others gather `PIXELS_PER_PASS` receptive fields into
+    /// multiplies the image in place; others gather a pass of receptive fields (as many as fit L1) into
     /// rows first.
     fn eval_float_packed(
         &self,
@@ -173,12 +181,17 @@ impl Conv2D {
         };
         let pointwise = g.pointwise();
         let work = pixels * g.out_c * k;
+        let per_pass = if pointwise {
+            PIXELS_PER_PASS
+        } else {
+            pass_pixels(k * size_of::<f32>())
+        };
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
             let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
             // Each pass of output pixels is independent: the invoke's threads share them.
-            for_each_chunk(out, PIXELS_PER_PASS * g.out_c, work, |pass, out| {
-                let start = pass * PIXELS_PER_PASS;
+            for_each_chunk(out, per_pass * g.out_c, work, |pass, out| {
+                let start = pass * per_pass;
                 let count = out.len() / g.out_c;
                 if pointwise {
                     let rows = &image[start * g.in_c..][..count * g.in_c];
@@ -216,6 +229,7 @@ impl Conv2D {
         let pixels = g.out_h * g.out_w;
         let image_len = g.in_h * g.in_w * g.in_c;
         let work = pixels * g.out_c * row_len;
+        let per_pass = pass_pixels(row_len + g.out_c * size_of::<i32>());
         let mut quantized = vec![0i32; image_len];
         let mut shifted = vec![0u8; image_len];
         for b in 0..g.batches {
@@ -236,8 +250,8 @@ impl Conv2D {
             // A tap outside the image is the float 0.0, which quantizes to the zero point.
             let outside = (zero_point + 128) as u8;
             let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
-            for_each_chunk(out, PIXELS_PER_PASS * g.out_c, work, |pass, out| {
-                let start = pass * PIXELS_PER_PASS;
+            for_each_chunk(out, per_pass * g.out_c, work, |pass, out| {
+                let start = pass * per_pass;
                 let count = out.len() / g.out_c;
                 u8::with(count * row_len, |rows| {
                     i32::with(count * g.out_c, |sums| {
@@ -270,7 +284,7 @@ impl Conv2D {
     }
 
     /// The quantized convolution through the packed filter: receptive fields gathered into
-    /// rows of shifted bytes, `PIXELS_PER_PASS` output pixels per GEMM call.
+    /// rows of shifted bytes, a pass of output pixels (as many as keep the rows and sums in L1) per GEMM call.
     fn eval_packed(&self, p: &PackedFilter, input: &[u8], bias: Option<&[i32]>, output: &mut [u8]) {
         let g = &self.conv.geometry;
         let row_len = p.gemm.weights.row_len();
@@ -285,12 +299,13 @@ impl Conv2D {
         );
         let work = pixels * g.out_c * row_len;
         let in_place = row_len == g.in_c && g.pointwise();
+        let per_pass = pass_pixels(row_len + g.out_c * size_of::<i32>());
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
             let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
             // Each pass of output pixels is independent: the invoke's threads share them.
-            for_each_chunk(out, PIXELS_PER_PASS * g.out_c, work, |pass, out| {
-                let start = pass * PIXELS_PER_PASS;
+            for_each_chunk(out, per_pass * g.out_c, work, |pass, out| {
+                let start = pass * per_pass;
                 let count = out.len() / g.out_c;
                 if in_place {
                     // A 1×1 convolution whose channels fill whole rows: the image's pixels

@@ -18,6 +18,10 @@ use crate::error::RuntimeError;
 
 const TYPES: &[TensorType] = &[TensorType::Float32, TensorType::Float16, TensorType::Int8];
 
+/// The largest dense tensor a sparse one may expand to at prepare. A few bytes of sparsity
+/// parameters can declare gigabytes of zeros; sparse weights of edge models are far smaller.
+pub(super) const MAX_DENSE_BYTES: usize = 256 << 20;
+
 #[derive(Debug)]
 struct Densify {
     dense: Vec<u8>,
@@ -58,6 +62,17 @@ pub(super) fn densify(
     elem: usize,
     values: &[u8],
 ) -> Result<Vec<u8>, String> {
+    let dense_bytes = shape
+        .iter()
+        .try_fold(elem, |bytes, &d| bytes.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if dense_bytes > MAX_DENSE_BYTES {
+        return Err(format!(
+            "shape {shape:?} densifies to {dense_bytes} bytes, more than the {} MiB kiln-runtime \
+             expands at prepare; store the tensor dense",
+            MAX_DENSE_BYTES >> 20
+        ));
+    }
     let n = shape.len();
     let k = sparsity.block_map.len();
     let levels = n + k;
@@ -290,6 +305,23 @@ mod tests {
         };
         let dense = densify(&sparsity, &[3, 4], 1, &bytes(&[1, 2, 3, 4])).unwrap();
         assert_eq!(dense, bytes(&[0, 1, 0, 2, 0, 0, 0, 0, 3, 0, 0, 4]));
+    }
+
+    /// Fuzzer finding: a sparse FULLY_CONNECTED weight declared [32, 8388864] (1 GiB of
+    /// float zeros from a few bytes of sparsity parameters) was densified, copied twice and
+    /// took seconds and gigabytes before the layer was rejected. Such a shape is an error
+    /// before anything is allocated.
+    #[test]
+    fn a_huge_dense_shape_is_an_error_before_allocating() {
+        let sparsity = Sparsity {
+            traversal_order: vec![0, 1],
+            block_map: vec![],
+            dim_metadata: vec![DimensionMetadata::Dense { size: 32 }, csr(&[0; 33], &[])],
+        };
+        let error = densify(&sparsity, &[32, 8_388_864], 4, &[]).unwrap_err();
+        assert!(error.contains("store the tensor dense"), "{error}");
+        let overflowing = densify(&sparsity, &[usize::MAX, 2], 4, &[]).unwrap_err();
+        assert!(overflowing.contains("densifies to"), "{overflowing}");
     }
 
     #[test]
