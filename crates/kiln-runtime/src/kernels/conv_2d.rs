@@ -9,6 +9,8 @@ use kiln_tflite::Conv2DOptions;
 use super::common::convolution::{Convolution, Operands, OperatorOptions, xor_copy};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
+#[cfg(target_arch = "x86_64")]
+use super::common::igemm::Requantization;
 use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
 use super::common::parallel::for_each_chunk;
 use super::common::quant::{load_q, quantize_floats, store_q};
@@ -292,11 +294,44 @@ impl Conv2D {
         let image_len = g.in_h * g.in_w * g.in_c;
         // What each channel's sum gains besides the GEMM: the shift's and zero point's
         // correction, and the bias.
-        let offsets = p.rescale.periodic(
-            &(0..g.out_c)
-                .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
-                .collect::<Vec<i32>>(),
-        );
+        let per_channel: Vec<i32> = (0..g.out_c)
+            .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
+            .collect();
+        let offsets = p.rescale.periodic(&per_channel);
+        #[cfg(target_arch = "x86_64")]
+        let padded: Vec<i32> = per_channel
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(0))
+            .take(g.out_c.div_ceil(16) * 16)
+            .collect();
+        // With VNNI and AVX-512 the sums are requantized in the GEMM's registers.
+        #[cfg(target_arch = "x86_64")]
+        let fused = p
+            .gemm
+            .weights
+            .fuses()
+            .then(|| p.rescale.wide())
+            .flatten()
+            .map(|wide| Requantization {
+                wide,
+                offsets: &padded,
+                range: p.range,
+            });
+        // `rows` (bytes read ^ `flip`) times the filter, requantized into `out`.
+        let finish = |rows: &[u8], count: usize, flip: u8, out: &mut [u8]| {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(q) = &fused {
+                p.gemm
+                    .weights
+                    .multiply_requantized(rows, count, flip, q, out);
+                return;
+            }
+            i32::with(count * g.out_c, |sums| {
+                p.gemm.weights.multiply_flipped(rows, count, flip, sums);
+                p.rescale.requantize(sums, &offsets, p.range, out);
+            });
+        };
         let work = pixels * g.out_c * row_len;
         let in_place = row_len == g.in_c && g.pointwise();
         let per_pass = pass_pixels(row_len + g.out_c * size_of::<i32>());
@@ -310,34 +345,28 @@ impl Conv2D {
                 if in_place {
                     // A 1×1 convolution whose channels fill whole rows: the image's pixels
                     // are the GEMM's rows, their sign bits flipped as the microkernel reads.
-                    i32::with(count * g.out_c, |sums| {
-                        let rows = &image[start * g.in_c..][..count * g.in_c];
-                        p.gemm
-                            .weights
-                            .multiply_flipped(rows, count, p.gemm.flip, sums);
-                        p.rescale.requantize(sums, &offsets, p.range, out);
-                    });
+                    finish(
+                        &image[start * g.in_c..][..count * g.in_c],
+                        count,
+                        p.gemm.flip,
+                        out,
+                    );
                     return;
                 }
                 // The reused buffer holds stale bytes: the padding past `k` in each row meets
                 // zero weights.
                 u8::with(count * row_len, |rows| {
-                    i32::with(count * g.out_c, |sums| {
-                        for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                            let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
-                            g.gather_field(
-                                image,
-                                (oy, ox),
-                                p.outside,
-                                |d, s| xor_copy(d, s, p.gemm.flip),
-                                row,
-                            );
-                        }
-                        p.gemm.weights.multiply(rows, count, sums);
-                        // One call finishes the pass: the multipliers and offsets repeat per
-                        // pixel.
-                        p.rescale.requantize(sums, &offsets, p.range, out);
-                    })
+                    for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                        let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
+                        g.gather_field(
+                            image,
+                            (oy, ox),
+                            p.outside,
+                            |d, s| xor_copy(d, s, p.gemm.flip),
+                            row,
+                        );
+                    }
+                    finish(rows, count, 0, out);
                 });
             });
         }

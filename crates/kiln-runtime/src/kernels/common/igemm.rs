@@ -14,6 +14,8 @@
 //! through [`PackedWeights::sums`].
 
 use super::quant::load_q;
+#[cfg(target_arch = "x86_64")]
+use super::requantize::{OutputRange, WideConstants, WideRescale, rescale_lanes};
 use super::weighted::Quantized;
 
 /// Rows (output pixels) per full microkernel call.
@@ -340,10 +342,36 @@ unsafe fn tile_vnni<const BLOCKS: usize, const R: usize>(
     tile: &mut [[i32; 32]; ROWS],
 ) {
     use std::arch::x86_64::*;
+    // SAFETY: the caller's CPU has VNNI.
+    let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, flip) };
+    for (sums, acc) in tile.iter_mut().zip(acc) {
+        for (b, acc) in acc.into_iter().enumerate() {
+            // SAFETY: 16 i32 per block, at most two blocks in a 32-wide row.
+            unsafe { _mm512_storeu_si512(sums.as_mut_ptr().add(16 * b).cast(), acc) };
+        }
+    }
+}
+
+/// R rows × BLOCKS blocks of 16 channels, summed in registers (`vpdpbusd`, four `k` per
+/// instruction).
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn vnni_sums<const BLOCKS: usize, const R: usize>(
+    a: &[u8],
+    row_len: usize,
+    blocks: &[i8],
+    flip: u8,
+) -> [[std::arch::x86_64::__m512i; BLOCKS]; R] {
+    use std::arch::x86_64::*;
     let block_len = blocks.len() / BLOCKS;
     let quads = block_len / 64;
     let rows = split_rows::<R>(a, row_len).map(|row| &row[..4 * quads]);
-    let mut acc = [[_mm512_setzero_si512(); BLOCKS]; R];
+    // SAFETY: the caller's CPU has VNNI.
+    let mut acc = [[unsafe { _mm512_setzero_si512() }; BLOCKS]; R];
+    let flip = i32::from_ne_bytes([flip; 4]);
     for q in 0..quads {
         // SAFETY: q < quads, and each block holds 64 × quads bytes.
         let w: [__m512i; BLOCKS] = std::array::from_fn(|b| unsafe {
@@ -351,18 +379,158 @@ unsafe fn tile_vnni<const BLOCKS: usize, const R: usize>(
         });
         for (acc, row) in acc.iter_mut().zip(&rows) {
             // SAFETY: q < quads, and each row holds 4 × quads bytes.
-            let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() }
-                ^ i32::from_ne_bytes([flip; 4]);
-            let quad = _mm512_set1_epi32(quad);
+            let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() } ^ flip;
+            // SAFETY: as above.
+            let quad = unsafe { _mm512_set1_epi32(quad) };
             for (acc, w) in acc.iter_mut().zip(w) {
-                *acc = _mm512_dpbusd_epi32(*acc, quad, w);
+                // SAFETY: as above.
+                *acc = unsafe { _mm512_dpbusd_epi32(*acc, quad, w) };
             }
         }
     }
-    for (sums, acc) in tile.iter_mut().zip(acc) {
+    acc
+}
+
+/// What a GEMM's fused epilogue needs to finish its sums into bytes.
+#[cfg(target_arch = "x86_64")]
+pub struct Requantization<'a> {
+    pub wide: &'a WideRescale,
+    /// Per output channel (correction and bias), padded to a multiple of 16.
+    pub offsets: &'a [i32],
+    pub range: OutputRange,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PackedWeights {
+    /// Whether [`Self::multiply_requantized`] runs on this packing (VNNI).
+    pub fn fuses(&self) -> bool {
+        self.isa == Isa::Vnni
+    }
+
+    /// `out[r * n + c] = requantize_c(Σ_k (a[r * row_len + k] ^ flip) × weight(c, k) +
+    /// offset_c)` as bytes: the sums never leave the registers.
+    ///
+    /// # Panics
+    /// When the packing is not VNNI ([`Self::fuses`]), the CPU lacks the requantization's
+    /// AVX-512 subsets (`q.wide` exists only where it has them), or a slice is too short.
+    pub fn multiply_requantized(
+        &self,
+        a: &[u8],
+        rows: usize,
+        flip: u8,
+        q: &Requantization<'_>,
+        out: &mut [u8],
+    ) {
+        assert!(self.fuses(), "a VNNI packing");
+        assert!(a.len() >= rows * self.k_padded && out.len() >= rows * self.n);
+        assert!(
+            q.offsets.len() >= self.n.div_ceil(16) * 16
+                && q.wide.padded_len() >= self.n.div_ceil(16) * 16
+        );
+        let lanes = self.isa.lanes();
+        let block_len = self.k_padded * lanes;
+        let blocks = self.n.div_ceil(lanes);
+        // SAFETY: a VNNI packing and a `WideRescale` exist only on CPUs with every subset used.
+        let constants = unsafe { WideConstants::new(q.range) };
+        let mut block = 0;
+        while block < blocks {
+            let together = if block + 1 < blocks { 2 } else { 1 };
+            let first = block * lanes;
+            let weights = &self.bytes[block * block_len..(block + together) * block_len];
+            let mut r0 = 0;
+            while r0 < rows {
+                let count = if rows - r0 >= ROWS { ROWS } else { 1 };
+                let a = &a[r0 * self.k_padded..(r0 + count) * self.k_padded];
+                let out = &mut out[r0 * self.n..];
+                let epilogue = Epilogue {
+                    q,
+                    constants: &constants,
+                    first,
+                    n: self.n,
+                };
+                // SAFETY: as above; the slices hold the rows, the blocks and the outputs.
+                unsafe {
+                    match (together, count) {
+                        (2, ROWS) => tile_vnni_requantized::<2, ROWS>(
+                            a,
+                            self.k_padded,
+                            weights,
+                            flip,
+                            &epilogue,
+                            out,
+                        ),
+                        (2, _) => tile_vnni_requantized::<2, 1>(
+                            a,
+                            self.k_padded,
+                            weights,
+                            flip,
+                            &epilogue,
+                            out,
+                        ),
+                        (_, ROWS) => tile_vnni_requantized::<1, ROWS>(
+                            a,
+                            self.k_padded,
+                            weights,
+                            flip,
+                            &epilogue,
+                            out,
+                        ),
+                        _ => tile_vnni_requantized::<1, 1>(
+                            a,
+                            self.k_padded,
+                            weights,
+                            flip,
+                            &epilogue,
+                            out,
+                        ),
+                    }
+                }
+                r0 += count;
+            }
+            block += together;
+        }
+    }
+}
+
+/// One tile's epilogue: where its channels start and the requantization.
+#[cfg(target_arch = "x86_64")]
+struct Epilogue<'a, 'q> {
+    q: &'a Requantization<'q>,
+    constants: &'a WideConstants,
+    first: usize,
+    n: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512dq,avx512vl")]
+unsafe fn tile_vnni_requantized<const BLOCKS: usize, const R: usize>(
+    a: &[u8],
+    row_len: usize,
+    blocks: &[i8],
+    flip: u8,
+    e: &Epilogue<'_, '_>,
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's CPU has VNNI.
+    let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, flip) };
+    for (r, acc) in acc.into_iter().enumerate() {
         for (b, acc) in acc.into_iter().enumerate() {
-            // SAFETY: 16 i32 per block, at most two blocks in a 32-wide row.
-            unsafe { _mm512_storeu_si512(sums.as_mut_ptr().add(16 * b).cast(), acc) };
+            let channel = e.first + 16 * b;
+            if channel >= e.n {
+                break;
+            }
+            let lanes: __mmask16 = ((1u32 << (e.n - channel).min(16)) - 1) as __mmask16;
+            // SAFETY: offsets and parameters are padded past every channel below n (asserted
+            // by the caller); the store is masked to row r's channels below n.
+            unsafe {
+                let x = _mm512_add_epi32(
+                    acc,
+                    _mm512_loadu_si512(e.q.offsets.as_ptr().add(channel).cast()),
+                );
+                let bytes = rescale_lanes(e.q.wide, e.constants, x, channel);
+                _mm_mask_storeu_epi8(out.as_mut_ptr().add(r * e.n + channel).cast(), lanes, bytes);
+            }
         }
     }
 }

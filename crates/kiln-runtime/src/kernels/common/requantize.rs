@@ -22,11 +22,18 @@ pub struct ChannelRescale {
     wide: Option<Box<WideRescale>>,
 }
 
+impl WideRescale {
+    /// Channels the parameters cover, padded to whole registers.
+    pub fn padded_len(&self) -> usize {
+        self.multiplier.len()
+    }
+}
+
 /// Per lane, padded to whole registers: the multiplier and left shift as i32, and for the
 /// even and the odd lanes apart (64-bit arithmetic) the rounding divide's shift, its half
 /// (`round`) and whether a negative value takes one off it.
 #[derive(Debug)]
-struct WideRescale {
+pub struct WideRescale {
     multiplier: Vec<i32>,
     left_shift: Vec<u32>,
     any_left_shift: bool,
@@ -114,6 +121,13 @@ impl ChannelRescale {
         self
     }
 
+    /// The parameters a fused GEMM epilogue reads ([`rescale_lanes`]), on CPUs that run it.
+    pub fn wide(&self) -> Option<&WideRescale> {
+        (self.isa == RowIsa::Avx512)
+            .then_some(self.wide.as_deref())
+            .flatten()
+    }
+
     /// The length of one row of parameters: a whole number of pixels' channels.
     pub fn row_len(&self) -> usize {
         self.multiplier.len()
@@ -196,65 +210,113 @@ unsafe fn requantize_wide(
         .min(acc.len())
         .min(offset.len())
         .min(r.multiplier.len());
-    let nudge = _mm512_set1_epi64(1 << 30);
-    let (limit, add_offset) = (
-        if range.offset >= 0 {
-            _mm512_set1_epi32(i32::MAX - range.offset)
-        } else {
-            _mm512_set1_epi32(i32::MIN - range.offset)
-        },
-        _mm512_set1_epi32(range.offset),
-    );
-    let (min, max) = (_mm512_set1_epi32(range.min), _mm512_set1_epi32(range.max));
+    // SAFETY: the caller's CPU has the features this function is compiled for.
+    let constants = unsafe { WideConstants::new(range) };
     for start in (0..n).step_by(16) {
         let count = (n - start).min(16);
         let lanes: __mmask16 = ((1u32 << count) - 1) as __mmask16;
-        let pair = start / 2;
         // SAFETY: acc, offset and out are read and written under the mask within their first
         // n elements; the parameters are padded to whole registers.
         unsafe {
-            let mut x = _mm512_add_epi32(
+            let x = _mm512_add_epi32(
                 _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(start)),
                 _mm512_maskz_loadu_epi32(lanes, offset.as_ptr().add(start)),
             );
-            if r.any_left_shift {
-                x = _mm512_sllv_epi32(
-                    x,
-                    _mm512_loadu_si512(r.left_shift.as_ptr().add(start).cast()),
-                );
-            }
-            let m = _mm512_loadu_si512(r.multiplier.as_ptr().add(start).cast());
-            let half = |product: __m512i, parity: usize| {
-                let high = _mm512_srai_epi64(_mm512_add_epi64(product, nudge), 31);
-                let load =
-                    |v: &[Vec<i64>; 2]| _mm512_loadu_si512(v[parity].as_ptr().add(pair).cast());
-                let adjust = _mm512_sub_epi64(
-                    load(&r.round),
-                    _mm512_and_si512(_mm512_srai_epi64(high, 63), load(&r.negative)),
-                );
-                _mm512_srav_epi64(_mm512_add_epi64(high, adjust), load(&r.shift))
-            };
-            let even = half(_mm512_mul_epi32(x, m), 0);
-            let odd = half(
-                _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32)),
-                1,
-            );
-            let scaled = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-            let bounded = if range.offset >= 0 {
-                _mm512_min_epi32(scaled, limit)
-            } else {
-                _mm512_max_epi32(scaled, limit)
-            };
-            let value = _mm512_min_epi32(
-                _mm512_max_epi32(_mm512_add_epi32(bounded, add_offset), min),
-                max,
-            );
-            _mm_mask_storeu_epi8(
-                out.as_mut_ptr().add(start).cast(),
-                lanes,
-                _mm512_cvtepi32_epi8(value),
-            );
+            let bytes = rescale_lanes(r, &constants, x, start);
+            _mm_mask_storeu_epi8(out.as_mut_ptr().add(start).cast(), lanes, bytes);
         }
+    }
+}
+
+/// The registers one requantization's every step reads.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub struct WideConstants {
+    nudge: std::arch::x86_64::__m512i,
+    limit: std::arch::x86_64::__m512i,
+    add_offset: std::arch::x86_64::__m512i,
+    min: std::arch::x86_64::__m512i,
+    max: std::arch::x86_64::__m512i,
+    offset_non_negative: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl WideConstants {
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    pub unsafe fn new(range: OutputRange) -> Self {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's CPU has AVX-512F.
+        unsafe {
+            Self {
+                nudge: _mm512_set1_epi64(1 << 30),
+                // A saturating add of one scalar: clamp first to where the sum cannot overflow.
+                limit: if range.offset >= 0 {
+                    _mm512_set1_epi32(i32::MAX - range.offset)
+                } else {
+                    _mm512_set1_epi32(i32::MIN - range.offset)
+                },
+                add_offset: _mm512_set1_epi32(range.offset),
+                min: _mm512_set1_epi32(range.min),
+                max: _mm512_set1_epi32(range.max),
+                offset_non_negative: range.offset >= 0,
+            }
+        }
+    }
+}
+
+/// Sixteen sums (offsets already added) of channels `start..start + 16` to bytes.
+///
+/// # Safety
+/// The CPU must have AVX-512F, DQ, VL and BW; `start` must be a multiple of 16 below the
+/// parameters' padded length.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn rescale_lanes(
+    r: &WideRescale,
+    k: &WideConstants,
+    x: std::arch::x86_64::__m512i,
+    start: usize,
+) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    let pair = start / 2;
+    // SAFETY: the parameters are padded to whole registers past `start` (caller).
+    unsafe {
+        let x = if r.any_left_shift {
+            _mm512_sllv_epi32(
+                x,
+                _mm512_loadu_si512(r.left_shift.as_ptr().add(start).cast()),
+            )
+        } else {
+            x
+        };
+        let m = _mm512_loadu_si512(r.multiplier.as_ptr().add(start).cast());
+        let half = |product: __m512i, parity: usize| {
+            let high = _mm512_srai_epi64(_mm512_add_epi64(product, k.nudge), 31);
+            let load = |v: &[Vec<i64>; 2]| _mm512_loadu_si512(v[parity].as_ptr().add(pair).cast());
+            let adjust = _mm512_sub_epi64(
+                load(&r.round),
+                _mm512_and_si512(_mm512_srai_epi64(high, 63), load(&r.negative)),
+            );
+            _mm512_srav_epi64(_mm512_add_epi64(high, adjust), load(&r.shift))
+        };
+        let even = half(_mm512_mul_epi32(x, m), 0);
+        let odd = half(
+            _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32)),
+            1,
+        );
+        let scaled = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+        let bounded = if k.offset_non_negative {
+            _mm512_min_epi32(scaled, k.limit)
+        } else {
+            _mm512_max_epi32(scaled, k.limit)
+        };
+        let value = _mm512_min_epi32(
+            _mm512_max_epi32(_mm512_add_epi32(bounded, k.add_offset), k.min),
+            k.max,
+        );
+        _mm512_cvtepi32_epi8(value)
     }
 }
 
