@@ -358,7 +358,8 @@ unsafe fn tile_vnni<const BLOCKS: usize, const R: usize>(
 /// # Safety
 /// The CPU must have AVX-512 VNNI.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
 unsafe fn vnni_sums<const BLOCKS: usize, const R: usize>(
     a: &[u8],
     row_len: usize,
@@ -369,8 +370,7 @@ unsafe fn vnni_sums<const BLOCKS: usize, const R: usize>(
     let block_len = blocks.len() / BLOCKS;
     let quads = block_len / 64;
     let rows = split_rows::<R>(a, row_len).map(|row| &row[..4 * quads]);
-    // SAFETY: the caller's CPU has VNNI.
-    let mut acc = [[unsafe { _mm512_setzero_si512() }; BLOCKS]; R];
+    let mut acc = [[_mm512_setzero_si512(); BLOCKS]; R];
     let flip = i32::from_ne_bytes([flip; 4]);
     for q in 0..quads {
         // SAFETY: q < quads, and each block holds 64 × quads bytes.
@@ -380,11 +380,9 @@ unsafe fn vnni_sums<const BLOCKS: usize, const R: usize>(
         for (acc, row) in acc.iter_mut().zip(&rows) {
             // SAFETY: q < quads, and each row holds 4 × quads bytes.
             let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() } ^ flip;
-            // SAFETY: as above.
-            let quad = unsafe { _mm512_set1_epi32(quad) };
+            let quad = _mm512_set1_epi32(quad);
             for (acc, w) in acc.iter_mut().zip(w) {
-                // SAFETY: as above.
-                *acc = unsafe { _mm512_dpbusd_epi32(*acc, quad, w) };
+                *acc = _mm512_dpbusd_epi32(*acc, quad, w);
             }
         }
     }

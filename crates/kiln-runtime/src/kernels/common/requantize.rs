@@ -244,24 +244,22 @@ pub struct WideConstants {
 impl WideConstants {
     /// # Safety
     /// The CPU must have AVX-512F.
-    #[inline(always)]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn new(range: OutputRange) -> Self {
         use std::arch::x86_64::*;
-        // SAFETY: the caller's CPU has AVX-512F.
-        unsafe {
-            Self {
-                nudge: _mm512_set1_epi64(1 << 30),
-                // A saturating add of one scalar: clamp first to where the sum cannot overflow.
-                limit: if range.offset >= 0 {
-                    _mm512_set1_epi32(i32::MAX - range.offset)
-                } else {
-                    _mm512_set1_epi32(i32::MIN - range.offset)
-                },
-                add_offset: _mm512_set1_epi32(range.offset),
-                min: _mm512_set1_epi32(range.min),
-                max: _mm512_set1_epi32(range.max),
-                offset_non_negative: range.offset >= 0,
-            }
+        Self {
+            nudge: _mm512_set1_epi64(1 << 30),
+            // A saturating add of one scalar: clamp first to where the sum cannot overflow.
+            limit: if range.offset >= 0 {
+                _mm512_set1_epi32(i32::MAX - range.offset)
+            } else {
+                _mm512_set1_epi32(i32::MIN - range.offset)
+            },
+            add_offset: _mm512_set1_epi32(range.offset),
+            min: _mm512_set1_epi32(range.min),
+            max: _mm512_set1_epi32(range.max),
+            offset_non_negative: range.offset >= 0,
         }
     }
 }
@@ -272,7 +270,8 @@ impl WideConstants {
 /// The CPU must have AVX-512F, DQ, VL and BW; `start` must be a multiple of 16 below the
 /// parameters' padded length.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+#[inline]
 pub unsafe fn rescale_lanes(
     r: &WideRescale,
     k: &WideConstants,
