@@ -6,8 +6,10 @@ use kiln_tflite::DepthwiseConv2DOptions;
 
 use super::common::convolution::{Convolution, Geometry, Operands, OperatorOptions};
 use super::common::fused_activation::FloatClamp;
+use super::common::parallel::for_each_chunk;
 use super::common::quant::{quantize_floats, store_q};
 use super::common::requantize::{ChannelRescale, OutputRange};
+use super::common::scratch::Scratch;
 use super::common::weighted::Arithmetic;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
@@ -257,15 +259,17 @@ impl DepthwiseConv2D {
     }
 }
 
-/// Float depthwise (one filter per channel) in AVX-512: 16 channels of an output pixel stay
-/// in a register while every tap inside the image adds its product (fused multiply-add),
-/// then the bias and the clamp; inside the image four pixels at once, each weight loaded once
-/// for them; as LiteRT's optimized kernels do, and unlike the reference,
-/// each product is not rounded before it is added (within float tolerance of it).
+/// Output row `oy` of batch `b` of a float depthwise layer (one filter per channel) in
+/// AVX-512: 16 channels of an output pixel stay in a register while every tap inside the
+/// image adds its product (fused multiply-add), then the bias and the clamp; inside the image
+/// four pixels at once, each weight loaded once for them. As in LiteRT's optimized kernels and
+/// unlike the reference, a product is not rounded before it is added (within float tolerance
+/// of it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn float_avx512(
+unsafe fn float_row_avx512(
     g: &Geometry,
+    (b, oy): (usize, usize),
     input: &[f32],
     filter: &[f32],
     bias: Option<&[f32]>,
@@ -278,7 +282,8 @@ unsafe fn float_avx512(
         g.in_c == c
             && input.len() >= g.batches * g.in_h * g.in_w * c
             && filter.len() >= g.filter_h * g.filter_w * c
-            && output.len() >= g.batches * g.out_h * g.out_w * c
+            && b < g.batches
+            && output.len() >= g.out_w * c
             && bias.is_none_or(|b| b.len() >= c),
         "prepared shapes"
     );
@@ -286,97 +291,83 @@ unsafe fn float_avx512(
     assert!(taps <= MAX_TAPS, "checked by the caller");
     let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
     let (min, max) = (_mm512_set1_ps(clamp.min), _mm512_set1_ps(clamp.max));
-    for b in 0..g.batches {
-        for oy in 0..g.out_h {
-            let rows: Vec<(usize, usize)> = (0..g.filter_h)
-                .filter_map(|ky| {
-                    let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
-                    (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * c))
-                })
-                .collect();
-            // Output columns whose every tap is inside the image (when every filter row is).
-            let inside = if rows.len() == g.filter_h {
-                columns
-                    .iter()
-                    .fold((0, g.out_w), |(lo, hi), &(l, h)| (lo.max(l), hi.min(h)))
-            } else {
-                (0, 0)
-            };
-            let out_row = (b * g.out_h + oy) * g.out_w * c;
-            let mut ox = 0;
-            while ox < g.out_w {
-                // A group of PIXELS pixels inside the image, else one pixel; the channel
-                // blocks innermost, so the pixels' input rows stay in L1 across them.
-                let group = if ox >= inside.0 && ox + PIXELS <= inside.1 {
-                    PIXELS
-                } else {
-                    1
-                };
-                for c0 in (0..c).step_by(16) {
-                    let mask: __mmask16 = ((1u32 << (c - c0).min(16)) - 1) as __mmask16;
-                    // SAFETY: every load and store is masked to the channels c0..c of a tap, a
-                    // pixel or the bias the assertion above keeps in bounds.
-                    unsafe {
-                        let bias = bias.map_or(_mm512_setzero_ps(), |b| {
-                            _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0))
-                        });
-                        let finish = |acc: __m512| {
-                            _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc, bias), min), max)
-                        };
-                        let weight = |tap: usize| {
-                            _mm512_maskz_loadu_ps(mask, filter.as_ptr().add(tap * c + c0))
-                        };
-                        if group == PIXELS {
-                            // Independent accumulators hide the fused multiply-add's latency,
-                            // and each weight is loaded once for the group.
-                            let mut acc = [_mm512_setzero_ps(); PIXELS];
-                            for &(ky, row) in &rows {
-                                for kx in 0..g.filter_w {
-                                    let w = weight(ky * g.filter_w + kx);
-                                    let first = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
-                                    for (p, acc) in acc.iter_mut().enumerate() {
-                                        let ix = first + p * g.stride.1;
-                                        let x = _mm512_maskz_loadu_ps(
-                                            mask,
-                                            input.as_ptr().add(row + ix * c + c0),
-                                        );
-                                        *acc = _mm512_fmadd_ps(x, w, *acc);
-                                    }
-                                }
-                            }
-                            for (p, acc) in acc.into_iter().enumerate() {
-                                _mm512_mask_storeu_ps(
-                                    output.as_mut_ptr().add(out_row + (ox + p) * c + c0),
-                                    mask,
-                                    finish(acc),
-                                );
-                            }
-                            continue;
-                        }
-                        let mut acc = _mm512_setzero_ps();
-                        for &(ky, row) in &rows {
-                            for (kx, &(lo, hi)) in columns.iter().enumerate() {
-                                if ox < lo || ox >= hi {
-                                    continue;
-                                }
-                                let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+    let rows: Vec<(usize, usize)> = (0..g.filter_h)
+        .filter_map(|ky| {
+            let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
+            (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * c))
+        })
+        .collect();
+    // Output columns whose every tap is inside the image (when every filter row is).
+    let inside = if rows.len() == g.filter_h {
+        columns
+            .iter()
+            .fold((0, g.out_w), |(lo, hi), &(l, h)| (lo.max(l), hi.min(h)))
+    } else {
+        (0, 0)
+    };
+    let mut ox = 0;
+    while ox < g.out_w {
+        // A group of PIXELS pixels inside the image, else one pixel; the channel
+        // blocks innermost, so the pixels' input rows stay in L1 across them.
+        let group = if ox >= inside.0 && ox + PIXELS <= inside.1 {
+            PIXELS
+        } else {
+            1
+        };
+        for c0 in (0..c).step_by(16) {
+            let mask: __mmask16 = ((1u32 << (c - c0).min(16)) - 1) as __mmask16;
+            // SAFETY: every load and store is masked to the channels c0..c of a tap, a
+            // pixel or the bias the assertion above keeps in bounds.
+            unsafe {
+                let bias = bias.map_or(_mm512_setzero_ps(), |b| {
+                    _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0))
+                });
+                let finish =
+                    |acc: __m512| _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc, bias), min), max);
+                let weight =
+                    |tap: usize| _mm512_maskz_loadu_ps(mask, filter.as_ptr().add(tap * c + c0));
+                if group == PIXELS {
+                    // Independent accumulators hide the fused multiply-add's latency,
+                    // and each weight is loaded once for the group.
+                    let mut acc = [_mm512_setzero_ps(); PIXELS];
+                    for &(ky, row) in &rows {
+                        for kx in 0..g.filter_w {
+                            let w = weight(ky * g.filter_w + kx);
+                            let first = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                            for (p, acc) in acc.iter_mut().enumerate() {
+                                let ix = first + p * g.stride.1;
                                 let x = _mm512_maskz_loadu_ps(
                                     mask,
                                     input.as_ptr().add(row + ix * c + c0),
                                 );
-                                acc = _mm512_fmadd_ps(x, weight(ky * g.filter_w + kx), acc);
+                                *acc = _mm512_fmadd_ps(x, w, *acc);
                             }
                         }
+                    }
+                    for (p, acc) in acc.into_iter().enumerate() {
                         _mm512_mask_storeu_ps(
-                            output.as_mut_ptr().add(out_row + ox * c + c0),
+                            output.as_mut_ptr().add((ox + p) * c + c0),
                             mask,
                             finish(acc),
                         );
                     }
+                    continue;
                 }
-                ox += group;
+                let mut acc = _mm512_setzero_ps();
+                for &(ky, row) in &rows {
+                    for (kx, &(lo, hi)) in columns.iter().enumerate() {
+                        if ox < lo || ox >= hi {
+                            continue;
+                        }
+                        let ix = ox * g.stride.1 + kx * g.dilation.1 - g.pad.1;
+                        let x = _mm512_maskz_loadu_ps(mask, input.as_ptr().add(row + ix * c + c0));
+                        acc = _mm512_fmadd_ps(x, weight(ky * g.filter_w + kx), acc);
+                    }
+                }
+                _mm512_mask_storeu_ps(output.as_mut_ptr().add(ox * c + c0), mask, finish(acc));
             }
         }
+        ox += group;
     }
 }
 
@@ -563,17 +554,27 @@ impl OpKernel for DepthwiseConv2D {
                     && self.conv.geometry.filter_h * self.conv.geometry.filter_w <= MAX_TAPS
                     && std::arch::is_x86_feature_detected!("avx512f") =>
             {
-                // SAFETY: the CPU has AVX-512F.
-                unsafe {
-                    float_avx512(
-                        &self.conv.geometry,
-                        as_f32(input.data),
-                        as_f32(filter.data),
-                        bias.map(as_f32),
-                        *clamp,
-                        as_f32_mut(outputs[0].data),
-                    )
-                };
+                let g = &self.conv.geometry;
+                let (input, filter, bias) =
+                    (as_f32(input.data), as_f32(filter.data), bias.map(as_f32));
+                let row = g.out_w * g.out_c;
+                let output = &mut as_f32_mut(outputs[0].data)[..g.batches * g.out_h * row];
+                let work = output.len() * g.filter_h * g.filter_w;
+                // Output rows are independent: the invoke's threads share them.
+                for_each_chunk(output, row, work, |i, out| {
+                    // SAFETY: the CPU has AVX-512F.
+                    unsafe {
+                        float_row_avx512(
+                            g,
+                            (i / g.out_h, i % g.out_h),
+                            input,
+                            filter,
+                            bias,
+                            *clamp,
+                            out,
+                        )
+                    };
+                });
             }
             Arithmetic::Float { clamp } => {
                 let bias = bias.map(as_f32);
@@ -615,29 +616,26 @@ impl OpKernel for DepthwiseConv2D {
                     && std::arch::is_x86_feature_detected!("avx512vl")
                 {
                     let g = &self.conv.geometry;
-                    let mut acc = vec![0i32; g.out_w * out_c];
-                    for b in 0..g.batches {
-                        for oy in 0..g.out_h {
+                    let row = g.out_w * out_c;
+                    let output = &mut output[..g.batches * g.out_h * row];
+                    let work = output.len() * g.filter_h * g.filter_w;
+                    // Output rows are independent: the invoke's threads share them.
+                    for_each_chunk(output, row, work, |i, out| {
+                        i32::with(row, |acc| {
                             // SAFETY: the CPU has AVX-512F, BW and VL.
                             unsafe {
                                 quantized_row_avx512(
                                     g,
-                                    (b, oy),
+                                    (i / g.out_h, i % g.out_h),
                                     input.data,
                                     (q.input_signed, q.input_offset),
                                     as_i32s(&prepared.filter),
-                                    &mut acc,
+                                    acc,
                                 )
                             };
-                            let first = (b * g.out_h + oy) * g.out_w;
-                            prepared.rescale.requantize(
-                                &acc,
-                                &bias,
-                                prepared.range,
-                                &mut output[first * out_c..][..acc.len()],
-                            );
-                        }
-                    }
+                            prepared.rescale.requantize(acc, &bias, prepared.range, out);
+                        });
+                    });
                     return;
                 }
                 let x = widen(input.data, q.input_signed, q.input_offset);
@@ -914,5 +912,90 @@ mod tests {
             assert_eq!(prepared.shape, generic.shape, "case {case}");
             assert_eq!(prepared.data, generic.data, "case {case}");
         }
+    }
+
+    /// A layer large enough to split its rows across threads gives the same bits on one
+    /// thread and on three, float and int8.
+    #[test]
+    fn threads_give_the_same_bits() {
+        use super::super::common::parallel::{MIN_PARALLEL_WORK, with_pool};
+        let (side, c) = (96, 64);
+        assert!(side * side * c * 9 >= MIN_PARALLEL_WORK);
+        let mut next = seeded(5);
+        let options = BuiltinOptions::DepthwiseConv2D(DepthwiseConv2DOptions {
+            padding: Padding::Same,
+            stride_w: 1,
+            stride_h: 1,
+            depth_multiplier: 1,
+            activation: Activation::Relu6,
+            dilation_w: 1,
+            dilation_h: 1,
+        });
+        let image: Vec<u8> = (0..side * side * c * 4).map(|_| next(256) as u8).collect();
+        let float_image = floats(
+            &(0..side * side * c)
+                .map(|_| next(200) as f32 / 100.0 - 1.0)
+                .collect::<Vec<_>>(),
+        );
+        let float_filter = floats(
+            &(0..9 * c)
+                .map(|_| next(200) as f32 / 100.0 - 1.0)
+                .collect::<Vec<_>>(),
+        );
+        let int8_filter: Vec<u8> = (0..9 * c)
+            .map(|_| (next(255) as i32 - 127) as i8 as u8)
+            .collect();
+        let float_run = || {
+            run(
+                prepare,
+                options.clone(),
+                vec![
+                    Some(tensor(TensorType::Float32, &[1, side, side, c])),
+                    Some(constant(
+                        TensorType::Float32,
+                        &[1, 3, 3, c],
+                        float_filter.clone(),
+                    )),
+                    None,
+                ],
+                tensor(TensorType::Float32, &[1]),
+                &[&float_image],
+            )
+            .unwrap()
+            .data
+        };
+        let int8_run = || {
+            let mut filter = per_channel(
+                constant(TensorType::Int8, &[1, 3, 3, c], int8_filter.clone()),
+                vec![0.003; c],
+                0,
+            );
+            if let Some(q) = filter.info.quantization.as_mut() {
+                q.quantized_dimension = 3;
+            }
+            run(
+                prepare,
+                options.clone(),
+                vec![
+                    Some(quantized(
+                        tensor(TensorType::Int8, &[1, side, side, c]),
+                        0.05,
+                        7,
+                    )),
+                    Some(filter),
+                    None,
+                ],
+                quantized(tensor(TensorType::Int8, &[1]), 0.1, -3),
+                &[&image[..side * side * c]],
+            )
+            .unwrap()
+            .data
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(float_run(), with_pool(Some(&pool), float_run));
+        assert_eq!(int8_run(), with_pool(Some(&pool), int8_run));
     }
 }
