@@ -67,7 +67,9 @@ pub fn activation_range(
         prep.unsupported(&format!("output type {} is not quantized", output.dtype))
     })?;
     let (scale, zero_point) = per_tensor(prep, output)?;
-    let quantize = |real: f32| zero_point + (real / scale).round() as i32;
+    // Saturating: a malformed file's zero point near i32::MAX (or a scale so small that the
+    // rounded value saturates) must clamp, not overflow.
+    let quantize = |real: f32| zero_point.saturating_add((real / scale).round() as i32);
     Ok(match activation {
         Activation::None => (qmin, qmax),
         Activation::Relu => (qmin.max(quantize(0.0)), qmax),
@@ -189,4 +191,36 @@ pub fn quantize_floats(values: &[f32], asymmetric: bool, out: &mut [i32]) -> (f3
         *q = ((nudged as f32 + v * inverse).round() as i32).clamp(-128, 127);
     }
     (scale, nudged)
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::{Activation, BuiltinOptions, TensorType};
+
+    use super::super::testing::{quantized, run, tensor};
+
+    /// Fuzzer finding: an output zero point near i32::MAX made the fused activation's clamp
+    /// overflow (`zero_point + round(6 / scale)`) and panic in prepare. It saturates now.
+    #[test]
+    fn an_extreme_output_zero_point_saturates_the_activation_range() {
+        let options = BuiltinOptions::Add {
+            activation: Activation::Relu6,
+        };
+        let input = || quantized(tensor(TensorType::Int8, &[4]), 0.01, -1);
+        let output = quantized(
+            tensor(TensorType::Int8, &[4]),
+            0.001,
+            i64::from(i32::MAX) - 3,
+        );
+        let result = run(
+            crate::kernels::add::prepare,
+            options,
+            vec![Some(input()), Some(input())],
+            output,
+            &[&[1, 2, 3, 4], &[5, 6, 7, 8]],
+        );
+        // The range saturates to [i32::MAX − 3, 127]: every output clamps to its top (a
+        // wrapped upper bound would give other bytes).
+        assert_eq!(result.expect("prepares").data, [127u8; 4]);
+    }
 }
