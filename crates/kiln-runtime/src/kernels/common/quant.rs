@@ -199,19 +199,16 @@ mod tests {
 
     use super::super::testing::{quantized, run, tensor};
 
-    /// Fuzzer finding: an output zero point near i32::MAX made the fused activation's clamp
-    /// overflow (`zero_point + round(6 / scale)`) and panic in prepare. It saturates now.
+    /// Fuzzer finding: an output scale so small that round(6 / scale) saturates at i32::MAX
+    /// made the fused activation's clamp overflow (`zero_point + …`) and panic in prepare. It
+    /// saturates now.
     #[test]
-    fn an_extreme_output_zero_point_saturates_the_activation_range() {
+    fn a_tiny_output_scale_saturates_the_activation_range() {
         let options = BuiltinOptions::Add {
             activation: Activation::Relu6,
         };
         let input = || quantized(tensor(TensorType::Int8, &[4]), 0.01, -1);
-        let output = quantized(
-            tensor(TensorType::Int8, &[4]),
-            0.001,
-            i64::from(i32::MAX) - 3,
-        );
+        let output = quantized(tensor(TensorType::Int8, &[4]), 1e-38, 5);
         let result = run(
             crate::kernels::add::prepare,
             options,
@@ -219,8 +216,8 @@ mod tests {
             output,
             &[&[1, 2, 3, 4], &[5, 6, 7, 8]],
         );
-        // The range saturates to [i32::MAX − 3, 127]: every output clamps to its top (a
-        // wrapped upper bound would give other bytes).
+        // The range is [5, 127] (a wrapped upper bound, i32::MIN + 4, would give 4s): every
+        // output, a huge positive value, clamps to its top.
         assert_eq!(result.expect("prepares").data, [127u8; 4]);
     }
 }
