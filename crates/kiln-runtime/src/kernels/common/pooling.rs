@@ -22,7 +22,63 @@ pub trait Reduce: std::fmt::Debug + Send + Sync + 'static {
     /// clamp) from the input pixels `cells`, each `out.len()` channels of `input`; `low` is
     /// the lower bound of the output's range.
     fn quantized(&self, input: &[u8], signed: bool, cells: &[usize], low: i32, out: &mut [i32]);
+
+    /// How large windows are reduced without visiting every cell of every window (quadratic:
+    /// a 16 391-wide window over a row of as many pixels took seconds).
+    fn separable(&self) -> Separable<'_>;
 }
+
+/// A reduction that runs along the width, then along the height, in time linear in the
+/// input and output.
+pub enum Separable<'a> {
+    /// A function of the window's sum and cell count (the average), summed with prefix sums.
+    Sums(&'a dyn OfSums),
+    /// The maximum, with a sliding-window maximum (a monotonic queue).
+    Maximum,
+}
+
+/// A window's result from its sum and cell count, before the clamp.
+pub trait OfSums {
+    fn float(&self, total: f64, count: usize) -> f32;
+    /// `total` as the reference's int32 accumulator holds it (wrapped).
+    fn quantized(&self, total: i32, count: usize) -> i32;
+}
+
+/// `visit(k, max of values[windows[k]])` for windows whose starts and ends never decrease
+/// (`empty` for an empty window), with a queue of indices whose values decrease: each value
+/// enters and leaves it once.
+fn sliding_max<T: Copy + PartialOrd>(
+    values: &[T],
+    windows: &[std::ops::Range<usize>],
+    empty: T,
+    queue: &mut std::collections::VecDeque<usize>,
+    mut visit: impl FnMut(usize, T),
+) {
+    queue.clear();
+    let mut next = 0;
+    for (k, window) in windows.iter().enumerate() {
+        while next < window.end {
+            // NaN never wins (as f32::max has it); anything not greater than the newcomer can
+            // never be a window's maximum again.
+            #[allow(clippy::eq_op)]
+            let comparable = values[next] == values[next];
+            if comparable {
+                while queue.back().is_some_and(|&i| values[i] <= values[next]) {
+                    queue.pop_back();
+                }
+                queue.push_back(next);
+            }
+            next += 1;
+        }
+        while queue.front().is_some_and(|&i| i < window.start) {
+            queue.pop_front();
+        }
+        visit(k, queue.front().map_or(empty, |&i| values[i]));
+    }
+}
+
+/// Cells per window from which pooling runs separably.
+const LARGE_WINDOW: usize = 64;
 
 /// Prepares a pooling operator that reduces each window with `reduce`.
 pub fn prepare<R: Reduce>(prep: &Prep<'_>, reduce: R) -> Result<Kernel, RuntimeError> {
@@ -47,6 +103,69 @@ impl<R: Reduce> OpKernel for Pool<R> {
             unreachable!("prepared")
         };
         let c = self.geometry.channels;
+        let g = &self.geometry;
+        let large = g.filter.0.min(g.in_h) * g.filter.1.min(g.in_w) > LARGE_WINDOW;
+        if large && let Separable::Maximum = self.reduce.separable() {
+            match &self.arithmetic {
+                PoolArithmetic::Float(clamp) => {
+                    let input = as_f32(input.data);
+                    let output = as_f32_mut(outputs[0].data);
+                    g.for_each_window_max(
+                        |i| input[i],
+                        f32::NEG_INFINITY,
+                        |element, max| {
+                            output[element] = clamp.apply(max);
+                        },
+                    );
+                }
+                PoolArithmetic::Quantized { range, signed } => {
+                    let output = &mut *outputs[0].data;
+                    let data = input.data;
+                    let value = |i: usize| {
+                        if *signed {
+                            i32::from(data[i] as i8)
+                        } else {
+                            i32::from(data[i])
+                        }
+                    };
+                    // An empty window (impossible with valid padding) gives the range's low end.
+                    g.for_each_window_max(value, range.0, |element, max| {
+                        output[element] = max.clamp(range.0, range.1) as u8;
+                    });
+                }
+            }
+            return;
+        }
+        if large && let Separable::Sums(of_sums) = self.reduce.separable() {
+            match &self.arithmetic {
+                PoolArithmetic::Float(clamp) => {
+                    let input = as_f32(input.data);
+                    let output = as_f32_mut(outputs[0].data);
+                    g.for_each_window_sum(
+                        |i| f64::from(input[i]),
+                        |element, total, count| {
+                            output[element] = clamp.apply(of_sums.float(total, count));
+                        },
+                    );
+                }
+                PoolArithmetic::Quantized { range, signed } => {
+                    let output = &mut *outputs[0].data;
+                    let data = input.data;
+                    let value = |i: usize| {
+                        if *signed {
+                            i64::from(data[i] as i8)
+                        } else {
+                            i64::from(data[i])
+                        }
+                    };
+                    g.for_each_window_sum(value, |element, total, count| {
+                        let mean = of_sums.quantized(total as i32, count);
+                        output[element] = mean.clamp(range.0, range.1) as u8;
+                    });
+                }
+            }
+            return;
+        }
         match &self.arithmetic {
             PoolArithmetic::Float(clamp) => {
                 let input = as_f32(input.data);
@@ -157,6 +276,113 @@ impl PoolGeometry {
             pad: (pad_h, pad_w),
         };
         Ok((geometry, arithmetic))
+    }
+
+    /// The window's input rows and columns of output pixel (oy, ox).
+    fn window_of(&self, oy: usize, ox: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let span = |o: usize, stride: usize, pad: usize, filter: usize, size: usize| {
+            let start = (o * stride) as isize - pad as isize;
+            let end = ((start + filter as isize).max(0) as usize).min(size);
+            (start.max(0) as usize).min(end)..end
+        };
+        (
+            span(oy, self.stride.0, self.pad.0, self.filter.0, self.in_h),
+            span(ox, self.stride.1, self.pad.1, self.filter.1, self.in_w),
+        )
+    }
+
+    /// Calls `visit(output element index, maximum over its window)` for every output element
+    /// (`empty` for a window without cells), through a sliding-window maximum along the
+    /// width, then along the height: linear in the input and output however large the window.
+    fn for_each_window_max<T>(
+        &self,
+        value: impl Fn(usize) -> T,
+        empty: T,
+        mut visit: impl FnMut(usize, T),
+    ) where
+        T: Copy + PartialOrd,
+    {
+        let c = self.channels;
+        let columns: Vec<_> = (0..self.out_w).map(|ox| self.window_of(0, ox).1).collect();
+        let rows: Vec<_> = (0..self.out_h).map(|oy| self.window_of(oy, 0).0).collect();
+        // Each input row's maximum over each output column's window, then over the rows.
+        let mut across = vec![empty; self.in_h * self.out_w * c];
+        let mut queue = std::collections::VecDeque::new();
+        let mut line = Vec::new();
+        for b in 0..self.batches {
+            for y in 0..self.in_h {
+                for ch in 0..c {
+                    line.clear();
+                    line.extend(
+                        (0..self.in_w)
+                            .map(|x| value(((b * self.in_h + y) * self.in_w + x) * c + ch)),
+                    );
+                    sliding_max(&line, &columns, empty, &mut queue, |ox, max| {
+                        across[(y * self.out_w + ox) * c + ch] = max;
+                    });
+                }
+            }
+            for ox in 0..self.out_w {
+                for ch in 0..c {
+                    line.clear();
+                    line.extend((0..self.in_h).map(|y| across[(y * self.out_w + ox) * c + ch]));
+                    sliding_max(&line, &rows, empty, &mut queue, |oy, max| {
+                        visit(((b * self.out_h + oy) * self.out_w + ox) * c + ch, max);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Calls `visit(output element index, sum over its window, cell count)` for every output
+    /// element, the sums of `value(input element index)` taken through prefix sums along the
+    /// width, then along the height: linear in the input and output however large the window.
+    fn for_each_window_sum<T>(
+        &self,
+        value: impl Fn(usize) -> T,
+        mut visit: impl FnMut(usize, T, usize),
+    ) where
+        T: Copy + Default + std::ops::Add<Output = T> + std::ops::Sub<Output = T>,
+    {
+        let c = self.channels;
+        let columns: Vec<_> = (0..self.out_w).map(|ox| self.window_of(0, ox).1).collect();
+        let rows: Vec<_> = (0..self.out_h).map(|oy| self.window_of(oy, 0).0).collect();
+        let mut prefix = vec![T::default(); (self.in_w + 1) * c];
+        // Per input row, each output column's horizontal window sum; then their prefix sums
+        // down the rows.
+        let mut down = vec![T::default(); (self.in_h + 1) * self.out_w * c];
+        for b in 0..self.batches {
+            for y in 0..self.in_h {
+                for x in 0..self.in_w {
+                    for ch in 0..c {
+                        let v = value(((b * self.in_h + y) * self.in_w + x) * c + ch);
+                        prefix[(x + 1) * c + ch] = prefix[x * c + ch] + v;
+                    }
+                }
+                for (ox, xs) in columns.iter().enumerate() {
+                    for ch in 0..c {
+                        let row_sum = prefix[xs.end * c + ch] - prefix[xs.start * c + ch];
+                        let at = (ox * c + ch, self.out_w * c);
+                        down[(y + 1) * at.1 + at.0] = down[y * at.1 + at.0] + row_sum;
+                    }
+                }
+            }
+            for (oy, ys) in rows.iter().enumerate() {
+                for (ox, xs) in columns.iter().enumerate() {
+                    let count = ys.len() * xs.len();
+                    for ch in 0..c {
+                        let at = ox * c + ch;
+                        let total = down[ys.end * self.out_w * c + at]
+                            - down[ys.start * self.out_w * c + at];
+                        visit(
+                            ((b * self.out_h + oy) * self.out_w + ox) * c + ch,
+                            total,
+                            count,
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Calls `visit(output pixel index, input pixel indices of its window)` for every output
