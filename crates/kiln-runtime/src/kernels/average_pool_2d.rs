@@ -120,97 +120,25 @@ mod tests {
     /// strides and edges.
     #[test]
     fn large_windows_average_as_the_definition() {
-        use super::super::common::testing::seeded;
-        let mut next = seeded(0xa7e);
-        for case in 0..12 {
-            let (h, w, c) = (
-                1 + next(6) as usize,
-                40 + next(120) as usize,
-                1 + next(5) as usize,
-            );
-            let (fh, fw) = (1 + next(h as u64) as usize, 70 + next(60) as usize);
-            let stride = 1 + next(3) as usize;
-            let padding = if case % 2 == 0 {
-                Padding::Same
-            } else {
-                Padding::Valid
-            };
-            if padding == Padding::Valid && fw > w {
-                continue;
-            }
-            let options = Pool2DOptions {
-                padding,
-                stride_w: stride as i32,
-                stride_h: stride as i32,
-                filter_w: fw as i32,
-                filter_h: fh as i32,
-                ..Pool2DOptions::default()
-            };
-            let (oh, pad_h) = kiln_tflite::window(padding, h, fh, stride, 1);
-            let (ow, pad_w) = kiln_tflite::window(padding, w, fw, stride, 1);
-            let bytes: Vec<u8> = (0..h * w * c).map(|_| next(256) as u8).collect();
-            let floats: Vec<f32> = bytes.iter().map(|&b| f32::from(b) / 7.0 - 9.0).collect();
-            let int8 = run(
-                prepare,
-                BuiltinOptions::Pool2D(options.clone()),
-                vec![Some(quantized(
-                    tensor(TensorType::Int8, &[1, h, w, c]),
-                    0.1,
-                    3,
-                ))],
-                quantized(tensor(TensorType::Int8, &[]), 0.1, 3),
-                &[&bytes],
-            )
-            .expect("prepares");
-            let float = run(
-                prepare,
-                BuiltinOptions::Pool2D(options),
-                vec![Some(tensor(TensorType::Float32, &[1, h, w, c]))],
-                tensor(TensorType::Float32, &[]),
-                &[&floats
-                    .iter()
-                    .flat_map(|f| f.to_le_bytes())
-                    .collect::<Vec<u8>>()],
-            )
-            .expect("prepares");
-            assert_eq!(int8.shape, [1, oh, ow, c], "case {case}");
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let y0 = (oy * stride) as isize - pad_h as isize;
-                    let x0 = (ox * stride) as isize - pad_w as isize;
-                    let ys = y0.max(0) as usize..((y0 + fh as isize).max(0) as usize).min(h);
-                    let xs = x0.max(0) as usize..((x0 + fw as isize).max(0) as usize).min(w);
-                    for ch in 0..c {
-                        let cells = ys
-                            .clone()
-                            .flat_map(|y| xs.clone().map(move |x| (y * w + x) * c + ch));
-                        let (mut total, mut sum, mut count) = (0i32, 0.0f64, 0i32);
-                        for i in cells {
-                            total += i32::from(bytes[i] as i8);
-                            sum += f64::from(floats[i]);
-                            count += 1;
-                        }
-                        let mean = if total > 0 {
-                            total + count / 2
-                        } else {
-                            total - count / 2
-                        } / count.max(1);
-                        let at = (oy * ow + ox) * c + ch;
-                        assert_eq!(
-                            int8.data[at] as i8,
-                            mean.clamp(-128, 127) as i8,
-                            "case {case}"
-                        );
-                        let b = &float.data[at * 4..at * 4 + 4];
-                        let got = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                        let want = (sum / f64::from(count)) as f32;
-                        assert!(
-                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "case {case}: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-        }
+        super::super::common::pooling::check_large_windows(
+            prepare,
+            0xa7e,
+            |case, q, f, cells_q, cells_f| {
+                let count = cells_q.len().max(1) as i32;
+                let total: i32 = cells_q.iter().map(|&v| i32::from(v)).sum();
+                let mean = if total > 0 {
+                    total + count / 2
+                } else {
+                    total - count / 2
+                } / count;
+                assert_eq!(q, mean.clamp(-128, 127) as i8, "case {case}");
+                let want =
+                    (cells_f.iter().map(|&v| f64::from(v)).sum::<f64>() / f64::from(count)) as f32;
+                assert!(
+                    (f - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "case {case}: {f} vs {want}"
+                );
+            },
+        );
     }
 }

@@ -94,87 +94,21 @@ mod tests {
     /// strides and edges.
     #[test]
     fn large_windows_take_the_maximum_of_the_definition() {
-        use super::super::common::testing::{quantized, seeded};
-        let mut next = seeded(0x3a7);
-        for case in 0..12 {
-            let (h, w, c) = (
-                1 + next(6) as usize,
-                40 + next(120) as usize,
-                1 + next(5) as usize,
-            );
-            let (fh, fw) = (1 + next(h as u64) as usize, 70 + next(60) as usize);
-            let stride = 1 + next(3) as usize;
-            let padding = if case % 2 == 0 {
-                Padding::Same
-            } else {
-                Padding::Valid
-            };
-            if padding == Padding::Valid && fw > w {
-                continue;
-            }
-            let options = Pool2DOptions {
-                padding,
-                stride_w: stride as i32,
-                stride_h: stride as i32,
-                filter_w: fw as i32,
-                filter_h: fh as i32,
-                ..Pool2DOptions::default()
-            };
-            let (oh, pad_h) = kiln_tflite::window(padding, h, fh, stride, 1);
-            let (ow, pad_w) = kiln_tflite::window(padding, w, fw, stride, 1);
-            let bytes: Vec<u8> = (0..h * w * c).map(|_| next(256) as u8).collect();
-            let floats: Vec<f32> = bytes.iter().map(|&b| f32::from(b) / 7.0 - 9.0).collect();
-            let int8 = run(
-                prepare,
-                BuiltinOptions::Pool2D(options.clone()),
-                vec![Some(quantized(
-                    tensor(TensorType::Int8, &[1, h, w, c]),
-                    0.1,
-                    3,
-                ))],
-                quantized(tensor(TensorType::Int8, &[]), 0.1, 3),
-                &[&bytes],
-            )
-            .expect("prepares");
-            let float = run(
-                prepare,
-                BuiltinOptions::Pool2D(options),
-                vec![Some(tensor(TensorType::Float32, &[1, h, w, c]))],
-                tensor(TensorType::Float32, &[]),
-                &[&floats
-                    .iter()
-                    .flat_map(|f| f.to_le_bytes())
-                    .collect::<Vec<u8>>()],
-            )
-            .expect("prepares");
-            assert_eq!(int8.shape, [1, oh, ow, c], "case {case}");
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let y0 = (oy * stride) as isize - pad_h as isize;
-                    let x0 = (ox * stride) as isize - pad_w as isize;
-                    let ys = y0.max(0) as usize..((y0 + fh as isize).max(0) as usize).min(h);
-                    let xs = x0.max(0) as usize..((x0 + fw as isize).max(0) as usize).min(w);
-                    for ch in 0..c {
-                        let cells: Vec<usize> = ys
-                            .clone()
-                            .flat_map(|y| xs.clone().map(move |x| (y * w + x) * c + ch))
-                            .collect();
-                        let max_q = cells.iter().map(|&i| bytes[i] as i8).max().unwrap_or(-128);
-                        let max_f = cells
-                            .iter()
-                            .map(|&i| floats[i])
-                            .fold(f32::NEG_INFINITY, f32::max);
-                        let at = (oy * ow + ox) * c + ch;
-                        assert_eq!(int8.data[at] as i8, max_q, "case {case}");
-                        let b = &float.data[at * 4..at * 4 + 4];
-                        assert_eq!(
-                            f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                            max_f,
-                            "case {case}"
-                        );
-                    }
-                }
-            }
-        }
+        super::super::common::pooling::check_large_windows(
+            prepare,
+            0x3a7,
+            |case, q, f, cells_q, cells_f| {
+                assert_eq!(
+                    q,
+                    cells_q.iter().copied().max().unwrap_or(-128),
+                    "case {case}"
+                );
+                assert_eq!(
+                    f,
+                    cells_f.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                    "case {case}"
+                );
+            },
+        );
     }
 }

@@ -422,6 +422,94 @@ impl PoolGeometry {
     }
 }
 
+/// Random large-window cases for the pooling kernels' tests (windows of 70–129 columns, SAME
+/// and VALID, strides, edges), each run in int8 and in float32 through `prepare`; `check` gets
+/// the case, each output element's int8 and float values, and the window's cells in both.
+#[cfg(test)]
+pub fn check_large_windows(
+    prepare: fn(&Prep<'_>) -> Result<Kernel, RuntimeError>,
+    seed: u64,
+    check: impl Fn(usize, i8, f32, &[i8], &[f32]),
+) {
+    use kiln_tflite::{Padding, Pool2DOptions};
+
+    use super::testing::{quantized, run, seeded, tensor};
+    let mut next = seeded(seed);
+    for case in 0..12 {
+        let (h, w, c) = (
+            1 + next(6) as usize,
+            40 + next(120) as usize,
+            1 + next(5) as usize,
+        );
+        let (fh, fw) = (1 + next(h as u64) as usize, 70 + next(60) as usize);
+        let stride = 1 + next(3) as usize;
+        let padding = if case % 2 == 0 {
+            Padding::Same
+        } else {
+            Padding::Valid
+        };
+        if padding == Padding::Valid && fw > w {
+            continue;
+        }
+        let options = BuiltinOptions::Pool2D(Pool2DOptions {
+            padding,
+            stride_w: stride as i32,
+            stride_h: stride as i32,
+            filter_w: fw as i32,
+            filter_h: fh as i32,
+            ..Pool2DOptions::default()
+        });
+        let (oh, pad_h) = window(padding, h, fh, stride, 1);
+        let (ow, pad_w) = window(padding, w, fw, stride, 1);
+        let bytes: Vec<u8> = (0..h * w * c).map(|_| next(256) as u8).collect();
+        let floats: Vec<f32> = bytes.iter().map(|&b| f32::from(b) / 7.0 - 9.0).collect();
+        let int8 = run(
+            prepare,
+            options.clone(),
+            vec![Some(quantized(
+                tensor(TensorType::Int8, &[1, h, w, c]),
+                0.1,
+                3,
+            ))],
+            quantized(tensor(TensorType::Int8, &[]), 0.1, 3),
+            &[&bytes],
+        )
+        .expect("prepares");
+        let float = run(
+            prepare,
+            options,
+            vec![Some(tensor(TensorType::Float32, &[1, h, w, c]))],
+            tensor(TensorType::Float32, &[]),
+            &[&floats
+                .iter()
+                .flat_map(|f| f.to_le_bytes())
+                .collect::<Vec<u8>>()],
+        )
+        .expect("prepares");
+        assert_eq!(int8.shape, [1, oh, ow, c], "case {case}");
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let y0 = (oy * stride) as isize - pad_h as isize;
+                let x0 = (ox * stride) as isize - pad_w as isize;
+                let ys = y0.max(0) as usize..((y0 + fh as isize).max(0) as usize).min(h);
+                let xs = x0.max(0) as usize..((x0 + fw as isize).max(0) as usize).min(w);
+                for ch in 0..c {
+                    let cells: Vec<usize> = ys
+                        .clone()
+                        .flat_map(|y| xs.clone().map(move |x| (y * w + x) * c + ch))
+                        .collect();
+                    let cells_q: Vec<i8> = cells.iter().map(|&i| bytes[i] as i8).collect();
+                    let cells_f: Vec<f32> = cells.iter().map(|&i| floats[i]).collect();
+                    let at = (oy * ow + ox) * c + ch;
+                    let b = &float.data[at * 4..at * 4 + 4];
+                    let value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    check(case, int8.data[at] as i8, value, &cells_q, &cells_f);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
