@@ -289,22 +289,12 @@ unsafe fn float_row_avx512(
     );
     let taps = g.filter_h * g.filter_w;
     assert!(taps <= MAX_TAPS, "checked by the caller");
-    let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
     let (min, max) = (_mm512_set1_ps(clamp.min), _mm512_set1_ps(clamp.max));
-    let rows: Vec<(usize, usize)> = (0..g.filter_h)
-        .filter_map(|ky| {
-            let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
-            (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * c))
-        })
-        .collect();
-    // Output columns whose every tap is inside the image (when every filter row is).
-    let inside = if rows.len() == g.filter_h {
-        columns
-            .iter()
-            .fold((0, g.out_w), |(lo, hi), &(l, h)| (lo.max(l), hi.min(h)))
-    } else {
-        (0, 0)
-    };
+    let RowTaps {
+        rows,
+        columns,
+        inside,
+    } = RowTaps::new(g, b, oy);
     let mut ox = 0;
     while ox < g.out_w {
         // A group of PIXELS pixels inside the image, else one pixel; the channel
@@ -371,6 +361,40 @@ unsafe fn float_row_avx512(
     }
 }
 
+/// Where the taps of output row `oy` of batch `b` land: the filter rows inside the image as
+/// (ky, index of that input row's first element), each filter column's output columns inside
+/// the image (`Geometry::valid_columns`), and the output columns whose every tap is inside
+/// (empty unless every filter row is).
+struct RowTaps {
+    rows: Vec<(usize, usize)>,
+    columns: Vec<(usize, usize)>,
+    inside: (usize, usize),
+}
+
+impl RowTaps {
+    fn new(g: &Geometry, b: usize, oy: usize) -> Self {
+        let rows: Vec<(usize, usize)> = (0..g.filter_h)
+            .filter_map(|ky| {
+                let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
+                (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * g.in_c))
+            })
+            .collect();
+        let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
+        let inside = if rows.len() == g.filter_h {
+            columns
+                .iter()
+                .fold((0, g.out_w), |(lo, hi), &(l, h)| (lo.max(l), hi.min(h)))
+        } else {
+            (0, 0)
+        };
+        Self {
+            rows,
+            columns,
+            inside,
+        }
+    }
+}
+
 /// Output pixels the AVX-512 depthwise kernels compute together inside the image.
 const PIXELS: usize = 4;
 
@@ -405,21 +429,11 @@ unsafe fn quantized_row_avx512(
     );
     let offset = _mm512_set1_epi32(input_offset);
     let low_halves = _mm512_set1_epi32(0xffff);
-    let rows: Vec<(usize, usize)> = (0..g.filter_h)
-        .filter_map(|ky| {
-            let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0)?;
-            (iy < g.in_h).then_some((ky, (b * g.in_h + iy) * g.in_w * c))
-        })
-        .collect();
-    let columns: Vec<(usize, usize)> = (0..g.filter_w).map(|kx| g.valid_columns(kx)).collect();
-    // Output columns whose every tap is inside the image (when every filter row is).
-    let inside = if rows.len() == g.filter_h {
-        columns
-            .iter()
-            .fold((0, g.out_w), |(lo, hi), &(l, h)| (lo.max(l), hi.min(h)))
-    } else {
-        (0, 0)
-    };
+    let RowTaps {
+        rows,
+        columns,
+        inside,
+    } = RowTaps::new(g, b, oy);
     let widen = |bytes: __m128i| {
         if signed {
             _mm512_cvtepi8_epi32(bytes)

@@ -356,16 +356,14 @@ unsafe fn requantize_avx512(
         );
         _mm512_srai_epi64(toward_zero, 31)
     };
-    // A saturating add of one scalar: clamp first to where the sum cannot overflow.
-    let (limit, add_offset) = (
-        if range.offset >= 0 {
-            _mm512_set1_epi32(i32::MAX - range.offset)
-        } else {
-            _mm512_set1_epi32(i32::MIN - range.offset)
-        },
-        _mm512_set1_epi32(range.offset),
-    );
-    let (min, max) = (_mm512_set1_epi32(range.min), _mm512_set1_epi32(range.max));
+    // SAFETY: the caller's CPU has the features this function is compiled for.
+    let WideConstants {
+        limit,
+        add_offset,
+        min,
+        max,
+        ..
+    } = unsafe { WideConstants::new(range) };
     for start in (0..n).step_by(16) {
         let count = (n - start).min(16);
         let lanes: __mmask16 = ((1u32 << count) - 1) as __mmask16;
