@@ -1,9 +1,11 @@
 //! A row of int32 accumulators to 8-bit outputs at once, one output channel per element:
 //! TFLite's MultiplyByQuantizedMultiplier (gemmlowp's double rounding, as
 //! `kiln_tflite::quant` computes it one value at a time), the output zero point and the
-//! activation clamp — written without branches so that it vectorises, and compiled for
-//! AVX-512 and AVX2 besides the baseline (chosen at run time). The bits are the scalar
-//! function's: the tests compare every path with it.
+//! activation clamp. On AVX-512 it runs in 64-bit lanes through two exact identities
+//! ([`requantize_wide`]); elsewhere, and for the i32::MIN multiplier those identities exclude,
+//! as the literal transcription written without branches so that it vectorises (compiled for
+//! AVX2 besides the baseline, chosen at run time). The bits are the scalar function's: the
+//! tests compare every path with it.
 
 use kiln_tflite::quant::QuantizedMultiplier;
 
@@ -159,14 +161,13 @@ impl ChannelRescale {
                 (RowIsa::Avx512, Some(wide)) => unsafe {
                     requantize_wide(wide, acc, offset, range, out)
                 },
+                // The one case the wide path leaves (an i32::MIN multiplier, only in a malformed
+                // file) takes the literal transcription; AVX-512 CPUs have AVX2.
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                (RowIsa::Avx512, None) => unsafe {
-                    requantize_avx512(self, acc, offset, range, out)
+                (RowIsa::Avx512 | RowIsa::Avx2, _) => unsafe {
+                    requantize_avx2(self, acc, offset, range, out)
                 },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                (RowIsa::Avx2, _) => unsafe { requantize_avx2(self, acc, offset, range, out) },
                 _ => requantize_row(self, acc, offset, range, out),
             }
         }
@@ -319,105 +320,6 @@ pub unsafe fn rescale_lanes(
     }
 }
 
-/// Sixteen channels per step in explicit AVX-512: the doubling high multiply as two
-/// `vpmuldq` (even and odd lanes) on 64-bit products, the rounding shifts per lane with
-/// `vpsravd`, and a masked tail.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
-unsafe fn requantize_avx512(
-    r: &ChannelRescale,
-    acc: &[i32],
-    offset: &[i32],
-    range: OutputRange,
-    out: &mut [u8],
-) {
-    use std::arch::x86_64::*;
-    let n = out
-        .len()
-        .min(acc.len())
-        .min(offset.len())
-        .min(r.multiplier.len());
-    let one = _mm512_set1_epi32(1);
-    let int_min = _mm512_set1_epi32(i32::MIN);
-    // (p + nudge) / 2^31 toward zero, for 64-bit products p.
-    let high_of = |p: __m512i| {
-        let negative = _mm512_srai_epi64(p, 63);
-        let nudge = _mm512_add_epi64(
-            _mm512_set1_epi64(1 << 30),
-            _mm512_and_si512(negative, _mm512_set1_epi64(1 - (1i64 << 31))),
-        );
-        let sum = _mm512_add_epi64(p, nudge);
-        let toward_zero = _mm512_add_epi64(
-            sum,
-            _mm512_and_si512(
-                _mm512_srai_epi64(sum, 63),
-                _mm512_set1_epi64((1i64 << 31) - 1),
-            ),
-        );
-        _mm512_srai_epi64(toward_zero, 31)
-    };
-    // SAFETY: the caller's CPU has the features this function is compiled for.
-    let WideConstants {
-        limit,
-        add_offset,
-        min,
-        max,
-        ..
-    } = unsafe { WideConstants::new(range) };
-    for start in (0..n).step_by(16) {
-        let count = (n - start).min(16);
-        let lanes: __mmask16 = ((1u32 << count) - 1) as __mmask16;
-        // SAFETY: the mask keeps every load and store within the first n elements.
-        unsafe {
-            let load = |v: &[i32]| _mm512_maskz_loadu_epi32(lanes, v.as_ptr().add(start));
-            let x = _mm512_add_epi32(load(acc), load(offset));
-            let x = _mm512_sllv_epi32(
-                x,
-                _mm512_maskz_loadu_epi32(lanes, r.left_shift.as_ptr().add(start).cast()),
-            );
-            let m = load(&r.multiplier);
-            let even = high_of(_mm512_mul_epi32(x, m));
-            let odd = high_of(_mm512_mul_epi32(
-                _mm512_srli_epi64(x, 32),
-                _mm512_srli_epi64(m, 32),
-            ));
-            let high = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-            let saturated =
-                _mm512_cmpeq_epi32_mask(x, int_min) & _mm512_cmpeq_epi32_mask(m, int_min);
-            let high = _mm512_mask_mov_epi32(high, saturated, _mm512_set1_epi32(i32::MAX));
-            // RoundingDivideByPOT: half away from zero.
-            let shift = load(&r.right_shift);
-            let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, shift), one);
-            let remainder = _mm512_and_si512(high, mask);
-            let threshold = _mm512_add_epi32(
-                _mm512_srai_epi32(mask, 1),
-                _mm512_and_si512(_mm512_srai_epi32(high, 31), one),
-            );
-            let shifted = _mm512_srav_epi32(high, shift);
-            let scaled = _mm512_mask_add_epi32(
-                shifted,
-                _mm512_cmpgt_epi32_mask(remainder, threshold),
-                shifted,
-                one,
-            );
-            let bounded = if range.offset >= 0 {
-                _mm512_min_epi32(scaled, limit)
-            } else {
-                _mm512_max_epi32(scaled, limit)
-            };
-            let value = _mm512_min_epi32(
-                _mm512_max_epi32(_mm512_add_epi32(bounded, add_offset), min),
-                max,
-            );
-            _mm_mask_storeu_epi8(
-                out.as_mut_ptr().add(start).cast(),
-                lanes,
-                _mm512_cvtepi32_epi8(value),
-            );
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn requantize_avx2(
@@ -550,10 +452,6 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(got, want, "wide, round {round}");
-                let mut avx512 = vec![0u8; channels];
-                // SAFETY: the CPU has the AVX-512 subsets the function needs.
-                unsafe { requantize_avx512(&rescale, &acc, &offset, range, &mut avx512) };
-                assert_eq!(avx512, expected, "round {round}");
             }
             let mut portable = vec![0u8; channels];
             requantize_row(&rescale, &acc, &offset, range, &mut portable);
