@@ -297,7 +297,6 @@ impl Conv2D {
         let per_channel: Vec<i32> = (0..g.out_c)
             .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
             .collect();
-        let offsets = p.rescale.periodic(&per_channel);
         #[cfg(target_arch = "x86_64")]
         let padded: Vec<i32> = per_channel
             .iter()
@@ -318,6 +317,16 @@ impl Conv2D {
                 offsets: &padded,
                 range: p.range,
             });
+        #[cfg(target_arch = "x86_64")]
+        let fuses = fused.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        let fuses = false;
+        // The row requantization's offsets, only where the GEMM does not requantize itself.
+        let offsets = if fuses {
+            Vec::new()
+        } else {
+            p.rescale.periodic(&per_channel)
+        };
         // `rows` (bytes read ^ `flip`) times the filter, requantized into `out`.
         let finish = |rows: &[u8], count: usize, flip: u8, out: &mut [u8]| {
             #[cfg(target_arch = "x86_64")]
