@@ -9,11 +9,11 @@ use kiln_tflite::Conv2DOptions;
 use super::common::convolution::{Convolution, Operands, OperatorOptions, xor_copy};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
-#[cfg(target_arch = "x86_64")]
-use super::common::igemm::Requantization;
 use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
 use super::common::parallel::for_each_chunk;
 use super::common::quant::{load_q, quantize_floats, store_q};
+#[cfg(target_arch = "x86_64")]
+use super::common::requantize::Requantization;
 use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::scratch::Scratch;
 use super::common::sgemm::{Epilogue, PackedFloatWeights};

@@ -15,7 +15,7 @@
 
 use super::quant::load_q;
 #[cfg(target_arch = "x86_64")]
-use super::requantize::{OutputRange, WideConstants, WideRescale, rescale_lanes};
+use super::requantize::{Requantization, WideConstants, rescale_lanes};
 use super::weighted::Quantized;
 
 /// Rows (output pixels) per full microkernel call.
@@ -387,15 +387,6 @@ unsafe fn vnni_sums<const BLOCKS: usize, const R: usize>(
         }
     }
     acc
-}
-
-/// What a GEMM's fused epilogue needs to finish its sums into bytes.
-#[cfg(target_arch = "x86_64")]
-pub struct Requantization<'a> {
-    pub wide: &'a WideRescale,
-    /// Per output channel (correction and bias), padded to a multiple of 16.
-    pub offsets: &'a [i32],
-    pub range: OutputRange,
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -31,17 +31,27 @@ impl WideRescale {
     }
 }
 
+/// What a kernel's fused epilogue needs to finish its sums into bytes ([`rescale_lanes`]).
+#[cfg(target_arch = "x86_64")]
+pub struct Requantization<'a> {
+    pub wide: &'a WideRescale,
+    /// Per output channel (correction and bias), padded to a multiple of 16.
+    pub offsets: &'a [i32],
+    pub range: OutputRange,
+}
+
 /// Per lane, padded to whole registers: the multiplier and left shift as i32, and for the
-/// even and the odd lanes apart (64-bit arithmetic) the rounding divide's shift, its half
-/// (`round`) and whether a negative value takes one off it.
+/// even and the odd lanes apart (64-bit arithmetic) the terms of [`rescale_lanes`]'s one
+/// division: the added constant 2^30 + 2^(s−1)·2^31, what a product below −2^30 takes off it
+/// (2^31 when s > 0) and the shift 31 + s.
 #[derive(Debug)]
 pub struct WideRescale {
     multiplier: Vec<i32>,
     left_shift: Vec<u32>,
     any_left_shift: bool,
-    shift: [Vec<i64>; 2],
-    round: [Vec<i64>; 2],
+    constant: [Vec<i64>; 2],
     negative: [Vec<i64>; 2],
+    shift: [Vec<i64>; 2],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -116,9 +126,9 @@ impl ChannelRescale {
             multiplier: pad(&self.multiplier),
             any_left_shift: left.iter().any(|&l| l != 0),
             left_shift: left,
-            shift: split(&|s| i64::from(s)),
-            round: split(&|s| (1i64 << s) >> 1),
-            negative: split(&|s| i64::from(s > 0)),
+            constant: split(&|s| (1i64 << 30) + (((1i64 << s) >> 1) << 31)),
+            negative: split(&|s| i64::from(s > 0) << 31),
+            shift: split(&|s| 31 + i64::from(s)),
         }));
         self
     }
@@ -153,6 +163,13 @@ impl ChannelRescale {
         let row = self.row_len();
         if row == 0 {
             return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (RowIsa::Avx512, Some(wide), 0) = (self.isa, &self.wide, row % 16) {
+            // Rows of whole registers: one pass over every row, the parameters' index
+            // wrapping (a per-tensor rescale is a row of 16).
+            // SAFETY: `detect` found the features the function is compiled for.
+            return unsafe { requantize_wide(wide, acc, offset, range, out) };
         }
         for (acc, out) in acc.chunks(row).zip(out.chunks_mut(row)) {
             match (self.isa, &self.wide) {
@@ -193,9 +210,10 @@ fn detect() -> RowIsa {
 
 /// The same bits in fewer instructions, sixteen channels per step (AVX-512), using two
 /// identities of TFLite's arithmetic: the doubling high multiply's nudge-and-truncate is
-/// `(x·m + 2^30) >> 31` (floor) whenever it does not saturate (m ≠ i32::MIN), and the
-/// rounding divide by 2^s is `(h + 2^(s−1) − [h < 0]) >> s` (floor) for s > 0 — both in
-/// 64-bit lanes, where nothing overflows.
+/// `h = (x·m + 2^30) >> 31` (floor) whenever it does not saturate (m ≠ i32::MIN), and the
+/// rounding divide by 2^s is `(h + 2^(s−1) − [h < 0]) >> s` (floor) for s > 0. Two nested
+/// floor divisions are one (⌊(⌊a/b⌋ + c)/d⌋ = ⌊(a + c·b)/(b·d)⌋), and h < 0 exactly when
+/// x·m < −2^30, so the whole rescale is one 64-bit sum shifted once (see [`rescale_lanes`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
 unsafe fn requantize_wide(
@@ -206,24 +224,28 @@ unsafe fn requantize_wide(
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
-    let n = out
-        .len()
-        .min(acc.len())
-        .min(offset.len())
-        .min(r.multiplier.len());
+    let period = r.multiplier.len();
+    // Past one row, only rows of whole registers (the parameters wrap at a register).
+    let n = if offset.len() >= period && period.is_multiple_of(16) {
+        out.len().min(acc.len())
+    } else {
+        out.len().min(acc.len()).min(offset.len()).min(period)
+    };
     // SAFETY: the caller's CPU has the features this function is compiled for.
     let constants = unsafe { WideConstants::new(range) };
     for start in (0..n).step_by(16) {
         let count = (n - start).min(16);
         let lanes: __mmask16 = ((1u32 << count) - 1) as __mmask16;
-        // SAFETY: acc, offset and out are read and written under the mask within their first
-        // n elements; the parameters are padded to whole registers.
+        let channel = start % period;
+        // SAFETY: acc and out are read and written under the mask within their first n
+        // elements; offset within its first min(n, period) (channel + count ≤ its length
+        // either way); the parameters are padded to whole registers.
         unsafe {
             let x = _mm512_add_epi32(
                 _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(start)),
-                _mm512_maskz_loadu_epi32(lanes, offset.as_ptr().add(start)),
+                _mm512_maskz_loadu_epi32(lanes, offset.as_ptr().add(channel)),
             );
-            let bytes = rescale_lanes(r, &constants, x, start);
+            let bytes = rescale_lanes(r, &constants, x, channel);
             _mm_mask_storeu_epi8(out.as_mut_ptr().add(start).cast(), lanes, bytes);
         }
     }
@@ -233,7 +255,7 @@ unsafe fn requantize_wide(
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub struct WideConstants {
-    nudge: std::arch::x86_64::__m512i,
+    negative_threshold: std::arch::x86_64::__m512i,
     limit: std::arch::x86_64::__m512i,
     add_offset: std::arch::x86_64::__m512i,
     min: std::arch::x86_64::__m512i,
@@ -250,7 +272,7 @@ impl WideConstants {
     pub unsafe fn new(range: OutputRange) -> Self {
         use std::arch::x86_64::*;
         Self {
-            nudge: _mm512_set1_epi64(1 << 30),
+            negative_threshold: _mm512_set1_epi64(-(1 << 30)),
             // A saturating add of one scalar: clamp first to where the sum cannot overflow.
             limit: if range.offset >= 0 {
                 _mm512_set1_epi32(i32::MAX - range.offset)
@@ -292,21 +314,25 @@ pub unsafe fn rescale_lanes(
             x
         };
         let m = _mm512_loadu_si512(r.multiplier.as_ptr().add(start).cast());
-        let half = |product: __m512i, parity: usize| {
-            let high = _mm512_srai_epi64(_mm512_add_epi64(product, k.nudge), 31);
+        // ⌊(x·m + 2^30 + 2^(s−1)·2^31 − [x·m < −2^30]·[s > 0]·2^31) / 2^(31+s)⌋ per 64-bit lane.
+        let divide = |product: __m512i, parity: usize| {
             let load = |v: &[Vec<i64>; 2]| _mm512_loadu_si512(v[parity].as_ptr().add(pair).cast());
-            let adjust = _mm512_sub_epi64(
-                load(&r.round),
-                _mm512_and_si512(_mm512_srai_epi64(high, 63), load(&r.negative)),
-            );
-            _mm512_srav_epi64(_mm512_add_epi64(high, adjust), load(&r.shift))
+            let below = _mm512_cmplt_epi64_mask(product, k.negative_threshold);
+            let sum = _mm512_add_epi64(product, load(&r.constant));
+            let sum = _mm512_mask_sub_epi64(sum, below, sum, load(&r.negative));
+            _mm512_srav_epi64(sum, load(&r.shift))
         };
-        let even = half(_mm512_mul_epi32(x, m), 0);
-        let odd = half(
-            _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32)),
+        let even = divide(_mm512_mul_epi32(x, m), 0);
+        // The odd lanes' values moved to the even positions: 0xF5 picks dwords 1, 1, 3, 3.
+        let odd = divide(
+            _mm512_mul_epi32(
+                _mm512_shuffle_epi32::<0xF5>(x),
+                _mm512_shuffle_epi32::<0xF5>(m),
+            ),
             1,
         );
-        let scaled = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+        // Each odd result's low dword into the odd position (0xA0 picks dwords 0, 0, 2, 2).
+        let scaled = _mm512_mask_shuffle_epi32::<0xA0>(even, 0xAAAA, odd);
         let bounded = if k.offset_non_negative {
             _mm512_min_epi32(scaled, k.limit)
         } else {
@@ -462,6 +488,50 @@ mod tests {
                 // SAFETY: the CPU has AVX2.
                 unsafe { requantize_avx2(&rescale, &acc, &offset, range, &mut avx2) };
                 assert_eq!(avx2, expected, "round {round}");
+            }
+        }
+    }
+
+    /// Many rows in one call, for the row lengths that take one pass (a per-tensor rescale's
+    /// 16, 32 channels) and one that does not (40): every byte equals the scalar rescale of
+    /// its channel.
+    #[test]
+    fn many_rows_in_one_call_equal_the_scalar_rescale() {
+        let mut state = 0x0dd_ba11u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 32) as u32
+        };
+        for channels in [1usize, 32, 40] {
+            let multipliers: Vec<QuantizedMultiplier> = (0..channels)
+                .map(|c| {
+                    quantize_multiplier(f64::from(next() % 1000 + 1) * 10f64.powi(c as i32 % 5 - 5))
+                })
+                .collect();
+            let rescale = ChannelRescale::new(&multipliers);
+            let per_channel: Vec<i32> = (0..channels).map(|_| next() as i32 >> 12).collect();
+            let offset = rescale.periodic(&per_channel);
+            let range = OutputRange {
+                offset: 5,
+                min: -128,
+                max: 127,
+            };
+            // Whole pixels, not a whole number of rows.
+            let len = channels * 37;
+            let acc: Vec<i32> = (0..len).map(|_| next() as i32 >> (next() % 20)).collect();
+            let mut out = vec![0u8; len];
+            rescale.requantize(&acc, &offset, range, &mut out);
+            for (i, (&a, &o)) in acc.iter().zip(&out).enumerate() {
+                let c = i % channels;
+                let want = multiply_by_quantized_multiplier(
+                    a.wrapping_add(per_channel[c]),
+                    multipliers[c],
+                )
+                .saturating_add(range.offset)
+                .clamp(range.min, range.max) as u8;
+                assert_eq!(o, want, "{channels} channels, element {i}");
             }
         }
     }
