@@ -292,6 +292,16 @@ fn main() {
             96,
             int8,
         ));
+        // EfficientNet's 5×5 depthwise layers.
+        cases.push(case(
+            Layer::Depthwise {
+                kernel: 5,
+                stride: 1,
+            },
+            (14, 14, 480),
+            480,
+            int8,
+        ));
         cases.push(case(Layer::FullyConnected, (1, 1, 1280), 1000, int8));
     }
     println!("kiln-runtime kernels ({})", kiln_runtime::kernel_sets());

@@ -2,12 +2,18 @@
 //! filter [1, H, W, C × multiplier]. Float32; int8/uint8 per-channel (axis 3) requantization as
 //! TFLite's reference kernels; hybrid (float input, int8 filter, input quantized per batch).
 
+// Elsewhere `VnniDepthwise::new` is always None and the rest goes unused.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod vnni;
+
 use kiln_tflite::DepthwiseConv2DOptions;
 
 use super::common::convolution::{Convolution, Geometry, Operands, OperatorOptions};
 use super::common::fused_activation::FloatClamp;
 use super::common::parallel::for_each_chunk;
 use super::common::quant::{quantize_floats, store_q};
+#[cfg(target_arch = "x86_64")]
+use super::common::requantize::Requantization;
 use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::scratch::Scratch;
 use super::common::weighted::Arithmetic;
@@ -15,6 +21,7 @@ use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
 use kiln_tflite::quant::Rescale;
+use vnni::VnniDepthwise;
 
 #[derive(Debug)]
 struct DepthwiseConv2D {
@@ -28,6 +35,8 @@ struct DepthwiseConv2D {
 #[derive(Debug)]
 struct PreparedQuantized {
     filter: Vec<Wrapping>,
+    /// The filter for the VNNI kernel, when the layer and the CPU suit it.
+    vnni: Option<VnniDepthwise>,
     rescale: ChannelRescale,
     range: OutputRange,
 }
@@ -44,8 +53,11 @@ fn prepare_quantized(conv: &Convolution, filter: Option<&[u8]>) -> Option<Prepar
     if multipliers.len() != g.out_c {
         return None;
     }
+    let filter = widen(filter, q.filter_signed, q.filter_offset);
+    let vnni = VnniDepthwise::new(g, as_i32s(&filter), q.input_signed, q.input_offset);
     Some(PreparedQuantized {
-        filter: widen(filter, q.filter_signed, q.filter_offset),
+        filter,
+        vnni,
         rescale: ChannelRescale::new(multipliers),
         range: OutputRange::of(q),
     })
@@ -395,6 +407,10 @@ impl RowTaps {
     }
 }
 
+/// Output rows the VNNI kernel computes in one go, reusing each padded input row.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const BAND: usize = 8;
+
 /// Output pixels the AVX-512 depthwise kernels compute together inside the image.
 const PIXELS: usize = 4;
 
@@ -550,9 +566,9 @@ fn widen(data: &[u8], signed: bool, offset: i32) -> Vec<Wrapping> {
 
 impl OpKernel for DepthwiseConv2D {
     fn prepared_bytes(&self) -> usize {
-        self.quantized
-            .as_ref()
-            .map_or(0, |q| q.filter.len() * size_of::<Wrapping>())
+        self.quantized.as_ref().map_or(0, |q| {
+            q.filter.len() * size_of::<Wrapping>() + q.vnni.as_ref().map_or(0, VnniDepthwise::bytes)
+        })
     }
 
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
@@ -615,13 +631,40 @@ impl OpKernel for DepthwiseConv2D {
                 let Some(prepared) = &self.quantized else {
                     unreachable!("guarded")
                 };
-                // One requantization call per output row.
-                let bias = prepared.rescale.periodic(
-                    &bias
-                        .map(as_i32)
-                        .map_or_else(|| vec![0; out_c], <[i32]>::to_vec),
-                );
+                let per_channel = bias
+                    .map(as_i32)
+                    .map_or_else(|| vec![0; out_c], <[i32]>::to_vec);
                 let output = &mut *outputs[0].data;
+                let g = &self.conv.geometry;
+                #[cfg(target_arch = "x86_64")]
+                if let (Some(vnni), Some(wide)) = (&prepared.vnni, prepared.rescale.wide()) {
+                    let mut offsets = per_channel;
+                    offsets.resize(out_c.div_ceil(16) * 16, 0);
+                    let q = Requantization {
+                        wide,
+                        offsets: &offsets,
+                        range: prepared.range,
+                    };
+                    let row = g.out_w * out_c;
+                    let output = &mut output[..g.batches * g.out_h * row];
+                    let work = output.len() * g.filter_h * g.filter_w;
+                    // Bands of rows share their quads; the invoke's threads share the bands.
+                    for_each_chunk(output, BAND * row, work, |i, out| {
+                        u8::with(vnni.scratch_len(), |scratch| {
+                            vnni.convolve_rows(
+                                g,
+                                input.data,
+                                (i * BAND, out.len() / row),
+                                &q,
+                                scratch,
+                                out,
+                            )
+                        })
+                    });
+                    return;
+                }
+                // One requantization call per output row.
+                let bias = prepared.rescale.periodic(&per_channel);
                 #[cfg(target_arch = "x86_64")]
                 if self.multiplier == 1
                     && self.conv.geometry.filter_h * self.conv.geometry.filter_w <= MAX_TAPS
