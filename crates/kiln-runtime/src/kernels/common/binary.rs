@@ -92,44 +92,94 @@ impl Broadcast {
     }
 
     /// Calls `f(first output index, length, (a index, a step), (b index, b step))` for every
-    /// run of the innermost dimension in order (one run for the whole output when neither
-    /// side broadcasts): a step of 1 is a contiguous operand, 0 a repeated one.
-    #[inline]
+    /// run of [`Self::runs`].
+    #[inline(always)]
     pub fn for_each_row(&self, mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize))) {
+        for Run { first, len, a, b } in self.runs() {
+            f(first, len, a, b);
+        }
+    }
+
+    /// The runs of the innermost dimension in order (one run for the whole output when
+    /// neither side broadcasts): a step of 1 is a contiguous operand, 0 a repeated one. An
+    /// iterator rather than a callback so that a kernel compiled for wider vectors keeps the
+    /// loop body in its own code.
+    pub fn runs(&self) -> Runs<'_> {
         let rank = self.output_shape.len();
         let total: usize = self.output_shape.iter().product();
-        if total == 0 {
-            return;
+        let (inner, steps) = if rank == 0 {
+            (1, (1, 1))
+        } else if self.is_flat() {
+            (total, (1, 1))
+        } else {
+            (
+                self.output_shape[rank - 1],
+                (self.strides_a[rank - 1], self.strides_b[rank - 1]),
+            )
+        };
+        Runs {
+            broadcast: self,
+            index: vec![0; rank.saturating_sub(1)],
+            next: (0, 0, 0),
+            remaining: if rank == 0 { 1 } else { total / inner.max(1) },
+            inner,
+            steps,
         }
-        if rank == 0 {
-            f(0, 1, (0, 1), (0, 1));
-            return;
+    }
+}
+
+/// One run of [`Broadcast::runs`]: `len` output elements from `first`, and for each input
+/// its first index and step.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    pub first: usize,
+    pub len: usize,
+    pub a: (usize, usize),
+    pub b: (usize, usize),
+}
+
+/// The iterator of [`Broadcast::runs`]: outer dimensions advance an odometer.
+pub struct Runs<'a> {
+    broadcast: &'a Broadcast,
+    index: Vec<usize>,
+    /// The next run's output index and input bases.
+    next: (usize, usize, usize),
+    remaining: usize,
+    inner: usize,
+    steps: (usize, usize),
+}
+
+impl Iterator for Runs<'_> {
+    type Item = Run;
+
+    #[inline]
+    fn next(&mut self) -> Option<Run> {
+        if self.remaining == 0 || self.inner == 0 {
+            return None;
         }
-        // No broadcasting on either side (the common case): one flat run.
-        if self.is_flat() {
-            f(0, total, (0, 1), (0, 1));
-            return;
-        }
-        let inner = self.output_shape[rank - 1];
-        let (step_a, step_b) = (self.strides_a[rank - 1], self.strides_b[rank - 1]);
-        let mut index = vec![0usize; rank - 1];
-        let (mut base_a, mut base_b) = (0usize, 0usize);
-        let mut o = 0;
-        for _ in 0..total / inner {
-            f(o, inner, (base_a, step_a), (base_b, step_b));
-            o += inner;
-            for d in (0..rank - 1).rev() {
-                index[d] += 1;
-                base_a += self.strides_a[d];
-                base_b += self.strides_b[d];
-                if index[d] < self.output_shape[d] {
-                    break;
-                }
-                base_a -= self.strides_a[d] * index[d];
-                base_b -= self.strides_b[d] * index[d];
-                index[d] = 0;
+        self.remaining -= 1;
+        let (first, base_a, base_b) = self.next;
+        let run = Run {
+            first,
+            len: self.inner,
+            a: (base_a, self.steps.0),
+            b: (base_b, self.steps.1),
+        };
+        let bc = self.broadcast;
+        let (mut base_a, mut base_b) = (base_a, base_b);
+        for d in (0..self.index.len()).rev() {
+            self.index[d] += 1;
+            base_a += bc.strides_a[d];
+            base_b += bc.strides_b[d];
+            if self.index[d] < bc.output_shape[d] {
+                break;
             }
+            base_a -= bc.strides_a[d] * self.index[d];
+            base_b -= bc.strides_b[d] * self.index[d];
+            self.index[d] = 0;
         }
+        self.next = (first + self.inner, base_a, base_b);
+        Some(run)
     }
 }
 
