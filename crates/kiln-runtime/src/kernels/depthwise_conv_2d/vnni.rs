@@ -76,12 +76,16 @@ impl VnniDepthwise {
         false
     }
 
-    /// Prepares `filter` (taps × channels, zero point applied) for a layer with one filter
-    /// per channel, when the kernel can compute it: weights within i8, the padding byte
-    /// within u8, the CPU's features present.
+    /// Prepares `filter` (taps × output channels, zero point applied), when the kernel can
+    /// compute the layer: weights within i8, the padding byte within u8, the CPU's features
+    /// present. Output channel o reads input channel o / multiplier.
     pub fn new(g: &Geometry, filter: &[i32], signed: bool, input_offset: i32) -> Option<Self> {
         let c = g.out_c;
-        if g.in_c != c || filter.len() != g.filter_h * g.filter_w * c || !Self::available() {
+        if g.in_c == 0
+            || !c.is_multiple_of(g.in_c)
+            || filter.len() != g.filter_h * g.filter_w * c
+            || !Self::available()
+        {
             return None;
         }
         let weights_fit = filter.iter().all(|&w| i8::try_from(w).is_ok());
@@ -133,6 +137,10 @@ impl VnniDepthwise {
         self.blocks * self.columns * LANES
     }
 
+    fn multiplier(g: &Geometry) -> usize {
+        g.out_c / g.in_c
+    }
+
     /// Output rows `first..first + count` (over batches × output height, in order) into
     /// `out` (those rows, whole), requantized by `q` (its offsets: the bias).
     #[cfg(target_arch = "x86_64")]
@@ -148,7 +156,7 @@ impl VnniDepthwise {
         let c = g.out_c;
         let row_out = g.out_w * c;
         assert!(
-            input.len() >= g.batches * g.in_h * g.in_w * c
+            input.len() >= g.batches * g.in_h * g.in_w * g.in_c
                 && out.len() >= count * row_out
                 && scratch.len() >= self.scratch_len()
                 && first + count <= g.batches * g.out_h
@@ -173,7 +181,7 @@ impl VnniDepthwise {
                 // Distinct for the rows of one output row: they differ by less than `slots`.
                 let slot = iy % self.slots;
                 if held[slot] != Some((b, iy)) {
-                    let row = &input[(b * g.in_h + iy) * g.in_w * c..][..g.in_w * c];
+                    let row = &input[(b * g.in_h + iy) * g.in_w * g.in_c..][..g.in_w * g.in_c];
                     let padded = &mut scratch[slot * row_len..][..row_len];
                     // SAFETY: `available()` held when the layer was prepared.
                     unsafe { self.pad_row(g, row, padded) };
@@ -187,31 +195,47 @@ impl VnniDepthwise {
         }
     }
 
-    /// One input row into `padded`: per channel block, `columns` columns of 16 bytes, the
-    /// image's flipped to unsigned, the padding's the fill.
+    /// One input row into `padded`: per block of 16 output channels, `columns` columns of 16
+    /// bytes, the image's (each output channel's input channel) flipped to unsigned, the
+    /// padding's the fill.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
     unsafe fn pad_row(&self, g: &Geometry, row: &[u8], padded: &mut [u8]) {
-        let c = g.out_c;
-        assert!(row.len() >= g.in_w * c && padded.len() >= self.padded_row_len());
+        let (in_c, multiplier) = (g.in_c, Self::multiplier(g));
+        assert!(row.len() >= g.in_w * in_c && padded.len() >= self.padded_row_len());
         let flip = _mm_set1_epi8(self.flip as i8);
         let fill = _mm_set1_epi8(self.fill as i8);
         // Columns left of the image, inside it, and right of it.
         let left = g.pad.1.min(self.columns);
         let inside = g.in_w.min(self.columns - left);
         for block in 0..self.blocks {
-            let c0 = block * LANES;
-            let mask: __mmask16 = ((1u32 << (c - c0).min(LANES)) - 1) as __mmask16;
+            // The block's output channels read input channels from `first` on.
+            let first = block * LANES / multiplier;
+            let mask: __mmask16 = ((1u32 << (in_c - first).min(LANES)) - 1) as __mmask16;
+            // Lane i takes input channel (16·block + i) / multiplier (past the layer's
+            // channels, any: their weights are zero).
+            let mut spread = [0u8; LANES];
+            for (lane, index) in spread.iter_mut().enumerate() {
+                *index = ((block * LANES + lane) / multiplier - first).min(LANES - 1) as u8;
+            }
+            // SAFETY: 16 bytes read from a 16-byte array.
+            let spread = unsafe { _mm_loadu_si128(spread.as_ptr().cast()) };
             let out = padded[block * self.columns * LANES..].as_mut_ptr();
             // SAFETY: every store is to a column below `columns`, within this block's part
-            // of `padded`; every load is masked to the channels c0..c of a pixel of the row.
+            // of `padded`; every load is masked to the input channels first..in_c of a pixel
+            // of the row.
             unsafe {
                 for column in (0..left).chain(left + inside..self.columns) {
                     _mm_storeu_si128(out.add(column * LANES).cast(), fill);
                 }
-                let (row, out) = (row.as_ptr().add(c0), out.add(left * LANES));
+                let (row, out) = (row.as_ptr().add(first), out.add(left * LANES));
                 for x in 0..inside {
-                    let bytes = _mm_maskz_loadu_epi8(mask, row.add(x * c).cast());
+                    let bytes = _mm_maskz_loadu_epi8(mask, row.add(x * in_c).cast());
+                    let bytes = if multiplier == 1 {
+                        bytes
+                    } else {
+                        _mm_permutexvar_epi8(spread, bytes)
+                    };
                     _mm_storeu_si128(out.add(x * LANES).cast(), _mm_xor_si128(bytes, flip));
                 }
             }
@@ -351,7 +375,7 @@ mod tests {
     use super::*;
 
     /// Random geometries (filters up to 7×7, strides and dilations up to 3, padding on either
-    /// side, channel counts around the 16-lane blocks, two images), both 8-bit input types
+    /// side, channel counts around the 16-lane blocks, depth multipliers 1 to 3, two images), both 8-bit input types
     /// and extreme zero points, computed in random bands of rows: every byte equals TFLite's
     /// definition, Σ w·(x + input offset) over the taps inside the image, plus the bias,
     /// rescaled, offset and clamped.
@@ -363,7 +387,9 @@ mod tests {
         let mut next = seeded(0x5eed_d3b7);
         let mut checked = 0;
         for case in 0..120 {
-            let c = [1, 5, 16, 17, 40, 64][case % 6];
+            let in_c = [1, 5, 16, 17, 40, 64][case % 6];
+            let multiplier = [1, 1, 2, 3][case / 6 % 4];
+            let c = in_c * multiplier;
             let (filter_h, filter_w) = (1 + next(7) as usize, 1 + next(7) as usize);
             let stride = (1 + next(3) as usize, 1 + next(3) as usize);
             let dilation = if case % 4 == 3 {
@@ -390,7 +416,7 @@ mod tests {
                 batches: 2,
                 in_h,
                 in_w,
-                in_c: c,
+                in_c,
                 out_h,
                 out_w,
                 out_c: c,
@@ -414,7 +440,9 @@ mod tests {
                 .collect();
             let vnni = VnniDepthwise::new(&g, &filter, signed, input_offset)
                 .expect("weights within i8 and a representable padding byte");
-            let image: Vec<u8> = (0..2 * in_h * in_w * c).map(|_| next(256) as u8).collect();
+            let image: Vec<u8> = (0..2 * in_h * in_w * in_c)
+                .map(|_| next(256) as u8)
+                .collect();
             let bias: Vec<i32> = (0..c).map(|_| next(1 << 20) as i32 - (1 << 19)).collect();
             let multipliers: Vec<_> = (0..c)
                 .map(|_| quantize_multiplier(f64::from(1 + next(1000) as u32) * 1e-6))
@@ -479,7 +507,9 @@ mod tests {
                             && iy < in_h
                             && ix < in_w
                         {
-                            let x = value(image[((b * in_h + iy) * in_w + ix) * c + channel]);
+                            let input_channel = channel / multiplier;
+                            let x =
+                                value(image[((b * in_h + iy) * in_w + ix) * in_c + input_channel]);
                             acc += filter[(ky * filter_w + kx) * c + channel] * (x + input_offset);
                         }
                     }
