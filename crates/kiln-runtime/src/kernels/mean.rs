@@ -27,6 +27,9 @@ struct Mean {
     output_len: usize,
     /// Input elements averaged into each output element.
     count: usize,
+    /// When the reduced dimensions are adjacent (size-1 dimensions aside), the input as
+    /// [outer, reduced, inner] (a spatial MEAN of NHWC is [N, H·W, C]): whole rows summed.
+    span: Option<(usize, usize, usize)>,
     quantized: Option<Quantized>,
 }
 
@@ -128,12 +131,62 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     };
     prep.set_output_shape(0, output_shape);
     Ok(Box::new(Mean {
+        span: adjacent_span(&input.shape, &reduced),
         input_shape: input.shape.clone(),
         output_strides,
         output_len,
         count,
         quantized,
     }))
+}
+
+/// `shape` as [outer, reduced, inner] when the `reduced` dimensions of more than one element
+/// are adjacent.
+fn adjacent_span(shape: &[usize], reduced: &[bool]) -> Option<(usize, usize, usize)> {
+    let counted = |d: usize| reduced[d] && shape[d] != 1;
+    let first = (0..shape.len()).find(|&d| counted(d)).unwrap_or(0);
+    let last = (0..shape.len()).rev().find(|&d| counted(d)).unwrap_or(0);
+    let gap = (first..=last).any(|d| !reduced[d] && shape[d] != 1);
+    (!gap && !shape.is_empty()).then(|| {
+        (
+            shape[..first].iter().product(),
+            shape[first..=last].iter().product(),
+            shape[last + 1..].iter().product(),
+        )
+    })
+}
+
+/// `sums[i] += Σ_r rows[r · sums.len() + i]` over `reduce` rows, row by row (the order a
+/// float sum keeps), compiled for AVX-512 besides the baseline.
+fn add_rows<T: Copy, S: Copy>(sums: &mut [S], rows: &[T], reduce: usize, add: impl Fn(S, T) -> S) {
+    #[inline(always)]
+    fn loops<T: Copy, S: Copy>(sums: &mut [S], rows: &[T], reduce: usize, add: impl Fn(S, T) -> S) {
+        let inner = sums.len();
+        for row in rows.chunks_exact(inner.max(1)).take(reduce) {
+            for (s, &x) in sums.iter_mut().zip(row) {
+                *s = add(*s, x);
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        /// # Safety
+        /// The CPU must have AVX-512F and BW.
+        #[target_feature(enable = "avx512f,avx512bw")]
+        unsafe fn avx512<T: Copy, S: Copy>(
+            sums: &mut [S],
+            rows: &[T],
+            reduce: usize,
+            add: impl Fn(S, T) -> S,
+        ) {
+            loops(sums, rows, reduce, add);
+        }
+        // SAFETY: the CPU has the features.
+        return unsafe { avx512(sums, rows, reduce, add) };
+    }
+    loops(sums, rows, reduce, add);
 }
 
 /// Folds `1 / count` into a quantized multiplier as reference QuantizedMeanOrSum does.
@@ -167,9 +220,17 @@ impl OpKernel for Mean {
                     return;
                 }
                 out.fill(0.0);
-                walk_strided(&self.input_shape, &self.output_strides, |i, o| {
-                    out[o] += input[i];
-                });
+                match self.span {
+                    Some((outer, reduce, inner)) => {
+                        for (o, out) in out.chunks_exact_mut(inner.max(1)).take(outer).enumerate() {
+                            let rows = &input[o * reduce * inner..][..reduce * inner];
+                            add_rows(out, rows, reduce, |s: f32, x: f32| s + x);
+                        }
+                    }
+                    None => walk_strided(&self.input_shape, &self.output_strides, |i, o| {
+                        out[o] += input[i];
+                    }),
+                }
                 let count = self.count as f32;
                 for v in out.iter_mut() {
                     *v /= count;
@@ -182,9 +243,26 @@ impl OpKernel for Mean {
                     return;
                 }
                 let mut sums = vec![0i32; self.output_len];
-                walk_strided(&self.input_shape, &self.output_strides, |i, o| {
-                    sums[o] = sums[o].wrapping_add(load_q(input.data, q.signed, i));
-                });
+                match (self.span, q.signed) {
+                    (Some((outer, reduce, inner)), signed) => {
+                        for (o, sums) in sums.chunks_exact_mut(inner.max(1)).take(outer).enumerate()
+                        {
+                            let rows = &input.data[o * reduce * inner..][..reduce * inner];
+                            if signed {
+                                add_rows(sums, rows, reduce, |s: i32, x: u8| {
+                                    s.wrapping_add(i32::from(x as i8))
+                                });
+                            } else {
+                                add_rows(sums, rows, reduce, |s: i32, x: u8| {
+                                    s.wrapping_add(i32::from(x))
+                                });
+                            }
+                        }
+                    }
+                    (None, _) => walk_strided(&self.input_shape, &self.output_strides, |i, o| {
+                        sums[o] = sums[o].wrapping_add(load_q(input.data, q.signed, i));
+                    }),
+                }
                 let (min, max) = if q.signed { (-128, 127) } else { (0, 255) };
                 let zero_sum = i64::from(q.input_zero_point) * self.count as i64;
                 for (o, &sum) in sums.iter().enumerate() {
@@ -222,5 +300,108 @@ mod tests {
         let tiny = quantize_multiplier(2f64.powi(-30));
         let m = fold_count(tiny, 1 << 20);
         assert!(m.shift >= -31);
+    }
+
+    /// Every kind of axis set over shapes up to rank 4 (adjacent or not, with and without
+    /// size-1 dimensions, keep_dims both ways), float32 and int8: the row sums give what
+    /// summing in input order gives (float bits, quantized bytes).
+    #[test]
+    fn row_sums_equal_sums_in_input_order() {
+        use super::super::common::testing::{constant, quantized, run, seeded, tensor};
+        let mut next = seeded(0x6d65616e);
+        for case in 0..200 {
+            let rank = 1 + next(4) as usize;
+            let shape: Vec<usize> = (0..rank).map(|_| 1 + next(5) as usize).collect();
+            let axes: Vec<i32> = (0..rank as i32).filter(|_| next(2) == 0).collect();
+            let keep_dims = case % 2 == 0;
+            let total: usize = shape.iter().product();
+            let int8 = case % 3 == 0;
+            let axes_tensor = constant(
+                TensorType::Int32,
+                &[axes.len()],
+                axes.iter().flat_map(|a| a.to_le_bytes()).collect(),
+            );
+            let (dtype, data): (TensorType, Vec<u8>) = if int8 {
+                (
+                    TensorType::Int8,
+                    (0..total).map(|_| next(256) as u8).collect(),
+                )
+            } else {
+                let floats: Vec<f32> = (0..total).map(|_| next(1000) as f32 / 7.0 - 50.0).collect();
+                (
+                    TensorType::Float32,
+                    floats.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            };
+            let wrap = |t| if int8 { quantized(t, 0.05, -3) } else { t };
+            let got = run(
+                prepare,
+                BuiltinOptions::Reducer { keep_dims },
+                vec![Some(wrap(tensor(dtype, &shape))), Some(axes_tensor)],
+                if int8 {
+                    quantized(tensor(dtype, &[1]), 0.02, 5)
+                } else {
+                    tensor(dtype, &[1])
+                },
+                &[&data],
+            )
+            .unwrap();
+            // The definition: each element added, in input order, to its output slot.
+            let reduced: Vec<bool> = (0..rank).map(|d| axes.contains(&(d as i32))).collect();
+            let mut strides = vec![0; rank];
+            let mut stride = 1;
+            for d in (0..rank).rev() {
+                if !reduced[d] {
+                    strides[d] = stride;
+                    stride *= shape[d];
+                }
+            }
+            let out_len = stride;
+            let count: usize = (0..rank)
+                .filter(|&d| reduced[d])
+                .map(|d| shape[d])
+                .product();
+            let slot = |i: usize| {
+                let mut rest = i;
+                let mut o = 0;
+                for d in (0..rank).rev() {
+                    o += rest % shape[d] * strides[d];
+                    rest /= shape[d];
+                }
+                o
+            };
+            if int8 {
+                let mut sums = vec![0i32; out_len];
+                for (i, &b) in data.iter().enumerate() {
+                    sums[slot(i)] += i32::from(b as i8);
+                }
+                let m = fold_count(
+                    quantize_multiplier(f64::from(0.05f32) / f64::from(0.02f32)),
+                    count,
+                );
+                let want: Vec<u8> = sums
+                    .iter()
+                    .map(|&s| {
+                        (multiply_by_quantized_multiplier(s + 3 * count as i32, m) + 5)
+                            .clamp(-128, 127) as u8
+                    })
+                    .collect();
+                assert_eq!(got.data, want, "case {case}: {shape:?} over {axes:?}");
+            } else {
+                let input: Vec<f32> = data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                let mut sums = vec![0f32; out_len];
+                for (i, &x) in input.iter().enumerate() {
+                    sums[slot(i)] += x;
+                }
+                let want: Vec<u8> = sums
+                    .iter()
+                    .flat_map(|&s| (s / count as f32).to_le_bytes())
+                    .collect();
+                assert_eq!(got.data, want, "case {case}: {shape:?} over {axes:?}");
+            }
+        }
     }
 }
