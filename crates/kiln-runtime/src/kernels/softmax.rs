@@ -37,12 +37,16 @@ enum Kind {
     Quantized(QuantizedParams),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct QuantizedParams {
     signed: bool,
     input_multiplier: i32,
     input_left_shift: i32,
     diff_min: i32,
+    /// The scaled exponential of every difference an 8-bit row can have, indexed by
+    /// `row_max − x` (0..=255); `None` below `diff_min`. The values are what the reference
+    /// computes per element, computed once at prepare.
+    exps: Vec<Option<i32>>,
 }
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
@@ -115,11 +119,27 @@ impl QuantizedParams {
             * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64
             / (1i64 << m.shift) as f64)
             .floor();
-        Some(Self {
+        let mut params = Self {
             signed,
             input_multiplier: m.multiplier,
             input_left_shift: m.shift,
             diff_min: -(radius as i32),
+            exps: Vec::new(),
+        };
+        params.exps = (0..256).map(|d| params.scaled_exp(-d)).collect();
+        Some(params)
+    }
+
+    /// The reference's exponential of `diff = x − row max` (Q5.26 in, Q0.31 out), `None`
+    /// below `diff_min`, where it contributes nothing.
+    fn scaled_exp(&self, diff: i32) -> Option<i32> {
+        (diff >= self.diff_min).then(|| {
+            // MultiplyByQuantizedMultiplierGreaterThanOne (double rounding).
+            let rescaled = saturating_rounding_doubling_high_mul(
+                diff.wrapping_mul(1i32.wrapping_shl(self.input_left_shift as u32)),
+                self.input_multiplier,
+            );
+            exp_on_negative_values_q5(rescaled)
         })
     }
 
@@ -128,17 +148,8 @@ impl QuantizedParams {
     fn row(&self, load: impl Fn(usize) -> i32, depth: usize, mut out: impl FnMut(usize, i32)) {
         let (min, max) = if self.signed { (-128, 127) } else { (0, 255) };
         let row_max = (0..depth).map(&load).fold(min, i32::max);
-        let scaled_exp = |c: usize| -> Option<i32> {
-            let diff = load(c) - row_max;
-            (diff >= self.diff_min).then(|| {
-                // MultiplyByQuantizedMultiplierGreaterThanOne (double rounding).
-                let rescaled = saturating_rounding_doubling_high_mul(
-                    diff.wrapping_mul(1i32.wrapping_shl(self.input_left_shift as u32)),
-                    self.input_multiplier,
-                );
-                exp_on_negative_values_q5(rescaled)
-            })
-        };
+        // 8-bit values differ from their row's maximum by 0..=255.
+        let scaled_exp = |c: usize| self.exps[(row_max - load(c)) as usize];
         let mut sum_of_exps: i32 = 0;
         for c in 0..depth {
             if let Some(e) = scaled_exp(c) {

@@ -283,9 +283,6 @@ pub struct AddSubParams {
 
 const LEFT_SHIFT: i32 = 20;
 
-/// Sums requantized per call.
-const BLOCK: usize = 256;
-
 impl AddSubParams {
     pub fn new(
         prep: &Prep<'_>,
@@ -336,7 +333,7 @@ impl AddSubParams {
         let output = &mut *outputs[0].data;
         if let Some(rescale) = &self.rescale {
             // The rescaled inputs' sums first (table lookups), then one vectorised
-            // requantization per block.
+            // requantization of them all.
             i32::with(output.len(), |sums| {
                 broadcast.for_each(|o, ia, ib| {
                     let (x, y) = (
@@ -354,10 +351,7 @@ impl AddSubParams {
                     min: self.range.0,
                     max: self.range.1,
                 };
-                let zeros = rescale.periodic(&[0]);
-                for (sums, out) in sums.chunks(BLOCK).zip(output.chunks_mut(BLOCK)) {
-                    rescale.requantize(sums, &zeros, range, out);
-                }
+                rescale.requantize(sums, &rescale.periodic(&[0]), range, output);
             });
             return;
         }
