@@ -335,17 +335,31 @@ impl AddSubParams {
             // The rescaled inputs' sums first (table lookups), then one vectorised
             // requantization of them all.
             i32::with(output.len(), |sums| {
-                broadcast.for_each(|o, ia, ib| {
-                    let (x, y) = (
-                        self.scaled_a[usize::from(a.data[ia])],
-                        self.scaled_b[usize::from(b.data[ib])],
-                    );
-                    sums[o] = if subtract {
-                        x.wrapping_sub(y)
+                // Subtracting is adding the negated table of b.
+                let sign = if subtract { -1 } else { 1 };
+                let (ta, tb) = (&*self.scaled_a, &*self.scaled_b);
+                for Run {
+                    first,
+                    len,
+                    a: (ia, step_a),
+                    b: (ib, step_b),
+                } in broadcast.runs()
+                {
+                    let sums = &mut sums[first..first + len];
+                    if (step_a, step_b) == (1, 1) {
+                        let (a, b) = (&a.data[ia..ia + len], &b.data[ib..ib + len]);
+                        for ((s, &x), &y) in sums.iter_mut().zip(a).zip(b) {
+                            *s = ta[usize::from(x)]
+                                .wrapping_add(tb[usize::from(y)].wrapping_mul(sign));
+                        }
                     } else {
-                        x.wrapping_add(y)
-                    };
-                });
+                        for (k, s) in sums.iter_mut().enumerate() {
+                            let (x, y) = (a.data[ia + k * step_a], b.data[ib + k * step_b]);
+                            *s = ta[usize::from(x)]
+                                .wrapping_add(tb[usize::from(y)].wrapping_mul(sign));
+                        }
+                    }
+                }
                 let range = OutputRange {
                     offset: self.output_offset,
                     min: self.range.0,
