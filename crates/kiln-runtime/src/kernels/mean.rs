@@ -143,11 +143,14 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
 /// `shape` as [outer, reduced, inner] when the `reduced` dimensions of more than one element
 /// are adjacent.
 fn adjacent_span(shape: &[usize], reduced: &[bool]) -> Option<(usize, usize, usize)> {
+    if shape.is_empty() || reduced.len() != shape.len() {
+        return None;
+    }
     let counted = |d: usize| reduced[d] && shape[d] != 1;
     let first = (0..shape.len()).find(|&d| counted(d)).unwrap_or(0);
     let last = (0..shape.len()).rev().find(|&d| counted(d)).unwrap_or(0);
     let gap = (first..=last).any(|d| !reduced[d] && shape[d] != 1);
-    (!gap && !shape.is_empty()).then(|| {
+    (!gap).then(|| {
         (
             shape[..first].iter().product(),
             shape[first..=last].iter().product(),
@@ -300,6 +303,14 @@ mod tests {
         let tiny = quantize_multiplier(2f64.powi(-30));
         let m = fold_count(tiny, 1 << 20);
         assert!(m.shift >= -31);
+    }
+
+    /// A scalar input has no span (found by the fuzz target: it indexed an empty axis list).
+    #[test]
+    fn a_scalar_has_no_span() {
+        assert_eq!(adjacent_span(&[], &[]), None);
+        assert_eq!(adjacent_span(&[3, 4], &[true, false]), Some((1, 3, 4)));
+        assert_eq!(adjacent_span(&[2, 3, 4], &[true, false, true]), None);
     }
 
     /// Every kind of axis set over shapes up to rank 4 (adjacent or not, with and without
