@@ -302,6 +302,16 @@ fn main() {
             480,
             int8,
         ));
+        // A layer small enough that per-call costs dominate (the smallnet fixture's).
+        cases.push(case(
+            Layer::Conv {
+                kernel: 3,
+                stride: 2,
+            },
+            (12, 12, 3),
+            8,
+            int8,
+        ));
         cases.push(case(Layer::FullyConnected, (1, 1, 1280), 1000, int8));
     }
     println!("kiln-runtime kernels ({})", kiln_runtime::kernel_sets());
