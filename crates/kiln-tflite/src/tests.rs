@@ -175,7 +175,7 @@ fn a_sparse_index_union_with_no_type_is_not_followed() {
         let root = generated::root_as_model(&bytes).unwrap();
         let tensor = root.subgraphs().unwrap().get(0).tensors().unwrap().get(4);
         let csr = tensor.sparsity().unwrap().dim_metadata().unwrap().get(1);
-        assert!(csr.array_indices_as_int_32_vector().is_some());
+        assert!(csr.array_indices_as_uint_8_vector().is_some());
         let table = csr._tab.loc();
         let tag = csr
             ._tab
@@ -202,5 +202,47 @@ fn a_sparse_index_union_with_no_type_is_not_followed() {
             DimensionMetadata::SparseCsr { segments, indices }
                 if segments == &[0, 1, 2] && indices.is_empty()
         ));
+    }
+}
+
+/// Segments and indices are written in the narrowest vector type (as the converter does:
+/// uint8, uint16, else int32) and read back as the same values.
+#[test]
+fn sparse_index_vectors_take_the_narrowest_type() {
+    for (indices, expected) in [
+        (vec![0, 7, 255], generated::SparseIndexVector::Uint8Vector),
+        (
+            vec![0, 256, 65535],
+            generated::SparseIndexVector::Uint16Vector,
+        ),
+        (vec![0, 65536, 3], generated::SparseIndexVector::Int32Vector),
+    ] {
+        let mut model = sample_model();
+        let sparsity = model.subgraphs[0].tensors[4].sparsity.as_mut().unwrap();
+        sparsity.dim_metadata[1] = DimensionMetadata::SparseCsr {
+            segments: vec![0, 1, 3],
+            indices: indices.clone(),
+        };
+        let bytes = model.to_bytes().unwrap();
+        let root = generated::root_as_model(&bytes).unwrap();
+        let tensor = root.subgraphs().unwrap().get(0).tensors().unwrap().get(4);
+        let csr = tensor.sparsity().unwrap().dim_metadata().unwrap().get(1);
+        assert_eq!(csr.array_indices_type(), expected, "{indices:?}");
+        assert_eq!(
+            csr.array_segments_type(),
+            generated::SparseIndexVector::Uint8Vector
+        );
+        let back = Model::from_bytes(bytes).unwrap();
+        assert_eq!(
+            back.subgraphs[0].tensors[4]
+                .sparsity
+                .as_ref()
+                .unwrap()
+                .dim_metadata[1],
+            DimensionMetadata::SparseCsr {
+                segments: vec![0, 1, 3],
+                indices,
+            }
+        );
     }
 }

@@ -285,29 +285,17 @@ fn write_sparsity<'a>(
                 },
             ),
             DimensionMetadata::SparseCsr { segments, indices } => {
-                let segments = fbb.create_vector(segments);
-                let segments = fb::Int32Vector::create(
-                    fbb,
-                    &fb::Int32VectorArgs {
-                        values: Some(segments),
-                    },
-                );
-                let indices = fbb.create_vector(indices);
-                let indices = fb::Int32Vector::create(
-                    fbb,
-                    &fb::Int32VectorArgs {
-                        values: Some(indices),
-                    },
-                );
+                let (segments_type, segments) = write_index_vector(fbb, segments);
+                let (indices_type, indices) = write_index_vector(fbb, indices);
                 fb::DimensionMetadata::create(
                     fbb,
                     &fb::DimensionMetadataArgs {
                         format: fb::DimensionType::SPARSE_CSR,
                         dense_size: 0,
-                        array_segments_type: fb::SparseIndexVector::Int32Vector,
-                        array_segments: Some(segments.as_union_value()),
-                        array_indices_type: fb::SparseIndexVector::Int32Vector,
-                        array_indices: Some(indices.as_union_value()),
+                        array_segments_type: segments_type,
+                        array_segments: Some(segments),
+                        array_indices_type: indices_type,
+                        array_indices: Some(indices),
                     },
                 )
             }
@@ -324,6 +312,35 @@ fn write_sparsity<'a>(
             dim_metadata,
         },
     )
+}
+
+/// A sparse dimension's segments or indices in the narrowest vector type that holds them all,
+/// as the TFLite converter writes them (uint8 up to 255, uint16 up to 65535, else int32).
+fn write_index_vector(
+    fbb: &mut FlatBufferBuilder<'_>,
+    values: &[i32],
+) -> (fb::SparseIndexVector, WIPOffset<UnionWIPOffset>) {
+    if let Ok(bytes) = values
+        .iter()
+        .map(|&v| u8::try_from(v))
+        .collect::<Result<Vec<u8>, _>>()
+    {
+        let values = Some(fbb.create_vector(&bytes));
+        let vector = fb::Uint8Vector::create(fbb, &fb::Uint8VectorArgs { values });
+        return (fb::SparseIndexVector::Uint8Vector, vector.as_union_value());
+    }
+    if let Ok(shorts) = values
+        .iter()
+        .map(|&v| u16::try_from(v))
+        .collect::<Result<Vec<u16>, _>>()
+    {
+        let values = Some(fbb.create_vector(&shorts));
+        let vector = fb::Uint16Vector::create(fbb, &fb::Uint16VectorArgs { values });
+        return (fb::SparseIndexVector::Uint16Vector, vector.as_union_value());
+    }
+    let values = Some(fbb.create_vector(values));
+    let vector = fb::Int32Vector::create(fbb, &fb::Int32VectorArgs { values });
+    (fb::SparseIndexVector::Int32Vector, vector.as_union_value())
 }
 
 fn fb_padding(p: Padding) -> fb::Padding {
