@@ -37,6 +37,10 @@ const PIXELS: usize = 8;
 /// Input rows a band keeps padded at once (filter height × vertical dilation).
 const MAX_SLOTS: usize = 64;
 
+/// The most scratch bytes a layer may need; past it (only a malformed stride or dilation
+/// spreads a few outputs over so many columns) the layer takes the generic kernel.
+const MAX_SCRATCH: usize = 16 << 20;
+
 /// A depthwise layer's filter prepared for [`convolve_rows`](VnniDepthwise::convolve_rows).
 #[derive(Debug)]
 pub struct VnniDepthwise {
@@ -90,8 +94,8 @@ impl VnniDepthwise {
         }
         let weights_fit = filter.iter().all(|&w| i8::try_from(w).is_ok());
         let flip: i32 = if signed { 128 } else { 0 };
-        let fill = u8::try_from(flip - input_offset).ok()?;
-        let slots = g.filter_h * g.dilation.0;
+        let fill = u8::try_from(flip.checked_sub(input_offset)?).ok()?;
+        let slots = g.filter_h.checked_mul(g.dilation.0)?;
         if !weights_fit || slots > MAX_SLOTS || g.out_w == 0 {
             return None;
         }
@@ -110,7 +114,18 @@ impl VnniDepthwise {
                 }
             }
         }
-        let columns = (g.out_w - 1) * g.stride.1 + (groups * TAPS - 1) * g.dilation.1 + 1;
+        // Checked: a malformed file's stride or dilation can overflow the column count.
+        let columns = (g.out_w - 1)
+            .checked_mul(g.stride.1)?
+            .checked_add((groups * TAPS - 1).checked_mul(g.dilation.1)?)?
+            .checked_add(1)?;
+        let scratch = slots
+            .checked_mul(blocks)?
+            .checked_mul(columns)?
+            .checked_mul(LANES)?;
+        if scratch > MAX_SCRATCH {
+            return None;
+        }
         Some(Self {
             weights,
             row_sums,
@@ -373,6 +388,33 @@ mod tests {
     use super::super::super::common::requantize::{ChannelRescale, OutputRange};
     use super::super::super::common::testing::seeded;
     use super::*;
+
+    /// Fuzz finding: a huge stride spread two output pixels over 10^11 padded columns and the
+    /// scratch allocation aborted. Such layers (and overflowing ones) take the generic kernel.
+    #[test]
+    fn a_huge_stride_or_dilation_is_left_to_the_generic_kernel() {
+        let g = |stride: usize, dilation: usize| Geometry {
+            batches: 1,
+            in_h: 3,
+            in_w: 3,
+            in_c: 16,
+            out_h: 1,
+            out_w: 2,
+            out_c: 16,
+            filter_h: 1,
+            filter_w: 3,
+            stride: (1, stride),
+            dilation: (1, dilation),
+            pad: (0, 0),
+        };
+        let filter = vec![1; 3 * 16];
+        assert!(VnniDepthwise::new(&g(1 << 33, 1), &filter, true, 0).is_none());
+        assert!(VnniDepthwise::new(&g(usize::MAX / 2, 1), &filter, true, 0).is_none());
+        assert!(VnniDepthwise::new(&g(1, usize::MAX / 2), &filter, true, 0).is_none());
+        if VnniDepthwise::available() {
+            assert!(VnniDepthwise::new(&g(1, 1), &filter, true, 0).is_some());
+        }
+    }
 
     /// Random geometries (filters up to 7×7, strides and dilations up to 3, padding on either
     /// side, channel counts around the 16-lane blocks, depth multipliers 1 to 3, two images), both 8-bit input types
