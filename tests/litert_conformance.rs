@@ -341,3 +341,133 @@ fn exported_metadata_is_readable_with_litert_tools() {
         );
     }
 }
+
+/// Zeroes 80% of every conv and fully-connected weight of a float32 model by magnitude: each
+/// value on its own, or for fully-connected weights whole 1×`block` blocks by their L1 norm
+/// (what `[prune] block` does in training).
+fn prune_weights(model: &mut Model, fc_block: Option<usize>) {
+    use kiln_tflite::{BuiltinOp, TensorType};
+    let graph = &model.subgraphs[0];
+    let weights: Vec<(usize, bool)> = graph
+        .operators
+        .iter()
+        .filter_map(|op| {
+            let code = model.opcode_of(op)?.builtin;
+            let fc = code == BuiltinOp::FULLY_CONNECTED;
+            let weighted = fc || code == BuiltinOp::CONV_2D || code == BuiltinOp::DEPTHWISE_CONV_2D;
+            let t = usize::try_from(*op.inputs.get(1)?).ok()?;
+            (weighted && graph.tensors[t].dtype == TensorType::Float32).then_some((t, fc))
+        })
+        .collect();
+    for (t, fc) in weights {
+        let tensor = model.subgraphs[0].tensors[t].clone();
+        let mut values: Vec<f32> = model
+            .tensor_data(&tensor)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let width = if fc { fc_block.unwrap_or(1) } else { 1 };
+        let norms: Vec<f32> = values
+            .chunks(width)
+            .map(|b| b.iter().map(|v| v.abs()).sum())
+            .collect();
+        let mut sorted = norms.clone();
+        sorted.sort_by(f32::total_cmp);
+        let threshold = sorted[sorted.len() * 8 / 10];
+        for (block, norm) in values.chunks_mut(width).zip(&norms) {
+            if *norm < threshold {
+                block.fill(0.0);
+            }
+        }
+        let buffer = model.push_buffer(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+        model.subgraphs[0].tensors[t].buffer = buffer;
+    }
+}
+
+/// Pruned weights stored sparse (`kiln_export::to_sparse`) run in LiteRT under all three
+/// kernel sets with kiln-runtime's outputs (float32 within 1e-5, int8 bit-exact with the
+/// reference kernels and within a step of the others): unstructured pruning (every weight
+/// CSR behind DENSIFY, float32 and int8) and the dense layer pruned in 1×16 blocks (read by
+/// FULLY_CONNECTED v8 itself: 1×4 blocks for float32, 1×16 for int8). The sparse files are
+/// smaller, and kiln-runtime computes on them exactly what it computes on the dense ones.
+#[test]
+fn sparse_pruned_files_run_in_litert_under_every_kernel_set() {
+    use kiln_export::{SparseLayout, to_sparse};
+    let Some(python) = litert() else { return };
+    let dir = tiny_quickstart_run(&scratch_dir("litert_sparse"));
+    let fp32 = Model::read_file(&dir.join("model_fp32.tflite")).unwrap();
+    for (label, fc_block, float_fc, int8_fc) in [
+        // An int8 fully-connected weight stays dense unless pruned in 1×16 blocks.
+        ("unstructured", None, Some(SparseLayout::Densify), None),
+        (
+            "blocks",
+            Some(16),
+            Some(SparseLayout::Blocks { width: 4 }),
+            Some(SparseLayout::Blocks { width: 16 }),
+        ),
+    ] {
+        let mut pruned = fp32.clone();
+        prune_weights(&mut pruned, fc_block);
+        let mut calibrator = Calibrator::new(&pruned).unwrap();
+        for row in uniform_inputs(ROWS * 28 * 28, 3).chunks_exact(28 * 28) {
+            calibrator.observe(&[row]).unwrap();
+        }
+        let int8 = quantize_int8(
+            &pruned,
+            &calibrator.finish().unwrap(),
+            &Int8Options::default(),
+        )
+        .unwrap();
+        for (kind, dense, fc_layout, expect) in [
+            ("fp32", &pruned, float_fc, Expect::Float { rel: 1e-5 }),
+            (
+                "int8",
+                &int8,
+                int8_fc,
+                Expect::Steps {
+                    step: 1.0,
+                    slack: 1.0,
+                },
+            ),
+        ] {
+            let (sparse, report) = to_sparse(dense).unwrap();
+            let layout = |name: &str| report.iter().find(|w| w.name == name).map(|w| w.layout);
+            assert_eq!(
+                layout("conv2/filter"),
+                Some(SparseLayout::Densify),
+                "{label} {kind}"
+            );
+            assert_eq!(layout("dense1/weights"), fc_layout, "{label} {kind}");
+            eprintln!("{label} {kind}: {report:?}");
+            let name = format!("sparse_{label}_{kind}");
+            let (dense_path, sparse_path) = (
+                dir.join(format!("{name}_dense.tflite")),
+                dir.join(format!("{name}.tflite")),
+            );
+            dense.write_file(&dense_path).unwrap();
+            sparse.write_file(&sparse_path).unwrap();
+            let (before, after) = (
+                std::fs::metadata(&dense_path).unwrap().len(),
+                std::fs::metadata(&sparse_path).unwrap().len(),
+            );
+            eprintln!("{name}: {after} bytes sparse, {before} dense");
+            // Unstructured int8 keeps its fully-connected weight dense.
+            let at_most = if fc_layout.is_some() { 0.5 } else { 0.95 };
+            assert!(
+                (after as f64) < at_most * before as f64,
+                "{name}: {after} vs {before} bytes"
+            );
+            let rows = uniform_inputs(4 * 28 * 28, 5);
+            for row in rows.chunks_exact(28 * 28) {
+                let run = |model: &Model| {
+                    let mut interpreter = kiln_runtime::Interpreter::new(model.clone()).unwrap();
+                    kiln_runtime::real_io::set_input(&mut interpreter, 0, row).unwrap();
+                    interpreter.invoke().unwrap();
+                    kiln_runtime::real_io::output(&interpreter, 0).unwrap()
+                };
+                assert_eq!(run(dense), run(&sparse), "{name}");
+            }
+            check_variant(&python, &dir, &name, &sparse_path, expect);
+        }
+    }
+}

@@ -7,7 +7,9 @@
 //!   activations float, run by hybrid kernels;
 //! - [`quantize_int8`]: full-integer int8 from activation ranges that [`Calibrator`] records
 //!   by running the float model in kiln-runtime over a representative set (or that QAT
-//!   supplies as [`TensorRanges`]).
+//!   supplies as [`TensorRanges`]);
+//! - [`to_sparse`]: pruned weights stored sparse (block-sparse FULLY_CONNECTED weights, or
+//!   CSR behind DENSIFY), for the float32 and int8 variants.
 //!
 //! The int8 arithmetic the exporter shares with the runtime's kernels and with QAT (activation
 //! grids from ranges, symmetric weights) is `kiln_tflite::quant`.
@@ -22,6 +24,7 @@ mod graph;
 mod int8;
 mod metadata;
 mod min_runtime_version;
+mod sparse;
 mod versions;
 
 #[cfg(test)]
@@ -35,3 +38,4 @@ pub use int8::{
 };
 pub use metadata::{LABELS_FILE, ModelCard, attach_metadata, to_bytes_with_metadata};
 pub use min_runtime_version::min_runtime_version;
+pub use sparse::{MIN_SPARSITY, SparseLayout, SparseWeight, to_sparse};

@@ -17,8 +17,11 @@ const QMAX: f64 = 127.0;
 /// Quantizes `values` (row-major, of `shape`) symmetrically, per channel along `axis` or per
 /// tensor when `axis` is `None`. Each scale is max|w| / 127 over its channel, computed in f64
 /// as the converter's quantizer does, and each value round-half-away-from-zero(w / scale). A
-/// channel of zeros gets scale 1 (any scale represents it; 1 keeps the bias scale that
-/// depends on it finite). `None` when the shape does not match the values or the axis.
+/// channel of zeros (a pruned-away filter) may take any scale: it gets the largest of the
+/// other channels' (1 when every channel is zero), which keeps its bias scale finite and its
+/// requantization multiplier in the others' range — below 1, where LiteRT's dense and sparse
+/// int8 FULLY_CONNECTED kernels agree (with scale 1 they differed by a step). `None` when the
+/// shape does not match the values or the axis.
 pub fn quantize_symmetric(
     values: &[f32],
     shape: &[usize],
@@ -41,13 +44,22 @@ pub fn quantize_symmetric(
         // f64::max ignores NaN, so a NaN weight cannot poison its channel's scale.
         *slot = slot.max(f64::from(v).abs());
     }
+    let usable = |m: f64| m > 0.0 && m.is_finite();
+    let zero_channel_scale = max_abs
+        .iter()
+        .copied()
+        .filter(|&m| usable(m))
+        .fold(None, |largest: Option<f64>, m| {
+            Some(largest.map_or(m, |l| l.max(m)))
+        })
+        .map_or(1.0, |m| m / QMAX);
     let scales: Vec<f64> = max_abs
         .iter()
         .map(|&m| {
-            if m > 0.0 && m.is_finite() {
+            if usable(m) {
                 m / QMAX
             } else {
-                1.0
+                zero_channel_scale
             }
         })
         .collect();
@@ -101,6 +113,11 @@ mod tests {
         let zeros = quantize_symmetric(&[0.0; 4], &[2, 2], Some(0)).unwrap();
         assert_eq!(zeros.scales, vec![1.0, 1.0]);
         assert_eq!(zeros.values, vec![0; 4]);
+        // A pruned-away channel takes the largest other channel's scale.
+        let pruned =
+            quantize_symmetric(&[0.0, 0.0, 0.5, -0.3, 0.0, 0.2], &[3, 2], Some(0)).unwrap();
+        assert_eq!(pruned.scales, vec![scale(0.5), scale(0.5), scale(0.2)]);
+        assert_eq!(pruned.values, vec![0, 0, 127, -76, 0, 127]);
         assert!(quantize_symmetric(&[1.0; 3], &[2, 2], Some(0)).is_none());
         assert!(quantize_symmetric(&[1.0; 4], &[2, 2], Some(2)).is_none());
     }
