@@ -332,6 +332,12 @@ pub struct ExportConfig {
     /// (`model_<variant>_data.cc` / `.h`: the C array, the arena size, the op resolver).
     #[serde(default)]
     pub micro: bool,
+    /// Store pruned weights sparse (TFLite `SparsityParameters`: block-sparse
+    /// FULLY_CONNECTED weights, or CSR behind DENSIFY) in the fp32 and int8 files wherever
+    /// that makes them smaller; `false` keeps every weight dense. The report gives both
+    /// sizes.
+    #[serde(default = "default_sparse")]
+    pub sparse: bool,
 }
 
 impl Default for ExportConfig {
@@ -341,8 +347,13 @@ impl Default for ExportConfig {
             calibration_samples: default_calibration_samples(),
             int8_io: IoType::default(),
             micro: false,
+            sparse: default_sparse(),
         }
     }
+}
+
+fn default_sparse() -> bool {
+    true
 }
 
 fn default_variants() -> Vec<Variant> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kiln_data::ImageDataset;
-use kiln_export::{Calibrator, Int8Options, ModelCard, TensorRanges};
+use kiln_export::{Calibrator, Int8Options, ModelCard, SparseWeight, TensorRanges};
 use kiln_tflite::Model;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -20,6 +20,11 @@ pub struct Exported {
     pub name: String,
     pub file: String,
     pub path: PathBuf,
+    /// The weights stored sparse (empty: every weight dense).
+    pub sparse: Vec<SparseWeight>,
+    /// With sparse weights, the file with every weight dense (its size goes in the report;
+    /// TensorFlow Lite Micro sources are made from it).
+    pub dense: Option<Vec<u8>>,
 }
 
 /// Where a full-int8 export gets its activation ranges.
@@ -82,10 +87,36 @@ pub fn export_one(
         Variant::Dynamic => kiln_export::to_dynamic_range(fp32).context("dynamic-range export")?,
         Variant::Int8 => int8(fp32, config, int8_ranges).context("int8 export")?,
     };
+    // Pruned weights stored sparse where that shrinks the file: float32 and int8 (the
+    // float16 file keeps half-precision weights behind DEQUANTIZE and the dynamic-range one
+    // hybrid kernels, for which LiteRT checks no sparse format).
+    let sparse_allowed = config.sparse && matches!(variant, Variant::Fp32 | Variant::Int8);
+    let (model, sparse, dense) = if sparse_allowed {
+        let (stored, weights) =
+            kiln_export::to_sparse(&model).with_context(|| format!("{name}: sparse storage"))?;
+        if weights.is_empty() {
+            (model, weights, None)
+        } else {
+            let dense = kiln_export::to_bytes_with_metadata(&model, card)
+                .with_context(|| format!("{name} metadata"))?;
+            (stored, weights, Some(dense))
+        }
+    } else {
+        (model, Vec::new(), None)
+    };
     let file = format!("model_{name}.tflite");
     let path = run_dir.join(&file);
     let bytes = kiln_export::to_bytes_with_metadata(&model, card)
         .with_context(|| format!("{name} metadata"))?;
+    if let Some(dense) = &dense {
+        info!(
+            "{name}: {} weights stored sparse ({}): {} bytes instead of {}",
+            sparse.len(),
+            describe_sparse(&sparse),
+            bytes.len(),
+            dense.len()
+        );
+    }
     kiln_tflite::write_atomically(&path, &bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     info!("exported {}", path.display());
@@ -94,7 +125,19 @@ pub fn export_one(
         name: name.to_owned(),
         file,
         path,
+        sparse,
+        dense,
     })
+}
+
+/// "conv2/filter: CSR + DENSIFY, dense1/weights: 1x16 blocks" — how each sparse weight is
+/// stored.
+pub fn describe_sparse(weights: &[SparseWeight]) -> String {
+    weights
+        .iter()
+        .map(|w| format!("{}: {}", w.name, w.layout))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Quantizes to full int8 with calibrated or QAT ranges.

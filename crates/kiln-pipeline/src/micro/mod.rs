@@ -70,11 +70,22 @@ pub fn sources(bytes: &[u8], stem: &str) -> Result<MicroSources> {
 pub fn write(tflite: &Path, dir: &Path) -> Result<(MicroSources, [PathBuf; 2])> {
     let bytes =
         std::fs::read(tflite).with_context(|| format!("cannot read {}", tflite.display()))?;
+    write_bytes(&bytes, tflite, dir)
+}
+
+/// [`write`] for the model `bytes` of the file at `tflite` (whose name names the sources):
+/// a file stored with sparse weights passes its dense form, since TensorFlow Lite Micro has
+/// neither DENSIFY nor sparse kernels.
+pub fn write_bytes(
+    bytes: &[u8],
+    tflite: &Path,
+    dir: &Path,
+) -> Result<(MicroSources, [PathBuf; 2])> {
     let stem = tflite
         .file_stem()
         .and_then(|s| s.to_str())
         .with_context(|| format!("{} has no usable file name", tflite.display()))?;
-    let sources = sources(&bytes, stem).with_context(|| format!("{}", tflite.display()))?;
+    let sources = sources(bytes, stem).with_context(|| format!("{}", tflite.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let header = dir.join(&sources.header_name);
     let source = dir.join(&sources.source_name);

@@ -113,6 +113,12 @@ pub struct VariantReport {
     pub speedup_vs_fp32: Option<f64>,
     /// Fraction of zeros in the pruned layers' weights (pruned variants).
     pub sparsity: Option<f64>,
+    /// With weights stored sparse: the file's size with every weight dense.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense_bytes: Option<u64>,
+    /// With weights stored sparse: which, and how (`conv2/filter: CSR + DENSIFY, …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse_storage: Option<String>,
     /// The stages that made this file.
     pub stages: Vec<String>,
 }
@@ -145,6 +151,8 @@ impl VariantReport {
             accuracy_delta: None,
             speedup_vs_fp32: None,
             sparsity: None,
+            dense_bytes: None,
+            sparse_storage: None,
             stages: vec!["train".into(), format!("export {name}")],
         })
     }
@@ -355,14 +363,16 @@ impl Report {
              compares each file's (dequantized) logits with the Burn model's.\n\n",
             self.latency_runtime
         );
-        md += "| variant | file | bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity |\n";
-        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        md += "| variant | file | bytes | dense bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity |\n";
+        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for v in &self.variants {
             md += &format!(
-                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v.name,
                 v.file,
                 v.bytes,
+                // The same file with every weight dense, when some are stored sparse.
+                v.dense_bytes.map_or("—".into(), |d| d.to_string()),
                 v.gzip_bytes,
                 v.size_vs_fp32
                     .map_or("—".into(), |r| format!("{:.1}%", 100.0 * r)),
@@ -378,6 +388,22 @@ impl Report {
                 percent(v.parity.as_ref().map(|p| p.argmax_agreement)),
                 percent(v.sparsity),
             );
+        }
+        let sparse: Vec<String> = self
+            .variants
+            .iter()
+            .filter_map(|v| {
+                v.sparse_storage
+                    .as_ref()
+                    .map(|s| format!("- `{}`: {s}", v.file))
+            })
+            .collect();
+        if !sparse.is_empty() {
+            md += "\nWeights stored sparse (TFLite `SparsityParameters`; `[export] sparse = false` keeps \
+                   them dense): blocks are read by FULLY_CONNECTED itself (LiteRT's sparse kernels), CSR \
+                   is expanded once by DENSIFY.\n\n";
+            md += &sparse.join("\n");
+            md += "\n";
         }
         if self.variants.iter().any(|v| v.accuracy.is_some()) {
             md += "\n![accuracy against size, Pareto frontier dashed](variants.svg)\n";
@@ -408,6 +434,8 @@ mod tests {
             accuracy_delta: None,
             speedup_vs_fp32: None,
             sparsity: None,
+            dense_bytes: None,
+            sparse_storage: None,
             stages: Vec::new(),
         }
     }

@@ -91,6 +91,9 @@ fn export_model(
     for file in files {
         let mut report = VariantReport::for_file(&file.name, run.run_dir, &file.file)?;
         report.sparsity = model.sparsity;
+        report.dense_bytes = file.dense.as_ref().map(|d| d.len() as u64);
+        report.sparse_storage =
+            (!file.sparse.is_empty()).then(|| crate::export::describe_sparse(&file.sparse));
         report.stages = model.stages.clone();
         report.stages.push(match (&model.qat, file.variant) {
             (Some(_), Variant::Int8) => "export int8 (QAT ranges)".into(),
@@ -98,7 +101,10 @@ fn export_model(
             (_, kind) => format!("export {}", kind.name()),
         });
         if file.variant == Variant::Int8 && config.export.micro {
-            let (micro, paths) = crate::micro::write(&file.path, run.run_dir)?;
+            let (micro, paths) = match &file.dense {
+                Some(dense) => crate::micro::write_bytes(dense, &file.path, run.run_dir)?,
+                None => crate::micro::write(&file.path, run.run_dir)?,
+            };
             info!(
                 "wrote {} and {} for TensorFlow Lite Micro ({} operators, arena {} B)",
                 paths[0].display(),

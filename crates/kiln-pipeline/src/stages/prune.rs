@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result};
 use kiln_train::{
-    EpochStats, LayerSparsity, MagnitudePruning, PruningScope, PruningSettings, SparsitySchedule,
-    TrainHook, layer_sparsity, predict,
+    EpochStats, LayerSparsity, MagnitudePruning, PruningScope, PruningSettings, SparsityPattern,
+    SparsitySchedule, TrainHook, layer_sparsity, predict,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -62,6 +62,17 @@ pub struct PruneStage {
     pub exclude: Vec<String>,
     /// Fine-tuning learning rate, decayed along a half cosine to zero.
     pub learning_rate: f64,
+    /// Prune blocks of `[outputs, inputs]` of each exported weight together, ranked by mean
+    /// |w| (a dense layer's TFLite [out, in]; a convolution's [out, kh·kw·in]): `[1, 16]` is
+    /// what LiteRT's int8 sparse FULLY_CONNECTED reads (`[1, 4]` its float32 one), so the
+    /// exported file stores the layer in blocks. Depthwise and single-channel convolutions
+    /// stay value by value.
+    #[serde(default)]
+    pub block: Option<[usize; 2]>,
+    /// Keep the `m` largest of every `n` consecutive inputs, e.g. `[2, 4]` (TF-MOT's
+    /// `sparsity_m_by_n`); `final_sparsity` must then be 1 − m/n.
+    #[serde(default)]
+    pub m_by_n: Option<[usize; 2]>,
     /// Variants of the pruned model to export, named pruned<percent>_<variant>.
     #[serde(default = "default_variants")]
     pub variants: Vec<Variant>,
@@ -93,6 +104,15 @@ impl PruneStage {
             scope: self.scope,
             include: self.include.clone(),
             exclude: self.exclude.clone(),
+            pattern: self.pattern(),
+        }
+    }
+
+    fn pattern(&self) -> SparsityPattern {
+        match (self.block, self.m_by_n) {
+            (Some([rows, cols]), _) => SparsityPattern::Block { rows, cols },
+            (None, Some([m, n])) => SparsityPattern::MByN { m, n },
+            (None, None) => SparsityPattern::Unstructured,
         }
     }
 
@@ -115,6 +135,20 @@ impl PruneStage {
             return Err(format!(
                 "learning_rate = {} must be positive",
                 self.learning_rate
+            ));
+        }
+        if self.block.is_some() && self.m_by_n.is_some() {
+            return Err("block and m_by_n are two patterns: set one of them".into());
+        }
+        if let Some([m, n]) = self.m_by_n
+            && n > 0
+            && (self.final_sparsity - (1.0 - m as f64 / n as f64)).abs() > 1e-9
+        {
+            return Err(format!(
+                "m_by_n = [{m}, {n}] keeps {m} of every {n}, a sparsity of {}: set final_sparsity = {} (it is {})",
+                1.0 - m as f64 / n as f64,
+                1.0 - m as f64 / n as f64,
+                self.final_sparsity
             ));
         }
         // The real step counts depend on the data; any epoch length checks the rest.
@@ -211,8 +245,9 @@ impl Stage for PruneStage {
 
 fn markdown(p: &PruningReport) -> String {
     let mut md = format!(
-        "## Pruning\n\nMagnitude pruning to {:.0}% ({:?} schedule, power {}, {:?}), {} fine-tuning epochs at learning rate {}: {:.2}% of the pruned layers' weights are zero; the pruned Burn model scores {:.2}%.\n\n| layer | weights | zeros | sparsity |\n|---|---:|---:|---:|\n",
+        "## Pruning\n\nMagnitude pruning to {:.0}% ({} pattern, {:?} schedule, power {}, {:?}), {} fine-tuning epochs at learning rate {}: {:.2}% of the pruned layers' weights are zero; the pruned Burn model scores {:.2}%.\n\n| layer | weights | zeros | sparsity | pattern |\n|---|---:|---:|---:|---|\n",
         100.0 * p.settings.final_sparsity,
+        p.settings.pattern(),
         p.settings.schedule,
         p.settings.power,
         p.settings.scope,
@@ -221,13 +256,20 @@ fn markdown(p: &PruningReport) -> String {
         100.0 * p.sparsity,
         100.0 * p.burn_test_accuracy
     );
+    let pattern = p.settings.pattern();
     for l in &p.layers {
+        let pruned = p.settings.settings(1).selects_layer(&l.layer);
         md += &format!(
-            "| `{}` | {} | {} | {:.2}% |\n",
+            "| `{}` | {} | {} | {:.2}% | {} |\n",
             l.layer,
             l.weights,
             l.zeros,
-            100.0 * l.sparsity
+            100.0 * l.sparsity,
+            if pruned {
+                pattern.for_weight(&l.shape).to_string()
+            } else {
+                "not pruned".into()
+            }
         );
     }
     md += "\n![sparsity schedule](sparsity.svg)\n";
