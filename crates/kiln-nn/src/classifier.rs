@@ -56,6 +56,14 @@ pub trait Classifier: Module + Clone {
         Vec::new()
     }
 
+    /// Dense layers whose exported weight orders its inputs otherwise than Burn's (a dense
+    /// layer after a flatten: Burn flattens NCHW in (c, h, w) order, the TFLite graph NHWC in
+    /// (h, w, c)): each layer's path and, per Burn input index, the exported input index.
+    /// Structured pruning makes its blocks of exported inputs with it.
+    fn exported_input_orders(&self) -> Vec<(String, Vec<usize>)> {
+        Vec::new()
+    }
+
     /// Loads published weights from `path` (see [`crate::pretrained`]); `architecture` names
     /// the network in errors. Architectures without published weights refuse.
     fn load_pretrained(

@@ -29,7 +29,8 @@ pub use evaluate::{accuracy, argmax_rows, cross_entropy, predict};
 pub use hooks::{MagnitudePruning, SparsityPreservation, TrainHook, TrainHooks};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use pruning::{
-    LayerSparsity, Pruner, PruningScope, PruningSettings, SparsitySchedule, layer_sparsity,
+    LayerSparsity, Pruner, PruningScope, PruningSettings, SparsityPattern, SparsitySchedule,
+    layer_sparsity,
 };
 pub use qat::{Qat, QatSettings, TracedActivation};
 pub use schedule::{LrPlan, LrSchedule};

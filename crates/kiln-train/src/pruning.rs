@@ -6,6 +6,12 @@
 //!
 //! Layers are Burn modules named by their path (`convs.0`, `fc1`, `blocks.3.depthwise.conv`);
 //! a parameter is prunable when it is a layer's `weight` of rank ≥ 2.
+//!
+//! What is pruned together is a [`SparsityPattern`] in the layout the weight is exported in,
+//! seen as [outputs, inputs] (a dense layer's TFLite [out, in]; a convolution's OHWI as
+//! [out, kh·kw·in]): single values, blocks of outputs × consecutive inputs ranked by their
+//! mean magnitude (what sparse kernels skip: LiteRT's FULLY_CONNECTED reads 1×4 and 1×16
+//! blocks), or m of every n consecutive inputs (TF-MOT's `sparsity_m_by_n`).
 
 use std::collections::HashMap;
 
@@ -39,6 +45,44 @@ pub enum PruningScope {
     Global,
 }
 
+/// What is pruned together, in each weight's exported [outputs, inputs] layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SparsityPattern {
+    #[default]
+    Unstructured,
+    /// Blocks of `rows` outputs × `cols` consecutive inputs, ranked by mean |w| (blocks at
+    /// the edges may be smaller).
+    Block { rows: usize, cols: usize },
+    /// In every run of `n` consecutive inputs of an output only the `m` largest |w| stay
+    /// (TF-MOT's `sparsity_m_by_n`): sparsity 1 − m/n at every mask update, whatever the
+    /// schedule's target.
+    MByN { m: usize, n: usize },
+}
+
+impl SparsityPattern {
+    /// The pattern a weight of Burn `shape` gets: this one where the weight has an
+    /// [outputs, inputs] view (dense layers, convolutions over several channels), else
+    /// single values (depthwise and single-channel convolutions).
+    pub fn for_weight(self, shape: &[usize]) -> Self {
+        if ExportedGrid::of(shape, None).is_some() {
+            self
+        } else {
+            Self::Unstructured
+        }
+    }
+}
+
+impl std::fmt::Display for SparsityPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unstructured => f.write_str("unstructured"),
+            Self::Block { rows, cols } => write!(f, "{rows}x{cols} blocks"),
+            Self::MByN { m, n } => write!(f, "{m}:{n}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PruningSettings {
     pub schedule: SparsitySchedule,
@@ -55,6 +99,8 @@ pub struct PruningSettings {
     pub include: Vec<String>,
     /// Layer-name patterns never pruned (e.g. the classifier: `fc2`).
     pub exclude: Vec<String>,
+    #[serde(default)]
+    pub pattern: SparsityPattern,
 }
 
 impl PruningSettings {
@@ -79,6 +125,19 @@ impl PruningSettings {
         }
         if !(self.power > 0.0 && self.power.is_finite()) {
             return bad(format!("pruning power = {} must be positive", self.power));
+        }
+        match self.pattern {
+            SparsityPattern::Block { rows, cols } if rows == 0 || cols == 0 => {
+                return bad(format!(
+                    "pruning block [{rows}, {cols}] needs sizes of at least 1"
+                ));
+            }
+            SparsityPattern::MByN { m, n } if m == 0 || m >= n => {
+                return bad(format!(
+                    "pruning m_by_n [{m}, {n}] needs 0 < m < n (keep m of every n)"
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -150,6 +209,8 @@ struct Weight {
     layer: String,
     id: ParamId,
     values: Vec<f32>,
+    /// Burn's shape: [in, out] for a dense layer, [out, in/groups, kh, kw] for a convolution.
+    shape: Vec<usize>,
     device: Device,
 }
 
@@ -183,12 +244,14 @@ impl ModuleVisitor for Collector {
         let layer = self.path[..self.path.len() - 1].join(".");
         let tensor = param.val();
         let device = tensor.device();
+        let shape = tensor.shape().dims::<D>().to_vec();
         let data = tensor.into_data();
         if let Ok(values) = data.as_slice::<f32>() {
             self.weights.push(Weight {
                 layer,
                 id: param.id,
                 values: values.to_vec(),
+                shape,
                 device,
             });
         }
@@ -199,6 +262,9 @@ impl ModuleVisitor for Collector {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSparsity {
     pub layer: String,
+    /// The weight's Burn shape.
+    #[serde(default)]
+    pub shape: Vec<usize>,
     pub weights: usize,
     pub zeros: usize,
     pub sparsity: f64,
@@ -209,6 +275,9 @@ pub struct LayerSparsity {
 #[derive(Default)]
 pub struct Pruner {
     masks: HashMap<ParamId, Tensor<1>>,
+    /// Per layer path, the exported input index of each Burn input index, where they differ
+    /// (`Classifier::exported_input_orders`).
+    input_orders: HashMap<String, Vec<usize>>,
 }
 
 fn mask_tensor(mask: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -217,8 +286,18 @@ fn mask_tensor(mask: Vec<f32>, device: &Device) -> Tensor<1> {
 }
 
 impl Pruner {
+    /// A pruner that makes structured patterns in the exported input order `orders` gives
+    /// for some layers (see [`Pruner::input_orders`]).
+    pub fn with_input_orders(orders: Vec<(String, Vec<usize>)>) -> Self {
+        Self {
+            masks: HashMap::new(),
+            input_orders: orders.into_iter().collect(),
+        }
+    }
+
     /// Recomputes the masks so each selected layer (or all together, for global scope) has
-    /// `sparsity` of its weights — the smallest magnitudes — pruned.
+    /// `sparsity` of its weights — the smallest magnitudes, alone or in the settings'
+    /// pattern — pruned.
     pub fn update<M: Module>(&mut self, model: &M, settings: &PruningSettings, sparsity: f64) {
         let mut collector = Collector::default();
         model.visit(&mut collector);
@@ -227,6 +306,10 @@ impl Pruner {
             .into_iter()
             .filter(|w| settings.selects(&w.layer))
             .collect();
+        if settings.pattern != SparsityPattern::Unstructured {
+            self.update_structured(&selected, settings, sparsity);
+            return;
+        }
         // Round up (with slack for float error): a layer never ends below its target.
         let prune_count = |n: usize| ((sparsity * n as f64 - 1e-9).ceil().max(0.0) as usize).min(n);
         match settings.scope {
@@ -267,6 +350,93 @@ impl Pruner {
         }
     }
 
+    /// The masks of a structured pattern: groups of values (blocks, or single values where a
+    /// weight has no [outputs, inputs] view) ranked by mean magnitude, or m of every n.
+    fn update_structured(
+        &mut self,
+        selected: &[Weight],
+        settings: &PruningSettings,
+        sparsity: f64,
+    ) {
+        let groups: Vec<Vec<Vec<usize>>> = selected
+            .iter()
+            .map(|w| {
+                let grid = ExportedGrid::of(&w.shape, self.input_orders.get(&w.layer));
+                match (grid, settings.pattern) {
+                    (Some(grid), SparsityPattern::Block { rows, cols }) => grid.blocks(rows, cols),
+                    (Some(grid), SparsityPattern::MByN { n, .. }) => grid.blocks(1, n),
+                    _ => (0..w.values.len()).map(|i| vec![i]).collect(),
+                }
+            })
+            .collect();
+        let mut masks: Vec<Vec<f32>> = selected.iter().map(|w| vec![1.0; w.values.len()]).collect();
+        if let SparsityPattern::MByN { m, .. } = settings.pattern {
+            for ((weight, groups), mask) in selected.iter().zip(&groups).zip(&mut masks) {
+                for group in groups {
+                    let mut order = group.clone();
+                    order.sort_by(|&a, &b| {
+                        weight.values[b]
+                            .abs()
+                            .total_cmp(&weight.values[a].abs())
+                            .then(a.cmp(&b))
+                    });
+                    for &i in order.iter().skip(m) {
+                        mask[i] = 0.0;
+                    }
+                }
+            }
+        } else {
+            // (mean |w|, weight, group): pruned smallest first until the target count.
+            let score = |w: &Weight, group: &[usize]| {
+                group.iter().map(|&i| w.values[i].abs()).sum::<f32>() / group.len().max(1) as f32
+            };
+            let mut ranked: Vec<Vec<(f32, usize, usize)>> = match settings.scope {
+                PruningScope::PerLayer => selected
+                    .iter()
+                    .enumerate()
+                    .map(|(w, weight)| {
+                        groups[w]
+                            .iter()
+                            .enumerate()
+                            .map(|(g, group)| (score(weight, group), w, g))
+                            .collect()
+                    })
+                    .collect(),
+                PruningScope::Global => vec![
+                    selected
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(w, weight)| {
+                            groups[w]
+                                .iter()
+                                .enumerate()
+                                .map(move |(g, group)| (score(weight, group), w, g))
+                        })
+                        .collect(),
+                ],
+            };
+            for pool in &mut ranked {
+                pool.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+                let total: usize = pool.iter().map(|&(_, w, g)| groups[w][g].len()).sum();
+                let target = ((sparsity * total as f64 - 1e-9).ceil().max(0.0) as usize).min(total);
+                let mut pruned = 0;
+                for &(_, w, g) in pool.iter() {
+                    if pruned >= target {
+                        break;
+                    }
+                    for &i in &groups[w][g] {
+                        masks[w][i] = 0.0;
+                    }
+                    pruned += groups[w][g].len();
+                }
+            }
+        }
+        for (weight, mask) in selected.iter().zip(masks) {
+            self.masks
+                .insert(weight.id, mask_tensor(mask, &weight.device));
+        }
+    }
+
     /// Masks that keep every prunable weight that is zero now at zero: fine-tuning a pruned
     /// model (QAT, say) then cannot lose its sparsity.
     pub fn keeping_zeros<M: Module>(model: &M) -> Self {
@@ -281,7 +451,10 @@ impl Pruner {
                 (w.id, mask_tensor(mask, &w.device))
             })
             .collect();
-        Self { masks }
+        Self {
+            masks,
+            input_orders: HashMap::new(),
+        }
     }
 
     pub fn is_active(&self) -> bool {
@@ -319,6 +492,75 @@ impl ModuleMapper for Masker<'_> {
     }
 }
 
+/// A Burn weight seen in its exported layout as [outputs, inputs]: for each exported
+/// (output, input), the Burn flat index.
+struct ExportedGrid {
+    inputs: usize,
+    /// Burn flat index of exported element `output · inputs + input`.
+    burn: Vec<usize>,
+}
+
+impl ExportedGrid {
+    /// Dense layers ([in, out] in Burn, TFLite [out, in]) and convolutions over more than one
+    /// input channel ([out, in, kh, kw], TFLite OHWI: inputs ordered (kh, kw, in)); `None`
+    /// for other weights (depthwise and single-channel convolutions, whose exported inputs
+    /// are taps). `order` maps a dense layer's Burn input index to its exported one.
+    fn of(shape: &[usize], order: Option<&Vec<usize>>) -> Option<Self> {
+        match *shape {
+            [inputs, outputs] => {
+                let order = order.filter(|o| o.len() == inputs);
+                let mut burn = vec![0; inputs * outputs];
+                for i in 0..inputs {
+                    let exported = order.map_or(i, |o| o[i]);
+                    if exported >= inputs {
+                        return None;
+                    }
+                    for o in 0..outputs {
+                        burn[o * inputs + exported] = i * outputs + o;
+                    }
+                }
+                Some(Self { inputs, burn })
+            }
+            [outputs, channels, kh, kw] if channels > 1 => {
+                let inputs = kh * kw * channels;
+                let mut burn = vec![0; outputs * inputs];
+                for o in 0..outputs {
+                    for c in 0..channels {
+                        for y in 0..kh {
+                            for x in 0..kw {
+                                let exported = (y * kw + x) * channels + c;
+                                burn[o * inputs + exported] =
+                                    ((o * channels + c) * kh + y) * kw + x;
+                            }
+                        }
+                    }
+                }
+                Some(Self { inputs, burn })
+            }
+            _ => None,
+        }
+    }
+
+    /// Blocks of `rows` outputs × `cols` consecutive inputs (smaller at the edges), each as
+    /// its Burn flat indices.
+    fn blocks(&self, rows: usize, cols: usize) -> Vec<Vec<usize>> {
+        let outputs = self.burn.len() / self.inputs.max(1);
+        let mut blocks = Vec::new();
+        for r0 in (0..outputs).step_by(rows.max(1)) {
+            for c0 in (0..self.inputs).step_by(cols.max(1)) {
+                let mut block = Vec::with_capacity(rows * cols);
+                for r in r0..(r0 + rows).min(outputs) {
+                    for c in c0..(c0 + cols).min(self.inputs) {
+                        block.push(self.burn[r * self.inputs + c]);
+                    }
+                }
+                blocks.push(block);
+            }
+        }
+        blocks
+    }
+}
+
 /// Indices sorted by |value| ascending (ties by index, so masks are deterministic).
 fn magnitude_order(values: &[f32]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -337,6 +579,7 @@ pub fn layer_sparsity<M: Module>(model: &M) -> Vec<LayerSparsity> {
             let zeros = w.values.iter().filter(|&&v| v == 0.0).count();
             LayerSparsity {
                 layer: w.layer,
+                shape: w.shape,
                 weights: w.values.len(),
                 zeros,
                 sparsity: zeros as f64 / w.values.len().max(1) as f64,
@@ -361,6 +604,7 @@ mod tests {
             scope: PruningScope::PerLayer,
             include: vec![],
             exclude: vec!["fc2".into()],
+            pattern: SparsityPattern::Unstructured,
         }
     }
 
@@ -505,5 +749,83 @@ mod tests {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             param.map(|t| t.add_scalar(0.125))
         }
+    }
+
+    /// A dense layer seen as TFLite's [out, in], with and without a reordered input, and a
+    /// convolution as OHWI: each exported element names the Burn value it is.
+    #[test]
+    fn exported_grids_follow_the_lowering_layouts() {
+        // Burn [in 3, out 2]: value i·2 + o.
+        let dense = ExportedGrid::of(&[3, 2], None).unwrap();
+        assert_eq!(dense.burn, vec![0, 2, 4, 1, 3, 5]);
+        // Exported input of Burn input i: [2, 0, 1].
+        let reordered = ExportedGrid::of(&[3, 2], Some(&vec![2, 0, 1])).unwrap();
+        assert_eq!(reordered.burn, vec![2, 4, 0, 3, 5, 1]);
+        // Burn [out 1, in 2, kh 1, kw 2] → OHWI inputs (x, c): (0,0) (0,1) (1,0) (1,1).
+        let conv = ExportedGrid::of(&[1, 2, 1, 2], None).unwrap();
+        assert_eq!(conv.burn, vec![0, 2, 1, 3]);
+        assert_eq!(conv.blocks(1, 2), vec![vec![0, 2], vec![1, 3]]);
+        // Depthwise / single-channel filters have no input dimension to block.
+        assert!(ExportedGrid::of(&[8, 1, 3, 3], None).is_none());
+        assert_eq!(
+            SparsityPattern::Block { rows: 1, cols: 4 }.for_weight(&[8, 1, 3, 3]),
+            SparsityPattern::Unstructured
+        );
+    }
+
+    fn structured(pattern: SparsityPattern, sparsity: f64) -> Vec<f32> {
+        use burn::nn::{Linear, LinearConfig};
+        #[derive(Module, Debug)]
+        struct One {
+            a: Linear,
+        }
+        let device = Device::flex();
+        // Burn [in 32, out 3].
+        let model = One {
+            a: LinearConfig::new(32, 3).with_bias(false).init(&device),
+        };
+        let mut settings = polynomial();
+        settings.exclude.clear();
+        settings.pattern = pattern;
+        let mut pruner = Pruner::default();
+        pruner.update(&model, &settings, sparsity);
+        let pruned = pruner.apply(model);
+        let data = pruned.a.weight.val().into_data();
+        // As TFLite's [out 3, in 32].
+        let burn = data.as_slice::<f32>().unwrap();
+        (0..3)
+            .flat_map(|o| (0..32).map(move |i| burn[i * 3 + o]))
+            .collect()
+    }
+
+    #[test]
+    fn blocks_of_exported_inputs_are_pruned_whole() {
+        let exported = structured(SparsityPattern::Block { rows: 1, cols: 16 }, 0.5);
+        let blocks: Vec<bool> = exported
+            .chunks(16)
+            .map(|b| {
+                let zeros = b.iter().filter(|&&v| v == 0.0).count();
+                assert!(zeros == 0 || zeros == 16, "a block is pruned whole: {b:?}");
+                zeros == 16
+            })
+            .collect();
+        assert_eq!(blocks.iter().filter(|&&z| z).count(), 3, "half of 6 blocks");
+    }
+
+    #[test]
+    fn m_by_n_keeps_m_of_every_n_inputs() {
+        let exported = structured(SparsityPattern::MByN { m: 2, n: 4 }, 0.5);
+        for group in exported.chunks(4) {
+            assert_eq!(group.iter().filter(|&&v| v != 0.0).count(), 2, "{group:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_validated() {
+        let mut p = polynomial();
+        p.pattern = SparsityPattern::Block { rows: 0, cols: 4 };
+        assert!(p.validate().unwrap_err().to_string().contains("block"));
+        p.pattern = SparsityPattern::MByN { m: 4, n: 4 };
+        assert!(p.validate().unwrap_err().to_string().contains("m_by_n"));
     }
 }

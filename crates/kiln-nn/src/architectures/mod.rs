@@ -117,6 +117,12 @@ macro_rules! architectures {
                 }
             }
 
+            fn exported_input_orders(&self) -> Vec<(String, Vec<usize>)> {
+                match self {
+                    $(Self::$variant(m) => m.exported_input_orders(),)+
+                }
+            }
+
             fn load_pretrained(
                 &mut self,
                 _architecture: &str,

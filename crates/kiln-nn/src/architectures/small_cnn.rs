@@ -128,6 +128,22 @@ impl Classifier for SmallCnn {
         self.forward_with(images, &FloatForward)
     }
 
+    fn exported_input_orders(&self) -> Vec<(String, Vec<usize>)> {
+        // fc1 reads the last pool's [c, h, w] flattened; TFLite's graph flattens (h, w, c).
+        let channels = self.convs.last().map_or(self.input[2], |conv| {
+            conv.weight.shape().dims::<4>()[0]
+        });
+        let [in_features, _] = self.fc1.weight.shape().dims::<2>();
+        let spatial = in_features / channels.max(1);
+        let order = (0..in_features)
+            .map(|burn| {
+                let (c, position) = (burn / spatial.max(1), burn % spatial.max(1));
+                position * channels + c
+            })
+            .collect();
+        vec![("fc1".into(), order)]
+    }
+
     /// Input `image` [1, H, W, C], output `logits` [1, classes].
     fn lower(&self, description: &str) -> Result<Model, LowerError> {
         let [h, w, c] = self.input;
@@ -172,5 +188,44 @@ impl QuantizableClassifier for SmallCnn {
         let x = relu(linear_hooked(&self.fc1, "dense1", x, hooks));
         let x = hooks.activation("dense1", x);
         hooks.activation("logits", linear_hooked(&self.fc2, "logits", x, hooks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The input order pruning uses for fc1 is the one the lowering writes: exported weight
+    /// [out, order[i]] holds Burn's fc1 weight [i, out].
+    #[test]
+    fn fc1_input_order_matches_the_lowered_weight() {
+        let device = Device::flex();
+        let model = SmallCnnConfig::new([20, 24, 3], 5).init(&device).unwrap();
+        let orders = model.exported_input_orders();
+        let [(layer, order)] = &orders[..] else {
+            panic!("one reordered layer: {orders:?}")
+        };
+        assert_eq!(layer, "fc1");
+        let lowered = model.lower("test").unwrap();
+        let graph = &lowered.subgraphs[0];
+        let dense1 = graph
+            .tensors
+            .iter()
+            .find(|t| t.name == "dense1/weights")
+            .unwrap();
+        let exported: Vec<f32> = lowered
+            .tensor_data(dense1)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let burn = model.fc1.weight.val().into_data();
+        let burn = burn.as_slice::<f32>().unwrap();
+        let [inputs, outputs] = model.fc1.weight.shape().dims::<2>();
+        assert_eq!(order.len(), inputs);
+        for i in 0..inputs {
+            for o in 0..outputs {
+                assert_eq!(exported[o * inputs + order[i]], burn[i * outputs + o]);
+            }
+        }
     }
 }

@@ -30,6 +30,8 @@ impl<M: Classifier> TrainHook<M> for MagnitudePruning {
     }
 
     fn start(&mut self, model: M, completed_steps: usize) -> Result<M, TrainError> {
+        // Blocks and m-of-n groups are made of the inputs as the exported weight orders them.
+        self.pruner = Pruner::with_input_orders(model.exported_input_orders());
         // A resumed run rebuilds the masks the interrupted one had: the pruned weights are
         // the zeros, the smallest magnitudes there are.
         let settings = &self.settings;
