@@ -335,7 +335,8 @@ fn seeds_without_distillation_and_bad_qat_tables_are_named_errors() {
 }
 
 /// The quickstart's own recipe (pipelines/quickstart.toml) exports the dense variants, the
-/// distilled student (compared over 3 seeds), `pruned80_int8` and `qat_int8`, each verified.
+/// distilled student (compared over 3 seeds), `pruned80_int8` (block-pruned, stored sparse)
+/// and `qat_int8`, each verified.
 #[test]
 fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     let recipe = std::fs::read_to_string(repo_root().join("pipelines/quickstart.toml")).unwrap();
@@ -345,11 +346,21 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     let names = variant_names(&report);
     assert_eq!(names, ["fp32", "student_int8", "pruned80_int8", "qat_int8"]);
     assert_eq!(report["distillation"]["seeds"].as_array().unwrap().len(), 3);
+    let pruned = variant(&report, "pruned80_int8");
+    assert!(pruned["sparsity"].as_f64().unwrap() >= 0.8);
+    // Pruned in 1×16 blocks, the dense layer is stored sparse: the file is at most half the
+    // size it has with every weight dense.
+    let (bytes, dense) = (
+        pruned["bytes"].as_u64().unwrap(),
+        pruned["dense_bytes"].as_u64().expect("stored sparse"),
+    );
+    assert!(bytes * 2 <= dense, "{bytes} bytes, {dense} dense");
     assert!(
-        variant(&report, "pruned80_int8")["sparsity"]
-            .as_f64()
+        pruned["sparse_storage"]
+            .as_str()
             .unwrap()
-            >= 0.8
+            .contains("1x16 blocks"),
+        "{pruned}"
     );
     assert_eq!(report["qat"]["from"], "train");
     for name in names {

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use kiln_nn::LayerKind;
-use kiln_tflite::quant::{QParams, Rescale};
+use kiln_tflite::quant::{QParams, Rescale, quantize_symmetric};
 
 /// A conv or dense layer as its int8 kernel computes it, dequantized: the weights and the
 /// bias rounded as the exporter rounds them (in f64, from the same f32 values), the int32
@@ -22,30 +22,15 @@ pub(super) fn int8_layer<const D: usize, const O: usize>(
     let dims = weight.dims();
     let device = weight.device();
     let values = weight.clone().into_data().try_to_vec::<f32>().ok()?;
-    let (channels, inner) = match channel_axis {
-        Some(axis) if axis < D => (dims[axis], dims[axis + 1..].iter().product::<usize>()),
-        _ => (1, values.len()),
+    let channels = match channel_axis {
+        Some(axis) if axis < D => dims[axis],
+        _ => 1,
     };
-    let channel_of = |i: usize| (i / inner.max(1)) % channels.max(1);
-    let mut max_abs = vec![0.0f64; channels];
-    for (i, &v) in values.iter().enumerate() {
-        max_abs[channel_of(i)] = max_abs[channel_of(i)].max(f64::from(v).abs());
-    }
-    let scales: Vec<f64> = max_abs
-        .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
-        .collect();
-    let integer_weight: Vec<f32> = values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            (f64::from(v) / scales[channel_of(i)])
-                .round()
-                .clamp(-127.0, 127.0) as f32
-        })
-        .collect();
-    // The file stores each scale as f32; the kernels derive everything from those.
-    let stored: Vec<f32> = scales.iter().map(|&s| s as f32).collect();
+    // The exporter's own quantization (the same function): scales per channel, each stored
+    // as f32, from which the kernels derive everything.
+    let quantized = quantize_symmetric(&values, &dims, channel_axis.filter(|&a| a < D))?;
+    let integer_weight: Vec<f32> = quantized.values.iter().map(|&q| f32::from(q)).collect();
+    let stored = quantized.scales;
     let input_scale = f64::from(input.scale);
     let integer_bias = match bias {
         Some(bias) => {
