@@ -371,3 +371,63 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
         );
     }
 }
+
+/// `m_by_n = [2, 4]` (TF-MOT's `sparsity_m_by_n`): in the exported int8 file, every run of 4
+/// consecutive inputs of every output of each dense layer and multi-channel convolution
+/// (TFLite [out, in] and OHWI, inputs (kh, kw, in)) holds at most 2 non-zeros; the report
+/// names the pattern per layer.
+#[test]
+fn two_of_four_pruning_leaves_at_most_two_of_every_four_inputs_in_the_file() {
+    let (out, result) = tiny_run(
+        "two_of_four",
+        r#"stages = ["train", "prune", "export", "verify", "report"]
+[prune]
+final_sparsity = 0.5
+m_by_n = [2, 4]
+epochs = 2
+end_epoch = 1
+frequency = 4
+learning_rate = 0.0005
+variants = ["int8"]
+"#,
+        &[],
+    );
+    succeeded(&result);
+    let report = report(&out);
+    let layers = report["pruning"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    let model = kiln_tflite::Model::read_file(&out.join("model_pruned50_int8.tflite")).unwrap();
+    let mut checked = Vec::new();
+    for tensor in &model.subgraphs[0].tensors {
+        let is_weight = tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights");
+        let shape: Vec<usize> = tensor.shape.iter().map(|&d| d as usize).collect();
+        // Single-channel convolutions (conv1 on grey digits) are pruned value by value.
+        if !is_weight || shape.last() == Some(&1) {
+            continue;
+        }
+        assert!(tensor.sparsity.is_none(), "{}: stored dense", tensor.name);
+        let data = model.tensor_data(tensor);
+        let inputs: usize = shape[1..].iter().product();
+        for (row, weights) in data.chunks_exact(inputs).enumerate() {
+            for (group, four) in weights.chunks(4).enumerate() {
+                let kept = four.iter().filter(|&&b| b != 0).count();
+                assert!(
+                    kept <= 2,
+                    "{} output {row} group {group}: {four:?}",
+                    tensor.name
+                );
+            }
+        }
+        checked.push(tensor.name.clone());
+    }
+    assert_eq!(
+        checked,
+        ["conv2/filter", "dense1/weights", "logits/weights"],
+        "every multi-channel weight"
+    );
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("| `fc1` | 102400 |") && markdown.contains("| 2:4 |"),
+        "{markdown}"
+    );
+}
