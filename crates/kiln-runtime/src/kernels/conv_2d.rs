@@ -55,6 +55,36 @@ struct PackedFilter {
     outside: u8,
     rescale: ChannelRescale,
     range: OutputRange,
+    /// With a constant bias: what each channel's sum gains besides the GEMM (correction and
+    /// bias), made once instead of per invoke.
+    offsets: Option<ChannelOffsets>,
+}
+
+/// A channel's sum's correction plus bias, laid out for the fused epilogue (padded to 16)
+/// and for the row requantization (periodic).
+#[derive(Debug)]
+struct ChannelOffsets {
+    padded: Vec<i32>,
+    periodic: Vec<i32>,
+}
+
+impl ChannelOffsets {
+    fn new(
+        gemm: &QuantizedGemm,
+        rescale: &ChannelRescale,
+        bias: Option<&[i32]>,
+        out_c: usize,
+    ) -> Self {
+        let per_channel: Vec<i32> = (0..out_c)
+            .map(|oc| gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
+            .collect();
+        let mut padded = per_channel.clone();
+        padded.resize(out_c.div_ceil(16) * 16, 0);
+        Self {
+            periodic: rescale.periodic(&per_channel),
+            padded,
+        }
+    }
 }
 
 /// Output pixels gathered per GEMM call (a multiple of the microkernel's rows).
@@ -96,7 +126,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     } else if let Arithmetic::Hybrid { .. } = conv.arithmetic {
         pack_hybrid_filter(&conv, prep.input_value(1)).map(Packed::Hybrid)
     } else {
-        pack_filter(&conv, group_c, prep.input_value(1)).map(Packed::Quantized)
+        pack_filter(&conv, group_c, prep.input_value(1), prep.input_value(2)).map(Packed::Quantized)
     };
     Ok(Box::new(Conv2D {
         conv,
@@ -135,7 +165,12 @@ fn pack_hybrid_filter(conv: &Convolution, filter: Option<&[u8]>) -> Option<Packe
 /// The filter packed for the integer GEMM: for quantized, ungrouped convolutions whose filter
 /// is a constant with values (after its zero point) in i8's range — every int8 model; legacy
 /// uint8 filters with a zero point keep the direct path.
-fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Option<PackedFilter> {
+fn pack_filter(
+    conv: &Convolution,
+    group_c: usize,
+    filter: Option<&[u8]>,
+    bias: Option<&[u8]>,
+) -> Option<PackedFilter> {
     let Arithmetic::Quantized(q) = &conv.arithmetic else {
         return None;
     };
@@ -152,11 +187,23 @@ fn pack_filter(conv: &Convolution, group_c: usize, filter: Option<&[u8]>) -> Opt
     }
     let gemm = QuantizedGemm::new(q, g.out_c, k, filter?)?;
     let outside = u8::try_from(QuantizedGemm::shift(q) - q.input_offset).ok()?;
+    let rescale = ChannelRescale::new(multipliers);
+    // A constant bias (every converter file) fixes the offsets now; a file that feeds the
+    // bias at run time gets them per invoke.
+    let offsets = bias.filter(|b| b.len() == g.out_c * 4).map(|b| {
+        // Read byte-wise: a constant's bytes need not be aligned at prepare.
+        let bias: Vec<i32> = b
+            .chunks_exact(4)
+            .map(|v| i32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+            .collect();
+        ChannelOffsets::new(&gemm, &rescale, Some(&bias), g.out_c)
+    });
     Some(PackedFilter {
         gemm,
         outside,
-        rescale: ChannelRescale::new(multipliers),
+        rescale,
         range: OutputRange::of(q),
+        offsets,
     })
 }
 
@@ -293,17 +340,15 @@ impl Conv2D {
         let pixels = g.out_h * g.out_w;
         let image_len = g.in_h * g.in_w * g.in_c;
         // What each channel's sum gains besides the GEMM: the shift's and zero point's
-        // correction, and the bias.
-        let per_channel: Vec<i32> = (0..g.out_c)
-            .map(|oc| p.gemm.correction[oc].wrapping_add(bias.map_or(0, |b| b[oc])))
-            .collect();
-        #[cfg(target_arch = "x86_64")]
-        let padded: Vec<i32> = per_channel
-            .iter()
-            .copied()
-            .chain(std::iter::repeat(0))
-            .take(g.out_c.div_ceil(16) * 16)
-            .collect();
+        // correction, and the bias (made at prepare for a constant bias).
+        let made;
+        let offsets = match &p.offsets {
+            Some(offsets) => offsets,
+            None => {
+                made = ChannelOffsets::new(&p.gemm, &p.rescale, bias, g.out_c);
+                &made
+            }
+        };
         // With VNNI and AVX-512 the sums are requantized in the GEMM's registers.
         #[cfg(target_arch = "x86_64")]
         let fused = p
@@ -314,19 +359,12 @@ impl Conv2D {
             .flatten()
             .map(|wide| Requantization {
                 wide,
-                offsets: &padded,
+                offsets: &offsets.padded,
                 range: p.range,
             });
-        #[cfg(target_arch = "x86_64")]
-        let fuses = fused.is_some();
-        #[cfg(not(target_arch = "x86_64"))]
-        let fuses = false;
-        // The row requantization's offsets, only where the GEMM does not requantize itself.
-        let offsets = if fuses {
-            Vec::new()
-        } else {
-            p.rescale.periodic(&per_channel)
-        };
+        // The row requantization's offsets (used only where the GEMM does not requantize
+        // itself).
+        let offsets = &offsets.periodic;
         // `rows` (bytes read ^ `flip`) times the filter, requantized into `out`.
         let finish = |rows: &[u8], count: usize, flip: u8, out: &mut [u8]| {
             #[cfg(target_arch = "x86_64")]
@@ -338,7 +376,7 @@ impl Conv2D {
             }
             i32::with(count * g.out_c, |sums| {
                 p.gemm.weights.multiply_flipped(rows, count, flip, sums);
-                p.rescale.requantize(sums, &offsets, p.range, out);
+                p.rescale.requantize(sums, offsets, p.range, out);
             });
         };
         let work = pixels * g.out_c * row_len;
@@ -518,7 +556,12 @@ impl OpKernel for Conv2D {
     fn prepared_bytes(&self) -> usize {
         match &self.packed {
             Some(Packed::Float(weights)) => weights.bytes(),
-            Some(Packed::Quantized(p)) => p.gemm.bytes(),
+            Some(Packed::Quantized(p)) => {
+                p.gemm.bytes()
+                    + p.offsets.as_ref().map_or(0, |o| {
+                        (o.padded.len() + o.periodic.len()) * size_of::<i32>()
+                    })
+            }
             Some(Packed::Hybrid(weights)) => weights.bytes(),
             None => 0,
         }

@@ -13,6 +13,7 @@ use kiln_tflite::BuiltinOptions;
 use super::common::dot::{dot, dot_q8};
 use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
 use super::common::quant::{load_q, quantize_floats, store_q};
+use super::common::scratch::Scratch;
 use super::common::weighted::{self, Arithmetic, WeightedOp};
 use super::densify::densify;
 use super::{In, Kernel, OpKernel, Out, Prep};
@@ -181,25 +182,29 @@ impl OpKernel for FullyConnected {
                 let output = &mut *outputs[0].data;
                 let row_len = p.weights.row_len();
                 let rows = self.batches;
-                let mut shifted = vec![0u8; rows * row_len];
-                for b in 0..self.batches {
-                    let src = &input.data[b * n_in..][..n_in];
-                    for (d, &s) in shifted[b * row_len..][..n_in].iter_mut().zip(src) {
-                        *d = s ^ p.flip;
+                // Per-thread buffers reused across invokes; the padding past `n_in` in each
+                // row meets zero weights, so stale bytes there are harmless.
+                u8::with(rows * row_len, |shifted| {
+                    for b in 0..self.batches {
+                        let src = &input.data[b * n_in..][..n_in];
+                        for (d, &s) in shifted[b * row_len..][..n_in].iter_mut().zip(src) {
+                            *d = s ^ p.flip;
+                        }
                     }
-                }
-                let mut sums = vec![0i32; rows * n_out];
-                p.weights.multiply(&shifted, rows, &mut sums);
-                for b in 0..self.batches {
-                    for o in 0..n_out {
-                        let acc = sums[b * n_out + o].wrapping_add(p.correction[o]);
-                        store_q(
-                            output,
-                            b * n_out + o,
-                            q.finish(acc, bias.map_or(0, |bias| bias[o]), o),
-                        );
-                    }
-                }
+                    i32::with(rows * n_out, |sums| {
+                        p.weights.multiply(shifted, rows, sums);
+                        for b in 0..self.batches {
+                            for o in 0..n_out {
+                                let acc = sums[b * n_out + o].wrapping_add(p.correction[o]);
+                                store_q(
+                                    output,
+                                    b * n_out + o,
+                                    q.finish(acc, bias.map_or(0, |bias| bias[o]), o),
+                                );
+                            }
+                        }
+                    })
+                });
             }
             Arithmetic::Quantized(q) => {
                 let bias = bias.map(as_i32);

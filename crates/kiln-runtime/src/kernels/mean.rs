@@ -15,6 +15,7 @@ use kiln_tflite::{BuiltinOptions, TensorType};
 
 use super::common::lut::{checked_multiplier, scale_and_zero_point, walk_strided};
 use super::common::quant::{load_q, store_q};
+use super::common::scratch::Scratch;
 use super::{In, Kernel, OpKernel, Out, Prep};
 use crate::error::RuntimeError;
 use crate::tensor::as_f32_mut;
@@ -245,35 +246,40 @@ impl OpKernel for Mean {
                     out.fill(0);
                     return;
                 }
-                let mut sums = vec![0i32; self.output_len];
-                match (self.span, q.signed) {
-                    (Some((outer, reduce, inner)), signed) => {
-                        for (o, sums) in sums.chunks_exact_mut(inner.max(1)).take(outer).enumerate()
-                        {
-                            let rows = &input.data[o * reduce * inner..][..reduce * inner];
-                            if signed {
-                                add_rows(sums, rows, reduce, |s: i32, x: u8| {
-                                    s.wrapping_add(i32::from(x as i8))
-                                });
-                            } else {
-                                add_rows(sums, rows, reduce, |s: i32, x: u8| {
-                                    s.wrapping_add(i32::from(x))
-                                });
+                i32::with(self.output_len, |sums| {
+                    sums.fill(0);
+                    match (self.span, q.signed) {
+                        (Some((outer, reduce, inner)), signed) => {
+                            for (o, sums) in
+                                sums.chunks_exact_mut(inner.max(1)).take(outer).enumerate()
+                            {
+                                let rows = &input.data[o * reduce * inner..][..reduce * inner];
+                                if signed {
+                                    add_rows(sums, rows, reduce, |s: i32, x: u8| {
+                                        s.wrapping_add(i32::from(x as i8))
+                                    });
+                                } else {
+                                    add_rows(sums, rows, reduce, |s: i32, x: u8| {
+                                        s.wrapping_add(i32::from(x))
+                                    });
+                                }
                             }
                         }
+                        (None, _) => {
+                            walk_strided(&self.input_shape, &self.output_strides, |i, o| {
+                                sums[o] = sums[o].wrapping_add(load_q(input.data, q.signed, i));
+                            })
+                        }
                     }
-                    (None, _) => walk_strided(&self.input_shape, &self.output_strides, |i, o| {
-                        sums[o] = sums[o].wrapping_add(load_q(input.data, q.signed, i));
-                    }),
-                }
-                let (min, max) = if q.signed { (-128, 127) } else { (0, 255) };
-                let zero_sum = i64::from(q.input_zero_point) * self.count as i64;
-                for (o, &sum) in sums.iter().enumerate() {
-                    let shifted = (i64::from(sum) - zero_sum) as i32;
-                    let value = multiply_by_quantized_multiplier(shifted, q.multiplier)
-                        .wrapping_add(q.output_zero_point);
-                    store_q(out, o, value.clamp(min, max));
-                }
+                    let (min, max) = if q.signed { (-128, 127) } else { (0, 255) };
+                    let zero_sum = i64::from(q.input_zero_point) * self.count as i64;
+                    for (o, &sum) in sums.iter().enumerate() {
+                        let shifted = (i64::from(sum) - zero_sum) as i32;
+                        let value = multiply_by_quantized_multiplier(shifted, q.multiplier)
+                            .wrapping_add(q.output_zero_point);
+                        store_q(out, o, value.clamp(min, max));
+                    }
+                });
             }
         }
     }

@@ -24,6 +24,8 @@ enum Arithmetic {
         signed: bool,
         /// The one multiplier for a block of products, vectorised.
         rescale: ChannelRescale,
+        /// A row of zero offsets for `rescale`, made once.
+        zeros: Vec<i32>,
     },
 }
 
@@ -50,6 +52,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
                 range: activation_range(prep, elementwise.activation, output)?,
                 signed: output.dtype == kiln_tflite::TensorType::Int8,
                 rescale: ChannelRescale::new(&[multiplier]),
+                zeros: vec![0; 16],
             }
         }
     };
@@ -76,6 +79,7 @@ impl OpKernel for Mul {
                 range,
                 signed,
                 rescale,
+                zeros,
             } => {
                 let (Some(a), Some(b)) = (&inputs[0], &inputs[1]) else {
                     unreachable!("prepared")
@@ -105,8 +109,7 @@ impl OpKernel for Mul {
                         min: range.0,
                         max: range.1,
                     };
-                    let zeros = rescale.periodic(&[0]);
-                    rescale.requantize(products, &zeros, range, output);
+                    rescale.requantize(products, zeros, range, output);
                 });
             }
         }

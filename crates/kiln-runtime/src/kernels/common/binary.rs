@@ -279,6 +279,8 @@ pub struct AddSubParams {
     /// The output multiplier for a block of sums, vectorised: the same bits as the
     /// smaller-than-one rescale when its shift is not positive (always, from the converter).
     rescale: Option<ChannelRescale>,
+    /// A row of zero offsets for `rescale`, made once.
+    zeros: Vec<i32>,
 }
 
 const LEFT_SHIFT: i32 = 20;
@@ -316,6 +318,7 @@ impl AddSubParams {
             range: activation_range(prep, activation, output)?,
             rescale: (output_multiplier.shift <= 0)
                 .then(|| ChannelRescale::new(&[output_multiplier])),
+            zeros: vec![0; 16],
         })
     }
 
@@ -365,7 +368,7 @@ impl AddSubParams {
                     min: self.range.0,
                     max: self.range.1,
                 };
-                rescale.requantize(sums, &rescale.periodic(&[0]), range, output);
+                rescale.requantize(sums, &self.zeros, range, output);
             });
             return;
         }

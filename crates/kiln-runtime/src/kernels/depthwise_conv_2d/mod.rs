@@ -37,11 +37,18 @@ struct PreparedQuantized {
     filter: Vec<Wrapping>,
     /// The filter for the VNNI kernel, when the layer and the CPU suit it.
     vnni: Option<VnniDepthwise>,
+    /// A constant bias per channel, padded to 16 (what the VNNI kernel's epilogue adds),
+    /// made once instead of per invoke.
+    padded_bias: Option<Vec<i32>>,
     rescale: ChannelRescale,
     range: OutputRange,
 }
 
-fn prepare_quantized(conv: &Convolution, filter: Option<&[u8]>) -> Option<PreparedQuantized> {
+fn prepare_quantized(
+    conv: &Convolution,
+    filter: Option<&[u8]>,
+    bias: Option<&[u8]>,
+) -> Option<PreparedQuantized> {
     let Arithmetic::Quantized(q) = &conv.arithmetic else {
         return None;
     };
@@ -55,9 +62,19 @@ fn prepare_quantized(conv: &Convolution, filter: Option<&[u8]>) -> Option<Prepar
     }
     let filter = widen(filter, q.filter_signed, q.filter_offset);
     let vnni = VnniDepthwise::new(g, as_i32s(&filter), q.input_signed, q.input_offset);
+    // Read byte-wise: a constant's bytes need not be aligned at prepare.
+    let padded_bias = bias.filter(|b| b.len() == g.out_c * 4).map(|b| {
+        let mut bias: Vec<i32> = b
+            .chunks_exact(4)
+            .map(|v| i32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+            .collect();
+        bias.resize(g.out_c.div_ceil(16) * 16, 0);
+        bias
+    });
     Some(PreparedQuantized {
         filter,
         vnni,
+        padded_bias,
         rescale: ChannelRescale::new(multipliers),
         range: OutputRange::of(q),
     })
@@ -91,7 +108,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     }
     // TFLite's hybrid depthwise always quantizes its input asymmetrically.
     let conv = operands.prepare(prep, geometry, &options, 3, true)?;
-    let quantized = prepare_quantized(&conv, prep.input_value(1));
+    let quantized = prepare_quantized(&conv, prep.input_value(1), prep.input_value(2));
     Ok(Box::new(DepthwiseConv2D {
         conv,
         multiplier,
@@ -567,7 +584,11 @@ fn widen(data: &[u8], signed: bool, offset: i32) -> Vec<Wrapping> {
 impl OpKernel for DepthwiseConv2D {
     fn prepared_bytes(&self) -> usize {
         self.quantized.as_ref().map_or(0, |q| {
-            q.filter.len() * size_of::<Wrapping>() + q.vnni.as_ref().map_or(0, VnniDepthwise::bytes)
+            q.filter.len() * size_of::<Wrapping>()
+                + q.vnni.as_ref().map_or(0, VnniDepthwise::bytes)
+                + q.padded_bias
+                    .as_ref()
+                    .map_or(0, |b| b.len() * size_of::<i32>())
         })
     }
 
@@ -631,18 +652,27 @@ impl OpKernel for DepthwiseConv2D {
                 let Some(prepared) = &self.quantized else {
                     unreachable!("guarded")
                 };
-                let per_channel = bias
-                    .map(as_i32)
-                    .map_or_else(|| vec![0; out_c], <[i32]>::to_vec);
+                let per_channel = || {
+                    bias.map(as_i32)
+                        .map_or_else(|| vec![0; out_c], <[i32]>::to_vec)
+                };
                 let output = &mut *outputs[0].data;
                 let g = &self.conv.geometry;
                 #[cfg(target_arch = "x86_64")]
                 if let (Some(vnni), Some(wide)) = (&prepared.vnni, prepared.rescale.wide()) {
-                    let mut offsets = per_channel;
-                    offsets.resize(out_c.div_ceil(16) * 16, 0);
+                    let made;
+                    let offsets = match &prepared.padded_bias {
+                        Some(bias) => bias,
+                        None => {
+                            let mut padded = per_channel();
+                            padded.resize(out_c.div_ceil(16) * 16, 0);
+                            made = padded;
+                            &made
+                        }
+                    };
                     let q = Requantization {
                         wide,
-                        offsets: &offsets,
+                        offsets,
                         range: prepared.range,
                     };
                     let row = g.out_w * out_c;
@@ -664,7 +694,7 @@ impl OpKernel for DepthwiseConv2D {
                     return;
                 }
                 // One requantization call per output row.
-                let bias = prepared.rescale.periodic(&per_channel);
+                let bias = prepared.rescale.periodic(&per_channel());
                 #[cfg(target_arch = "x86_64")]
                 if self.multiplier == 1
                     && self.conv.geometry.filter_h * self.conv.geometry.filter_w <= MAX_TAPS
