@@ -23,9 +23,21 @@ struct Case {
 
 #[derive(Clone, Copy)]
 enum Layer {
-    Conv { kernel: usize, stride: usize },
-    Depthwise { kernel: usize, stride: usize },
+    Conv {
+        kernel: usize,
+        stride: usize,
+    },
+    Depthwise {
+        kernel: usize,
+        stride: usize,
+    },
     FullyConnected,
+    /// A fully-connected layer whose weights are pruned in 1×16 blocks: `zero_percent` of the
+    /// blocks zero (kiln-runtime takes its block-sparse product from 50% for float32, 80%
+    /// for int8).
+    PrunedFullyConnected {
+        zero_percent: usize,
+    },
 }
 
 /// Deterministic bytes (an LCG): benchmarks need no randomness crate.
@@ -111,7 +123,7 @@ fn case(layer: Layer, (h, w, c): (usize, usize, usize), out_c: usize, int8: bool
                 }),
             )
         }
-        Layer::FullyConnected => (
+        Layer::FullyConnected | Layer::PrunedFullyConnected { .. } => (
             BuiltinOp::FULLY_CONNECTED,
             vec![out_c, c],
             vec![1, out_c],
@@ -120,7 +132,7 @@ fn case(layer: Layer, (h, w, c): (usize, usize, usize), out_c: usize, int8: bool
         ),
     };
     let (input_shape, channels) = match layer {
-        Layer::FullyConnected => (vec![1, c], out_c),
+        Layer::FullyConnected | Layer::PrunedFullyConnected { .. } => (vec![1, c], out_c),
         _ => (vec![1, h, w, c], *out_shape.last().unwrap_or(&out_c)),
     };
     let filter_len: usize = filter_shape.iter().product();
@@ -130,7 +142,7 @@ fn case(layer: Layer, (h, w, c): (usize, usize, usize), out_c: usize, int8: bool
     } else {
         TensorType::Float32
     };
-    let (filter_data, bias_data) = if int8 {
+    let (mut filter_data, bias_data): (Vec<u8>, Vec<u8>) = if int8 {
         let filter = bytes(filter_len, 7)
             .into_iter()
             .map(|b| b.max(1)) // −127..=127, as the converter writes
@@ -143,6 +155,15 @@ fn case(layer: Layer, (h, w, c): (usize, usize, usize), out_c: usize, int8: bool
     } else {
         (floats(filter_len, 7), floats(channels, 9))
     };
+    if let Layer::PrunedFullyConnected { zero_percent } = layer {
+        // Zero blocks of 16 weights (64 bytes of float32), spread evenly.
+        let block_bytes = 16 * if int8 { 1 } else { 4 };
+        for (b, block) in filter_data.chunks_mut(block_bytes).enumerate() {
+            if (b * 37 % 100) < zero_percent {
+                block.fill(0);
+            }
+        }
+    }
     let filter_buffer = model.push_buffer(filter_data);
     let bias_buffer = model.push_buffer(bias_data);
     let opcode = model.intern_opcode(op, 1);
@@ -191,9 +212,12 @@ fn case(layer: Layer, (h, w, c): (usize, usize, usize), out_c: usize, int8: bool
         Layer::Conv { kernel, stride } => format!("conv {kernel}x{kernel}/{stride}"),
         Layer::Depthwise { kernel, stride } => format!("depthwise {kernel}x{kernel}/{stride}"),
         Layer::FullyConnected => "fully connected".into(),
+        Layer::PrunedFullyConnected { zero_percent } => {
+            format!("fully connected {zero_percent}% sparse 1x16")
+        }
     };
     let shape = match layer {
-        Layer::FullyConnected => format!("{c} -> {out_c}"),
+        Layer::FullyConnected | Layer::PrunedFullyConnected { .. } => format!("{c} -> {out_c}"),
         _ => format!("{h}x{w}x{c} -> {out_c}"),
     };
     Case {
@@ -313,6 +337,15 @@ fn main() {
             int8,
         ));
         cases.push(case(Layer::FullyConnected, (1, 1, 1280), 1000, int8));
+        // MACs count the dense layer's, so GMAC/s is the dense-equivalent rate.
+        for zero_percent in [50, 80, 90] {
+            cases.push(case(
+                Layer::PrunedFullyConnected { zero_percent },
+                (1, 1, 1280),
+                1000,
+                int8,
+            ));
+        }
     }
     println!("kiln-runtime kernels ({})", kiln_runtime::kernel_sets());
     println!(

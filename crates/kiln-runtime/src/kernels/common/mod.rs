@@ -1,6 +1,8 @@
 //! What several operators' kernels share; nothing here is one operator's kernel.
 //!
 //! - `binary`: NumPy broadcasting and the quantized rescaling of ADD, SUB and MUL;
+//! - `block_sparse`: weights pruned in blocks kept as their non-zero blocks, and the
+//!   products that skip the rest;
 //! - `convolution`: CONV_2D's and DEPTHWISE_CONV_2D's operands, receptive-field geometry and
 //!   arithmetic set-up;
 //! - `dot`: the inner products the float and integer kernels spend their time in;
@@ -25,6 +27,7 @@
 //! - `testing`: prepares and runs one kernel on hand-built tensors, for unit tests.
 
 pub mod binary;
+pub mod block_sparse;
 pub mod convolution;
 pub mod dot;
 pub mod exp;
