@@ -1,5 +1,6 @@
 //! `pipeline compare RUN_DIR... [--out DIR]`: one table across runs — every variant of every
-//! run with its size, gzip size, accuracy, latency and sparsity — and one plot,
+//! run with its size (and its dense size when stored sparse), gzip size, accuracy, latency and
+//! sparsity — and one plot,
 //! `compare.svg`/`.png` (accuracy against raw and gzip size, each run in its color, the Pareto
 //! frontier over all of them), for researchers comparing configs, seeds or schedules.
 
@@ -19,6 +20,8 @@ struct Row {
     seed: Option<u64>,
     variant: String,
     bytes: Option<u64>,
+    /// With weights stored sparse, the file's size with every weight dense.
+    dense_bytes: Option<u64>,
     gzip_bytes: Option<u64>,
     size_vs_fp32: Option<f64>,
     accuracy: Option<f64>,
@@ -52,7 +55,8 @@ pub fn run(run_dirs: &[PathBuf], plot_dir: &Path, as_json: bool) -> Result<()> {
             .map(|r| {
                 json!({
                     "run": r.run, "name": r.name, "seed": r.seed, "variant": r.variant,
-                    "bytes": r.bytes, "gzip_bytes": r.gzip_bytes, "size_vs_fp32": r.size_vs_fp32,
+                    "bytes": r.bytes, "dense_bytes": r.dense_bytes, "gzip_bytes": r.gzip_bytes,
+                    "size_vs_fp32": r.size_vs_fp32,
                     "accuracy": r.accuracy, "accuracy_delta": r.accuracy_delta,
                     "latency_ms_p50": r.latency_ms_p50, "sparsity": r.sparsity,
                 })
@@ -87,6 +91,7 @@ fn rows_of(dir: &Path) -> Result<Vec<Row>> {
             seed: report["seed"].as_u64(),
             variant: v["name"].as_str().unwrap_or("?").to_owned(),
             bytes: v["bytes"].as_u64(),
+            dense_bytes: v["dense_bytes"].as_u64(),
             gzip_bytes: v["gzip_bytes"].as_u64(),
             size_vs_fp32: v["size_vs_fp32"].as_f64(),
             accuracy: v["accuracy"].as_f64(),
@@ -128,7 +133,7 @@ fn plot(rows: &[Row]) -> Result<Option<Plot>> {
 
 fn table(rows: &[Row]) -> String {
     let dash = || "—".to_owned();
-    let cells: Vec<[String; 10]> = rows
+    let cells: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
             [
@@ -136,6 +141,7 @@ fn table(rows: &[Row]) -> String {
                 r.seed.map_or_else(dash, |s| s.to_string()),
                 r.variant.clone(),
                 r.bytes.map_or_else(dash, |b| b.to_string()),
+                r.dense_bytes.map_or_else(dash, |b| b.to_string()),
                 r.gzip_bytes.map_or_else(dash, |b| b.to_string()),
                 r.size_vs_fp32
                     .map_or_else(dash, |s| format!("{:.1}%", 100.0 * s)),
@@ -150,7 +156,8 @@ fn table(rows: &[Row]) -> String {
         })
         .collect();
     let header = [
-        "run", "seed", "variant", "bytes", "gzip", "vs fp32", "accuracy", "Δ pt", "p50", "sparsity",
+        "run", "seed", "variant", "bytes", "dense", "gzip", "vs fp32", "accuracy", "Δ pt", "p50",
+        "sparsity",
     ];
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
@@ -202,6 +209,8 @@ mod tests {
                  "accuracy": accuracy, "accuracy_delta": 0.0, "latency_ms_p50": 0.5},
                 {"name": "int8", "bytes": 250, "gzip_bytes": 200, "size_vs_fp32": 0.25,
                  "accuracy": accuracy - 0.001, "accuracy_delta": -0.001, "latency_ms_p50": null},
+                {"name": "pruned80_int8", "bytes": 75, "dense_bytes": 250, "gzip_bytes": 60,
+                 "size_vs_fp32": 0.075, "accuracy": accuracy - 0.002, "sparsity": 0.8},
             ]
         });
         std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
@@ -214,10 +223,12 @@ mod tests {
         write_report(&a, 1, 0.98);
         write_report(&b, 2, 0.97);
         let rows: Vec<Row> = [&a, &b].iter().flat_map(|d| rows_of(d).unwrap()).collect();
-        assert_eq!(rows.len(), 4);
-        assert_eq!((rows[2].seed, rows[2].variant.as_str()), (Some(2), "fp32"));
+        assert_eq!(rows.len(), 6);
+        assert_eq!((rows[3].seed, rows[3].variant.as_str()), (Some(2), "fp32"));
+        assert_eq!((rows[2].bytes, rows[2].dense_bytes), (Some(75), Some(250)));
         let text = table(&rows);
-        assert!(text.lines().count() == 5, "{text}");
+        assert!(text.lines().count() == 7, "{text}");
+        assert!(text.lines().next().unwrap().contains("dense"), "{text}");
         assert!(
             text.contains("98.00%") && text.contains("25.0%") && text.contains("—"),
             "{text}"
