@@ -65,6 +65,23 @@ impl<T: Copy> BlockSparse<T> {
         })
     }
 
+    /// The row count, after checking that `batches` input rows of `cols` (`x_len` values)
+    /// hold every kept block and `out_len` every output: what the kernels' unchecked loads
+    /// rely on.
+    fn check(&self, x_len: usize, out_len: usize, (batches, cols): (usize, usize)) -> usize {
+        let rows = self.row_starts.len() - 1;
+        assert!(
+            x_len >= batches * cols
+                && out_len >= batches * rows
+                && self
+                    .columns
+                    .iter()
+                    .all(|&c| c as usize + self.width <= cols),
+            "prepared shapes"
+        );
+        rows
+    }
+
     pub fn bytes(&self) -> usize {
         self.values.len() * size_of::<T>()
             + self.columns.len() * size_of::<u32>()
@@ -104,14 +121,7 @@ impl BlockSparse<i8> {
     /// `cols` bytes, zero blocks skipped. With AVX-512 VNNI one `vpdpbusd` takes a 16-wide
     /// block; elsewhere portable loops.
     pub fn multiply(&self, x: &[u8], flip: u8, (batches, cols): (usize, usize), sums: &mut [i32]) {
-        let rows = self.row_starts.len() - 1;
-        assert!(x.len() >= batches * cols && sums.len() >= batches * rows);
-        assert!(
-            self.columns
-                .iter()
-                .all(|&c| c as usize + self.width <= cols),
-            "prepared shapes"
-        );
+        let rows = self.check(x.len(), sums.len(), (batches, cols));
         #[cfg(target_arch = "x86_64")]
         if self.width == 16
             && std::arch::is_x86_feature_detected!("avx512f")
@@ -208,14 +218,7 @@ impl BlockSparse<f32> {
     /// `out[b · rows + r] = Σ_k w[r, k] · x[b, k]`, zero blocks skipped: one fused
     /// multiply-add per 16- or 4-wide block with AVX-512, portable loops elsewhere.
     pub fn multiply(&self, x: &[f32], (batches, cols): (usize, usize), out: &mut [f32]) {
-        let rows = self.row_starts.len() - 1;
-        assert!(x.len() >= batches * cols && out.len() >= batches * rows);
-        assert!(
-            self.columns
-                .iter()
-                .all(|&c| c as usize + self.width <= cols),
-            "prepared shapes"
-        );
+        let rows = self.check(x.len(), out.len(), (batches, cols));
         #[cfg(target_arch = "x86_64")]
         if matches!(self.width, 4 | 16) && std::arch::is_x86_feature_detected!("avx512f") {
             for b in 0..batches {
