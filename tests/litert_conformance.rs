@@ -471,3 +471,83 @@ fn sparse_pruned_files_run_in_litert_under_every_kernel_set() {
         }
     }
 }
+
+/// A clustered model (every conv and dense weight snapped to 16 values per layer) exports
+/// its int8 weights per tensor — one grid for all channels, one code per value — and LiteRT
+/// runs that file under all three kernel sets with kiln-runtime's outputs (bit-exact with
+/// the reference kernels, within a step of the others).
+#[test]
+fn clustered_int8_files_run_in_litert_under_every_kernel_set() {
+    use kiln_tflite::{BuiltinOp, TensorType};
+    let Some(python) = litert() else { return };
+    let dir = tiny_quickstart_run(&scratch_dir("litert_clustered"));
+    let mut model = Model::read_file(&dir.join("model_fp32.tflite")).unwrap();
+    let graph = &model.subgraphs[0];
+    let weights: Vec<usize> = graph
+        .operators
+        .iter()
+        .filter(|op| {
+            model.opcode_of(op).is_some_and(|c| {
+                matches!(c.builtin, BuiltinOp::CONV_2D | BuiltinOp::FULLY_CONNECTED)
+            })
+        })
+        .map(|op| op.inputs[1] as usize)
+        .collect();
+    for t in weights {
+        let tensor = model.subgraphs[0].tensors[t].clone();
+        assert_eq!(tensor.dtype, TensorType::Float32);
+        let values: Vec<f32> = model
+            .tensor_data(&tensor)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        // 16 evenly spaced centroids over the layer's range.
+        let (lo, hi) = values
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        let step = (hi - lo) / 15.0;
+        let snapped: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| (lo + ((v - lo) / step).round() * step).to_le_bytes())
+            .collect();
+        let buffer = model.push_buffer(snapped);
+        model.subgraphs[0].tensors[t].buffer = buffer;
+    }
+    let mut calibrator = Calibrator::new(&model).unwrap();
+    for row in uniform_inputs(ROWS * 28 * 28, 3).chunks_exact(28 * 28) {
+        calibrator.observe(&[row]).unwrap();
+    }
+    let int8 = quantize_int8(
+        &model,
+        &calibrator.finish().unwrap(),
+        &Int8Options::default(),
+    )
+    .unwrap();
+    for tensor in &int8.subgraphs[0].tensors {
+        if tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights") {
+            let q = tensor.quantization.as_ref().unwrap();
+            assert_eq!(
+                q.scale.len(),
+                1,
+                "{}: one scale for the tensor",
+                tensor.name
+            );
+            let mut codes = int8.tensor_data(tensor).to_vec();
+            codes.sort_unstable();
+            codes.dedup();
+            assert!(codes.len() <= 16, "{}: {} codes", tensor.name, codes.len());
+        }
+    }
+    let path = dir.join("clustered_int8.tflite");
+    int8.write_file(&path).unwrap();
+    check_variant(
+        &python,
+        &dir,
+        "clustered_int8",
+        &path,
+        Expect::Steps {
+            step: 1.0,
+            slack: 1.0,
+        },
+    );
+}

@@ -2,7 +2,9 @@
 //! int32 on the grid of the accumulator they are added to (input_scale × weight_scale), and
 //! any other float constant (an ADD operand, say) per-tensor int8 from its own range.
 
-use kiln_tflite::quant::{QParams, Range, asymmetric_int8_params, quantize_symmetric};
+use kiln_tflite::quant::{
+    QParams, Range, asymmetric_int8_params, int8_weight_axis, quantize_symmetric,
+};
 use kiln_tflite::{Model, Quantization, TensorType};
 
 use super::bias::quantize_bias;
@@ -77,6 +79,8 @@ pub(super) fn quantize_weights(
         ))
     })?;
     let shape = dims(tensor);
+    // A clustered weight per tensor (its channels share one grid), others per channel.
+    let axis = int8_weight_axis(&values, axis);
     let q = quantize_symmetric(&values, &shape, axis)
         .ok_or_else(|| err(format!("weights '{}' have shape {shape:?}", tensor.name)))?;
     let buffer = out.push_buffer(q.values.iter().map(|&v| v as u8).collect());

@@ -23,4 +23,4 @@ pub use fixed_point::{
 };
 pub use params::{QParams, Range, asymmetric_int8_params};
 pub use requantize::Rescale;
-pub use symmetric::{SymmetricWeights, quantize_symmetric};
+pub use symmetric::{SymmetricWeights, int8_weight_axis, quantize_symmetric};

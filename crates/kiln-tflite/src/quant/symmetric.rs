@@ -78,6 +78,21 @@ pub fn quantize_symmetric(
     })
 }
 
+/// The axis full-int8 export quantizes a weight along: `axis` (one scale per channel), except
+/// for a weight that takes few values — at most 256 distinct ones, each used four times on
+/// average, as a clustered layer's centroids are — which is quantized per tensor: every
+/// channel then shares one grid and the file keeps one int8 code per value, which is what
+/// makes a clustered model compress (per-channel scales would give each channel its own
+/// codes). The exporter and QAT's int8 inference both ask this.
+pub fn int8_weight_axis(values: &[f32], axis: Option<usize>) -> Option<usize> {
+    axis?;
+    let mut distinct: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let palettized = distinct.len() <= 256 && distinct.len() * 4 <= values.len();
+    if palettized { None } else { axis }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +151,17 @@ mod tests {
         let q = quantize_symmetric(&w, &[5], None).unwrap();
         assert_eq!(q.scales, vec![step]);
         assert_eq!(q.values, vec![127, 1, -1, 2, 3]);
+    }
+
+    #[test]
+    fn palettized_weights_are_quantized_per_tensor() {
+        // 16 values each used 8 times: per tensor.
+        let clustered: Vec<f32> = (0..128).map(|i| (i % 16) as f32 * 0.1 - 0.8).collect();
+        assert_eq!(int8_weight_axis(&clustered, Some(0)), None);
+        // Every value distinct, or few values used once each: per channel.
+        let dense: Vec<f32> = (0..128).map(|i| i as f32 * 0.01).collect();
+        assert_eq!(int8_weight_axis(&dense, Some(0)), Some(0));
+        assert_eq!(int8_weight_axis(&dense[..16], Some(3)), Some(3));
+        assert_eq!(int8_weight_axis(&clustered, None), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use kiln_nn::LayerKind;
-use kiln_tflite::quant::{QParams, Rescale, quantize_symmetric};
+use kiln_tflite::quant::{QParams, Rescale, int8_weight_axis, quantize_symmetric};
 
 /// A conv or dense layer as its int8 kernel computes it, dequantized: the weights and the
 /// bias rounded as the exporter rounds them (in f64, from the same f32 values), the int32
@@ -22,13 +22,12 @@ pub(super) fn int8_layer<const D: usize, const O: usize>(
     let dims = weight.dims();
     let device = weight.device();
     let values = weight.clone().into_data().try_to_vec::<f32>().ok()?;
-    let channels = match channel_axis {
-        Some(axis) if axis < D => dims[axis],
-        _ => 1,
-    };
-    // The exporter's own quantization (the same function): scales per channel, each stored
-    // as f32, from which the kernels derive everything.
-    let quantized = quantize_symmetric(&values, &dims, channel_axis.filter(|&a| a < D))?;
+    // The exporter's own choice of axis and quantization (the same functions): scales per
+    // channel (or one for a clustered weight), each stored as f32, from which the kernels
+    // derive everything.
+    let axis = int8_weight_axis(&values, channel_axis.filter(|&a| a < D));
+    let channels = axis.map_or(1, |axis| dims[axis]);
+    let quantized = quantize_symmetric(&values, &dims, axis)?;
     let integer_weight: Vec<f32> = quantized.values.iter().map(|&q| f32::from(q)).collect();
     let stored = quantized.scales;
     let input_scale = f64::from(input.scale);
