@@ -335,8 +335,8 @@ fn seeds_without_distillation_and_bad_qat_tables_are_named_errors() {
 }
 
 /// The quickstart's own recipe (pipelines/quickstart.toml) exports the dense variants, the
-/// distilled student (compared over 3 seeds), `pruned80_int8` (block-pruned, stored sparse)
-/// and `qat_int8`, each verified.
+/// distilled student (compared over 3 seeds), `pruned80_int8` (block-pruned, stored sparse),
+/// `clustered16_int8` and `qat_int8`, each verified.
 #[test]
 fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     let recipe = std::fs::read_to_string(repo_root().join("pipelines/quickstart.toml")).unwrap();
@@ -344,7 +344,16 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     succeeded(&result);
     let report = report(&out);
     let names = variant_names(&report);
-    assert_eq!(names, ["fp32", "student_int8", "pruned80_int8", "qat_int8"]);
+    assert_eq!(
+        names,
+        [
+            "fp32",
+            "student_int8",
+            "pruned80_int8",
+            "clustered16_int8",
+            "qat_int8"
+        ]
+    );
     assert_eq!(report["distillation"]["seeds"].as_array().unwrap().len(), 3);
     let pruned = variant(&report, "pruned80_int8");
     assert!(pruned["sparsity"].as_f64().unwrap() >= 0.8);
@@ -430,4 +439,68 @@ variants = ["int8"]
         markdown.contains("| `fc1` | 102400 |") && markdown.contains("| 2:4 |"),
         "{markdown}"
     );
+}
+
+/// `[cluster]` after `[prune]` (TF-MOT's sparsity-preserving clustering): `clustered16_int8`
+/// is exported and verified; in the file every output channel of each clustered weight
+/// holds at most 16 distinct non-zero int8 values (per-channel scales keep one value per
+/// centroid), the pruned zeros are still there, and the report has the clustering table.
+#[test]
+fn clustering_after_pruning_leaves_at_most_16_values_per_channel() {
+    let (out, result) = tiny_run(
+        "cluster_after_prune",
+        r#"stages = ["train", "prune", "cluster", "export", "verify", "report"]
+[prune]
+final_sparsity = 0.5
+epochs = 2
+end_epoch = 1
+frequency = 4
+learning_rate = 0.0005
+variants = []
+[cluster]
+from = "prune"
+clusters = 16
+epochs = 1
+learning_rate = 0.0005
+"#,
+        &[],
+    );
+    succeeded(&result);
+    let report = report(&out);
+    let clustered = variant(&report, "pruned50_clustered16_int8");
+    assert!(clustered["parity"]["argmax_agreement"].as_f64().is_some());
+    let layers = report["clustering"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    for layer in layers {
+        assert!(layer["distinct_values"].as_u64().unwrap() <= 16, "{layer}");
+        assert!(
+            layer["sparsity"].as_f64().unwrap() >= 0.49,
+            "zeros kept: {layer}"
+        );
+    }
+    let model =
+        kiln_tflite::Model::read_file(&out.join("model_pruned50_clustered16_int8.tflite")).unwrap();
+    let mut checked = 0;
+    for tensor in &model.subgraphs[0].tensors {
+        let is_weight = tensor.name.ends_with("/filter") || tensor.name.ends_with("/weights");
+        let data = model.tensor_data(tensor);
+        if !is_weight || data.is_empty() {
+            continue;
+        }
+        let outputs = tensor.shape[0] as usize;
+        for (channel, values) in data.chunks_exact(data.len() / outputs).enumerate() {
+            let mut distinct: Vec<u8> = values.iter().copied().filter(|&b| b != 0).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert!(
+                distinct.len() <= 16,
+                "{} channel {channel}: {distinct:?}",
+                tensor.name
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} weights checked");
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("## Clustering"), "{markdown}");
 }

@@ -87,7 +87,13 @@ fn a_quickstart_run_directory_holds_its_manifest_micro_sources_plots_and_tensorb
     let int8: Vec<&String> = variants.iter().filter(|v| v.ends_with("int8")).collect();
     assert_eq!(
         int8,
-        ["int8", "student_int8", "pruned80_int8", "qat_int8"],
+        [
+            "int8",
+            "student_int8",
+            "pruned80_int8",
+            "clustered16_int8",
+            "qat_int8"
+        ],
         "{variants:?}"
     );
 

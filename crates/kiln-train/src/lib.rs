@@ -5,6 +5,7 @@
 mod backend;
 mod batch;
 mod checkpoint;
+mod clustering;
 mod distillation;
 mod epoch_stats;
 mod error;
@@ -22,11 +23,12 @@ mod transfer;
 
 pub use backend::BackendKind;
 pub use batch::{Augment, images_nchw};
+pub use clustering::{CentroidInit, Clusterer, ClusteringSettings, layer_clusters};
 pub use distillation::Distillation;
 pub use epoch_stats::{EpochStats, StepStats};
 pub use error::TrainError;
 pub use evaluate::{accuracy, argmax_rows, cross_entropy, predict};
-pub use hooks::{MagnitudePruning, SparsityPreservation, TrainHook, TrainHooks};
+pub use hooks::{MagnitudePruning, SparsityPreservation, TrainHook, TrainHooks, WeightClustering};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
 pub use pruning::{
     LayerSparsity, Pruner, PruningScope, PruningSettings, SparsityPattern, SparsitySchedule,

@@ -191,7 +191,7 @@ impl PruningSettings {
 }
 
 /// `*` matches any run of characters; everything else literally.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((head, rest)) => {
@@ -205,13 +205,21 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// One prunable weight as found in the model.
-struct Weight {
-    layer: String,
-    id: ParamId,
-    values: Vec<f32>,
+pub(crate) struct Weight {
+    pub(crate) layer: String,
+    pub(crate) id: ParamId,
+    pub(crate) values: Vec<f32>,
     /// Burn's shape: [in, out] for a dense layer, [out, in/groups, kh, kw] for a convolution.
     shape: Vec<usize>,
     device: Device,
+}
+
+/// The prunable weights of `model` (also what clustering shares out), with their layer
+/// names.
+pub(crate) fn prunable_weights<M: Module>(model: &M) -> Vec<Weight> {
+    let mut collector = Collector::default();
+    model.visit(&mut collector);
+    collector.weights
 }
 
 /// Collects the prunable weights with their layer names.

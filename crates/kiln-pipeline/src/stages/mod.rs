@@ -21,7 +21,7 @@ macro_rules! stages {
 }
 
 // One entry per stage, in recipe order.
-stages![train, distill, prune, qat, export, verify, report];
+stages![train, distill, prune, cluster, qat, export, verify, report];
 
 /// The registered stage named `name`, with its place in [`STAGES`].
 pub fn kind(name: &str) -> Option<(usize, &'static StageKind)> {

@@ -1,5 +1,6 @@
 //! Training hooks: what a compression method adds to the training loop without the loop
-//! knowing about it. Pruning, sparsity preservation and distillation are hooks; a new method
+//! knowing about it. Pruning, sparsity preservation, weight clustering and distillation are
+//! hooks; a new method
 //! is one file implementing [`TrainHook`] and passed to [`train_with_hooks`](crate::train_with_hooks).
 //!
 //! The loop calls, in the order the hooks are given:
@@ -11,9 +12,11 @@
 
 mod magnitude_pruning;
 mod sparsity_preservation;
+mod weight_clustering;
 
 pub use magnitude_pruning::MagnitudePruning;
 pub use sparsity_preservation::SparsityPreservation;
+pub use weight_clustering::WeightClustering;
 
 use burn::prelude::*;
 use kiln_nn::Classifier;
