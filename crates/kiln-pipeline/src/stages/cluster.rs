@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use kiln_train::{
     CentroidInit, ClusteringSettings, TrainHook, WeightClustering, layer_clusters,
-    layer_sparsity, predict,
+    layer_sparsity,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -16,7 +16,7 @@ use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
 use crate::stage::{Stage, StageKind, StageTable, parse_stage};
-use crate::stages::fine_tune::FineTune;
+use crate::stages::fine_tune::{FineTune, test_logits};
 
 pub const KIND: StageKind = StageKind {
     name: "cluster",
@@ -159,10 +159,7 @@ impl Stage for ClusterStage {
                 sparsity: s.sparsity,
             })
             .collect();
-        let test_set = &run.splits.test;
-        let logits =
-            predict(&model, test_set, run.device).context("evaluating the clustered Burn model")?;
-        let burn_test_accuracy = kiln_train::accuracy(&logits, &test_set.labels, run.classes());
+        let (logits, burn_test_accuracy) = test_logits(run, &model, "the clustered Burn model")?;
         info!(
             "clustered to at most {} values per layer; the Burn model scores {:.2}%",
             self.clusters,

@@ -1,11 +1,14 @@
-//! What the fine-tuning stages (prune, qat) share: the run's training settings, with the
-//! stage's epochs and learning rate and a checkpoint directory of its own.
+//! What the fine-tuning stages (prune, cluster, qat) share: the run's training settings, with
+//! the stage's epochs and learning rate and a checkpoint directory of its own; and the fine-
+//! tuned Burn model's evaluation on the test split.
 
 use std::io::IsTerminal;
 
+use anyhow::Context;
 use kiln_nn::Classifier;
 use kiln_train::{
-    EpochStats, LrSchedule, TrainData, TrainHooks, TrainOutcome, TrainSettings, train_with_hooks,
+    EpochStats, LrSchedule, TrainData, TrainHooks, TrainOutcome, TrainSettings, predict,
+    train_with_hooks,
 };
 use serde::Serialize;
 
@@ -94,4 +97,18 @@ pub fn steps_per_epoch(run: &RunContext<'_>) -> usize {
         .train
         .len()
         .div_ceil(run.train_settings.batch_size.max(1))
+}
+
+/// The Burn model's logits on the test split and their accuracy (`what` names the model in
+/// errors, e.g. "the pruned Burn model").
+pub fn test_logits<M: Classifier>(
+    run: &RunContext<'_>,
+    model: &M,
+    what: &str,
+) -> anyhow::Result<(Vec<f32>, f64)> {
+    let test_set = &run.splits.test;
+    let logits =
+        predict(model, test_set, run.device).with_context(|| format!("evaluating {what}"))?;
+    let accuracy = kiln_train::accuracy(&logits, &test_set.labels, run.classes());
+    Ok((logits, accuracy))
 }

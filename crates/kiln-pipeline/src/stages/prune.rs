@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use kiln_train::{
     EpochStats, LayerSparsity, MagnitudePruning, PruningScope, PruningSettings, SparsityPattern,
-    SparsitySchedule, TrainHook, layer_sparsity, predict,
+    SparsitySchedule, TrainHook, layer_sparsity,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -15,7 +15,7 @@ use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
 use crate::report::plots::{Axis, LineChart, Panel, Plot, Series, render};
 use crate::stage::{Stage, StageKind, StageTable, parse_stage};
-use crate::stages::fine_tune::{FineTune, steps_per_epoch};
+use crate::stages::fine_tune::{FineTune, steps_per_epoch, test_logits};
 
 pub const KIND: StageKind = StageKind {
     name: "prune",
@@ -209,10 +209,7 @@ impl Stage for PruneStage {
             "pruned to {:.2}% sparsity over the pruned layers",
             100.0 * sparsity
         );
-        let test_set = &run.splits.test;
-        let logits =
-            predict(&model, test_set, run.device).context("evaluating the pruned Burn model")?;
-        let burn_test_accuracy = kiln_train::accuracy(&logits, &test_set.labels, run.classes());
+        let (logits, burn_test_accuracy) = test_logits(run, &model, "the pruned Burn model")?;
         let mut stages = base.stages.clone();
         stages.push(format!("prune {:.0}%", 100.0 * self.final_sparsity));
         let prefix = base.derived_prefix(&self.variant_prefix());

@@ -8,7 +8,7 @@ use kiln_export::TensorRanges;
 use kiln_nn::{AnyClassifier, Classifier};
 use kiln_tflite::Model;
 use kiln_train::{
-    EpochStats, Qat, QatSettings, SparsityPreservation, TrainHook, predict,
+    EpochStats, Qat, QatSettings, SparsityPreservation, TrainHook,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -17,7 +17,7 @@ use crate::config::Variant;
 use crate::context::{ReferenceLogits, RunContext, StageModel, independent_copy};
 use crate::report::ReportSection;
 use crate::stage::{Stage, StageKind, StageTable, parse_stage};
-use crate::stages::fine_tune::{FineTune, steps_per_epoch};
+use crate::stages::fine_tune::{FineTune, steps_per_epoch, test_logits};
 
 pub const KIND: StageKind = StageKind {
     name: "qat",
@@ -168,10 +168,7 @@ impl Stage for QatStage {
             })
         .context("quantization-aware training failed")?;
         let qat = outcome.model;
-        let test_set = &run.splits.test;
-        let logits =
-            predict(&qat, test_set, run.device).context("evaluating the fake-quant Burn model")?;
-        let fake_quant_accuracy = kiln_train::accuracy(&logits, &test_set.labels, run.classes());
+        let (logits, fake_quant_accuracy) = test_logits(run, &qat, "the fake-quant Burn model")?;
         info!(
             "QAT: the fake-quant Burn model scores {:.2}% on the test split",
             100.0 * fake_quant_accuracy
