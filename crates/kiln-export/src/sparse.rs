@@ -132,10 +132,10 @@ pub fn to_sparse(model: &Model) -> Result<(Model, Vec<SparseWeight>), ExportErro
         let Some((layout, (sparsity_params, stored))) = candidates
             .into_iter()
             .filter(|(layout, (params, stored))| {
-                stored.len() + index_bytes(params) + overhead(*layout) < dense_bytes
+                stored.len() + params.index_bytes() + overhead(*layout) < dense_bytes
             })
             .min_by_key(|(layout, (params, stored))| {
-                stored.len() + index_bytes(params) + overhead(*layout)
+                stored.len() + params.index_bytes() + overhead(*layout)
             })
         else {
             continue;
@@ -146,7 +146,7 @@ pub fn to_sparse(model: &Model) -> Result<(Model, Vec<SparseWeight>), ExportErro
             layout,
             sparsity,
             dense_bytes,
-            sparse_bytes: stored.len() + index_bytes(&sparsity_params),
+            sparse_bytes: stored.len() + sparsity_params.index_bytes(),
         });
         let buffer = out.push_buffer(stored);
         match layout {
@@ -358,26 +358,6 @@ fn row_blocks(values: &Values<'_>, rows: usize, cols: usize, width: usize) -> (S
         ],
     };
     (sparsity, stored)
-}
-
-/// Bytes of a sparse tensor's index vectors as the writer stores them (the narrowest of
-/// uint8, uint16 and int32 that holds each vector).
-fn index_bytes(sparsity: &Sparsity) -> usize {
-    let width = |v: &[i32]| match v.iter().copied().max().unwrap_or(0) {
-        ..=0xff => 1,
-        0x100..=0xffff => 2,
-        _ => 4,
-    };
-    sparsity
-        .dim_metadata
-        .iter()
-        .map(|d| match d {
-            DimensionMetadata::Dense { .. } => 0,
-            DimensionMetadata::SparseCsr { segments, indices } => {
-                segments.len() * width(segments) + indices.len() * width(indices)
-            }
-        })
-        .sum()
 }
 
 /// Gives FULLY_CONNECTED `op_index` an operator code of at least the sparse-weight version

@@ -78,6 +78,35 @@ pub struct Sparsity {
     pub dim_metadata: Vec<DimensionMetadata>,
 }
 
+impl Sparsity {
+    /// Bytes of the segment and index vectors as the writer stores them, each in the
+    /// narrowest type that holds it ([`index_width`]).
+    pub fn index_bytes(&self) -> usize {
+        self.dim_metadata
+            .iter()
+            .map(|d| match d {
+                DimensionMetadata::Dense { .. } => 0,
+                DimensionMetadata::SparseCsr { segments, indices } => {
+                    segments.len() * index_width(segments) + indices.len() * index_width(indices)
+                }
+            })
+            .sum()
+    }
+}
+
+/// Bytes per value of the narrowest sparse index vector type holding every one of `values`,
+/// as the TFLite converter writes them: 1 (uint8, up to 255), 2 (uint16, up to 65535) or 4
+/// (int32).
+pub fn index_width(values: &[i32]) -> usize {
+    if values.iter().all(|&v| u8::try_from(v).is_ok()) {
+        1
+    } else if values.iter().all(|&v| u16::try_from(v).is_ok()) {
+        2
+    } else {
+        4
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum DimensionMetadata {
     Dense {

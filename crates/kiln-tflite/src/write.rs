@@ -314,33 +314,32 @@ fn write_sparsity<'a>(
     )
 }
 
-/// A sparse dimension's segments or indices in the narrowest vector type that holds them all,
-/// as the TFLite converter writes them (uint8 up to 255, uint16 up to 65535, else int32).
+/// A sparse dimension's segments or indices in the narrowest vector type that holds them all
+/// ([`index_width`]), as the TFLite converter writes them.
 fn write_index_vector(
     fbb: &mut FlatBufferBuilder<'_>,
     values: &[i32],
 ) -> (fb::SparseIndexVector, WIPOffset<UnionWIPOffset>) {
-    if let Ok(bytes) = values
-        .iter()
-        .map(|&v| u8::try_from(v))
-        .collect::<Result<Vec<u8>, _>>()
-    {
-        let values = Some(fbb.create_vector(&bytes));
-        let vector = fb::Uint8Vector::create(fbb, &fb::Uint8VectorArgs { values });
-        return (fb::SparseIndexVector::Uint8Vector, vector.as_union_value());
+    // The casts are exact: `index_width` checked every value fits.
+    match index_width(values) {
+        1 => {
+            let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+            let values = Some(fbb.create_vector(&bytes));
+            let vector = fb::Uint8Vector::create(fbb, &fb::Uint8VectorArgs { values });
+            (fb::SparseIndexVector::Uint8Vector, vector.as_union_value())
+        }
+        2 => {
+            let shorts: Vec<u16> = values.iter().map(|&v| v as u16).collect();
+            let values = Some(fbb.create_vector(&shorts));
+            let vector = fb::Uint16Vector::create(fbb, &fb::Uint16VectorArgs { values });
+            (fb::SparseIndexVector::Uint16Vector, vector.as_union_value())
+        }
+        _ => {
+            let values = Some(fbb.create_vector(values));
+            let vector = fb::Int32Vector::create(fbb, &fb::Int32VectorArgs { values });
+            (fb::SparseIndexVector::Int32Vector, vector.as_union_value())
+        }
     }
-    if let Ok(shorts) = values
-        .iter()
-        .map(|&v| u16::try_from(v))
-        .collect::<Result<Vec<u16>, _>>()
-    {
-        let values = Some(fbb.create_vector(&shorts));
-        let vector = fb::Uint16Vector::create(fbb, &fb::Uint16VectorArgs { values });
-        return (fb::SparseIndexVector::Uint16Vector, vector.as_union_value());
-    }
-    let values = Some(fbb.create_vector(values));
-    let vector = fb::Int32Vector::create(fbb, &fb::Int32VectorArgs { values });
-    (fb::SparseIndexVector::Int32Vector, vector.as_union_value())
 }
 
 fn fb_padding(p: Padding) -> fb::Padding {
