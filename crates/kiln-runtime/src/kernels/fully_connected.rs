@@ -172,6 +172,14 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         .as_ref()
         .map(AlignedBytes::as_slice)
         .or_else(|| prep.input_value(1));
+    // Weights mostly pruned in blocks take the block-sparse product, which needs neither
+    // the packed GEMM nor (for a sparse file) the densified copy.
+    let block_sparse = constant_weights
+        .filter(|w| {
+            w.len() == out_features * in_features * weights.dtype.element_size().unwrap_or(0)
+        })
+        .and_then(|w| sparse_weights(&arithmetic, w, (out_features, in_features)));
+    let constant_weights = constant_weights.filter(|_| block_sparse.is_none());
     let packed = match (&arithmetic, constant_weights) {
         (Arithmetic::Quantized(q), Some(weights)) => {
             QuantizedGemm::new(q, out_features, in_features, weights)
@@ -191,11 +199,7 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         }
         _ => None,
     };
-    let block_sparse = constant_weights
-        .filter(|w| {
-            w.len() == out_features * in_features * weights.dtype.element_size().unwrap_or(0)
-        })
-        .and_then(|w| sparse_weights(&arithmetic, w, (out_features, in_features)));
+    let dense_weights = dense_weights.filter(|_| block_sparse.is_none());
     Ok(Box::new(FullyConnected {
         block_sparse,
         dense_weights,
