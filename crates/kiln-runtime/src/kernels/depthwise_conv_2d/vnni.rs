@@ -182,10 +182,12 @@ impl VnniDepthwise {
         // Which (batch, input row) each slot of `scratch` holds.
         let mut held = [None::<(usize, usize)>; MAX_SLOTS];
         let row_len = self.padded_row_len();
-        let mut rows = Vec::with_capacity(g.filter_h);
+        // The filter rows inside the image, (ky, offset of its padded row): at most `slots`
+        // (filter height × dilation ≤ MAX_SLOTS), so a stack array, not a per-band Vec.
+        let mut rows = [(0usize, 0usize); MAX_SLOTS];
         for index in first..first + count {
             let (b, oy) = (index / g.out_h, index % g.out_h);
-            rows.clear();
+            let mut count = 0;
             for ky in 0..g.filter_h {
                 let Some(iy) = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.pad.0) else {
                     continue;
@@ -202,11 +204,12 @@ impl VnniDepthwise {
                     unsafe { self.pad_row(g, row, padded) };
                     held[slot] = Some((b, iy));
                 }
-                rows.push((ky, slot * row_len));
+                rows[count] = (ky, slot * row_len);
+                count += 1;
             }
             let out = &mut out[(index - first) * row_out..][..row_out];
             // SAFETY: as above; each padded row is `row_len` bytes within `scratch`.
-            unsafe { self.output_row(g, scratch, &rows, q, out) };
+            unsafe { self.output_row(g, scratch, &rows[..count], q, out) };
         }
     }
 
