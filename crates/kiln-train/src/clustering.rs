@@ -16,7 +16,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::pruning::{glob, prunable_weights};
+use crate::pruning::{prunable_weights, selects_layer};
 
 /// How the centroids start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +53,7 @@ impl ClusteringSettings {
     }
 
     pub fn selects_layer(&self, layer: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| glob(p, layer)))
-            && !self.exclude.iter().any(|p| glob(p, layer))
+        selects_layer(&self.include, &self.exclude, layer)
     }
 }
 

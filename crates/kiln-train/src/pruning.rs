@@ -185,13 +185,19 @@ impl PruningSettings {
     }
 
     fn selects(&self, layer: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| glob(p, layer)))
-            && !self.exclude.iter().any(|p| glob(p, layer))
+        selects_layer(&self.include, &self.exclude, layer)
     }
 }
 
+/// Whether `layer` matches one of `include` (all layers when empty) and none of `exclude`
+/// (`*` patterns): the layer selection pruning and clustering share.
+pub(crate) fn selects_layer(include: &[String], exclude: &[String], layer: &str) -> bool {
+    (include.is_empty() || include.iter().any(|p| glob(p, layer)))
+        && !exclude.iter().any(|p| glob(p, layer))
+}
+
 /// `*` matches any run of characters; everything else literally.
-pub(crate) fn glob(pattern: &str, text: &str) -> bool {
+fn glob(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((head, rest)) => {
@@ -307,81 +313,28 @@ impl Pruner {
     /// `sparsity` of its weights — the smallest magnitudes, alone or in the settings'
     /// pattern — pruned.
     pub fn update<M: Module>(&mut self, model: &M, settings: &PruningSettings, sparsity: f64) {
-        let mut collector = Collector::default();
-        model.visit(&mut collector);
-        let selected: Vec<Weight> = collector
-            .weights
+        let selected: Vec<Weight> = prunable_weights(model)
             .into_iter()
             .filter(|w| settings.selects(&w.layer))
             .collect();
-        if settings.pattern != SparsityPattern::Unstructured {
-            self.update_structured(&selected, settings, sparsity);
-            return;
-        }
-        // Round up (with slack for float error): a layer never ends below its target.
-        let prune_count = |n: usize| ((sparsity * n as f64 - 1e-9).ceil().max(0.0) as usize).min(n);
-        match settings.scope {
-            PruningScope::PerLayer => {
-                for weight in &selected {
-                    let order = magnitude_order(&weight.values);
-                    let mut mask = vec![1.0f32; weight.values.len()];
-                    for &i in &order[..prune_count(order.len())] {
-                        mask[i] = 0.0;
-                    }
-                    self.masks
-                        .insert(weight.id, mask_tensor(mask, &weight.device));
-                }
-            }
-            PruningScope::Global => {
-                let mut all: Vec<(f32, usize, usize)> = selected
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(w, weight)| {
-                        weight
-                            .values
-                            .iter()
-                            .enumerate()
-                            .map(move |(i, v)| (v.abs(), w, i))
-                    })
-                    .collect();
-                all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-                let mut masks: Vec<Vec<f32>> =
-                    selected.iter().map(|w| vec![1.0; w.values.len()]).collect();
-                for &(_, w, i) in &all[..prune_count(all.len())] {
-                    masks[w][i] = 0.0;
-                }
-                for (weight, mask) in selected.iter().zip(masks) {
-                    self.masks
-                        .insert(weight.id, mask_tensor(mask, &weight.device));
-                }
-            }
-        }
-    }
-
-    /// The masks of a structured pattern: groups of values (blocks, or single values where a
-    /// weight has no [outputs, inputs] view) ranked by mean magnitude, or m of every n.
-    fn update_structured(
-        &mut self,
-        selected: &[Weight],
-        settings: &PruningSettings,
-        sparsity: f64,
-    ) {
-        let groups: Vec<Vec<Vec<usize>>> = selected
+        // What is pruned together, per weight: single values (unstructured, and weights
+        // with no [outputs, inputs] view), blocks, or the runs m-of-n picks within.
+        let groups: Vec<Groups> = selected
             .iter()
             .map(|w| {
                 let grid = ExportedGrid::of(&w.shape, self.input_orders.get(&w.layer));
                 match (grid, settings.pattern) {
                     (Some(grid), SparsityPattern::Block { rows, cols }) => grid.blocks(rows, cols),
                     (Some(grid), SparsityPattern::MByN { n, .. }) => grid.blocks(1, n),
-                    _ => (0..w.values.len()).map(|i| vec![i]).collect(),
+                    _ => Groups::singles(w.values.len()),
                 }
             })
             .collect();
         let mut masks: Vec<Vec<f32>> = selected.iter().map(|w| vec![1.0; w.values.len()]).collect();
         if let SparsityPattern::MByN { m, .. } = settings.pattern {
             for ((weight, groups), mask) in selected.iter().zip(&groups).zip(&mut masks) {
-                for group in groups {
-                    let mut order = group.clone();
+                for g in 0..groups.len() {
+                    let mut order = groups.get(g).to_vec();
                     order.sort_by(|&a, &b| {
                         weight.values[b]
                             .abs()
@@ -394,48 +347,37 @@ impl Pruner {
                 }
             }
         } else {
-            // (mean |w|, weight, group): pruned smallest first until the target count.
-            let score = |w: &Weight, group: &[usize]| {
-                group.iter().map(|&i| w.values[i].abs()).sum::<f32>() / group.len().max(1) as f32
+            // (mean |w|, weight, group), pruned smallest first (ties by weight, then group,
+            // so masks are deterministic) until the target count: per layer, or over all
+            // selected layers together for global scope.
+            let ranked = |w: usize| {
+                let (weight, groups) = (&selected[w], &groups[w]);
+                (0..groups.len()).map(move |g| {
+                    let group = groups.get(g);
+                    let sum: f32 = group.iter().map(|&i| weight.values[i].abs()).sum();
+                    (sum / group.len().max(1) as f32, w, g)
+                })
             };
-            let mut ranked: Vec<Vec<(f32, usize, usize)>> = match settings.scope {
-                PruningScope::PerLayer => selected
-                    .iter()
-                    .enumerate()
-                    .map(|(w, weight)| {
-                        groups[w]
-                            .iter()
-                            .enumerate()
-                            .map(|(g, group)| (score(weight, group), w, g))
-                            .collect()
-                    })
-                    .collect(),
-                PruningScope::Global => vec![
-                    selected
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(w, weight)| {
-                            groups[w]
-                                .iter()
-                                .enumerate()
-                                .map(move |(g, group)| (score(weight, group), w, g))
-                        })
-                        .collect(),
-                ],
+            let pools: Vec<Vec<(f32, usize, usize)>> = match settings.scope {
+                PruningScope::PerLayer => {
+                    (0..selected.len()).map(|w| ranked(w).collect()).collect()
+                }
+                PruningScope::Global => vec![(0..selected.len()).flat_map(ranked).collect()],
             };
-            for pool in &mut ranked {
+            for mut pool in pools {
                 pool.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-                let total: usize = pool.iter().map(|&(_, w, g)| groups[w][g].len()).sum();
+                let total: usize = pool.iter().map(|&(_, w, g)| groups[w].get(g).len()).sum();
+                // Round up (with slack for float error): a layer never ends below its target.
                 let target = ((sparsity * total as f64 - 1e-9).ceil().max(0.0) as usize).min(total);
                 let mut pruned = 0;
-                for &(_, w, g) in pool.iter() {
+                for &(_, w, g) in &pool {
                     if pruned >= target {
                         break;
                     }
-                    for &i in &groups[w][g] {
+                    for &i in groups[w].get(g) {
                         masks[w][i] = 0.0;
                     }
-                    pruned += groups[w][g].len();
+                    pruned += groups[w].get(g).len();
                 }
             }
         }
@@ -448,10 +390,7 @@ impl Pruner {
     /// Masks that keep every prunable weight that is zero now at zero: fine-tuning a pruned
     /// model (QAT, say) then cannot lose its sparsity.
     pub fn keeping_zeros<M: Module>(model: &M) -> Self {
-        let mut collector = Collector::default();
-        model.visit(&mut collector);
-        let masks = collector
-            .weights
+        let masks = prunable_weights(model)
             .into_iter()
             .filter(|w| w.values.contains(&0.0))
             .map(|w| {
@@ -551,37 +490,54 @@ impl ExportedGrid {
 
     /// Blocks of `rows` outputs × `cols` consecutive inputs (smaller at the edges), each as
     /// its Burn flat indices.
-    fn blocks(&self, rows: usize, cols: usize) -> Vec<Vec<usize>> {
+    fn blocks(&self, rows: usize, cols: usize) -> Groups {
         let outputs = self.burn.len() / self.inputs.max(1);
-        let mut blocks = Vec::new();
+        let mut groups = Groups {
+            indices: Vec::with_capacity(self.burn.len()),
+            starts: vec![0],
+        };
         for r0 in (0..outputs).step_by(rows.max(1)) {
             for c0 in (0..self.inputs).step_by(cols.max(1)) {
-                let mut block = Vec::with_capacity(rows * cols);
                 for r in r0..(r0 + rows).min(outputs) {
                     for c in c0..(c0 + cols).min(self.inputs) {
-                        block.push(self.burn[r * self.inputs + c]);
+                        groups.indices.push(self.burn[r * self.inputs + c]);
                     }
                 }
-                blocks.push(block);
+                groups.starts.push(groups.indices.len());
             }
         }
-        blocks
+        groups
     }
 }
 
-/// Indices sorted by |value| ascending (ties by index, so masks are deterministic).
-fn magnitude_order(values: &[f32]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
-    order
+/// A weight's Burn flat indices cut into the groups pruned together: group g is
+/// `indices[starts[g]..starts[g + 1]]` (flat, so single values cost no allocation each).
+struct Groups {
+    indices: Vec<usize>,
+    starts: Vec<usize>,
+}
+
+impl Groups {
+    /// Every value on its own.
+    fn singles(n: usize) -> Self {
+        Self {
+            indices: (0..n).collect(),
+            starts: (0..=n).collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn get(&self, g: usize) -> &[usize] {
+        &self.indices[self.starts[g]..self.starts[g + 1]]
+    }
 }
 
 /// Zeros per prunable layer of `model` (all layers with a rank ≥ 2 weight).
 pub fn layer_sparsity<M: Module>(model: &M) -> Vec<LayerSparsity> {
-    let mut collector = Collector::default();
-    model.visit(&mut collector);
-    collector
-        .weights
+    prunable_weights(model)
         .into_iter()
         .map(|w| {
             let zeros = w.values.iter().filter(|&&v| v == 0.0).count();
@@ -772,7 +728,11 @@ mod tests {
         // Burn [out 1, in 2, kh 1, kw 2] → OHWI inputs (x, c): (0,0) (0,1) (1,0) (1,1).
         let conv = ExportedGrid::of(&[1, 2, 1, 2], None).unwrap();
         assert_eq!(conv.burn, vec![0, 2, 1, 3]);
-        assert_eq!(conv.blocks(1, 2), vec![vec![0, 2], vec![1, 3]]);
+        let blocks = conv.blocks(1, 2);
+        assert_eq!(
+            (blocks.len(), blocks.get(0), blocks.get(1)),
+            (2, &[0, 2][..], &[1, 3][..])
+        );
         // Depthwise / single-channel filters have no input dimension to block.
         assert!(ExportedGrid::of(&[8, 1, 3, 3], None).is_none());
         assert_eq!(
