@@ -413,8 +413,30 @@ impl OpKernel for FullyConnected {
 mod tests {
     use kiln_tflite::{Activation, FullyConnectedOptions, TensorType};
 
-    use super::super::common::testing::{constant, per_channel, quantized, run, seeded, tensor};
+    use super::super::common::testing::{
+        Tensor, constant, per_channel, quantized, run, seeded, tensor,
+    };
     use super::*;
+
+    /// The weights as a constant (the prepared paths) or as a run-time input (the direct
+    /// path, which nothing prepares), and the run's data: the input, then the weights when
+    /// they are fed.
+    fn weights_and_data<'a>(
+        dtype: TensorType,
+        shape: (usize, usize),
+        weights: &'a [u8],
+        input: &'a [u8],
+        constant_weights: bool,
+    ) -> (Tensor, Vec<&'a [u8]>) {
+        if constant_weights {
+            (
+                constant(dtype, &[shape.0, shape.1], weights.to_vec()),
+                vec![input],
+            )
+        } else {
+            (tensor(dtype, &[shape.0, shape.1]), vec![input, weights])
+        }
+    }
 
     /// The packed GEMM path (constant weights) against the direct one (weights fed at run
     /// time) on random sizes, batches, both 8-bit types and per-channel scales; and, with
@@ -478,15 +500,8 @@ mod tests {
                 ..FullyConnectedOptions::default()
             });
             let evaluate = |constant_weights: bool| {
-                let weights_tensor = if constant_weights {
-                    constant(dtype, &[n_out, n_in], weights.clone())
-                } else {
-                    tensor(dtype, &[n_out, n_in])
-                };
-                let mut data: Vec<&[u8]> = vec![&input];
-                if !constant_weights {
-                    data.push(&weights);
-                }
+                let (weights_tensor, data) =
+                    weights_and_data(dtype, (n_out, n_in), &weights, &input, constant_weights);
                 run(
                     prepare,
                     options.clone(),
@@ -541,15 +556,13 @@ mod tests {
                     .collect::<Vec<_>>(),
             );
             let evaluate = |constant_weights: bool| {
-                let weights_tensor = if constant_weights {
-                    constant(TensorType::Float32, &[n_out, n_in], weight_bytes.clone())
-                } else {
-                    tensor(TensorType::Float32, &[n_out, n_in])
-                };
-                let mut data: Vec<&[u8]> = vec![&input];
-                if !constant_weights {
-                    data.push(&weight_bytes);
-                }
+                let (weights_tensor, data) = weights_and_data(
+                    TensorType::Float32,
+                    (n_out, n_in),
+                    &weight_bytes,
+                    &input,
+                    constant_weights,
+                );
                 let out = run(
                     prepare,
                     BuiltinOptions::FullyConnected(FullyConnectedOptions::default()),
@@ -636,15 +649,13 @@ mod tests {
                 ..FullyConnectedOptions::default()
             });
             let evaluate = |constant_weights: bool| {
-                let weights_tensor = if constant_weights {
-                    constant(TensorType::Int8, &[n_out, n_in], weights.clone())
-                } else {
-                    tensor(TensorType::Int8, &[n_out, n_in])
-                };
-                let mut data: Vec<&[u8]> = vec![&input];
-                if !constant_weights {
-                    data.push(&weights);
-                }
+                let (weights_tensor, data) = weights_and_data(
+                    TensorType::Int8,
+                    (n_out, n_in),
+                    &weights,
+                    &input,
+                    constant_weights,
+                );
                 run(
                     prepare,
                     options.clone(),
