@@ -51,25 +51,33 @@ impl Reduce for Average {
         }
     }
 
-    fn quantized(&self, input: &[u8], signed: bool, cells: &[usize], _low: i32, out: &mut [i32]) {
+    fn quantized(
+        &self,
+        input: &[u8],
+        signed: bool,
+        cells: &[usize],
+        (low, high): (i32, i32),
+        sums: &mut [i32],
+        out: &mut [u8],
+    ) {
         let c = out.len();
         // int32 accumulators as in TFLite, where a window of more than 2^24 cells overflows;
         // they wrap there (C++ on every target) rather than panicking here.
-        out.fill(0);
+        sums.fill(0);
         for &cell in cells {
             let pixel = &input[cell * c..][..c];
             if signed {
-                for (o, &v) in out.iter_mut().zip(pixel) {
+                for (o, &v) in sums.iter_mut().zip(pixel) {
                     *o = o.wrapping_add(i32::from(v as i8));
                 }
             } else {
-                for (o, &v) in out.iter_mut().zip(pixel) {
+                for (o, &v) in sums.iter_mut().zip(pixel) {
                     *o = o.wrapping_add(i32::from(v));
                 }
             }
         }
-        for total in out.iter_mut() {
-            *total = OfSums::quantized(self, *total, cells.len());
+        for (o, &total) in out.iter_mut().zip(&*sums) {
+            *o = OfSums::quantized(self, total, cells.len()).clamp(low, high) as u8;
         }
     }
 }

@@ -18,10 +18,18 @@ pub trait Reduce: std::fmt::Debug + Send + Sync + 'static {
     /// `out.len()` channels of `input`.
     fn float(&self, input: &[f32], cells: &[usize], out: &mut [f32]);
 
-    /// 8-bit (int8 when `signed`, else uint8): `out` (the output pixel's channels, before the
-    /// clamp) from the input pixels `cells`, each `out.len()` channels of `input`; `low` is
-    /// the lower bound of the output's range.
-    fn quantized(&self, input: &[u8], signed: bool, cells: &[usize], low: i32, out: &mut [i32]);
+    /// 8-bit (int8 when `signed`, else uint8): `out` (the output pixel's channels, clamped to
+    /// `range`) from the input pixels `cells`, each `out.len()` channels of `input`; `sums` is
+    /// as long as `out`, for reductions that need wider accumulators.
+    fn quantized(
+        &self,
+        input: &[u8],
+        signed: bool,
+        cells: &[usize],
+        range: (i32, i32),
+        sums: &mut [i32],
+        out: &mut [u8],
+    );
 
     /// How large windows are reduced without visiting every cell of every window (quadratic:
     /// a 16 391-wide window over a row of as many pixels took seconds).
@@ -178,13 +186,11 @@ impl<R: Reduce> OpKernel for Pool<R> {
             }
             PoolArithmetic::Quantized { range, signed } => {
                 let output = &mut *outputs[0].data;
-                i32::with(c, |reduced| {
+                i32::with(c, |sums| {
                     self.geometry.for_each_window(|pixel, cells| {
+                        let out = &mut output[pixel * c..][..c];
                         self.reduce
-                            .quantized(input.data, *signed, cells, range.0, reduced);
-                        for (o, &v) in output[pixel * c..][..c].iter_mut().zip(&*reduced) {
-                            *o = v.clamp(range.0, range.1) as u8;
-                        }
+                            .quantized(input.data, *signed, cells, *range, sums, out);
                     });
                 });
             }
