@@ -15,7 +15,7 @@
 
 use super::quant::load_q;
 #[cfg(target_arch = "x86_64")]
-use super::requantize::{Requantization, WideConstants, rescale_lanes};
+use super::requantize::{ChannelLanes, Requantization, WideConstants};
 use super::weighted::Quantized;
 
 /// Rows (output pixels) per full microkernel call.
@@ -353,13 +353,15 @@ unsafe fn tile_vnni<const BLOCKS: usize, const R: usize>(
 }
 
 /// R rows × BLOCKS blocks of 16 channels, summed in registers (`vpdpbusd`, four `k` per
-/// instruction).
+/// instruction). Always inlined, and without target features of its own: inlined into its
+/// VNNI callers, the intrinsics take theirs. As a call (a `#[target_feature]` function is
+/// never force-inlined), the registers went back through memory with a `memcpy` per tile,
+/// which cost a small layer as much as its sums.
 ///
 /// # Safety
-/// The CPU must have AVX-512 VNNI.
+/// Only called from functions that enable AVX-512 F, BW and VNNI.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
+#[inline(always)]
 unsafe fn vnni_sums<const BLOCKS: usize, const R: usize>(
     a: &[u8],
     row_len: usize,
@@ -369,24 +371,28 @@ unsafe fn vnni_sums<const BLOCKS: usize, const R: usize>(
     use std::arch::x86_64::*;
     let block_len = blocks.len() / BLOCKS;
     let quads = block_len / 64;
-    let rows = split_rows::<R>(a, row_len).map(|row| &row[..4 * quads]);
-    let mut acc = [[_mm512_setzero_si512(); BLOCKS]; R];
+    assert!(R == 0 || (R - 1) * row_len + 4 * quads <= a.len());
+    let (a, w) = (a.as_ptr(), blocks.as_ptr());
     let flip = i32::from_ne_bytes([flip; 4]);
-    for q in 0..quads {
-        // SAFETY: q < quads, and each block holds 64 × quads bytes.
-        let w: [__m512i; BLOCKS] = std::array::from_fn(|b| unsafe {
-            _mm512_loadu_si512(blocks.as_ptr().add(b * block_len + 64 * q).cast())
-        });
-        for (acc, row) in acc.iter_mut().zip(&rows) {
-            // SAFETY: q < quads, and each row holds 4 × quads bytes.
-            let quad = unsafe { row.as_ptr().add(4 * q).cast::<i32>().read_unaligned() } ^ flip;
-            let quad = _mm512_set1_epi32(quad);
-            for (acc, w) in acc.iter_mut().zip(w) {
-                *acc = _mm512_dpbusd_epi32(*acc, quad, w);
+    // SAFETY: the caller enables the features; row r's quad q lies within `a` and block b's
+    // within `blocks` (the assertion and the block length).
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); BLOCKS]; R];
+        for q in 0..quads {
+            let mut weights = [_mm512_setzero_si512(); BLOCKS];
+            for (b, weights) in weights.iter_mut().enumerate() {
+                *weights = _mm512_loadu_si512(w.add(b * block_len + 64 * q).cast());
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let quad = a.add(r * row_len + 4 * q).cast::<i32>().read_unaligned() ^ flip;
+                let quad = _mm512_set1_epi32(quad);
+                for (acc, &weights) in acc.iter_mut().zip(&weights) {
+                    *acc = _mm512_dpbusd_epi32(*acc, quad, weights);
+                }
             }
         }
+        acc
     }
-    acc
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -503,21 +509,19 @@ unsafe fn tile_vnni_requantized<const BLOCKS: usize, const R: usize>(
     use std::arch::x86_64::*;
     // SAFETY: the caller's CPU has VNNI.
     let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, flip) };
-    for (r, acc) in acc.into_iter().enumerate() {
-        for (b, acc) in acc.into_iter().enumerate() {
-            let channel = e.first + 16 * b;
-            if channel >= e.n {
-                break;
-            }
-            let lanes: __mmask16 = ((1u32 << (e.n - channel).min(16)) - 1) as __mmask16;
-            // SAFETY: offsets and parameters are padded past every channel below n (asserted
-            // by the caller); the store is masked to row r's channels below n.
-            unsafe {
-                let x = _mm512_add_epi32(
-                    acc,
-                    _mm512_loadu_si512(e.q.offsets.as_ptr().add(channel).cast()),
-                );
-                let bytes = rescale_lanes(e.q.wide, e.constants, x, channel);
+    for b in 0..BLOCKS {
+        let channel = e.first + 16 * b;
+        if channel >= e.n {
+            break;
+        }
+        let lanes: __mmask16 = ((1u32 << (e.n - channel).min(16)) - 1) as __mmask16;
+        // SAFETY: offsets and parameters are padded past every channel below n (asserted by
+        // the caller); each store is masked to row r's channels below n.
+        unsafe {
+            let offsets = _mm512_loadu_si512(e.q.offsets.as_ptr().add(channel).cast());
+            let rescale = ChannelLanes::load(e.q.wide, channel);
+            for (r, acc) in acc.iter().enumerate() {
+                let bytes = rescale.rescale(e.constants, _mm512_add_epi32(acc[b], offsets));
                 _mm_mask_storeu_epi8(out.as_mut_ptr().add(r * e.n + channel).cast(), lanes, bytes);
             }
         }

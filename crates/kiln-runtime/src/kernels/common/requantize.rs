@@ -140,6 +140,15 @@ impl ChannelRescale {
             .flatten()
     }
 
+    /// The bytes the parameters hold.
+    pub fn bytes(&self) -> usize {
+        let row = self.multiplier.len() * 3 * size_of::<i32>();
+        let wide = self.wide.as_ref().map_or(0, |w| {
+            w.multiplier.len() * 2 * size_of::<i32>() + w.multiplier.len() * 3 * size_of::<i64>()
+        });
+        row + wide
+    }
+
     /// The length of one row of parameters: a whole number of pixels' channels.
     pub fn row_len(&self) -> usize {
         self.multiplier.len()
@@ -301,26 +310,75 @@ pub unsafe fn rescale_lanes(
     x: std::arch::x86_64::__m512i,
     start: usize,
 ) -> std::arch::x86_64::__m128i {
-    use std::arch::x86_64::*;
-    let pair = start / 2;
-    // SAFETY: the parameters are padded to whole registers past `start` (caller).
-    unsafe {
-        let x = if r.any_left_shift {
-            _mm512_sllv_epi32(
-                x,
-                _mm512_loadu_si512(r.left_shift.as_ptr().add(start).cast()),
-            )
-        } else {
-            x
+    // SAFETY: as the caller guarantees.
+    unsafe { ChannelLanes::load(r, start).rescale(k, x) }
+}
+
+/// One register of channels' rescale parameters, loaded once for every row of a tile (a
+/// load per row and step was a third of a small layer's epilogue).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub struct ChannelLanes {
+    left_shift: Option<std::arch::x86_64::__m512i>,
+    multiplier: std::arch::x86_64::__m512i,
+    /// Per parity (even, odd dwords): the 64-bit constant, negative correction and shift.
+    constant: [std::arch::x86_64::__m512i; 2],
+    negative: [std::arch::x86_64::__m512i; 2],
+    shift: [std::arch::x86_64::__m512i; 2],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl ChannelLanes {
+    /// Channels `start..start + 16`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `start` must be a multiple of 16 below the parameters'
+    /// padded length.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn load(r: &WideRescale, start: usize) -> Self {
+        use std::arch::x86_64::*;
+        let pair = start / 2;
+        // SAFETY: the parameters are padded to whole registers past `start` (caller).
+        unsafe {
+            let load = |v: &[Vec<i64>; 2], parity: usize| {
+                _mm512_loadu_si512(v[parity].as_ptr().add(pair).cast())
+            };
+            Self {
+                left_shift: r
+                    .any_left_shift
+                    .then(|| _mm512_loadu_si512(r.left_shift.as_ptr().add(start).cast())),
+                multiplier: _mm512_loadu_si512(r.multiplier.as_ptr().add(start).cast()),
+                constant: [load(&r.constant, 0), load(&r.constant, 1)],
+                negative: [load(&r.negative, 0), load(&r.negative, 1)],
+                shift: [load(&r.shift, 0), load(&r.shift, 1)],
+            }
+        }
+    }
+
+    /// Sixteen sums (offsets already added) of these channels to bytes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, DQ, VL and BW.
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw")]
+    #[inline]
+    pub unsafe fn rescale(
+        &self,
+        k: &WideConstants,
+        x: std::arch::x86_64::__m512i,
+    ) -> std::arch::x86_64::__m128i {
+        use std::arch::x86_64::*;
+        let x = match self.left_shift {
+            Some(left_shift) => _mm512_sllv_epi32(x, left_shift),
+            None => x,
         };
-        let m = _mm512_loadu_si512(r.multiplier.as_ptr().add(start).cast());
+        let m = self.multiplier;
         // ⌊(x·m + 2^30 + 2^(s−1)·2^31 − [x·m < −2^30]·[s > 0]·2^31) / 2^(31+s)⌋ per 64-bit lane.
         let divide = |product: __m512i, parity: usize| {
-            let load = |v: &[Vec<i64>; 2]| _mm512_loadu_si512(v[parity].as_ptr().add(pair).cast());
             let below = _mm512_cmplt_epi64_mask(product, k.negative_threshold);
-            let sum = _mm512_add_epi64(product, load(&r.constant));
-            let sum = _mm512_mask_sub_epi64(sum, below, sum, load(&r.negative));
-            _mm512_srav_epi64(sum, load(&r.shift))
+            let sum = _mm512_add_epi64(product, self.constant[parity]);
+            let sum = _mm512_mask_sub_epi64(sum, below, sum, self.negative[parity]);
+            _mm512_srav_epi64(sum, self.shift[parity])
         };
         let even = divide(_mm512_mul_epi32(x, m), 0);
         // The odd lanes' values moved to the even positions: 0xF5 picks dwords 1, 1, 3, 3.
