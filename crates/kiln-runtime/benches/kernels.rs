@@ -326,6 +326,26 @@ fn main() {
             480,
             int8,
         ));
+        // The quickstart CNN's two convolutions: one input channel (runs of three bytes),
+        // then 32 → 64.
+        cases.push(case(
+            Layer::Conv {
+                kernel: 3,
+                stride: 1,
+            },
+            (28, 28, 1),
+            32,
+            int8,
+        ));
+        cases.push(case(
+            Layer::Conv {
+                kernel: 3,
+                stride: 1,
+            },
+            (14, 14, 32),
+            64,
+            int8,
+        ));
         // A layer small enough that per-call costs dominate (the smallnet fixture's).
         cases.push(case(
             Layer::Conv {

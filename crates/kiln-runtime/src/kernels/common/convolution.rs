@@ -305,6 +305,150 @@ impl Geometry {
     }
 }
 
+/// Bytes past the end of a padded image and of a gathered block of rows: the short-run
+/// gather copies whole 8-byte words, whose tails spill into them.
+pub const WORD_SLACK: usize = 8;
+
+impl Geometry {
+    /// The padded image's (rows, columns) for one batch: every tap of every output pixel, with
+    /// the image at (pad.0, pad.1). `None` when it would exceed `limit` bytes (a malformed
+    /// dilation or stride can make it arbitrarily large).
+    pub fn padded_size(&self, limit: usize) -> Option<(usize, usize)> {
+        let extent = |out: usize, stride: usize, filter: usize, dilation: usize| {
+            (out.checked_sub(1)?)
+                .checked_mul(stride)?
+                .checked_add((filter - 1).checked_mul(dilation)?)?
+                .checked_add(1)
+        };
+        let rows = extent(self.out_h, self.stride.0, self.filter_h, self.dilation.0)?;
+        let columns = extent(self.out_w, self.stride.1, self.filter_w, self.dilation.1)?;
+        let bytes = rows.checked_mul(columns)?.checked_mul(self.in_c)?;
+        (bytes <= limit).then_some((rows, columns))
+    }
+
+    /// Writes one batch's `image` into `padded` (`padded_size` plus [`WORD_SLACK`] bytes),
+    /// each byte `^ flip`, with `outside` around it.
+    pub fn fill_padded(
+        &self,
+        image: &[u8],
+        (rows, columns): (usize, usize),
+        outside: u8,
+        flip: u8,
+        padded: &mut [u8],
+    ) {
+        let c = self.in_c;
+        padded.fill(outside);
+        // Image columns that some tap reaches (the rest is never read).
+        let width = self.in_w.min(columns.saturating_sub(self.pad.1));
+        for iy in 0..self.in_h.min(rows.saturating_sub(self.pad.0)) {
+            let src = &image[iy * self.in_w * c..][..width * c];
+            let dst = &mut padded[((iy + self.pad.0) * columns + self.pad.1) * c..][..width * c];
+            xor_copy(dst, src, flip);
+        }
+    }
+
+    /// The receptive fields of `count` output pixels from `start` (row-major) as rows of
+    /// `row_len` (≥ the field's length) bytes in the filter's (h, w, c) order, from an image
+    /// of `size` made by `fill_padded`: every tap is inside, so each run is copied as whole
+    /// words, whose spill the next run (or the row's padding, or [`WORD_SLACK`] bytes past the
+    /// rows) takes.
+    pub fn gather_padded(
+        &self,
+        padded: &[u8],
+        size: (usize, usize),
+        start: usize,
+        row_len: usize,
+        rows: &mut [u8],
+    ) {
+        let c = self.in_c;
+        let columns = size.1;
+        let field = self.filter_h * self.filter_w * c;
+        let count = rows.len().saturating_sub(WORD_SLACK) / row_len.max(1);
+        // Every tap of every output pixel lies in the padded image (`padded_size`), so a run's
+        // words end at most WORD_SLACK − 1 bytes past it, and a row's words at most as far past
+        // its field.
+        assert!(
+            row_len >= field
+                && start + count <= self.out_h * self.out_w
+                && padded.len() >= size.0 * columns * c + WORD_SLACK
+                && rows.len() >= count * row_len + WORD_SLACK,
+            "gather_padded: buffers smaller than the geometry"
+        );
+        let contiguous = self.dilation.1 == 1;
+        let run = if contiguous { self.filter_w * c } else { c };
+        // A fixed number of words per run: a loop over a run's words becomes a call to memcpy.
+        match run.div_ceil(8) {
+            0 => {}
+            1 => self.copy_runs::<1>(padded, columns, start, count, row_len, rows),
+            2 => self.copy_runs::<2>(padded, columns, start, count, row_len, rows),
+            3 => self.copy_runs::<3>(padded, columns, start, count, row_len, rows),
+            4 => self.copy_runs::<4>(padded, columns, start, count, row_len, rows),
+            words => {
+                let n = 8 * words;
+                self.for_each_run(columns, start, count, row_len, |at, from| {
+                    rows[at..][..n].copy_from_slice(&padded[from..][..n]);
+                });
+            }
+        }
+    }
+
+    /// `gather_padded`'s copies for runs of `WORDS` words.
+    fn copy_runs<const WORDS: usize>(
+        &self,
+        padded: &[u8],
+        columns: usize,
+        start: usize,
+        count: usize,
+        row_len: usize,
+        rows: &mut [u8],
+    ) {
+        let (src, dst) = (padded.as_ptr(), rows.as_mut_ptr());
+        self.for_each_run(columns, start, count, row_len, |at, from| {
+            // SAFETY: in bounds (`gather_padded`'s assertion); unaligned 8-byte accesses.
+            unsafe {
+                let words = src.add(from).cast::<[u64; WORDS]>().read_unaligned();
+                dst.add(at).cast::<[u64; WORDS]>().write_unaligned(words);
+            }
+        });
+    }
+
+    /// `copy(at, from)` for every run of `count` receptive fields from output pixel `start`:
+    /// its offset in rows of `row_len` and in a padded image `columns` wide.
+    #[inline(always)]
+    fn for_each_run(
+        &self,
+        columns: usize,
+        start: usize,
+        count: usize,
+        row_len: usize,
+        mut copy: impl FnMut(usize, usize),
+    ) {
+        let c = self.in_c;
+        // The pixel position advances by one column per row (a division per pixel cost as
+        // much as the copies).
+        let (mut oy, mut ox) = (start / self.out_w, start % self.out_w);
+        let row_step = self.dilation.0 * columns * c;
+        for i in 0..count {
+            let origin = (oy * self.stride.0 * columns + ox * self.stride.1) * c;
+            for ky in 0..self.filter_h {
+                let from = origin + ky * row_step;
+                let at = i * row_len + ky * self.filter_w * c;
+                if self.dilation.1 == 1 {
+                    copy(at, from);
+                } else {
+                    for kx in 0..self.filter_w {
+                        copy(at + kx * c, from + kx * self.dilation.1 * c);
+                    }
+                }
+            }
+            ox += 1;
+            if ox == self.out_w {
+                (oy, ox) = (oy + 1, 0);
+            }
+        }
+    }
+}
+
 /// `dst[i] = src[i] ^ flip` (equal lengths), eight bytes at a time: receptive-field runs are
 /// often a few bytes to a few dozen, too short for a vectorised loop to pay for its set-up.
 #[inline]

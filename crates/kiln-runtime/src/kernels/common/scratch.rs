@@ -33,6 +33,23 @@ macro_rules! scratch {
 
 scratch!(f32 => F32_SCRATCH, u8 => U8_SCRATCH, i32 => I32_SCRATCH);
 
+thread_local! {
+    static IMAGE_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A second per-thread byte buffer, at least `len` long, for a whole (padded) image that the
+/// kernel holds while it gathers rows into the first ([`Scratch::with`]), which would
+/// otherwise have to allocate a fresh buffer as a nested call.
+pub fn with_image_bytes<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut buffer = IMAGE_SCRATCH.take();
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    let result = f(&mut buffer[..len]);
+    IMAGE_SCRATCH.set(buffer);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::Scratch;

@@ -79,6 +79,8 @@ pub struct Run {
     pub data: Vec<u8>,
     /// The value declared at prepare time, if the kernel folded it.
     pub folded: Option<Vec<u8>>,
+    /// The prepared kernel (its `Debug` form tells which path it took).
+    pub kernel: Kernel,
 }
 
 /// Prepares with `inputs` (`None` = omitted) and `output`, then evaluates with each
@@ -137,5 +139,6 @@ pub fn run(
         shape,
         data: out,
         folded: prepared.value,
+        kernel,
     })
 }

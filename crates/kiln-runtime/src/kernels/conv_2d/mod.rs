@@ -6,7 +6,7 @@
 
 use kiln_tflite::Conv2DOptions;
 
-use super::common::convolution::{Convolution, Operands, OperatorOptions, xor_copy};
+use super::common::convolution::{Convolution, Operands, OperatorOptions, WORD_SLACK, xor_copy};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
 use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
@@ -15,7 +15,7 @@ use super::common::quant::{load_q, quantize_floats, store_q};
 #[cfg(target_arch = "x86_64")]
 use super::common::requantize::Requantization;
 use super::common::requantize::{ChannelRescale, OutputRange};
-use super::common::scratch::Scratch;
+use super::common::scratch::{Scratch, with_image_bytes};
 use super::common::sgemm::{Epilogue, PackedFloatWeights};
 use super::common::weighted::Arithmetic;
 use super::{In, Kernel, OpKernel, Out, Prep};
@@ -36,10 +36,16 @@ struct Conv2D {
     packed: Option<Packed>,
 }
 
+#[cfg(target_arch = "x86_64")]
+mod sparse_vnni;
+
 #[derive(Debug)]
 enum Packed {
     Float(PackedFloatWeights),
     Quantized(PackedFilter),
+    /// A pruned int8 filter whose zeros the kernel skips.
+    #[cfg(target_arch = "x86_64")]
+    Sparse(sparse_vnni::SparseFilter),
     /// A dynamic-range filter (int8, symmetric) for the integer GEMM over the input
     /// quantized at run time.
     Hybrid(PackedWeights),
@@ -126,7 +132,9 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     } else if let Arithmetic::Hybrid { .. } = conv.arithmetic {
         pack_hybrid_filter(&conv, prep.input_value(1)).map(Packed::Hybrid)
     } else {
-        pack_filter(&conv, group_c, prep.input_value(1), prep.input_value(2)).map(Packed::Quantized)
+        let (filter, bias) = (prep.input_value(1), prep.input_value(2));
+        sparse_filter(&conv, group_c, filter, bias)
+            .or_else(|| pack_filter(&conv, group_c, filter, bias).map(Packed::Quantized))
     };
     Ok(Box::new(Conv2D {
         conv,
@@ -160,6 +168,32 @@ fn pack_hybrid_filter(conv: &Convolution, filter: Option<&[u8]>) -> Option<Packe
     Some(PackedWeights::pack(Isa::detect(), g.out_c, k, |c, kk| {
         filter[c * k + kk] as i8
     }))
+}
+
+/// A pruned int8 filter as lists of its non-zero weights, where the sparse kernel runs it.
+#[cfg(target_arch = "x86_64")]
+fn sparse_filter(
+    conv: &Convolution,
+    group_c: usize,
+    filter: Option<&[u8]>,
+    bias: Option<&[u8]>,
+) -> Option<Packed> {
+    let Arithmetic::Quantized(q) = &conv.arithmetic else {
+        return None;
+    };
+    let Rescale::FixedPoint(multipliers) = &q.rescale else {
+        return None;
+    };
+    if group_c != conv.geometry.in_c {
+        return None;
+    }
+    sparse_vnni::SparseFilter::new(q, &conv.geometry, multipliers, filter?, bias)
+        .map(Packed::Sparse)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn sparse_filter(_: &Convolution, _: usize, _: Option<&[u8]>, _: Option<&[u8]>) -> Option<Packed> {
+    None
 }
 
 /// The filter packed for the integer GEMM: for quantized, ungrouped convolutions whose filter
@@ -382,40 +416,59 @@ impl Conv2D {
         let work = pixels * g.out_c * row_len;
         let in_place = row_len == g.in_c && g.pointwise();
         let per_pass = pass_pixels(row_len + g.out_c * size_of::<i32>());
+        // Runs of a few bytes (few input channels: a network's first layer) cost more in
+        // bounds logic than in copying: such images are padded once per invoke, and every
+        // run is then a few whole-word copies.
+        let padded_size = (!in_place && g.filter_w * g.in_c < MIN_ROW_RUN)
+            .then(|| g.padded_size(4 * image_len + (64 << 10)))
+            .flatten();
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
             let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
             // Each pass of output pixels is independent: the invoke's threads share them.
-            for_each_chunk(out, per_pass * g.out_c, work, |pass, out| {
-                let start = pass * per_pass;
-                let count = out.len() / g.out_c;
-                if in_place {
-                    // A 1×1 convolution whose channels fill whole rows: the image's pixels
-                    // are the GEMM's rows, their sign bits flipped as the microkernel reads.
-                    finish(
-                        &image[start * g.in_c..][..count * g.in_c],
-                        count,
-                        p.gemm.flip,
-                        out,
-                    );
-                    return;
-                }
-                // The reused buffer holds stale bytes: the padding past `k` in each row meets
-                // zero weights.
-                u8::with(count * row_len, |rows| {
-                    for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                        let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
-                        g.gather_field(
-                            image,
-                            (oy, ox),
-                            p.outside,
-                            |d, s| xor_copy(d, s, p.gemm.flip),
-                            row,
+            let mut passes = |padded: Option<(&[u8], (usize, usize))>| {
+                for_each_chunk(out, per_pass * g.out_c, work, |pass, out| {
+                    let start = pass * per_pass;
+                    let count = out.len() / g.out_c;
+                    if in_place {
+                        // A 1×1 convolution whose channels fill whole rows: the image's pixels
+                        // are the GEMM's rows, their sign bits flipped as the microkernel reads.
+                        finish(
+                            &image[start * g.in_c..][..count * g.in_c],
+                            count,
+                            p.gemm.flip,
+                            out,
                         );
+                        return;
                     }
-                    finish(rows, count, 0, out);
+                    // The reused buffer holds stale bytes: the padding past `k` in each row
+                    // meets zero weights.
+                    u8::with(count * row_len + WORD_SLACK, |rows| {
+                        if let Some((padded, size)) = padded {
+                            g.gather_padded(padded, size, start, row_len, rows);
+                        } else {
+                            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                                let (oy, ox) = ((start + i) / g.out_w, (start + i) % g.out_w);
+                                g.gather_field(
+                                    image,
+                                    (oy, ox),
+                                    p.outside,
+                                    |d, s| xor_copy(d, s, p.gemm.flip),
+                                    row,
+                                );
+                            }
+                        }
+                        finish(&rows[..count * row_len], count, 0, out);
+                    });
                 });
-            });
+            };
+            match padded_size {
+                Some(size) => with_image_bytes(size.0 * size.1 * g.in_c + WORD_SLACK, |padded| {
+                    g.fill_padded(image, size, p.outside, p.gemm.flip, padded);
+                    passes(Some((padded, size)));
+                }),
+                None => passes(None),
+            }
         }
     }
 
@@ -563,6 +616,8 @@ impl OpKernel for Conv2D {
                     })
             }
             Some(Packed::Hybrid(weights)) => weights.bytes(),
+            #[cfg(target_arch = "x86_64")]
+            Some(Packed::Sparse(filter)) => filter.bytes(),
             None => 0,
         }
     }
@@ -599,6 +654,13 @@ impl OpKernel for Conv2D {
                     unreachable!("guarded")
                 };
                 self.eval_packed(packed, input.data, bias.map(as_i32), &mut *outputs[0].data);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Arithmetic::Quantized(_) if matches!(self.packed, Some(Packed::Sparse(_))) => {
+                let Some(Packed::Sparse(sparse)) = &self.packed else {
+                    unreachable!("guarded")
+                };
+                sparse.eval(g, input.data, bias.map(as_i32), &mut *outputs[0].data);
             }
             Arithmetic::Quantized(q) => {
                 let data = input.data;

@@ -1,0 +1,598 @@
+//! CONV_2D int8 with a pruned constant filter, skipping its zeros (AVX-512 VNNI).
+//!
+//! The dense GEMM puts 16 output channels in a register's lanes, so it can skip a group of
+//! four inputs only where all 16 channels' weights are zero, which pruning in blocks along
+//! the inputs (TF-MOT's and Kiln's `block = [1, 16]`) almost never leaves. This kernel puts
+//! 16 output *pixels* in the lanes instead, as the sparse convolutions of "Fast Sparse
+//! ConvNets" (Elsen et al., 2020) do, and walks each output channel's list of non-zero
+//! groups of four weights: one `vpdpbusd` per group and 16 pixels, whatever the pattern
+//! of the other channels.
+//!
+//! For that, each group of four input channels of a pixel must lie next to its neighbour
+//! pixel's: the image is rewritten once per invoke as rows of four-channel groups
+//! (`[row][channel group][column]`, 4 bytes each, padding included), which is the size of the
+//! input rather than of its receptive fields. Stride 1 along the width keeps 16 output
+//! pixels on 16 consecutive columns. The sums of 16 channels × 16 pixels are requantized
+//! per channel and transposed in registers to the output's pixel-major layout.
+//!
+//! The bits are the dense path's: integer sums are exact and wrapping addition is associative
+//! (the tests compare every byte).
+
+use std::arch::x86_64::*;
+
+use kiln_tflite::quant::QuantizedMultiplier;
+
+use super::super::common::convolution::Geometry;
+use super::super::common::igemm::{Isa, QuantizedGemm};
+use super::super::common::quant::load_q;
+use super::super::common::requantize::{ChannelLanes, ChannelRescale, OutputRange, WideConstants};
+use super::super::common::scratch::with_image_bytes;
+use super::super::common::weighted::Quantized;
+
+/// At most this share of non-zero four-weight groups: above it the dense GEMM, which
+/// reads its operands from registers more often, is as fast.
+const MAX_DENSITY: f64 = 0.4;
+
+/// Output pixels per register (lanes).
+const LANES: usize = 16;
+
+/// A pruned filter as per-channel lists of non-zero four-weight groups.
+#[derive(Debug)]
+pub struct SparseFilter {
+    /// Channel `o`'s groups are `starts[o]..starts[o + 1]` of `offsets` and `weights`.
+    starts: Vec<usize>,
+    /// Where a group's inputs lie in the grouped image, relative to an output pixel's
+    /// receptive field (in 4-byte cells).
+    offsets: Vec<usize>,
+    /// The group's four weights (i8) as one little-endian i32.
+    weights: Vec<i32>,
+    /// Per channel: the correction of the shifted inputs and the input zero point, plus the
+    /// bias when it is a constant; padded to whole registers.
+    offsets_per_channel: Vec<i32>,
+    /// Whether `offsets_per_channel` includes the bias.
+    has_constant_bias: bool,
+    /// Each channel's rescale repeated over 16 lanes (channel `o` at `16 * o`).
+    rescale: ChannelRescale,
+    range: OutputRange,
+    /// XOR that shifts an input byte into 0..=255, and the shifted byte of a padded tap.
+    flip: u8,
+    outside: u8,
+    /// Four-channel groups per pixel.
+    groups: usize,
+    /// The grouped image's rows and columns (padding and the last strip's spill included).
+    rows: usize,
+    columns: usize,
+}
+
+impl SparseFilter {
+    /// The filter (`[out_c, h, w, in_c]` bytes of `q`'s filter type) as lists, when this CPU
+    /// runs the kernel, the layout suits it (ungrouped, stride 1 along the width) and few
+    /// enough groups are non-zero.
+    pub fn new(
+        q: &Quantized,
+        g: &Geometry,
+        multipliers: &[QuantizedMultiplier],
+        filter: &[u8],
+        bias: Option<&[u8]>,
+    ) -> Option<Self> {
+        if Isa::detect() != Isa::Vnni || g.stride.1 != 1 || g.out_h * g.out_w == 0 {
+            return None;
+        }
+        let (out_c, c) = (g.out_c, g.in_c);
+        let k = g.filter_h * g.filter_w * c;
+        if filter.len() != out_c * k || multipliers.len() != out_c || c == 0 {
+            return None;
+        }
+        let value = |i: usize| i8::try_from(load_q(filter, q.filter_signed, i) + q.filter_offset);
+        let groups = c.div_ceil(4);
+        // Columns: the last strip of 16 pixels reads up to 15 past the last output column.
+        let columns = g.out_w.div_ceil(LANES) * LANES + (g.filter_w - 1) * g.dilation.1;
+        let rows = (g.out_h - 1) * g.stride.0 + (g.filter_h - 1) * g.dilation.0 + 1;
+        let row_cells = groups.checked_mul(columns)?;
+        // A malformed geometry must not ask for an unbounded image.
+        if rows.checked_mul(row_cells)? > (16 << 20) / 4 {
+            return None;
+        }
+        let mut starts = vec![0];
+        let (mut offsets, mut weights) = (Vec::new(), Vec::new());
+        let mut sums = vec![0i32; out_c];
+        for (o, sum) in sums.iter_mut().enumerate() {
+            for ky in 0..g.filter_h {
+                for kx in 0..g.filter_w {
+                    for group in 0..groups {
+                        let mut quad = [0i8; 4];
+                        for (j, w) in quad.iter_mut().enumerate() {
+                            let channel = 4 * group + j;
+                            if channel < c {
+                                *w = value(o * k + (ky * g.filter_w + kx) * c + channel).ok()?;
+                                *sum += i32::from(*w);
+                            }
+                        }
+                        if quad != [0; 4] {
+                            offsets.push(
+                                ky * g.dilation.0 * row_cells + group * columns + kx * g.dilation.1,
+                            );
+                            weights.push(i32::from_le_bytes(quad.map(|w| w as u8)));
+                        }
+                    }
+                }
+            }
+            starts.push(weights.len());
+        }
+        if weights.len() as f64 > MAX_DENSITY * (out_c * g.filter_h * g.filter_w * groups) as f64 {
+            return None;
+        }
+        let rescale = ChannelRescale::new(
+            &multipliers
+                .iter()
+                .flat_map(|&m| std::iter::repeat_n(m, LANES))
+                .collect::<Vec<_>>(),
+        );
+        rescale.wide()?;
+        let shift = QuantizedGemm::shift(q);
+        let bias: Option<Vec<i32>> = bias.filter(|b| b.len() == out_c * 4).map(|b| {
+            b.chunks_exact(4)
+                .map(|v| i32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+                .collect()
+        });
+        let mut offsets_per_channel: Vec<i32> = sums
+            .iter()
+            .enumerate()
+            .map(|(o, &sum)| {
+                (q.input_offset - shift)
+                    .wrapping_mul(sum)
+                    .wrapping_add(bias.as_ref().map_or(0, |b| b[o]))
+            })
+            .collect();
+        offsets_per_channel.resize(out_c.div_ceil(LANES) * LANES, 0);
+        Some(Self {
+            starts,
+            offsets,
+            weights,
+            offsets_per_channel,
+            has_constant_bias: bias.is_some(),
+            rescale,
+            range: OutputRange::of(q),
+            flip: if q.input_signed { 0x80 } else { 0 },
+            outside: u8::try_from(shift - q.input_offset).ok()?,
+            groups,
+            rows,
+            columns,
+        })
+    }
+
+    /// The bytes the lists and parameters hold.
+    pub fn bytes(&self) -> usize {
+        self.starts.len() * size_of::<usize>()
+            + self.offsets.len() * size_of::<usize>()
+            + self.weights.len() * size_of::<i32>()
+            + self.offsets_per_channel.len() * size_of::<i32>()
+            + self.rescale.bytes()
+    }
+
+    /// The convolution of every batch of `input` into `output` (NHWC bytes); `bias` is the
+    /// run-time bias when the file does not make it a constant.
+    pub fn eval(&self, g: &Geometry, input: &[u8], bias: Option<&[i32]>, output: &mut [u8]) {
+        let per_channel: Vec<i32>;
+        let offsets = if self.has_constant_bias || bias.is_none() {
+            &self.offsets_per_channel
+        } else {
+            let bias = bias.unwrap_or_default();
+            per_channel = self
+                .offsets_per_channel
+                .iter()
+                .enumerate()
+                .map(|(o, &v)| v.wrapping_add(bias.get(o).copied().unwrap_or(0)))
+                .collect();
+            &per_channel
+        };
+        let image_len = g.in_h * g.in_w * g.in_c;
+        let out_len = g.out_h * g.out_w * g.out_c;
+        let cells = self.rows * self.groups * self.columns;
+        for b in 0..g.batches {
+            with_image_bytes(4 * cells, |grouped| {
+                // SAFETY: `new` returned a filter only on a CPU with VNNI and the rescale's
+                // AVX-512 subsets (`wide`).
+                unsafe {
+                    self.fill_grouped(g, &input[b * image_len..][..image_len], grouped);
+                    self.convolve(g, grouped, offsets, &mut output[b * out_len..][..out_len]);
+                }
+            });
+        }
+    }
+
+    /// One batch's image as rows of four-channel groups, shifted, with padding around it:
+    /// each group of 16 columns is one gather.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fill_grouped(&self, g: &Geometry, image: &[u8], grouped: &mut [u8]) {
+        grouped.fill(self.outside);
+        let (c, columns) = (g.in_c, self.columns);
+        let row_bytes = 4 * self.groups * columns;
+        let flip = _mm512_set1_epi32(i32::from_ne_bytes([self.flip; 4]));
+        // Byte offsets of 16 consecutive pixels' channel 0.
+        let pixel_offsets = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(c as i32),
+        );
+        let width = g.in_w.min(columns.saturating_sub(g.pad.1));
+        // Whole groups are gathered (offsets fit i32: `new` bounds the image); the bytes of a
+        // last, partial group one at a time (a 4-byte read could pass the image's end).
+        let gathered = if image.len() < i32::MAX as usize {
+            c / 4
+        } else {
+            0
+        };
+        for iy in 0..g.in_h {
+            let row = iy + g.pad.0;
+            if row >= self.rows {
+                continue;
+            }
+            let row = &mut grouped[row * row_bytes..][..row_bytes];
+            for group in 0..gathered {
+                let cells = &mut row[4 * (group * columns + g.pad.1)..][..4 * width];
+                for x0 in (0..width).step_by(LANES) {
+                    let n = (width - x0).min(LANES);
+                    let mask = ((1u32 << n) - 1) as __mmask16;
+                    let first = ((iy * g.in_w + x0) * c + 4 * group) as i32;
+                    let at = _mm512_add_epi32(pixel_offsets, _mm512_set1_epi32(first));
+                    // SAFETY: the masked lanes read whole groups of pixels of this row, and
+                    // store within the row's cells for those columns.
+                    unsafe {
+                        let values =
+                            _mm512_mask_i32gather_epi32::<1>(flip, mask, at, image.as_ptr().cast());
+                        _mm512_mask_storeu_epi32(
+                            cells.as_mut_ptr().add(4 * x0).cast(),
+                            mask,
+                            _mm512_xor_si512(values, flip),
+                        );
+                    }
+                }
+            }
+            for ix in 0..width {
+                let pixel = &image[(iy * g.in_w + ix) * c..][..c];
+                let column = ix + g.pad.1;
+                for (channel, &value) in pixel.iter().enumerate().skip(4 * gathered) {
+                    let (group, j) = (channel / 4, channel % 4);
+                    row[4 * (group * columns + column) + j] = value ^ self.flip;
+                }
+            }
+        }
+    }
+
+    /// The sums, requantized, of every output pixel, by blocks of up to four strips of 16
+    /// pixels (a strip: 16 consecutive columns of one output row).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW, DQ, VL, VBMI and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx512vnni")]
+    unsafe fn convolve(&self, g: &Geometry, grouped: &[u8], offsets: &[i32], out: &mut [u8]) {
+        let strips_per_row = g.out_w.div_ceil(LANES);
+        let strips: Vec<(usize, usize)> = (0..g.out_h)
+            .flat_map(|oy| (0..strips_per_row).map(move |s| (oy, s * LANES)))
+            .collect();
+        let row_cells = self.groups * self.columns;
+        // The furthest cell a strip reads: its first cell plus the largest offset plus 15.
+        let last_origin = strips
+            .last()
+            .map_or(0, |&(oy, x0)| oy * g.stride.0 * row_cells + x0);
+        let reach = last_origin + self.offsets.iter().copied().max().unwrap_or(0) + LANES;
+        assert!(
+            reach <= grouped.len() / 4
+                && offsets.len() >= g.out_c.div_ceil(LANES) * LANES
+                && out.len() >= g.out_h * g.out_w * g.out_c,
+            "sparse convolution: buffers smaller than the geometry"
+        );
+        let wide = self.rescale.wide().expect("checked at prepare");
+        // SAFETY: the features are enabled; every access below is within the bounds asserted.
+        unsafe {
+            let constants = WideConstants::new(self.range);
+            for block in strips.chunks(4) {
+                match block.len() {
+                    4 => self.block::<4>(g, block, grouped, offsets, wide, &constants, out),
+                    3 => self.block::<3>(g, block, grouped, offsets, wide, &constants, out),
+                    2 => self.block::<2>(g, block, grouped, offsets, wide, &constants, out),
+                    _ => self.block::<1>(g, block, grouped, offsets, wide, &constants, out),
+                }
+            }
+        }
+    }
+
+    /// `S` strips: for each output channel, its non-zero groups over the strips' pixels; per
+    /// 16 channels the bytes are transposed to pixel-major and stored.
+    ///
+    /// # Safety
+    /// As [`Self::convolve`], which checked the bounds.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx512vnni")]
+    unsafe fn block<const S: usize>(
+        &self,
+        g: &Geometry,
+        strips: &[(usize, usize)],
+        grouped: &[u8],
+        offsets: &[i32],
+        wide: &super::super::common::requantize::WideRescale,
+        constants: &WideConstants,
+        out: &mut [u8],
+    ) {
+        let row_cells = self.groups * self.columns;
+        let origins: [usize; S] =
+            std::array::from_fn(|s| strips[s].0 * g.stride.0 * row_cells + strips[s].1);
+        let base = grouped.as_ptr().cast::<i32>();
+        for first in (0..g.out_c).step_by(LANES) {
+            // Bytes of 16 channels × 16 pixels per strip, channel-major.
+            let mut bytes = [[_mm_setzero_si128(); LANES]; S];
+            for channel in first..(first + LANES).min(g.out_c) {
+                let mut acc = [_mm512_setzero_si512(); S];
+                for i in self.starts[channel]..self.starts[channel + 1] {
+                    // SAFETY: i is within the channel's list.
+                    let (offset, w) = unsafe {
+                        (
+                            *self.offsets.get_unchecked(i),
+                            *self.weights.get_unchecked(i),
+                        )
+                    };
+                    let w = _mm512_set1_epi32(w);
+                    for (acc, &origin) in acc.iter_mut().zip(&origins) {
+                        // SAFETY: origin + offset + 16 cells is within the image (asserted).
+                        let x = unsafe { _mm512_loadu_si512(base.add(origin + offset).cast()) };
+                        *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                    }
+                }
+                // SAFETY: the offsets are padded to whole registers; the repeated rescale
+                // holds 16 lanes per channel.
+                unsafe {
+                    let offset = _mm512_set1_epi32(*offsets.get_unchecked(channel));
+                    let rescale = ChannelLanes::load(wide, LANES * channel);
+                    for (bytes, acc) in bytes.iter_mut().zip(acc) {
+                        bytes[channel - first] =
+                            rescale.rescale(constants, _mm512_add_epi32(acc, offset));
+                    }
+                }
+            }
+            let channels = (g.out_c - first).min(LANES);
+            let channel_mask = ((1u32 << channels) - 1) as __mmask16;
+            for (bytes, &(oy, x0)) in bytes.iter().zip(strips) {
+                let pixels = transpose(bytes);
+                for (p, pixel) in pixels.iter().enumerate().take((g.out_w - x0).min(LANES)) {
+                    let at = ((oy * g.out_w + x0 + p) * g.out_c + first).min(out.len());
+                    // SAFETY: the mask keeps the store within the pixel's channels.
+                    unsafe {
+                        _mm_mask_storeu_epi8(out.as_mut_ptr().add(at).cast(), channel_mask, *pixel)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// [`transpose`]'s byte permutations. Round 1 takes 8 channels (two registers: byte 16·c + p
+/// is channel c's pixel p) to 8 pixels × 8 channels, pixel-major (byte 8·p + c): pixels 0–7,
+/// then 8–15. Round 2 takes a pixel's 8 low channels from the first register and its 8 high
+/// ones from the second (byte 64 + 8·p + c − 8): pixels 0–3, then 4–7.
+const TRANSPOSE: [[u8; 64]; 4] = {
+    let mut tables = [[0u8; 64]; 4];
+    let mut i = 0;
+    while i < 64 {
+        tables[0][i] = ((i % 8) * 16 + i / 8) as u8;
+        tables[1][i] = ((i % 8) * 16 + 8 + i / 8) as u8;
+        let (p, c) = (i / 16, i % 16);
+        let high = if c < 8 { 0 } else { 64 - 8 };
+        tables[2][i] = (8 * p + c + high) as u8;
+        tables[3][i] = (8 * (4 + p) + c + high) as u8;
+        i += 1;
+    }
+    tables
+};
+
+/// A 16 × 16 byte matrix (rows: channels, each 16 pixels) transposed to 16 pixels of 16
+/// channels, with two rounds of byte permutations over pairs of registers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn transpose(rows: &[__m128i; LANES]) -> [__m128i; LANES] {
+    // Four channels per register: byte 16·c + p is channel c's pixel p.
+    let quarter = |q: usize| {
+        let v = _mm512_castsi128_si512(rows[4 * q]);
+        let v = _mm512_inserti32x4::<1>(v, rows[4 * q + 1]);
+        let v = _mm512_inserti32x4::<2>(v, rows[4 * q + 2]);
+        _mm512_inserti32x4::<3>(v, rows[4 * q + 3])
+    };
+    let z = [quarter(0), quarter(1), quarter(2), quarter(3)];
+    // SAFETY: each table is 64 bytes, one register.
+    let [low_pixels, high_pixels, first_four, next_four] =
+        TRANSPOSE.map(|t| unsafe { _mm512_loadu_si512(t.as_ptr().cast()) });
+    let y = [
+        _mm512_permutex2var_epi8(z[0], low_pixels, z[1]),
+        _mm512_permutex2var_epi8(z[0], high_pixels, z[1]),
+        _mm512_permutex2var_epi8(z[2], low_pixels, z[3]),
+        _mm512_permutex2var_epi8(z[2], high_pixels, z[3]),
+    ];
+    let w = [
+        _mm512_permutex2var_epi8(y[0], first_four, y[2]),
+        _mm512_permutex2var_epi8(y[0], next_four, y[2]),
+        _mm512_permutex2var_epi8(y[1], first_four, y[3]),
+        _mm512_permutex2var_epi8(y[1], next_four, y[3]),
+    ];
+    std::array::from_fn(|p| {
+        let v = w[p / 4];
+        match p % 4 {
+            0 => _mm512_castsi512_si128(v),
+            1 => _mm512_extracti32x4_epi32::<1>(v),
+            2 => _mm512_extracti32x4_epi32::<2>(v),
+            _ => _mm512_extracti32x4_epi32::<3>(v),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_tflite::{Activation, BuiltinOptions, Conv2DOptions, Padding, TensorType};
+
+    use super::super::super::common::testing::{
+        constant, per_channel, quantized, run, seeded, tensor,
+    };
+    use super::super::prepare;
+    use super::*;
+
+    /// Filters pruned in groups of 4 or 16 input channels (85% of them zero), on random
+    /// shapes (several strips per row, channels not a multiple of 4 or 16), row strides,
+    /// dilations, paddings, batches and both 8-bit types: the sparse kernel (the filter a
+    /// constant) gives the bytes of the direct path (the filter fed at run time).
+    #[test]
+    fn pruned_filters_give_the_direct_paths_bytes() {
+        if Isa::detect() != Isa::Vnni {
+            return;
+        }
+        let mut next = seeded(0x005b_a75e);
+        let mut sparse_cases = 0;
+        for case in 0..40 {
+            let signed = case % 4 != 0;
+            let dtype = if signed {
+                TensorType::Int8
+            } else {
+                TensorType::UInt8
+            };
+            let batches = 1 + next(2) as usize;
+            let (in_h, in_w) = (2 + next(12) as usize, 2 + next(40) as usize);
+            let in_c = 1 + next(40) as usize;
+            let out_c = 1 + next(40) as usize;
+            let (kh, kw) = (1 + next(3) as usize, 1 + next(3) as usize);
+            let stride_h = 1 + next(2) as i32;
+            let dilation = 1 + (case % 3 == 0) as i32;
+            let padding = if next(2) == 0 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
+            if padding == Padding::Valid
+                && (in_h < (kh - 1) * dilation as usize + 1
+                    || in_w < (kw - 1) * dilation as usize + 1)
+            {
+                continue;
+            }
+            let input_zero = if signed {
+                next(256) as i64 - 128
+            } else {
+                next(256) as i64
+            };
+            let filter_zero = if signed { 0 } else { 100 + next(56) as i64 };
+            let block = if case % 2 == 0 { 4 } else { 16 };
+            let mut filter_bytes = Vec::with_capacity(out_c * kh * kw * in_c);
+            for _ in 0..out_c * kh * kw {
+                let mut kept = false;
+                for ch in 0..in_c {
+                    if ch % block == 0 {
+                        kept = next(100) < 15;
+                    }
+                    let value = if kept { next(255) as i64 - 127 } else { 0 };
+                    filter_bytes.push((value + filter_zero) as u8);
+                }
+            }
+            let scales: Vec<f32> = (0..out_c)
+                .map(|_| 0.001 + next(100) as f32 * 1e-4)
+                .collect();
+            let bias: Vec<i32> = (0..out_c).map(|_| next(4000) as i32 - 2000).collect();
+            let input_bytes: Vec<u8> = (0..batches * in_h * in_w * in_c)
+                .map(|_| next(256) as u8)
+                .collect();
+            let options = BuiltinOptions::Conv2D(Conv2DOptions {
+                padding,
+                stride_w: 1,
+                stride_h,
+                activation: if case % 5 == 0 {
+                    Activation::Relu6
+                } else {
+                    Activation::None
+                },
+                dilation_w: dilation,
+                dilation_h: dilation,
+            });
+            // Every third case feeds the bias at run time.
+            let fed_bias = case % 3 == 1;
+            let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let bias_tensor = || {
+                let t = if fed_bias {
+                    tensor(TensorType::Int32, &[out_c])
+                } else {
+                    constant(TensorType::Int32, &[out_c], bias_bytes.clone())
+                };
+                per_channel(t, scales.iter().map(|s| s * 0.05).collect(), 0)
+            };
+            let filter_shape = [out_c, kh, kw, in_c];
+            let input = || {
+                quantized(
+                    tensor(dtype, &[batches, in_h, in_w, in_c]),
+                    0.05,
+                    input_zero,
+                )
+            };
+            let output = || quantized(tensor(dtype, &[1]), 0.1, if signed { -5 } else { 120 });
+            let filter = |value: bool| {
+                let t = if value {
+                    constant(dtype, &filter_shape, filter_bytes.clone())
+                } else {
+                    tensor(dtype, &filter_shape)
+                };
+                per_channel(t, scales.clone(), filter_zero)
+            };
+            let mut data: Vec<&[u8]> = vec![&input_bytes];
+            if fed_bias {
+                data.push(&bias_bytes);
+            }
+            let sparse = run(
+                prepare,
+                options.clone(),
+                vec![Some(input()), Some(filter(true)), Some(bias_tensor())],
+                output(),
+                &data,
+            )
+            .unwrap();
+            let mut data: Vec<&[u8]> = vec![&input_bytes, &filter_bytes];
+            if fed_bias {
+                data.push(&bias_bytes);
+            }
+            let direct = run(
+                prepare,
+                options,
+                vec![Some(input()), Some(filter(false)), Some(bias_tensor())],
+                output(),
+                &data,
+            )
+            .unwrap();
+            if format!("{:?}", sparse.kernel).contains("Sparse(SparseFilter") {
+                sparse_cases += 1;
+            }
+            assert_eq!(sparse.shape, direct.shape, "case {case}");
+            assert_eq!(sparse.data, direct.data, "case {case}");
+        }
+        assert!(
+            sparse_cases >= 25,
+            "{sparse_cases} cases took the sparse kernel"
+        );
+    }
+
+    /// The transpose moves byte (channel c, pixel p) to (pixel p, channel c).
+    #[test]
+    fn the_transpose_swaps_channels_and_pixels() {
+        if !std::arch::is_x86_feature_detected!("avx512vbmi") {
+            return;
+        }
+        let matrix: [[u8; 16]; 16] =
+            std::array::from_fn(|c| std::array::from_fn(|p| (16 * c + p) as u8));
+        // SAFETY: the CPU has the features (checked above); 16-byte loads and stores.
+        let transposed = unsafe {
+            let rows = matrix.map(|row| _mm_loadu_si128(row.as_ptr().cast()));
+            transpose(&rows).map(|v| {
+                let mut bytes = [0u8; 16];
+                _mm_storeu_si128(bytes.as_mut_ptr().cast(), v);
+                bytes
+            })
+        };
+        for (p, pixel) in transposed.iter().enumerate() {
+            for (c, &b) in pixel.iter().enumerate() {
+                assert_eq!(b, matrix[c][p], "pixel {p} channel {c}");
+            }
+        }
+    }
+}
