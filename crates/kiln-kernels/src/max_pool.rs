@@ -190,17 +190,14 @@ fn consider(v: f32, at: u32, best: &mut f32, best_index: &mut u32) {
 
 multiversion!(fn forward_plane_2x2(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32]) => forward_plane_2x2_body);
 
-/// The CNNs' 2×2, stride-2 pooling of whole windows, in two vectorizable passes per output
-/// row: the larger of each column's two taps, then the larger of each pair of columns.
-/// Winners are the naive order's (upper-left, upper-right, lower-left, lower-right; the first
-/// of equals, NaN over numbers): the later column wins a tie only when it came from the upper
-/// row and the earlier from the lower one.
+/// The CNNs' 2×2, stride-2 pooling of whole windows: per window, the four taps in the naive
+/// order (upper-left, upper-right, lower-left, lower-right) through one branch-free select
+/// chain, so the first of equals wins and NaN wins over numbers; the loop over a row's
+/// windows vectorizes (two interleaved loads per input row), with no buffer per plane.
 #[inline(always)]
 fn forward_plane_2x2_body<M: Math>(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32]) {
     let in_w = s.in_size[1];
     let out_w = s.out_size()[1];
-    let mut column_max = vec![0.0f32; 2 * out_w];
-    let mut from_lower = vec![false; 2 * out_w];
     for (oh, (y_row, idx_row)) in y
         .chunks_exact_mut(out_w)
         .zip(indices.chunks_exact_mut(out_w))
@@ -209,27 +206,22 @@ fn forward_plane_2x2_body<M: Math>(s: &Pool2dShape, x: &[f32], y: &mut [f32], in
         let top = 2 * oh * in_w;
         let upper = &x[top..top + 2 * out_w];
         let lower = &x[top + in_w..top + in_w + 2 * out_w];
-        for (((m, l_won), &u), &l) in column_max
-            .iter_mut()
-            .zip(from_lower.iter_mut())
-            .zip(upper)
-            .zip(lower)
-        {
-            *l_won = better(l, u);
-            *m = if *l_won { l } else { u };
-        }
-        for (ow, ((value, index), (m, l_won))) in y_row
+        for (ow, (((value, index), u), l)) in y_row
             .iter_mut()
             .zip(idx_row.iter_mut())
-            .zip(column_max.chunks_exact(2).zip(from_lower.chunks_exact(2)))
+            .zip(upper.chunks_exact(2))
+            .zip(lower.chunks_exact(2))
             .enumerate()
         {
-            // `|` and `&`, not `||` and `&&`: no branches, so the loop vectorizes.
-            let tie = (m[1] == m[0]) | (m[1].is_nan() & m[0].is_nan());
-            let right = better(m[1], m[0]) | (tie & l_won[0] & !l_won[1]);
-            let won_lower = if right { l_won[1] } else { l_won[0] };
-            *value = if right { m[1] } else { m[0] };
-            *index = (top + 2 * ow + usize::from(right) + if won_lower { in_w } else { 0 }) as u32;
+            let first = (top + 2 * ow) as u32;
+            let (mut best, mut at) = (u[0], first);
+            for (v, offset) in [(u[1], 1), (l[0], in_w as u32), (l[1], in_w as u32 + 1)] {
+                let wins = better(v, best);
+                best = if wins { v } else { best };
+                at = if wins { first + offset } else { at };
+            }
+            *value = best;
+            *index = at;
         }
     }
 }
