@@ -48,6 +48,10 @@ fn time(mut f: impl FnMut()) -> f64 {
 fn main() {
     let cases = [
         (
+            "quickstart conv1 1→32 26×26",
+            valid(conv(64, 1, 28, 32, 3, 1, 1)),
+        ),
+        (
             "quickstart conv2 32→64 11×11",
             valid(conv(64, 32, 13, 64, 3, 1, 1)),
         ),
