@@ -36,6 +36,30 @@ pub fn clamp_backward(
     Ok(())
 }
 
+/// `x = min(max(x, low), high)` in place: for an activation no one else holds, which saves
+/// the output's allocation, its zeroing and a pass over memory.
+pub fn clamp_forward_in_place(x: &mut [f32], low: f32, high: f32) -> Result<(), KernelError> {
+    check(x.len(), x.len(), low, high)?;
+    x.par_chunks_mut(TASK)
+        .for_each(|x| clamp_in_place_chunk(x, low, high));
+    Ok(())
+}
+
+/// `grad` (the output's gradient on entry) becomes the input's: kept where the clamped output
+/// `y` lies strictly inside `(low, high)`, else 0.
+pub fn clamp_backward_in_place(
+    y: &[f32],
+    grad: &mut [f32],
+    low: f32,
+    high: f32,
+) -> Result<(), KernelError> {
+    check(y.len(), grad.len(), low, high)?;
+    grad.par_chunks_mut(TASK)
+        .zip(y.par_chunks(TASK))
+        .for_each(|(grad, y)| clamp_grad_in_place_chunk(y, low, high, grad));
+    Ok(())
+}
+
 fn check(input: usize, output: usize, low: f32, high: f32) -> Result<(), KernelError> {
     if low.is_nan() || high.is_nan() || low > high {
         return Err(KernelError::Shape(format!(
@@ -68,6 +92,30 @@ fn clamp_body<M: Math>(x: &[f32], low: f32, high: f32, y: &mut [f32]) {
     }
 }
 
+multiversion!(fn clamp_in_place_chunk(x: &mut [f32], low: f32, high: f32) => clamp_in_place_body);
+
+#[inline(always)]
+fn clamp_in_place_body<M: Math>(x: &mut [f32], low: f32, high: f32) {
+    for x in x.iter_mut() {
+        *x = if *x < low {
+            low
+        } else if *x > high {
+            high
+        } else {
+            *x
+        };
+    }
+}
+
+multiversion!(fn clamp_grad_in_place_chunk(y: &[f32], low: f32, high: f32, grad: &mut [f32]) => clamp_grad_in_place_body);
+
+#[inline(always)]
+fn clamp_grad_in_place_body<M: Math>(y: &[f32], low: f32, high: f32, grad: &mut [f32]) {
+    for (g, &y) in grad.iter_mut().zip(y) {
+        *g = if y > low && y < high { *g } else { 0.0 };
+    }
+}
+
 multiversion!(fn clamp_grad_chunk(y: &[f32], dy: &[f32], low: f32, high: f32, dx: &mut [f32]) => clamp_grad_body);
 
 #[inline(always)]
@@ -94,6 +142,13 @@ mod tests {
             let inside = x[i] > 0.0 && x[i] < 6.0;
             assert_eq!(dx[i], if inside { dy[i] } else { 0.0 });
         }
+        // The in-place forms give the same values.
+        let mut in_place = x.clone();
+        clamp_forward_in_place(&mut in_place, 0.0, 6.0).unwrap();
+        assert_eq!(in_place, y);
+        let mut grad = dy.clone();
+        clamp_backward_in_place(&y, &mut grad, 0.0, 6.0).unwrap();
+        assert_eq!(grad, dx);
     }
 
     #[test]

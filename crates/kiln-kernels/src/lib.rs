@@ -29,7 +29,9 @@ mod simd;
 #[cfg(test)]
 mod tests;
 
-pub use activation::{clamp_backward, clamp_forward};
+pub use activation::{
+    clamp_backward, clamp_backward_in_place, clamp_forward, clamp_forward_in_place,
+};
 pub use batch_norm::{
     BatchNormShape, batch_norm_train_backward, batch_norm_train_forward, channel_affine_backward,
     channel_affine_forward,
