@@ -149,9 +149,19 @@ struct Scratch {
     output: Vec<f32>,
 }
 
+/// `len` floats of `buffer` with whatever they held: for buffers written before they are read
+/// (zeroing them per image cost a pass over every image).
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buffer.clear();
-    buffer.resize(len, 0.0);
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// `len` zeros, for buffers that are summed into.
+fn zeroed(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    let buffer = sized(buffer, len);
+    buffer.fill(0.0);
     buffer
 }
 
@@ -209,7 +219,7 @@ pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [
             out_h * out_w,
             grad,
         );
-        let dx_image = sized(&mut scratch.input, in_image);
+        let dx_image = zeroed(&mut scratch.input, in_image);
         for oh in 0..out_h {
             for (i, ih) in rows(s, oh) {
                 for (j, &(lo, hi)) in columns.iter().enumerate() {
