@@ -371,6 +371,11 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
             .contains("1x16 blocks"),
         "{pruned}"
     );
+    // The report (and `pipeline compare`) names each compressed variant's pattern and clusters.
+    assert_eq!(pruned["pattern"], "1x16 blocks", "{pruned}");
+    let clustered = variant(&report, "clustered16_int8");
+    assert_eq!(clustered["clusters"], 16, "{clustered}");
+    assert!(variant(&report, "qat_int8")["clusters"].is_null());
     assert_eq!(report["qat"]["from"], "train");
     for name in names {
         assert!(

@@ -54,6 +54,10 @@ pub struct StageModel {
     pub stages: Vec<String>,
     /// Zeros over its pruned layers' weights, when pruned.
     pub sparsity: Option<f64>,
+    /// How it was pruned (`1x16 blocks`, `2:4`, `unstructured`), when pruned.
+    pub pattern: Option<String>,
+    /// Shared values per layer, when its weights are clustered.
+    pub clusters: Option<usize>,
     pub variants: Vec<Variant>,
     /// QAT's wrapped model: its ranges quantize the int8 file instead of calibration.
     pub qat: Option<Qat<AnyClassifier>>,

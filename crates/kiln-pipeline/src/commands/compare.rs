@@ -1,6 +1,6 @@
 //! `pipeline compare RUN_DIR... [--out DIR]`: one table across runs — every variant of every
-//! run with its size (and its dense size when stored sparse), gzip size, accuracy, latency and
-//! sparsity — and one plot,
+//! run with its size (and its dense size when stored sparse), gzip size, accuracy, latency,
+//! sparsity and pruning pattern, and clusters per layer — and one plot,
 //! `compare.svg`/`.png` (accuracy against raw and gzip size, each run in its color, the Pareto
 //! frontier over all of them), for researchers comparing configs, seeds or schedules.
 
@@ -28,6 +28,10 @@ struct Row {
     accuracy_delta: Option<f64>,
     latency_ms_p50: Option<f64>,
     sparsity: Option<f64>,
+    /// The pruning pattern (`1x16 blocks`, …), for pruned variants.
+    pattern: Option<String>,
+    /// Shared values per layer, for clustered variants.
+    clusters: Option<u64>,
 }
 
 /// `plot_dir`: where `compare.svg` and `compare.png` go.
@@ -59,6 +63,7 @@ pub fn run(run_dirs: &[PathBuf], plot_dir: &Path, as_json: bool) -> Result<()> {
                     "size_vs_fp32": r.size_vs_fp32,
                     "accuracy": r.accuracy, "accuracy_delta": r.accuracy_delta,
                     "latency_ms_p50": r.latency_ms_p50, "sparsity": r.sparsity,
+                    "pattern": r.pattern, "clusters": r.clusters,
                 })
             })
             .collect();
@@ -98,6 +103,8 @@ fn rows_of(dir: &Path) -> Result<Vec<Row>> {
             accuracy_delta: v["accuracy_delta"].as_f64(),
             latency_ms_p50: v["latency_ms_p50"].as_f64(),
             sparsity: v["sparsity"].as_f64(),
+            pattern: v["pattern"].as_str().map(str::to_owned),
+            clusters: v["clusters"].as_u64(),
         })
         .collect())
 }
@@ -133,7 +140,7 @@ fn plot(rows: &[Row]) -> Result<Option<Plot>> {
 
 fn table(rows: &[Row]) -> String {
     let dash = || "—".to_owned();
-    let cells: Vec<[String; 11]> = rows
+    let cells: Vec<[String; 13]> = rows
         .iter()
         .map(|r| {
             [
@@ -152,12 +159,14 @@ fn table(rows: &[Row]) -> String {
                 r.latency_ms_p50.map_or_else(dash, |l| format!("{l:.3} ms")),
                 r.sparsity
                     .map_or_else(dash, |s| format!("{:.1}%", 100.0 * s)),
+                r.pattern.clone().unwrap_or_else(dash),
+                r.clusters.map_or_else(dash, |c| c.to_string()),
             ]
         })
         .collect();
     let header = [
         "run", "seed", "variant", "bytes", "dense", "gzip", "vs fp32", "accuracy", "Δ pt", "p50",
-        "sparsity",
+        "sparsity", "pattern", "clusters",
     ];
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
@@ -210,7 +219,10 @@ mod tests {
                 {"name": "int8", "bytes": 250, "gzip_bytes": 200, "size_vs_fp32": 0.25,
                  "accuracy": accuracy - 0.001, "accuracy_delta": -0.001, "latency_ms_p50": null},
                 {"name": "pruned80_int8", "bytes": 75, "dense_bytes": 250, "gzip_bytes": 60,
-                 "size_vs_fp32": 0.075, "accuracy": accuracy - 0.002, "sparsity": 0.8},
+                 "size_vs_fp32": 0.075, "accuracy": accuracy - 0.002, "sparsity": 0.8,
+                 "pattern": "1x16 blocks"},
+                {"name": "clustered16_int8", "bytes": 250, "gzip_bytes": 120,
+                 "size_vs_fp32": 0.25, "accuracy": accuracy - 0.003, "clusters": 16},
             ]
         });
         std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
@@ -223,12 +235,22 @@ mod tests {
         write_report(&a, 1, 0.98);
         write_report(&b, 2, 0.97);
         let rows: Vec<Row> = [&a, &b].iter().flat_map(|d| rows_of(d).unwrap()).collect();
-        assert_eq!(rows.len(), 6);
-        assert_eq!((rows[3].seed, rows[3].variant.as_str()), (Some(2), "fp32"));
+        assert_eq!(rows.len(), 8);
+        assert_eq!((rows[4].seed, rows[4].variant.as_str()), (Some(2), "fp32"));
         assert_eq!((rows[2].bytes, rows[2].dense_bytes), (Some(75), Some(250)));
+        assert_eq!(rows[2].pattern.as_deref(), Some("1x16 blocks"));
+        assert_eq!(
+            (rows[3].clusters, rows[3].pattern.as_deref()),
+            (Some(16), None)
+        );
         let text = table(&rows);
-        assert!(text.lines().count() == 7, "{text}");
-        assert!(text.lines().next().unwrap().contains("dense"), "{text}");
+        assert!(text.lines().count() == 9, "{text}");
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.contains("dense") && header.contains("pattern") && header.contains("clusters"),
+            "{text}"
+        );
+        assert!(text.contains("1x16 blocks"), "{text}");
         assert!(
             text.contains("98.00%") && text.contains("25.0%") && text.contains("—"),
             "{text}"

@@ -113,6 +113,12 @@ pub struct VariantReport {
     pub speedup_vs_fp32: Option<f64>,
     /// Fraction of zeros in the pruned layers' weights (pruned variants).
     pub sparsity: Option<f64>,
+    /// The pruning pattern (`1x16 blocks`, `2:4`, `unstructured`; pruned variants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Shared weight values per layer (clustered variants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<usize>,
     /// With weights stored sparse: the file's size with every weight dense.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dense_bytes: Option<u64>,
@@ -151,6 +157,8 @@ impl VariantReport {
             accuracy_delta: None,
             speedup_vs_fp32: None,
             sparsity: None,
+            pattern: None,
+            clusters: None,
             dense_bytes: None,
             sparse_storage: None,
             stages: vec!["train".into(), format!("export {name}")],
@@ -363,11 +371,11 @@ impl Report {
              compares each file's (dequantized) logits with the Burn model's.\n\n",
             self.latency_runtime
         );
-        md += "| variant | file | bytes | dense bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity |\n";
-        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        md += "| variant | file | bytes | dense bytes | gzip bytes | size vs fp32 | accuracy | Δ accuracy | latency p50 | speedup vs fp32 | max abs diff vs Burn | argmax agreement | sparsity | clusters |\n";
+        md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for v in &self.variants {
             md += &format!(
-                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v.name,
                 v.file,
                 v.bytes,
@@ -386,7 +394,11 @@ impl Report {
                     .as_ref()
                     .map_or("—".into(), |p| format!("{:.2e}", p.max_abs_diff)),
                 percent(v.parity.as_ref().map(|p| p.argmax_agreement)),
-                percent(v.sparsity),
+                match (&v.pattern, v.sparsity) {
+                    (Some(pattern), Some(_)) => format!("{} ({pattern})", percent(v.sparsity)),
+                    _ => percent(v.sparsity),
+                },
+                v.clusters.map_or("—".into(), |c| c.to_string()),
             );
         }
         let sparse: Vec<String> = self
@@ -434,6 +446,8 @@ mod tests {
             accuracy_delta: None,
             speedup_vs_fp32: None,
             sparsity: None,
+            pattern: None,
+            clusters: None,
             dense_bytes: None,
             sparse_storage: None,
             stages: Vec::new(),

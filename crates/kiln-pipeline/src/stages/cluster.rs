@@ -174,6 +174,8 @@ impl Stage for ClusterStage {
             model,
             stages,
             sparsity: base.sparsity,
+            pattern: base.pattern.clone(),
+            clusters: Some(self.clusters),
             variants: self.variants.clone(),
             qat: None,
             reference: ReferenceLogits {

@@ -224,6 +224,8 @@ impl Stage for DistillStage {
                 format!("distill T={} α={}", self.temperature, self.alpha),
             ],
             sparsity: None,
+            pattern: None,
+            clusters: None,
             variants: self.variants.clone(),
             qat: None,
             reference: ReferenceLogits {

@@ -91,6 +91,8 @@ fn export_model(
     for file in files {
         let mut report = VariantReport::for_file(&file.name, run.run_dir, &file.file)?;
         report.sparsity = model.sparsity;
+        report.pattern = model.pattern.clone();
+        report.clusters = model.clusters;
         report.dense_bytes = file.dense.as_ref().map(|d| d.len() as u64);
         report.sparse_storage =
             (!file.sparse.is_empty()).then(|| crate::export::describe_sparse(&file.sparse));

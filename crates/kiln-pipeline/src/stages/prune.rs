@@ -219,6 +219,8 @@ impl Stage for PruneStage {
             model,
             stages,
             sparsity: Some(sparsity),
+            pattern: Some(self.pattern().to_string()),
+            clusters: None,
             variants: self.variants.clone(),
             qat: None,
             reference: ReferenceLogits {

@@ -176,7 +176,7 @@ impl Stage for QatStage {
         let mut stages = base.stages.clone();
         stages.push(format!("qat {} epochs", self.epochs));
         // A pruned model's zeros are masked through QAT, so its sparsity carries over.
-        let sparsity = base.sparsity;
+        let (sparsity, pattern) = (base.sparsity, base.pattern.clone());
         let report = QatReport {
             settings: self.clone(),
             from: from.into(),
@@ -198,6 +198,9 @@ impl Stage for QatStage {
             model: qat.model.clone(),
             stages,
             sparsity,
+            pattern,
+            // Fine-tuning moves the weights off the shared values.
+            clusters: None,
             variants: vec![Variant::Int8],
             qat: Some(qat),
             reference: ReferenceLogits {

@@ -134,6 +134,8 @@ impl Stage for TrainStage {
             model: trained,
             stages: vec!["train".into()],
             sparsity: None,
+            pattern: None,
+            clusters: None,
             variants,
             qat: None,
             reference: ReferenceLogits {
