@@ -30,6 +30,60 @@ struct Step {
     kernel: Kernel,
     inputs: Vec<Option<usize>>,
     outputs: Vec<usize>,
+    /// This operator and the max pooling after it as one kernel, which writes the pool's
+    /// outputs: a plain invoke runs it and skips the pool; an observed one runs both, so that
+    /// the intermediate value is there to see.
+    fused: Option<FusedStep>,
+    /// Skipped by a plain invoke: the step before computes this one's outputs (`fused`).
+    folded_into_previous: bool,
+}
+
+struct FusedStep {
+    kernel: Kernel,
+    outputs: Vec<usize>,
+}
+
+/// Folds each max pooling into the operator before it where that operator's kernel can
+/// compute both ([`kernels::OpKernel::fused_with_max_pool`]) and nothing else reads the
+/// value between them.
+fn fuse_max_pools(steps: &mut [Step], graph_outputs: &[usize], tensors: usize) {
+    let mut readers = vec![0usize; tensors];
+    for step in steps.iter() {
+        for &t in step.inputs.iter().flatten() {
+            readers[t] += 1;
+        }
+    }
+    for i in 1..steps.len() {
+        let (head, tail) = steps.split_at_mut(i);
+        let (producer, pool) = (&mut head[i - 1], &mut tail[0]);
+        let [value] = producer.outputs[..] else {
+            continue;
+        };
+        // The fused kernel reads the producer's inputs while it writes the pool's outputs:
+        // they must be distinct tensors (as one operator's inputs and outputs are).
+        let aliased = pool
+            .outputs
+            .iter()
+            .any(|t| producer.inputs.contains(&Some(*t)));
+        if producer.folded_into_previous
+            || aliased
+            || pool.inputs.first() != Some(&Some(value))
+            || readers[value] != 1
+            || graph_outputs.contains(&value)
+        {
+            continue;
+        }
+        let Some(spec) = pool.kernel.tiling_max_pool() else {
+            continue;
+        };
+        if let Some(kernel) = producer.kernel.fused_with_max_pool(&spec) {
+            producer.fused = Some(FusedStep {
+                kernel,
+                outputs: pool.outputs.clone(),
+            });
+            pool.folded_into_previous = true;
+        }
+    }
 }
 
 /// Bytes an interpreter holds (see [`Interpreter::memory`]).
@@ -229,9 +283,12 @@ impl Interpreter {
                     kernel: prepared.kernel,
                     inputs: op.inputs.iter().map(|&t| index(t)).collect(),
                     outputs: op.outputs.iter().filter_map(|&t| index(t)).collect(),
+                    fused: None,
+                    folded_into_previous: false,
                 });
             }
         }
+        fuse_max_pools(&mut steps, &self.outputs, self.tensors.len());
         // Tensors without file data get their storage anew: arena ranges and folded values
         // both depend on the shapes just prepared.
         for (t, storage) in self.storage.iter_mut().enumerate() {
@@ -439,6 +496,11 @@ impl Interpreter {
         Ok(())
     }
 
+    /// Operators a plain invoke runs folded into the one before them (max poolings).
+    pub fn fused_operators(&self) -> usize {
+        self.steps.iter().filter(|s| s.folded_into_previous).count()
+    }
+
     /// The threads an invoke runs on.
     pub fn threads(&self) -> usize {
         self.pool
@@ -450,7 +512,7 @@ impl Interpreter {
     pub fn invoke(&mut self) -> Result<(), RuntimeError> {
         // An empty observer: after inlining, the observation loop compiles away, so the
         // plain invoke pays nothing for the hook below.
-        self.run(|_, _, _| {}, &mut NoClock)
+        self.run::<_, _, true>(|_, _, _| {}, &mut NoClock)
     }
 
     /// Runs like [`invoke`](Self::invoke) and shows every intermediate value to `observe`:
@@ -464,7 +526,8 @@ impl Interpreter {
     where
         F: FnMut(usize, &TensorInfo, &[u8]),
     {
-        self.run(observe, &mut NoClock)
+        // Unfused: every operator's output is computed, to be seen.
+        self.run::<_, _, false>(observe, &mut NoClock)
     }
 
     /// Runs the model once, adding each operator's time to `profile` (as LiteRT's
@@ -475,7 +538,8 @@ impl Interpreter {
             started: Instant::now(),
             profile,
         };
-        self.run(|_, _, _| {}, &mut clock)
+        // As a plain invoke runs: a pooling folded into the operator before it shows no time.
+        self.run::<_, _, true>(|_, _, _| {}, &mut clock)
     }
 
     /// `(operator index, operator name, first output tensor's name)` of every operator that
@@ -500,19 +564,30 @@ impl Interpreter {
     }
 
     #[inline(always)]
-    fn run<F, C>(&mut self, observe: F, clock: &mut C) -> Result<(), RuntimeError>
+    fn run<F, C, const FUSED: bool>(
+        &mut self,
+        observe: F,
+        clock: &mut C,
+    ) -> Result<(), RuntimeError>
     where
         F: FnMut(usize, &TensorInfo, &[u8]),
         C: StepClock,
     {
         let pool = self.pool.take();
-        let result = parallel::with_pool(pool.as_ref(), || self.run_steps(observe, clock));
+        let result = parallel::with_pool(pool.as_ref(), || {
+            self.run_steps::<F, C, FUSED>(observe, clock)
+        });
         self.pool = pool;
         result
     }
 
+    /// `FUSED`: run fused steps' kernels (and skip the operators folded into them).
     #[inline(always)]
-    fn run_steps<F, C>(&mut self, mut observe: F, clock: &mut C) -> Result<(), RuntimeError>
+    fn run_steps<F, C, const FUSED: bool>(
+        &mut self,
+        mut observe: F,
+        clock: &mut C,
+    ) -> Result<(), RuntimeError>
     where
         F: FnMut(usize, &TensorInfo, &[u8]),
         C: StepClock,
@@ -526,6 +601,13 @@ impl Interpreter {
         let mut inputs: Vec<Option<In<'_>>> = Vec::with_capacity(8);
         let mut outputs: Vec<Out<'_>> = Vec::with_capacity(4);
         for (step_index, step) in self.steps.iter().enumerate() {
+            if FUSED && step.folded_into_previous {
+                continue;
+            }
+            let (kernel, step_outputs) = match &step.fused {
+                Some(fused) if FUSED => (&fused.kernel, &fused.outputs),
+                _ => (&step.kernel, &step.outputs),
+            };
             inputs.clear();
             outputs.clear();
             inputs.extend(step.inputs.iter().map(|t| {
@@ -543,7 +625,7 @@ impl Interpreter {
                     },
                 })
             }));
-            for &t in &step.outputs {
+            for &t in step_outputs {
                 let Storage::Arena { offset, len } = self.storage[t] else {
                     return Err(RuntimeError::InvalidModel(format!(
                         "output tensor {t} has no arena storage"
@@ -559,10 +641,10 @@ impl Interpreter {
             // keeps a zero-sized dimension from leaving the others' loops to spin (fuzzer
             // finding: a batch of 2^28 empty images took seconds in a depthwise layer).
             if outputs.iter().any(|o| !o.data.is_empty()) {
-                step.kernel.eval(&inputs, &mut outputs);
+                kernel.eval(&inputs, &mut outputs);
             }
             clock.end(step_index);
-            for (&t, out) in step.outputs.iter().zip(&outputs) {
+            for (&t, out) in step_outputs.iter().zip(&outputs) {
                 observe(t, &self.tensors[t], out.data);
             }
         }
@@ -655,6 +737,10 @@ fn lifetimes(
             touch(t, i);
         }
         for &t in &step.outputs {
+            touch(t, i);
+        }
+        // A fused step writes the next step's outputs already.
+        for &t in step.fused.iter().flat_map(|f| &f.outputs) {
             touch(t, i);
         }
     }

@@ -66,7 +66,7 @@ mod transpose;
 
 use kiln_tflite::{BuiltinOp, Operator, OperatorCode};
 
-pub use op_kernel::{In, Kernel, OpKernel, Out, Prep, Prepared};
+pub use op_kernel::{In, Kernel, OpKernel, Out, Prep, Prepared, TilingMaxPool};
 
 use crate::error::RuntimeError;
 use crate::tensor::TensorInfo;

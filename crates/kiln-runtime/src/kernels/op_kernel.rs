@@ -28,6 +28,30 @@ pub trait OpKernel: std::fmt::Debug + Send + Sync {
     fn prepared_bytes(&self) -> usize {
         0
     }
+
+    /// This operator as a quantized max pooling without padding whose windows tile its
+    /// input, for folding into the operator that makes its input.
+    fn tiling_max_pool(&self) -> Option<TilingMaxPool> {
+        None
+    }
+
+    /// A kernel that computes this operator followed by `pool` in one pass, writing the
+    /// pooled output (the interpreter then skips the pool), when this kernel can.
+    fn fused_with_max_pool(&self, _pool: &TilingMaxPool) -> Option<Kernel> {
+        None
+    }
+}
+
+/// A quantized MAX_POOL_2D whose windows tile its input (stride = filter, no padding): every
+/// input value lies in at most one window, and values past the last whole window in none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilingMaxPool {
+    /// (height, width).
+    pub window: (usize, usize),
+    /// The pooled output's (height, width).
+    pub out: (usize, usize),
+    /// The clamp of its fused activation, in the (shared) quantized type.
+    pub range: (i32, i32),
 }
 
 pub type Kernel = Box<dyn OpKernel>;

@@ -158,7 +158,7 @@ impl Convolution {
 }
 
 /// Where each output pixel's receptive field lies in the input.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Geometry {
     pub batches: usize,
     pub in_h: usize,

@@ -487,6 +487,118 @@ impl PackedWeights {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+impl PackedWeights {
+    /// Like [`Self::multiply_requantized`], for rows in groups of `cells` (a pooling
+    /// window's pixels, consecutive): each group's maximum sum per channel is requantized
+    /// into `out[group * n + c]`. `cells` must divide [`ROWS`] and `rows`.
+    ///
+    /// # Panics
+    /// As [`Self::multiply_requantized`], and when `cells` does not divide both.
+    pub fn multiply_max_requantized(
+        &self,
+        a: &[u8],
+        rows: usize,
+        cells: usize,
+        q: &Requantization<'_>,
+        out: &mut [u8],
+    ) {
+        assert!(self.fuses(), "a VNNI packing");
+        assert!(cells > 0 && ROWS.is_multiple_of(cells) && rows.is_multiple_of(cells));
+        assert!(a.len() >= rows * self.k_padded && out.len() >= rows / cells * self.n);
+        assert!(
+            q.offsets.len() >= self.n.div_ceil(16) * 16
+                && q.wide.padded_len() >= self.n.div_ceil(16) * 16
+        );
+        let lanes = self.isa.lanes();
+        let block_len = self.k_padded * lanes;
+        let blocks = self.n.div_ceil(lanes);
+        // SAFETY: a VNNI packing and a `WideRescale` exist only on CPUs with every subset used.
+        let constants = unsafe { WideConstants::new(q.range) };
+        for block in (0..blocks).step_by(2) {
+            let together = (blocks - block).min(2);
+            let weights = &self.bytes[block * block_len..(block + together) * block_len];
+            let mut r0 = 0;
+            while r0 < rows {
+                let count = if rows - r0 >= ROWS { ROWS } else { cells };
+                let a = &a[r0 * self.k_padded..(r0 + count) * self.k_padded];
+                let out = &mut out[r0 / cells * self.n..];
+                let epilogue = Epilogue {
+                    q,
+                    constants: &constants,
+                    first: block * lanes,
+                    n: self.n,
+                };
+                macro_rules! tile {
+                    ($($cells:literal),*) => {
+                        match (together, count == ROWS, cells) {
+                            $(
+                                // SAFETY: as above; the slices hold the rows, the blocks and
+                                // the groups' outputs.
+                                (2, true, $cells) => unsafe {
+                                    tile_vnni_max_requantized::<2, ROWS, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                },
+                                (2, false, $cells) => unsafe {
+                                    tile_vnni_max_requantized::<2, $cells, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                },
+                                (_, true, $cells) => unsafe {
+                                    tile_vnni_max_requantized::<1, ROWS, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                },
+                                (_, false, $cells) => unsafe {
+                                    tile_vnni_max_requantized::<1, $cells, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                },
+                            )*
+                            _ => unreachable!("cells divides ROWS"),
+                        }
+                    };
+                }
+                tile!(1, 2, 4, 8);
+                r0 += count;
+            }
+        }
+    }
+}
+
+/// `R` rows (groups of `CELLS`) × `BLOCKS` blocks of 16 channels: each group's maximum,
+/// requantized in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512dq,avx512vl")]
+unsafe fn tile_vnni_max_requantized<const BLOCKS: usize, const R: usize, const CELLS: usize>(
+    a: &[u8],
+    row_len: usize,
+    blocks: &[i8],
+    e: &Epilogue<'_, '_>,
+    out: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's CPU has VNNI; the rows were flipped when gathered.
+    let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, 0) };
+    for b in 0..BLOCKS {
+        let channel = e.first + 16 * b;
+        if channel >= e.n {
+            break;
+        }
+        let lanes: __mmask16 = ((1u32 << (e.n - channel).min(16)) - 1) as __mmask16;
+        // SAFETY: offsets and parameters are padded past every channel below n (asserted by
+        // the caller); each store is masked to its group's channels below n.
+        unsafe {
+            let offsets = _mm512_loadu_si512(e.q.offsets.as_ptr().add(channel).cast());
+            let rescale = ChannelLanes::load(e.q.wide, channel);
+            for (group, cells) in acc.chunks_exact(CELLS).enumerate() {
+                let max = cells
+                    .iter()
+                    .fold(cells[0][b], |m, row| _mm512_max_epi32(m, row[b]));
+                let bytes = rescale.rescale(e.constants, _mm512_add_epi32(max, offsets));
+                _mm_mask_storeu_epi8(
+                    out.as_mut_ptr().add(group * e.n + channel).cast(),
+                    lanes,
+                    bytes,
+                );
+            }
+        }
+    }
+}
+
 /// One tile's epilogue: where its channels start and the requantization.
 #[cfg(target_arch = "x86_64")]
 struct Epilogue<'a, 'q> {

@@ -9,7 +9,7 @@ use super::fused_activation::FloatClamp;
 use super::quant::{activation_range, per_tensor};
 use super::scratch::Scratch;
 use crate::error::RuntimeError;
-use crate::kernels::{In, Kernel, OpKernel, Out, Prep};
+use crate::kernels::{In, Kernel, OpKernel, Out, Prep, TilingMaxPool};
 use crate::tensor::{as_f32, as_f32_mut};
 
 /// How a pooling operator reduces one window of one output pixel, before the clamp.
@@ -106,6 +106,23 @@ struct Pool<R> {
 }
 
 impl<R: Reduce> OpKernel for Pool<R> {
+    fn tiling_max_pool(&self) -> Option<TilingMaxPool> {
+        let g = &self.geometry;
+        let PoolArithmetic::Quantized { range, .. } = self.arithmetic else {
+            return None;
+        };
+        (matches!(self.reduce.separable(), Separable::Maximum)
+            && g.stride == g.filter
+            && g.pad == (0, 0)
+            && g.out_h * g.filter.0 <= g.in_h
+            && g.out_w * g.filter.1 <= g.in_w)
+            .then_some(TilingMaxPool {
+                window: g.filter,
+                out: (g.out_h, g.out_w),
+                range,
+            })
+    }
+
     fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
         let Some(input) = &inputs[0] else {
             unreachable!("prepared")

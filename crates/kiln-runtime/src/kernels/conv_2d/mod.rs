@@ -4,9 +4,13 @@
 //! int32 bias, requantized as TFLite's reference kernels do; and hybrid (dynamic range:
 //! float input and output, int8 filter, the input quantized per batch on the fly).
 
+use std::sync::Arc;
+
 use kiln_tflite::Conv2DOptions;
 
-use super::common::convolution::{Convolution, Operands, OperatorOptions, WORD_SLACK, xor_copy};
+use super::common::convolution::{
+    Convolution, Geometry, Operands, OperatorOptions, WORD_SLACK, xor_copy,
+};
 use super::common::dot::{dot, dot_i16};
 use super::common::fused_activation::FloatClamp;
 use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
@@ -18,7 +22,7 @@ use super::common::requantize::{ChannelRescale, OutputRange};
 use super::common::scratch::{Scratch, with_image_bytes};
 use super::common::sgemm::{Epilogue, PackedFloatWeights};
 use super::common::weighted::Arithmetic;
-use super::{In, Kernel, OpKernel, Out, Prep};
+use super::{In, Kernel, OpKernel, Out, Prep, TilingMaxPool};
 use crate::error::RuntimeError;
 use crate::tensor::{as_f32, as_f32_mut, as_i32};
 use kiln_tflite::quant::Rescale;
@@ -36,13 +40,15 @@ struct Conv2D {
     packed: Option<Packed>,
 }
 
+mod pooled;
 #[cfg(target_arch = "x86_64")]
 mod sparse_vnni;
 
 #[derive(Debug)]
 enum Packed {
     Float(PackedFloatWeights),
-    Quantized(PackedFilter),
+    /// Shared with the kernel that folds a following max pooling in ([`pooled`]).
+    Quantized(Arc<PackedFilter>),
     /// A pruned int8 filter whose zeros the kernel skips.
     #[cfg(target_arch = "x86_64")]
     Sparse(sparse_vnni::SparseFilter),
@@ -93,6 +99,16 @@ impl ChannelOffsets {
     }
 }
 
+/// Runs of a few bytes (few input channels: a network's first layer) cost more in bounds
+/// logic than in copying: such images are padded once per invoke (this size), and every run
+/// is then a few whole-word copies.
+fn short_run_padding(g: &Geometry) -> Option<(usize, usize)> {
+    let image_len = g.in_h * g.in_w * g.in_c;
+    (g.filter_w * g.in_c < MIN_ROW_RUN)
+        .then(|| g.padded_size(4 * image_len + (64 << 10)))
+        .flatten()
+}
+
 /// Output pixels gathered per GEMM call (a multiple of the microkernel's rows).
 const PIXELS_PER_PASS: usize = 64;
 
@@ -133,8 +149,9 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         pack_hybrid_filter(&conv, prep.input_value(1)).map(Packed::Hybrid)
     } else {
         let (filter, bias) = (prep.input_value(1), prep.input_value(2));
-        sparse_filter(&conv, group_c, filter, bias)
-            .or_else(|| pack_filter(&conv, group_c, filter, bias).map(Packed::Quantized))
+        sparse_filter(&conv, group_c, filter, bias).or_else(|| {
+            pack_filter(&conv, group_c, filter, bias).map(|p| Packed::Quantized(Arc::new(p)))
+        })
     };
     Ok(Box::new(Conv2D {
         conv,
@@ -416,12 +433,7 @@ impl Conv2D {
         let work = pixels * g.out_c * row_len;
         let in_place = row_len == g.in_c && g.pointwise();
         let per_pass = pass_pixels(row_len + g.out_c * size_of::<i32>());
-        // Runs of a few bytes (few input channels: a network's first layer) cost more in
-        // bounds logic than in copying: such images are padded once per invoke, and every
-        // run is then a few whole-word copies.
-        let padded_size = (!in_place && g.filter_w * g.in_c < MIN_ROW_RUN)
-            .then(|| g.padded_size(4 * image_len + (64 << 10)))
-            .flatten();
+        let padded_size = (!in_place).then(|| short_run_padding(g)).flatten();
         for b in 0..g.batches {
             let image = &input[b * image_len..][..image_len];
             let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
@@ -606,6 +618,16 @@ impl Conv2D {
 }
 
 impl OpKernel for Conv2D {
+    fn fused_with_max_pool(&self, pool: &TilingMaxPool) -> Option<Kernel> {
+        let (Some(Packed::Quantized(filter)), Arithmetic::Quantized(q)) =
+            (&self.packed, &self.conv.arithmetic)
+        else {
+            return None;
+        };
+        let kernel = pooled::ConvMaxPool::new(&self.conv, q, Arc::clone(filter), *pool)?;
+        Some(Box::new(kernel))
+    }
+
     fn prepared_bytes(&self) -> usize {
         match &self.packed {
             Some(Packed::Float(weights)) => weights.bytes(),
