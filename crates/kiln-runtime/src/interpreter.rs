@@ -501,6 +501,15 @@ impl Interpreter {
         self.steps.iter().filter(|s| s.folded_into_previous).count()
     }
 
+    /// The fused kernels' `Debug` forms (which path each took), for tests.
+    #[cfg(test)]
+    pub(crate) fn fused_kernels(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.fused.as_ref().map(|f| format!("{:?}", f.kernel)))
+            .collect()
+    }
+
     /// The threads an invoke runs on.
     pub fn threads(&self) -> usize {
         self.pool

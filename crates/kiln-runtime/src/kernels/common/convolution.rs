@@ -360,32 +360,54 @@ impl Geometry {
         row_len: usize,
         rows: &mut [u8],
     ) {
+        self.gather_padded_in(padded, size, PixelOrder::Raster { start }, row_len, rows);
+    }
+
+    /// [`Self::gather_padded`] for the pixels `order` names, as many as `rows` holds.
+    pub fn gather_padded_in(
+        &self,
+        padded: &[u8],
+        size: (usize, usize),
+        order: PixelOrder,
+        row_len: usize,
+        rows: &mut [u8],
+    ) {
         let c = self.in_c;
         let columns = size.1;
         let field = self.filter_h * self.filter_w * c;
         let count = rows.len().saturating_sub(WORD_SLACK) / row_len.max(1);
+        let pixels_inside = match order {
+            PixelOrder::Raster { start } => start + count <= self.out_h * self.out_w,
+            PixelOrder::Windows { py, window } => {
+                let cells = window.0 * window.1;
+                cells > 0
+                    && (py + 1) * window.0 <= self.out_h
+                    && count.div_ceil(cells) * window.1 <= self.out_w
+            }
+        };
         // Every tap of every output pixel lies in the padded image (`padded_size`), so a run's
         // words end at most WORD_SLACK − 1 bytes past it, and a row's words at most as far past
         // its field.
         assert!(
             row_len >= field
-                && start + count <= self.out_h * self.out_w
+                && pixels_inside
                 && padded.len() >= size.0 * columns * c + WORD_SLACK
                 && rows.len() >= count * row_len + WORD_SLACK,
             "gather_padded: buffers smaller than the geometry"
         );
         let contiguous = self.dilation.1 == 1;
         let run = if contiguous { self.filter_w * c } else { c };
+        let pixels = Pixels::new(order, self.out_w, count);
         // A fixed number of words per run: a loop over a run's words becomes a call to memcpy.
         match run.div_ceil(8) {
             0 => {}
-            1 => self.copy_runs::<1>(padded, columns, start, count, row_len, rows),
-            2 => self.copy_runs::<2>(padded, columns, start, count, row_len, rows),
-            3 => self.copy_runs::<3>(padded, columns, start, count, row_len, rows),
-            4 => self.copy_runs::<4>(padded, columns, start, count, row_len, rows),
+            1 => self.copy_runs::<1>(padded, columns, pixels, row_len, rows),
+            2 => self.copy_runs::<2>(padded, columns, pixels, row_len, rows),
+            3 => self.copy_runs::<3>(padded, columns, pixels, row_len, rows),
+            4 => self.copy_runs::<4>(padded, columns, pixels, row_len, rows),
             words => {
                 let n = 8 * words;
-                self.for_each_run(columns, start, count, row_len, |at, from| {
+                self.for_each_run(columns, pixels, row_len, |at, from| {
                     rows[at..][..n].copy_from_slice(&padded[from..][..n]);
                 });
             }
@@ -397,14 +419,13 @@ impl Geometry {
         &self,
         padded: &[u8],
         columns: usize,
-        start: usize,
-        count: usize,
+        pixels: Pixels,
         row_len: usize,
         rows: &mut [u8],
     ) {
         let (src, dst) = (padded.as_ptr(), rows.as_mut_ptr());
-        self.for_each_run(columns, start, count, row_len, |at, from| {
-            // SAFETY: in bounds (`gather_padded`'s assertion); unaligned 8-byte accesses.
+        self.for_each_run(columns, pixels, row_len, |at, from| {
+            // SAFETY: in bounds (`gather_padded_in`'s assertion); unaligned 8-byte accesses.
             unsafe {
                 let words = src.add(from).cast::<[u64; WORDS]>().read_unaligned();
                 dst.add(at).cast::<[u64; WORDS]>().write_unaligned(words);
@@ -412,23 +433,19 @@ impl Geometry {
         });
     }
 
-    /// `copy(at, from)` for every run of `count` receptive fields from output pixel `start`:
-    /// its offset in rows of `row_len` and in a padded image `columns` wide.
+    /// `copy(at, from)` for every run of the receptive fields of `pixels`: its offset in rows
+    /// of `row_len` and in a padded image `columns` wide.
     #[inline(always)]
     fn for_each_run(
         &self,
         columns: usize,
-        start: usize,
-        count: usize,
+        pixels: Pixels,
         row_len: usize,
         mut copy: impl FnMut(usize, usize),
     ) {
         let c = self.in_c;
-        // The pixel position advances by one column per row (a division per pixel cost as
-        // much as the copies).
-        let (mut oy, mut ox) = (start / self.out_w, start % self.out_w);
         let row_step = self.dilation.0 * columns * c;
-        for i in 0..count {
+        for (i, (oy, ox)) in pixels.enumerate() {
             let origin = (oy * self.stride.0 * columns + ox * self.stride.1) * c;
             for ky in 0..self.filter_h {
                 let from = origin + ky * row_step;
@@ -441,9 +458,72 @@ impl Geometry {
                     }
                 }
             }
-            ox += 1;
-            if ox == self.out_w {
-                (oy, ox) = (oy + 1, 0);
+        }
+    }
+}
+
+/// Which output pixels a gather takes, in which order.
+#[derive(Clone, Copy, Debug)]
+pub enum PixelOrder {
+    /// Consecutive pixels in row-major order from this index.
+    Raster { start: usize },
+    /// The pixels of the windows (`window`: rows, columns) that tile output rows
+    /// `py · window.0 ..`, window after window, each window row by row.
+    Windows { py: usize, window: (usize, usize) },
+}
+
+/// The (row, column) of each pixel of a [`PixelOrder`], advanced by counting (a division per
+/// pixel cost as much as the copies).
+struct Pixels {
+    order: PixelOrder,
+    out_w: usize,
+    left: usize,
+    /// Raster: the current pixel; windows: the window, its row and its column.
+    at: (usize, usize, usize),
+}
+
+impl Pixels {
+    fn new(order: PixelOrder, out_w: usize, count: usize) -> Self {
+        let at = match order {
+            PixelOrder::Raster { start } => (start / out_w.max(1), start % out_w.max(1), 0),
+            PixelOrder::Windows { .. } => (0, 0, 0),
+        };
+        Self {
+            order,
+            out_w,
+            left: count,
+            at,
+        }
+    }
+}
+
+impl Iterator for Pixels {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match self.order {
+            PixelOrder::Raster { .. } => {
+                let (oy, ox, _) = self.at;
+                self.at = if ox + 1 == self.out_w {
+                    (oy + 1, 0, 0)
+                } else {
+                    (oy, ox + 1, 0)
+                };
+                Some((oy, ox))
+            }
+            PixelOrder::Windows { py, window } => {
+                let (x, r, col) = self.at;
+                self.at = match (col + 1 == window.1, r + 1 == window.0) {
+                    (false, _) => (x, r, col + 1),
+                    (true, false) => (x, r + 1, 0),
+                    (true, true) => (x + 1, 0, 0),
+                };
+                Some((py * window.0 + r, x * window.1 + col))
             }
         }
     }

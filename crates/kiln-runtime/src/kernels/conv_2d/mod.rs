@@ -51,7 +51,7 @@ enum Packed {
     Quantized(Arc<PackedFilter>),
     /// A pruned int8 filter whose zeros the kernel skips.
     #[cfg(target_arch = "x86_64")]
-    Sparse(sparse_vnni::SparseFilter),
+    Sparse(Arc<sparse_vnni::SparseFilter>),
     /// A dynamic-range filter (int8, symmetric) for the integer GEMM over the input
     /// quantized at run time.
     Hybrid(PackedWeights),
@@ -205,7 +205,7 @@ fn sparse_filter(
         return None;
     }
     sparse_vnni::SparseFilter::new(q, &conv.geometry, multipliers, filter?, bias)
-        .map(Packed::Sparse)
+        .map(|f| Packed::Sparse(Arc::new(f)))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -619,6 +619,11 @@ impl Conv2D {
 
 impl OpKernel for Conv2D {
     fn fused_with_max_pool(&self, pool: &TilingMaxPool) -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(Packed::Sparse(filter)) = &self.packed {
+            let kernel = sparse_vnni::SparseMaxPool::new(&self.conv, Arc::clone(filter), *pool)?;
+            return Some(Box::new(kernel));
+        }
         let (Some(Packed::Quantized(filter)), Arithmetic::Quantized(q)) =
             (&self.packed, &self.conv.arithmetic)
         else {

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::super::common::convolution::{Convolution, Geometry, WORD_SLACK, xor_copy};
+use super::super::common::convolution::{Convolution, Geometry, PixelOrder, WORD_SLACK, xor_copy};
 use super::super::common::parallel::for_each_chunk;
 use super::super::common::requantize::OutputRange;
 #[cfg(target_arch = "x86_64")]
@@ -146,35 +146,26 @@ impl OpKernel for ConvMaxPool {
             let mut passes = |padded: Option<(&[u8], (usize, usize))>| {
                 for_each_chunk(out, pooled_w * c, work, |py, out_row| {
                     u8::with(pixels * row_len + WORD_SLACK, |rows| {
-                        // Window x's row r: `window_w` pixels side by side in the image.
-                        for i in 0..pooled_w * window_h {
-                            let (x, r) = (i / window_h, i % window_h);
-                            let (oy, ox) = (py * window_h + r, x * window_w);
-                            let at = i * window_w * row_len;
-                            match padded {
-                                // Each run's words may spill into the next run (gathered
-                                // after it) or into the slack past the last.
-                                Some((padded, size)) => g.gather_padded(
-                                    padded,
-                                    size,
-                                    oy * g.out_w + ox,
-                                    row_len,
-                                    &mut rows[at..at + window_w * row_len + WORD_SLACK],
-                                ),
-                                None => {
-                                    for (col, row) in rows[at..]
-                                        .chunks_exact_mut(row_len)
-                                        .take(window_w)
-                                        .enumerate()
-                                    {
-                                        g.gather_field(
-                                            image,
-                                            (oy, ox + col),
-                                            p.outside,
-                                            |d, s| xor_copy(d, s, p.gemm.flip),
-                                            row,
-                                        );
-                                    }
+                        let window = (window_h, window_w);
+                        match padded {
+                            Some((padded, size)) => {
+                                let order = PixelOrder::Windows { py, window };
+                                g.gather_padded_in(padded, size, order, row_len, rows);
+                            }
+                            // Window x's row r: `window_w` pixels side by side in the image.
+                            None => {
+                                for (i, row) in
+                                    rows.chunks_exact_mut(row_len).take(pixels).enumerate()
+                                {
+                                    let (x, within) = (i / cells, i % cells);
+                                    let (r, col) = (within / window_w, within % window_w);
+                                    g.gather_field(
+                                        image,
+                                        (py * window_h + r, x * window_w + col),
+                                        p.outside,
+                                        |d, s| xor_copy(d, s, p.gemm.flip),
+                                        row,
+                                    );
                                 }
                             }
                         }
@@ -233,7 +224,7 @@ mod tests {
     #[test]
     fn a_fused_convolution_and_pooling_gives_the_two_operators_bytes() {
         let mut next = seeded(0xf00d);
-        let mut fused = 0;
+        let (mut fused, mut sparse) = (0, 0);
         for case in 0..40 {
             let signed = case % 3 != 0;
             let dtype = if signed {
@@ -260,15 +251,19 @@ mod tests {
             let (ph, pw) = (oh / window.0, ow / window.1);
             let zero = |v: u64| if signed { v as i64 - 128 } else { v as i64 };
             let mut model = Model::new("conv then pool");
-            let filter: Vec<u8> = (0..out_c * k * k * in_c)
-                .map(|_| {
-                    if signed {
-                        (next(255) as i32 - 127) as i8 as u8
-                    } else {
-                        next(256) as u8
-                    }
-                })
-                .collect();
+            let filter_zero = if signed { 0 } else { 100 + next(56) as i64 };
+            // Every other case pruned: 85% of the groups of four input channels zero (the
+            // sparse kernel's pooling).
+            let pruned = case % 2 == 1;
+            let mut filter = Vec::with_capacity(out_c * k * k * in_c);
+            let mut kept = true;
+            for i in 0..out_c * k * k * in_c {
+                if i % in_c % 4 == 0 {
+                    kept = !pruned || next(100) < 15;
+                }
+                let value = if kept { next(255) as i64 - 127 } else { 0 };
+                filter.push((value + filter_zero) as u8);
+            }
             let bias: Vec<u8> = (0..out_c)
                 .flat_map(|_| (next(4000) as i32 - 2000).to_le_bytes())
                 .collect();
@@ -276,7 +271,6 @@ mod tests {
             let conv = model.intern_opcode(BuiltinOp::CONV_2D, 1);
             let pool = model.intern_opcode(BuiltinOp::MAX_POOL_2D, 1);
             let scales: Vec<f32> = (0..out_c).map(|_| 0.002 + next(50) as f32 * 1e-4).collect();
-            let filter_zero = if signed { 0 } else { 100 + next(56) as i64 };
             let output_zero = zero(next(256));
             let tensors = vec![
                 quantized(
@@ -347,6 +341,11 @@ mod tests {
             });
             let mut interpreter = Interpreter::new(model).expect("the model prepares");
             fused += interpreter.fused_operators();
+            sparse += interpreter
+                .fused_kernels()
+                .iter()
+                .filter(|k| k.starts_with("SparseMaxPool"))
+                .count();
             let input: Vec<u8> = (0..batches * h * w * in_c)
                 .map(|_| next(256) as u8)
                 .collect();
@@ -358,5 +357,11 @@ mod tests {
             assert_eq!(plain, observed, "case {case}");
         }
         assert!(fused >= 25, "{fused} cases fused");
+        #[cfg(target_arch = "x86_64")]
+        if super::super::super::common::igemm::Isa::detect()
+            == super::super::super::common::igemm::Isa::Vnni
+        {
+            assert!(sparse >= 6, "{sparse} cases fused with the sparse kernel");
+        }
     }
 }

@@ -22,12 +22,19 @@ use std::arch::x86_64::*;
 
 use kiln_tflite::quant::QuantizedMultiplier;
 
+use super::super::common::convolution::Convolution;
 use super::super::common::convolution::Geometry;
 use super::super::common::igemm::{Isa, QuantizedGemm};
 use super::super::common::quant::load_q;
-use super::super::common::requantize::{ChannelLanes, ChannelRescale, OutputRange, WideConstants};
+use super::super::common::requantize::{
+    ChannelLanes, ChannelRescale, OutputRange, WideConstants, WideRescale,
+};
 use super::super::common::scratch::with_image_bytes;
+use super::super::common::weighted;
 use super::super::common::weighted::Quantized;
+use super::super::{In, OpKernel, Out, TilingMaxPool};
+use crate::tensor::as_i32;
+use std::sync::Arc;
 
 /// At most this share of non-zero four-weight groups: above it the dense GEMM, which
 /// reads its operands from registers more often, is as fast.
@@ -54,6 +61,10 @@ pub struct SparseFilter {
     /// Each channel's rescale repeated over 16 lanes (channel `o` at `16 * o`).
     rescale: ChannelRescale,
     range: OutputRange,
+    /// Whether requantization is non-decreasing in the sum (no negative multiplier, no left
+    /// shift) and no sum can wrap: then a following max pooling can take the maxima of the
+    /// sums ([`SparseMaxPool`]).
+    poolable: bool,
     /// XOR that shifts an input byte into 0..=255, and the shifted byte of a padded tap.
     flip: u8,
     outside: u8,
@@ -129,6 +140,9 @@ impl SparseFilter {
                 .collect::<Vec<_>>(),
         );
         rescale.wide()?;
+        let monotonic = multipliers
+            .iter()
+            .all(|m| m.multiplier >= 0 && m.shift <= 0);
         let shift = QuantizedGemm::shift(q);
         let bias: Option<Vec<i32>> = bias.filter(|b| b.len() == out_c * 4).map(|b| {
             b.chunks_exact(4)
@@ -145,12 +159,20 @@ impl SparseFilter {
             })
             .collect();
         offsets_per_channel.resize(out_c.div_ceil(LANES) * LANES, 0);
+        // |Σ (x ^ flip)·w| ≤ (4 · groups per field) · 255 · 128, plus the offsets.
+        let largest_offset = offsets_per_channel
+            .iter()
+            .map(|&o| i64::from(o).abs())
+            .max();
+        let field = (4 * groups * g.filter_h * g.filter_w) as i64;
+        let bounded = largest_offset.is_some_and(|o| field * 255 * 128 + o < i64::from(i32::MAX));
         Some(Self {
             starts,
             offsets,
             weights,
             offsets_per_channel,
             has_constant_bias: bias.is_some(),
+            poolable: monotonic && bounded,
             rescale,
             range: OutputRange::of(q),
             flip: if q.input_signed { 0x80 } else { 0 },
@@ -173,6 +195,24 @@ impl SparseFilter {
     /// The convolution of every batch of `input` into `output` (NHWC bytes); `bias` is the
     /// run-time bias when the file does not make it a constant.
     pub fn eval(&self, g: &Geometry, input: &[u8], bias: Option<&[i32]>, output: &mut [u8]) {
+        let unpooled = Pooling {
+            window: (1, 1),
+            out: (g.out_h, g.out_w),
+            range: self.range,
+        };
+        self.eval_pooled(g, input, bias, output, unpooled);
+    }
+
+    /// [`Self::eval`] with each window of `pooling` reduced to its maximum before the sums
+    /// are requantized (the unpooled convolution: 1×1 windows).
+    fn eval_pooled(
+        &self,
+        g: &Geometry,
+        input: &[u8],
+        bias: Option<&[i32]>,
+        output: &mut [u8],
+        pooling: Pooling,
+    ) {
         let per_channel: Vec<i32>;
         let offsets = if self.has_constant_bias || bias.is_none() {
             &self.offsets_per_channel
@@ -187,7 +227,7 @@ impl SparseFilter {
             &per_channel
         };
         let image_len = g.in_h * g.in_w * g.in_c;
-        let out_len = g.out_h * g.out_w * g.out_c;
+        let out_len = pooling.out.0 * pooling.out.1 * g.out_c;
         let cells = self.rows * self.groups * self.columns;
         for b in 0..g.batches {
             with_image_bytes(4 * cells, |grouped| {
@@ -195,7 +235,8 @@ impl SparseFilter {
                 // AVX-512 subsets (`wide`).
                 unsafe {
                     self.fill_grouped(g, &input[b * image_len..][..image_len], grouped);
-                    self.convolve(g, grouped, offsets, &mut output[b * out_len..][..out_len]);
+                    let out = &mut output[b * out_len..][..out_len];
+                    self.convolve(g, grouped, offsets, pooling, out);
                 }
             });
         }
@@ -268,10 +309,22 @@ impl SparseFilter {
     /// # Safety
     /// The CPU must have AVX-512 F, BW, DQ, VL, VBMI and VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx512vnni")]
-    unsafe fn convolve(&self, g: &Geometry, grouped: &[u8], offsets: &[i32], out: &mut [u8]) {
-        let strips_per_row = g.out_w.div_ceil(LANES);
-        let strips: Vec<(usize, usize)> = (0..g.out_h)
-            .flat_map(|oy| (0..strips_per_row).map(move |s| (oy, s * LANES)))
+    unsafe fn convolve(
+        &self,
+        g: &Geometry,
+        grouped: &[u8],
+        offsets: &[i32],
+        pooling: Pooling,
+        out: &mut [u8],
+    ) {
+        let ((window_h, window_w), (pooled_h, pooled_w)) = (pooling.window, pooling.out);
+        // Strips over the columns some window covers, a window's rows together.
+        let strips_per_row = (pooled_w * window_w).div_ceil(LANES);
+        let strips: Vec<(usize, usize)> = (0..pooled_h)
+            .flat_map(|py| {
+                (0..strips_per_row)
+                    .flat_map(move |s| (0..window_h).map(move |r| (py * window_h + r, s * LANES)))
+            })
             .collect();
         let row_cells = self.groups * self.columns;
         // The furthest cell a strip reads: its first cell plus the largest offset plus 15.
@@ -282,19 +335,26 @@ impl SparseFilter {
         assert!(
             reach <= grouped.len() / 4
                 && offsets.len() >= g.out_c.div_ceil(LANES) * LANES
-                && out.len() >= g.out_h * g.out_w * g.out_c,
+                && out.len() >= pooled_h * pooled_w * g.out_c
+                && pooling.out.0 * window_h <= g.out_h
+                && pooling.out.1 * window_w <= g.out_w
+                && [1, 2, 4].contains(&window_w)
+                && (1..=4).contains(&window_h),
             "sparse convolution: buffers smaller than the geometry"
         );
         let wide = self.rescale.wide().expect("checked at prepare");
         // SAFETY: the features are enabled; every access below is within the bounds asserted.
         unsafe {
-            let constants = WideConstants::new(self.range);
-            for block in strips.chunks(4) {
+            let constants = WideConstants::new(pooling.range);
+            // Up to four strips per block, whole windows' rows.
+            let per_block = 4 / window_h * window_h;
+            for block in strips.chunks(per_block) {
+                let args = (g, block, grouped, offsets, wide, &constants, pooling);
                 match block.len() {
-                    4 => self.block::<4>(g, block, grouped, offsets, wide, &constants, out),
-                    3 => self.block::<3>(g, block, grouped, offsets, wide, &constants, out),
-                    2 => self.block::<2>(g, block, grouped, offsets, wide, &constants, out),
-                    _ => self.block::<1>(g, block, grouped, offsets, wide, &constants, out),
+                    4 => self.block::<4>(args, out),
+                    3 => self.block::<3>(args, out),
+                    2 => self.block::<2>(args, out),
+                    _ => self.block::<1>(args, out),
                 }
             }
         }
@@ -305,18 +365,13 @@ impl SparseFilter {
     ///
     /// # Safety
     /// As [`Self::convolve`], which checked the bounds.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx512vnni")]
     unsafe fn block<const S: usize>(
         &self,
-        g: &Geometry,
-        strips: &[(usize, usize)],
-        grouped: &[u8],
-        offsets: &[i32],
-        wide: &super::super::common::requantize::WideRescale,
-        constants: &WideConstants,
+        (g, strips, grouped, offsets, wide, constants, pooling): BlockArgs<'_>,
         out: &mut [u8],
     ) {
+        let ((window_h, window_w), (_, pooled_w)) = (pooling.window, pooling.out);
         let row_cells = self.groups * self.columns;
         let origins: [usize; S] =
             std::array::from_fn(|s| strips[s].0 * g.stride.0 * row_cells + strips[s].1);
@@ -325,39 +380,54 @@ impl SparseFilter {
             // Bytes of 16 channels × 16 pixels per strip, channel-major.
             let mut bytes = [[_mm_setzero_si128(); LANES]; S];
             for channel in first..(first + LANES).min(g.out_c) {
-                let mut acc = [_mm512_setzero_si512(); S];
-                for i in self.starts[channel]..self.starts[channel + 1] {
-                    // SAFETY: i is within the channel's list.
-                    let (offset, w) = unsafe {
-                        (
-                            *self.offsets.get_unchecked(i),
-                            *self.weights.get_unchecked(i),
-                        )
-                    };
-                    let w = _mm512_set1_epi32(w);
-                    for (acc, &origin) in acc.iter_mut().zip(&origins) {
-                        // SAFETY: origin + offset + 16 cells is within the image (asserted).
-                        let x = unsafe { _mm512_loadu_si512(base.add(origin + offset).cast()) };
-                        *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                // Two sets of sums, for even and odd groups of the list: twice the independent
+                // chains, since one `vpdpbusd` waits for the last on the same register.
+                let (mut even, mut odd) =
+                    ([_mm512_setzero_si512(); S], [_mm512_setzero_si512(); S]);
+                let (start, end) = (self.starts[channel], self.starts[channel + 1]);
+                let step = |acc: &mut [__m512i; S], i: usize| {
+                    // SAFETY: i is within the channel's list; origin + offset + 16 cells is
+                    // within the image (asserted).
+                    unsafe {
+                        let offset = *self.offsets.get_unchecked(i);
+                        let w = _mm512_set1_epi32(*self.weights.get_unchecked(i));
+                        for (acc, &origin) in acc.iter_mut().zip(&origins) {
+                            let x = _mm512_loadu_si512(base.add(origin + offset).cast());
+                            *acc = _mm512_dpbusd_epi32(*acc, x, w);
+                        }
                     }
+                };
+                let mut i = start;
+                while i + 1 < end {
+                    step(&mut even, i);
+                    step(&mut odd, i + 1);
+                    i += 2;
                 }
+                if i < end {
+                    step(&mut even, i);
+                }
+                let acc: [__m512i; S] = std::array::from_fn(|s| _mm512_add_epi32(even[s], odd[s]));
                 // SAFETY: the offsets are padded to whole registers; the repeated rescale
                 // holds 16 lanes per channel.
                 unsafe {
                     let offset = _mm512_set1_epi32(*offsets.get_unchecked(channel));
                     let rescale = ChannelLanes::load(wide, LANES * channel);
-                    for (bytes, acc) in bytes.iter_mut().zip(acc) {
+                    for (bytes, window_rows) in bytes.iter_mut().zip(acc.chunks_exact(window_h)) {
+                        let max = window_maxima(window_rows, window_w);
                         bytes[channel - first] =
-                            rescale.rescale(constants, _mm512_add_epi32(acc, offset));
+                            rescale.rescale(constants, _mm512_add_epi32(max, offset));
                     }
                 }
             }
             let channels = (g.out_c - first).min(LANES);
             let channel_mask = ((1u32 << channels) - 1) as __mmask16;
-            for (bytes, &(oy, x0)) in bytes.iter().zip(strips) {
+            for (bytes, window_rows) in bytes.iter().zip(strips.chunks_exact(window_h)) {
+                let (oy, x0) = window_rows[0];
+                let (py, px0) = (oy / window_h, x0 / window_w);
                 let pixels = transpose(bytes);
-                for (p, pixel) in pixels.iter().enumerate().take((g.out_w - x0).min(LANES)) {
-                    let at = ((oy * g.out_w + x0 + p) * g.out_c + first).min(out.len());
+                let valid = (pooled_w - px0).min(LANES / window_w);
+                for (p, pixel) in pixels.iter().enumerate().take(valid) {
+                    let at = ((py * pooled_w + px0 + p) * g.out_c + first).min(out.len());
                     // SAFETY: the mask keeps the store within the pixel's channels.
                     unsafe {
                         _mm_mask_storeu_epi8(out.as_mut_ptr().add(at).cast(), channel_mask, *pixel)
@@ -365,6 +435,102 @@ impl SparseFilter {
                 }
             }
         }
+    }
+}
+
+/// A pruned convolution followed by a max pooling that tiles its output, in one pass: the
+/// maxima of the sums are requantized (why the bits are the two operators': `pooled.rs`).
+#[derive(Debug)]
+pub struct SparseMaxPool {
+    geometry: Geometry,
+    has_bias: bool,
+    filter: Arc<SparseFilter>,
+    pooling: Pooling,
+}
+
+impl SparseMaxPool {
+    pub fn new(conv: &Convolution, filter: Arc<SparseFilter>, pool: TilingMaxPool) -> Option<Self> {
+        let g = &conv.geometry;
+        let ((window_h, window_w), out) = (pool.window, pool.out);
+        if !filter.poolable
+            || (conv.has_bias && !filter.has_constant_bias)
+            || ![1, 2, 4].contains(&window_w)
+            || !(1..=4).contains(&window_h)
+            || out.0 * window_h > g.out_h
+            || out.1 * window_w > g.out_w
+        {
+            return None;
+        }
+        let range = OutputRange {
+            offset: filter.range.offset,
+            min: filter.range.min.max(pool.range.0),
+            max: filter.range.max.min(pool.range.1),
+        };
+        (range.min <= range.max).then(|| Self {
+            geometry: g.clone(),
+            has_bias: conv.has_bias,
+            filter,
+            pooling: Pooling {
+                window: pool.window,
+                out,
+                range,
+            },
+        })
+    }
+}
+
+impl OpKernel for SparseMaxPool {
+    fn eval(&self, inputs: &[Option<In<'_>>], outputs: &mut [Out<'_>]) {
+        let Some(input) = &inputs[0] else {
+            unreachable!("prepared")
+        };
+        let bias = weighted::bias(inputs, self.has_bias).map(as_i32);
+        let g = &self.geometry;
+        self.filter
+            .eval_pooled(g, input.data, bias, &mut *outputs[0].data, self.pooling);
+    }
+}
+
+/// How a block's sums become bytes: windows of `window` (rows, columns) pixels reduced to
+/// their maxima ((1, 1): the convolution itself) into an output of `out` pixels, clamped to
+/// `range`.
+#[derive(Clone, Copy, Debug)]
+struct Pooling {
+    window: (usize, usize),
+    out: (usize, usize),
+    range: OutputRange,
+}
+
+/// What every block of strips reads: the geometry, its strips, the grouped image, the
+/// per-channel offsets, the rescale and its constants, and the pooling.
+type BlockArgs<'a> = (
+    &'a Geometry,
+    &'a [(usize, usize)],
+    &'a [u8],
+    &'a [i32],
+    &'a WideRescale,
+    &'a WideConstants,
+    Pooling,
+);
+
+/// The maxima of windows `window_w` lanes wide over the rows `sums` (one window row each),
+/// packed into the first 16 / `window_w` lanes.
+#[target_feature(enable = "avx512f")]
+fn window_maxima(sums: &[__m512i], window_w: usize) -> __m512i {
+    let rows = sums[1..]
+        .iter()
+        .fold(sums[0], |m, &v| _mm512_max_epi32(m, v));
+    match window_w {
+        2 => {
+            let pairs = _mm512_max_epi32(rows, _mm512_alignr_epi32::<1>(rows, rows));
+            _mm512_maskz_compress_epi32(0x5555, pairs)
+        }
+        4 => {
+            let pairs = _mm512_max_epi32(rows, _mm512_alignr_epi32::<1>(rows, rows));
+            let quads = _mm512_max_epi32(pairs, _mm512_alignr_epi32::<2>(pairs, pairs));
+            _mm512_maskz_compress_epi32(0x1111, quads)
+        }
+        _ => rows,
     }
 }
 
