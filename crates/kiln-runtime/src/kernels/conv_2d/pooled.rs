@@ -258,7 +258,7 @@ mod tests {
             let mut filter = Vec::with_capacity(out_c * k * k * in_c);
             let mut kept = true;
             for i in 0..out_c * k * k * in_c {
-                if i % in_c % 4 == 0 {
+                if (i % in_c).is_multiple_of(4) {
                     kept = !pruned || next(100) < 15;
                 }
                 let value = if kept { next(255) as i64 - 127 } else { 0 };
