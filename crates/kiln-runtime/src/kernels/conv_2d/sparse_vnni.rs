@@ -11,9 +11,11 @@
 //! For that, each group of four input channels of a pixel must lie next to its neighbour
 //! pixel's: the image is rewritten once per invoke as rows of four-channel groups
 //! (`[row][channel group][column]`, 4 bytes each, padding included), which is the size of the
-//! input rather than of its receptive fields. Stride 1 along the width keeps 16 output
+//! input rather than of its receptive fields; then once per tap column, shifted, so that each
+//! load of 16 pixels is one aligned cache line. Stride 1 along the width keeps 16 output
 //! pixels on 16 consecutive columns. The sums of 16 channels × 16 pixels are requantized
-//! per channel and transposed in registers to the output's pixel-major layout.
+//! per channel (after the window maxima of a fused max pooling) and transposed in registers
+//! to the output's pixel-major layout.
 //!
 //! The bits are the dense path's: integer sums are exact and wrapping addition is associative
 //! (the tests compare every byte).
@@ -73,6 +75,9 @@ pub struct SparseFilter {
     /// The grouped image's rows and columns (padding and the last strip's spill included).
     rows: usize,
     columns: usize,
+    /// Columns of each tap column's plane: whole strips, so that every strip's load is one
+    /// aligned 64-byte line.
+    strip_columns: usize,
 }
 
 impl SparseFilter {
@@ -100,8 +105,13 @@ impl SparseFilter {
         let columns = g.out_w.div_ceil(LANES) * LANES + (g.filter_w - 1) * g.dilation.1;
         let rows = (g.out_h - 1) * g.stride.0 + (g.filter_h - 1) * g.dilation.0 + 1;
         let row_cells = groups.checked_mul(columns)?;
+        let strip_columns = g.out_w.div_ceil(LANES) * LANES;
+        let plane_cells = rows.checked_mul(groups)?.checked_mul(strip_columns)?;
         // A malformed geometry must not ask for an unbounded image.
-        if rows.checked_mul(row_cells)? > (16 << 20) / 4 {
+        let cells = rows
+            .checked_mul(row_cells)?
+            .checked_add(plane_cells.checked_mul(g.filter_w)?)?;
+        if cells > (16 << 20) / 4 {
             return None;
         }
         let mut starts = vec![0];
@@ -120,8 +130,11 @@ impl SparseFilter {
                             }
                         }
                         if quad != [0; 4] {
+                            // Tap column kx reads its own plane, shifted by kx · dilation.
                             offsets.push(
-                                ky * g.dilation.0 * row_cells + group * columns + kx * g.dilation.1,
+                                kx * plane_cells
+                                    + ky * g.dilation.0 * groups * strip_columns
+                                    + group * strip_columns,
                             );
                             weights.push(i32::from_le_bytes(quad.map(|w| w as u8)));
                         }
@@ -180,6 +193,7 @@ impl SparseFilter {
             groups,
             rows,
             columns,
+            strip_columns,
         })
     }
 
@@ -228,17 +242,41 @@ impl SparseFilter {
         };
         let image_len = g.in_h * g.in_w * g.in_c;
         let out_len = pooling.out.0 * pooling.out.1 * g.out_c;
-        let cells = self.rows * self.groups * self.columns;
+        let grouped_len = 4 * self.rows * self.groups * self.columns;
+        let plane_len = 4 * self.rows * self.groups * self.strip_columns;
+        let taps = plane_len * g.filter_w;
         for b in 0..g.batches {
-            with_image_bytes(4 * cells, |grouped| {
+            with_image_bytes(grouped_len + taps + 64, |buffer| {
+                let (grouped, planes) = buffer.split_at_mut(grouped_len);
+                // Planes on a 64-byte boundary: with whole strips per row, every load of 16
+                // cells is one cache line.
+                let align = planes.as_ptr().align_offset(64).min(64);
+                let planes = &mut planes[align..][..taps];
                 // SAFETY: `new` returned a filter only on a CPU with VNNI and the rescale's
                 // AVX-512 subsets (`wide`).
                 unsafe {
                     self.fill_grouped(g, &input[b * image_len..][..image_len], grouped);
-                    let out = &mut output[b * out_len..][..out_len];
-                    self.convolve(g, grouped, offsets, pooling, out);
                 }
+                self.fill_planes(g, grouped, planes);
+                let out = &mut output[b * out_len..][..out_len];
+                // SAFETY: as above.
+                unsafe { self.convolve(g, planes, offsets, pooling, out) };
             });
+        }
+    }
+
+    /// Each tap column's plane: the grouped image's rows from column kx · dilation, as many
+    /// columns as the strips hold.
+    fn fill_planes(&self, g: &Geometry, grouped: &[u8], planes: &mut [u8]) {
+        let plane_len = 4 * self.rows * self.groups * self.strip_columns;
+        for (kx, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
+            let shift = 4 * kx * g.dilation.1;
+            for (dst, src) in plane
+                .chunks_exact_mut(4 * self.strip_columns)
+                .zip(grouped.chunks_exact(4 * self.columns))
+            {
+                dst.copy_from_slice(&src[shift..shift + dst.len()]);
+            }
         }
     }
 
@@ -326,7 +364,7 @@ impl SparseFilter {
                     .flat_map(move |s| (0..window_h).map(move |r| (py * window_h + r, s * LANES)))
             })
             .collect();
-        let row_cells = self.groups * self.columns;
+        let row_cells = self.groups * self.strip_columns;
         // The furthest cell a strip reads: its first cell plus the largest offset plus 15.
         let last_origin = strips
             .last()
@@ -372,7 +410,7 @@ impl SparseFilter {
         out: &mut [u8],
     ) {
         let ((window_h, window_w), (_, pooled_w)) = (pooling.window, pooling.out);
-        let row_cells = self.groups * self.columns;
+        let row_cells = self.groups * self.strip_columns;
         let origins: [usize; S] =
             std::array::from_fn(|s| strips[s].0 * g.stride.0 * row_cells + strips[s].1);
         let base = grouped.as_ptr().cast::<i32>();
