@@ -496,6 +496,15 @@ impl Interpreter {
         Ok(())
     }
 
+    /// Multiply-accumulates per invoke of the convolutions and fully connected layers (the
+    /// operators whose work is not bounded by their tensors' sizes): for deciding, before
+    /// running an untrusted model, whether it is worth the time.
+    pub fn multiply_accumulates(&self) -> usize {
+        self.steps.iter().fold(0usize, |sum, s| {
+            sum.saturating_add(s.kernel.multiply_accumulates())
+        })
+    }
+
     /// Operators a plain invoke runs folded into the one before them (max poolings).
     pub fn fused_operators(&self) -> usize {
         self.steps.iter().filter(|s| s.folded_into_previous).count()

@@ -8,7 +8,8 @@ fn load_and_run(bytes: Vec<u8>) -> Result<(), kiln_runtime::RuntimeError> {
     let mut interpreter = kiln_runtime::Interpreter::from_bytes(bytes)?;
     // A flipped dimension can turn a valid model into a huge one: running it would be
     // correct but slow, so only models with a modest arena are invoked.
-    if interpreter.arena_bytes() > 64 << 20 {
+    // Likewise a filter as large as a tensor: a small arena, but 10^11 multiply-accumulates.
+    if interpreter.arena_bytes() > 64 << 20 || interpreter.multiply_accumulates() > 1 << 32 {
         return Ok(());
     }
     for i in 0..interpreter.input_count() {

@@ -29,6 +29,8 @@ pub struct BenchReport {
     pub prepared_weight_bytes: usize,
     /// The model's constants at four bytes per element.
     pub float32_weight_bytes: usize,
+    /// Multiply-accumulates per invoke of its convolutions and fully connected layers.
+    pub multiply_accumulates: usize,
     /// Per-operator kernel time, in execution order (with `--profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operators: Option<Vec<OperatorReport>>,
@@ -131,6 +133,7 @@ pub fn measure(
         peak_memory_bytes: memory.peak(),
         prepared_weight_bytes: memory.prepared_weights,
         float32_weight_bytes: memory.float32_weights,
+        multiply_accumulates: interpreter.multiply_accumulates(),
         operators,
     })
 }
@@ -141,14 +144,17 @@ pub fn run(path: &Path, runs: usize, profile: bool, threads: usize, as_json: boo
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{}: p50 {:.3} ms, p90 {:.3} ms, min {:.3} ms over {} runs; arena {} bytes; file {} bytes",
+            "{}: p50 {:.3} ms, p90 {:.3} ms, min {:.3} ms over {} runs; arena {} bytes; file {} bytes; {} multiply-accumulates ({:.1} GMAC/s at p50)",
             report.model,
             report.latency_ms_p50,
             report.latency_ms_p90,
             report.latency_ms_min,
             report.runs,
             report.arena_bytes,
-            report.file_bytes
+            report.file_bytes,
+            report.multiply_accumulates,
+            report.multiply_accumulates as f64
+                / (report.latency_ms_p50 * 1e6).max(f64::MIN_POSITIVE)
         );
         println!(
             "peak memory {} bytes (arena + {} bytes of prepared weights); the weights as float32: {} bytes; {} thread(s), {}",
@@ -246,5 +252,6 @@ mod tests {
         assert!(report.peak_memory_bytes >= report.arena_bytes + report.prepared_weight_bytes);
         // int8 filters packed as bytes stay far below the weights as float32.
         assert!(report.prepared_weight_bytes < report.float32_weight_bytes);
+        assert!(report.multiply_accumulates > 0);
     }
 }

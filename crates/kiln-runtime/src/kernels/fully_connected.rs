@@ -214,6 +214,12 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
 }
 
 impl OpKernel for FullyConnected {
+    fn multiply_accumulates(&self) -> usize {
+        self.batches
+            .saturating_mul(self.in_features)
+            .saturating_mul(self.out_features)
+    }
+
     fn prepared_bytes(&self) -> usize {
         self.dense_weights.as_ref().map_or(0, AlignedBytes::len)
             + self.packed.as_ref().map_or(0, QuantizedGemm::bytes)

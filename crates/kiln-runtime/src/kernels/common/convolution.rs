@@ -226,6 +226,14 @@ impl Geometry {
         })
     }
 
+    /// Multiply-accumulates of the whole convolution, with `taps_per_output` weights per
+    /// output value (saturating: a malformed shape must not wrap to a small number).
+    pub fn multiply_accumulates(&self, taps_per_output: usize) -> usize {
+        [self.out_h, self.out_w, self.out_c, taps_per_output]
+            .iter()
+            .fold(self.batches, |acc, &d| acc.saturating_mul(d))
+    }
+
     pub fn output_shape(&self) -> Vec<usize> {
         vec![self.batches, self.out_h, self.out_w, self.out_c]
     }

@@ -618,6 +618,11 @@ impl Conv2D {
 }
 
 impl OpKernel for Conv2D {
+    fn multiply_accumulates(&self) -> usize {
+        let g = &self.conv.geometry;
+        g.multiply_accumulates(g.filter_h * g.filter_w * self.group_c)
+    }
+
     fn fused_with_max_pool(&self, pool: &TilingMaxPool) -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         if let Some(Packed::Sparse(filter)) = &self.packed {

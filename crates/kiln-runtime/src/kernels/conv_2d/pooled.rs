@@ -340,6 +340,11 @@ mod tests {
                 ],
             });
             let mut interpreter = Interpreter::new(model).expect("the model prepares");
+            assert_eq!(
+                interpreter.multiply_accumulates(),
+                batches * oh * ow * out_c * k * k * in_c,
+                "case {case}"
+            );
             fused += interpreter.fused_operators();
             sparse += interpreter
                 .fused_kernels()

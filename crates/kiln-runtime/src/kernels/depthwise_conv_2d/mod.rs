@@ -582,6 +582,11 @@ fn widen(data: &[u8], signed: bool, offset: i32) -> Vec<Wrapping> {
 }
 
 impl OpKernel for DepthwiseConv2D {
+    fn multiply_accumulates(&self) -> usize {
+        let g = &self.conv.geometry;
+        g.multiply_accumulates(g.filter_h * g.filter_w)
+    }
+
     fn prepared_bytes(&self) -> usize {
         self.quantized.as_ref().map_or(0, |q| {
             q.filter.len() * size_of::<Wrapping>()
