@@ -297,7 +297,20 @@ impl Interpreter {
             }
         }
         for (t, bytes) in folded_outputs {
-            self.storage[t] = Storage::Copied(bytes);
+            // A folded value (a DENSIFY'd weight) that every kernel reading it has copied
+            // into its own layout is freed: an empty constant.
+            let read = self.outputs.contains(&t)
+                || steps.iter().any(|step| {
+                    step.inputs
+                        .iter()
+                        .enumerate()
+                        .any(|(i, &input)| input == Some(t) && step.kernel.reads_input(i))
+                });
+            self.storage[t] = if read {
+                Storage::Copied(bytes)
+            } else {
+                Storage::Copied(AlignedBytes::zeroed(0))
+            };
         }
         let lifetimes = lifetimes(
             &self.tensors,

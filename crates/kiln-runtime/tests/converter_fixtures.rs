@@ -170,3 +170,24 @@ fn unknown_operators_and_versions_are_named() {
     let message = load_with_opcode(kiln_tflite::BuiltinOp(5000), 1);
     assert!(message.contains("BUILTIN_5000"), "{message}");
 }
+
+/// A DENSIFY'd weight that its kernel copies into its own layout (the packed conv filter, the
+/// FULLY_CONNECTED's non-zero blocks) is not kept a second time, and every fixture holds at
+/// most 1.5 × (its weights as float32 + its arena) — the runtime's memory budget.
+#[test]
+fn densified_weights_are_not_kept_twice_and_memory_stays_in_budget() {
+    let path = fixtures().join("sparse_densify_f32/model.tflite");
+    let interpreter = kiln_runtime::Interpreter::from_file(&path).unwrap();
+    assert_eq!(interpreter.memory().copied_constants, 0);
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path().join("model.tflite");
+        if !path.exists() {
+            continue;
+        }
+        let memory = kiln_runtime::Interpreter::from_file(&path)
+            .unwrap()
+            .memory();
+        let budget = 3 * (memory.float32_weights + memory.arena) / 2;
+        assert!(memory.peak() <= budget, "{}: {memory:?}", path.display());
+    }
+}

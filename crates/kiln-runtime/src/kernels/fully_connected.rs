@@ -214,6 +214,15 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
 }
 
 impl OpKernel for FullyConnected {
+    /// The non-zero blocks, the packed int8 weights and the packed dynamic-range weights are
+    /// all eval reads of the weights (float32 dense weights are read in place).
+    fn reads_input(&self, i: usize) -> bool {
+        let own_copy = self.block_sparse.is_some()
+            || (matches!(self.arithmetic, Arithmetic::Quantized(_)) && self.packed.is_some())
+            || (matches!(self.arithmetic, Arithmetic::Hybrid { .. }) && self.hybrid.is_some());
+        !(i == 1 && own_copy)
+    }
+
     fn multiply_accumulates(&self) -> usize {
         self.batches
             .saturating_mul(self.in_features)

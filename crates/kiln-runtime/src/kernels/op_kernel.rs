@@ -29,6 +29,13 @@ pub trait OpKernel: std::fmt::Debug + Send + Sync {
         0
     }
 
+    /// Whether eval reads input `i` (false for a constant the kernel copied into its own
+    /// layout at prepare): the interpreter frees a value folded at prepare that no kernel
+    /// reads.
+    fn reads_input(&self, _i: usize) -> bool {
+        true
+    }
+
     /// Multiply-accumulates per invoke, for operators whose work grows faster than their
     /// tensors (convolutions, fully connected layers): a 9 × 17,920 filter over as large an
     /// image is a 1.6 MB model and 10^11 of them. Others report 0.

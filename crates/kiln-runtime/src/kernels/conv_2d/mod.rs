@@ -618,6 +618,11 @@ impl Conv2D {
 }
 
 impl OpKernel for Conv2D {
+    /// A packed filter (every kind) is all eval reads of the filter.
+    fn reads_input(&self, i: usize) -> bool {
+        !(i == 1 && self.packed.is_some())
+    }
+
     fn multiply_accumulates(&self) -> usize {
         let g = &self.conv.geometry;
         g.multiply_accumulates(g.filter_h * g.filter_w * self.group_c)

@@ -71,11 +71,19 @@ fn prepare_quantized(
         bias.resize(g.out_c.div_ceil(16) * 16, 0);
         bias
     });
+    let rescale = ChannelRescale::new(multipliers);
+    // The VNNI kernel (taken whenever it and the wide rescale exist) reads only its own
+    // layout: the widened filter would be memory no path reads.
+    let filter = if vnni.is_some() && rescale.wide().is_some() {
+        Vec::new()
+    } else {
+        filter
+    };
     Some(PreparedQuantized {
         filter,
         vnni,
         padded_bias,
-        rescale: ChannelRescale::new(multipliers),
+        rescale,
         range: OutputRange::of(q),
     })
 }
