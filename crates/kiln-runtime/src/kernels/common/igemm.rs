@@ -416,82 +416,15 @@ impl PackedWeights {
         q: &Requantization<'_>,
         out: &mut [u8],
     ) {
-        assert!(self.fuses(), "a VNNI packing");
-        assert!(a.len() >= rows * self.k_padded && out.len() >= rows * self.n);
-        assert!(
-            q.offsets.len() >= self.n.div_ceil(16) * 16
-                && q.wide.padded_len() >= self.n.div_ceil(16) * 16
-        );
-        let lanes = self.isa.lanes();
-        let block_len = self.k_padded * lanes;
-        let blocks = self.n.div_ceil(lanes);
-        // SAFETY: a VNNI packing and a `WideRescale` exist only on CPUs with every subset used.
-        let constants = unsafe { WideConstants::new(q.range) };
-        let mut block = 0;
-        while block < blocks {
-            let together = if block + 1 < blocks { 2 } else { 1 };
-            let first = block * lanes;
-            let weights = &self.bytes[block * block_len..(block + together) * block_len];
-            let mut r0 = 0;
-            while r0 < rows {
-                let count = if rows - r0 >= ROWS { ROWS } else { 1 };
-                let a = &a[r0 * self.k_padded..(r0 + count) * self.k_padded];
-                let out = &mut out[r0 * self.n..];
-                let epilogue = Epilogue {
-                    q,
-                    constants: &constants,
-                    first,
-                    n: self.n,
-                };
-                // SAFETY: as above; the slices hold the rows, the blocks and the outputs.
-                unsafe {
-                    match (together, count) {
-                        (2, ROWS) => tile_vnni_requantized::<2, ROWS>(
-                            a,
-                            self.k_padded,
-                            weights,
-                            flip,
-                            &epilogue,
-                            out,
-                        ),
-                        (2, _) => tile_vnni_requantized::<2, 1>(
-                            a,
-                            self.k_padded,
-                            weights,
-                            flip,
-                            &epilogue,
-                            out,
-                        ),
-                        (_, ROWS) => tile_vnni_requantized::<1, ROWS>(
-                            a,
-                            self.k_padded,
-                            weights,
-                            flip,
-                            &epilogue,
-                            out,
-                        ),
-                        _ => tile_vnni_requantized::<1, 1>(
-                            a,
-                            self.k_padded,
-                            weights,
-                            flip,
-                            &epilogue,
-                            out,
-                        ),
-                    }
-                }
-                r0 += count;
-            }
-            block += together;
-        }
+        self.multiply_max_requantized(a, rows, flip, 1, q, out);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 impl PackedWeights {
-    /// Like [`Self::multiply_requantized`], for rows in groups of `cells` (a pooling
-    /// window's pixels, consecutive): each group's maximum sum per channel is requantized
-    /// into `out[group * n + c]`. `cells` must divide [`ROWS`] and `rows`.
+    /// [`Self::multiply_requantized`] for rows in groups of `cells` (a pooling window's
+    /// pixels, consecutive): each group's maximum sum per channel is requantized into
+    /// `out[group * n + c]`. `cells` must divide [`ROWS`] and `rows`.
     ///
     /// # Panics
     /// As [`Self::multiply_requantized`], and when `cells` does not divide both.
@@ -499,6 +432,7 @@ impl PackedWeights {
         &self,
         a: &[u8],
         rows: usize,
+        flip: u8,
         cells: usize,
         q: &Requantization<'_>,
         out: &mut [u8],
@@ -536,16 +470,16 @@ impl PackedWeights {
                                 // SAFETY: as above; the slices hold the rows, the blocks and
                                 // the groups' outputs.
                                 (2, true, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<2, ROWS, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                    tile_vnni_max_requantized::<2, ROWS, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
                                 },
                                 (2, false, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<2, $cells, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                    tile_vnni_max_requantized::<2, $cells, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
                                 },
                                 (_, true, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<1, ROWS, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                    tile_vnni_max_requantized::<1, ROWS, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
                                 },
                                 (_, false, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<1, $cells, $cells>(a, self.k_padded, weights, &epilogue, out)
+                                    tile_vnni_max_requantized::<1, $cells, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
                                 },
                             )*
                             _ => unreachable!("cells divides ROWS"),
@@ -567,12 +501,13 @@ unsafe fn tile_vnni_max_requantized<const BLOCKS: usize, const R: usize, const C
     a: &[u8],
     row_len: usize,
     blocks: &[i8],
+    flip: u8,
     e: &Epilogue<'_, '_>,
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: the caller's CPU has VNNI; the rows were flipped when gathered.
-    let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, 0) };
+    // SAFETY: the caller's CPU has VNNI.
+    let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, flip) };
     for b in 0..BLOCKS {
         let channel = e.first + 16 * b;
         if channel >= e.n {
@@ -606,38 +541,6 @@ struct Epilogue<'a, 'q> {
     constants: &'a WideConstants,
     first: usize,
     n: usize,
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512dq,avx512vl")]
-unsafe fn tile_vnni_requantized<const BLOCKS: usize, const R: usize>(
-    a: &[u8],
-    row_len: usize,
-    blocks: &[i8],
-    flip: u8,
-    e: &Epilogue<'_, '_>,
-    out: &mut [u8],
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's CPU has VNNI.
-    let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, flip) };
-    for b in 0..BLOCKS {
-        let channel = e.first + 16 * b;
-        if channel >= e.n {
-            break;
-        }
-        let lanes: __mmask16 = ((1u32 << (e.n - channel).min(16)) - 1) as __mmask16;
-        // SAFETY: offsets and parameters are padded past every channel below n (asserted by
-        // the caller); each store is masked to row r's channels below n.
-        unsafe {
-            let offsets = _mm512_loadu_si512(e.q.offsets.as_ptr().add(channel).cast());
-            let rescale = ChannelLanes::load(e.q.wide, channel);
-            for (r, acc) in acc.iter().enumerate() {
-                let bytes = rescale.rescale(e.constants, _mm512_add_epi32(acc[b], offsets));
-                _mm_mask_storeu_epi8(out.as_mut_ptr().add(r * e.n + channel).cast(), lanes, bytes);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

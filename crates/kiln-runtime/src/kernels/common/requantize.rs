@@ -70,6 +70,17 @@ pub struct OutputRange {
 }
 
 impl OutputRange {
+    /// This range clamped further to `(min, max)` (a following operator's fused activation in
+    /// the same quantization), when anything is left.
+    pub fn within(self, (min, max): (i32, i32)) -> Option<Self> {
+        let clamped = Self {
+            min: self.min.max(min),
+            max: self.max.min(max),
+            ..self
+        };
+        (clamped.min <= clamped.max).then_some(clamped)
+    }
+
     /// `q`'s output zero point and activation clamp.
     pub fn of(q: &super::weighted::Quantized) -> Self {
         Self {

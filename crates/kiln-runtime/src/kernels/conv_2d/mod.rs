@@ -72,6 +72,41 @@ struct PackedFilter {
     offsets: Option<ChannelOffsets>,
 }
 
+impl PackedFilter {
+    /// The channels' offsets: made at prepare for a constant bias, else from `bias` into
+    /// `made`.
+    fn offsets<'a>(
+        &'a self,
+        bias: Option<&[i32]>,
+        out_c: usize,
+        made: &'a mut Option<ChannelOffsets>,
+    ) -> &'a ChannelOffsets {
+        match &self.offsets {
+            Some(offsets) => offsets,
+            None => made.insert(ChannelOffsets::new(&self.gemm, &self.rescale, bias, out_c)),
+        }
+    }
+
+    /// With VNNI and AVX-512, the requantization the GEMM runs in its registers.
+    #[cfg(target_arch = "x86_64")]
+    fn in_register<'a>(
+        &'a self,
+        offsets: &'a ChannelOffsets,
+        range: OutputRange,
+    ) -> Option<Requantization<'a>> {
+        self.gemm
+            .weights
+            .fuses()
+            .then(|| self.rescale.wide())
+            .flatten()
+            .map(|wide| Requantization {
+                wide,
+                offsets: &offsets.padded,
+                range,
+            })
+    }
+}
+
 /// A channel's sum's correction plus bias, laid out for the fused epilogue (padded to 16)
 /// and for the row requantization (periodic).
 #[derive(Debug)]
@@ -392,27 +427,11 @@ impl Conv2D {
         let image_len = g.in_h * g.in_w * g.in_c;
         // What each channel's sum gains besides the GEMM: the shift's and zero point's
         // correction, and the bias (made at prepare for a constant bias).
-        let made;
-        let offsets = match &p.offsets {
-            Some(offsets) => offsets,
-            None => {
-                made = ChannelOffsets::new(&p.gemm, &p.rescale, bias, g.out_c);
-                &made
-            }
-        };
+        let mut made = None;
+        let offsets = p.offsets(bias, g.out_c, &mut made);
         // With VNNI and AVX-512 the sums are requantized in the GEMM's registers.
         #[cfg(target_arch = "x86_64")]
-        let fused = p
-            .gemm
-            .weights
-            .fuses()
-            .then(|| p.rescale.wide())
-            .flatten()
-            .map(|wide| Requantization {
-                wide,
-                offsets: &offsets.padded,
-                range: p.range,
-            });
+        let fused = p.in_register(offsets, p.range);
         // The row requantization's offsets (used only where the GEMM does not requantize
         // itself).
         let offsets = &offsets.periodic;

@@ -13,12 +13,10 @@ use std::sync::Arc;
 use super::super::common::convolution::{Convolution, Geometry, PixelOrder, WORD_SLACK, xor_copy};
 use super::super::common::parallel::for_each_chunk;
 use super::super::common::requantize::OutputRange;
-#[cfg(target_arch = "x86_64")]
-use super::super::common::requantize::Requantization;
 use super::super::common::scratch::{Scratch, with_image_bytes};
 use super::super::common::weighted::{self, Quantized};
 use super::super::{In, OpKernel, Out, TilingMaxPool};
-use super::{ChannelOffsets, PackedFilter, short_run_padding};
+use super::{PackedFilter, short_run_padding};
 use crate::tensor::as_i32;
 use kiln_tflite::quant::Rescale;
 
@@ -61,17 +59,12 @@ impl ConvMaxPool {
         if window.0 * out.0 > g.out_h || window.1 * out.1 > g.out_w {
             return None;
         }
-        let range = OutputRange {
-            offset: filter.range.offset,
-            min: filter.range.min.max(pool.range.0),
-            max: filter.range.max.min(pool.range.1),
-        };
-        (range.min <= range.max).then(|| Self {
+        Some(Self {
             geometry: g.clone(),
             has_bias: conv.has_bias,
+            range: filter.range.within(pool.range)?,
             filter,
             pool,
-            range,
         })
     }
 }
@@ -82,28 +75,12 @@ impl OpKernel for ConvMaxPool {
             unreachable!("prepared")
         };
         let (g, p) = (&self.geometry, &*self.filter);
-        let made;
-        let offsets = match &p.offsets {
-            Some(offsets) => offsets,
-            None => {
-                let bias = weighted::bias(inputs, self.has_bias).map(as_i32);
-                made = ChannelOffsets::new(&p.gemm, &p.rescale, bias, g.out_c);
-                &made
-            }
-        };
+        let mut made = None;
+        let bias = weighted::bias(inputs, self.has_bias).map(as_i32);
+        let offsets = p.offsets(bias, g.out_c, &mut made);
         // With VNNI and AVX-512 the maxima are taken and requantized in the GEMM's registers.
         #[cfg(target_arch = "x86_64")]
-        let fused = p
-            .gemm
-            .weights
-            .fuses()
-            .then(|| p.rescale.wide())
-            .flatten()
-            .map(|wide| Requantization {
-                wide,
-                offsets: &offsets.padded,
-                range: self.range,
-            });
+        let fused = p.in_register(offsets, self.range);
         let c = g.out_c;
         let row_len = p.gemm.weights.row_len();
         let ((window_h, window_w), (pooled_h, pooled_w)) = (self.pool.window, self.pool.out);
@@ -121,7 +98,7 @@ impl OpKernel for ConvMaxPool {
             {
                 p.gemm
                     .weights
-                    .multiply_max_requantized(rows, pixels, cells, q, out);
+                    .multiply_max_requantized(rows, pixels, 0, cells, q, out);
                 return;
             }
             i32::with(pixels * c + pooled_w * c, |sums| {

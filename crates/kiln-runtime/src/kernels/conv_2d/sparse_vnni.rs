@@ -499,20 +499,15 @@ impl SparseMaxPool {
         {
             return None;
         }
-        let range = OutputRange {
-            offset: filter.range.offset,
-            min: filter.range.min.max(pool.range.0),
-            max: filter.range.max.min(pool.range.1),
-        };
-        (range.min <= range.max).then(|| Self {
+        Some(Self {
             geometry: g.clone(),
             has_bias: conv.has_bias,
-            filter,
             pooling: Pooling {
                 window: pool.window,
                 out,
-                range,
+                range: filter.range.within(pool.range)?,
             },
+            filter,
         })
     }
 }
