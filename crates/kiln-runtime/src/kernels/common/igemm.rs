@@ -444,6 +444,27 @@ impl PackedWeights {
             q.offsets.len() >= self.n.div_ceil(16) * 16
                 && q.wide.padded_len() >= self.n.div_ceil(16) * 16
         );
+        assert!(
+            flip == 0 || flip == 0x80,
+            "int8 flips the sign bit, uint8 nothing"
+        );
+        // The flip as a constant: a run-time XOR keeps each activation's broadcast from
+        // folding into `vpdpbusd`'s memory operand (+45% on a pooled 3×3 layer).
+        if flip == 0 {
+            self.max_requantized_tiles::<false>(a, rows, cells, q, out);
+        } else {
+            self.max_requantized_tiles::<true>(a, rows, cells, q, out);
+        }
+    }
+
+    fn max_requantized_tiles<const FLIPPED: bool>(
+        &self,
+        a: &[u8],
+        rows: usize,
+        cells: usize,
+        q: &Requantization<'_>,
+        out: &mut [u8],
+    ) {
         let lanes = self.isa.lanes();
         let block_len = self.k_padded * lanes;
         let blocks = self.n.div_ceil(lanes);
@@ -470,16 +491,16 @@ impl PackedWeights {
                                 // SAFETY: as above; the slices hold the rows, the blocks and
                                 // the groups' outputs.
                                 (2, true, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<2, ROWS, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
+                                    tile_vnni_max_requantized::<2, ROWS, $cells, FLIPPED>(a, self.k_padded, weights, &epilogue, out)
                                 },
                                 (2, false, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<2, $cells, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
+                                    tile_vnni_max_requantized::<2, $cells, $cells, FLIPPED>(a, self.k_padded, weights, &epilogue, out)
                                 },
                                 (_, true, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<1, ROWS, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
+                                    tile_vnni_max_requantized::<1, ROWS, $cells, FLIPPED>(a, self.k_padded, weights, &epilogue, out)
                                 },
                                 (_, false, $cells) => unsafe {
-                                    tile_vnni_max_requantized::<1, $cells, $cells>(a, self.k_padded, weights, flip, &epilogue, out)
+                                    tile_vnni_max_requantized::<1, $cells, $cells, FLIPPED>(a, self.k_padded, weights, &epilogue, out)
                                 },
                             )*
                             _ => unreachable!("cells divides ROWS"),
@@ -497,15 +518,20 @@ impl PackedWeights {
 /// requantized in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512dq,avx512vl")]
-unsafe fn tile_vnni_max_requantized<const BLOCKS: usize, const R: usize, const CELLS: usize>(
+unsafe fn tile_vnni_max_requantized<
+    const BLOCKS: usize,
+    const R: usize,
+    const CELLS: usize,
+    const FLIPPED: bool,
+>(
     a: &[u8],
     row_len: usize,
     blocks: &[i8],
-    flip: u8,
     e: &Epilogue<'_, '_>,
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
+    let flip = if FLIPPED { 0x80 } else { 0 };
     // SAFETY: the caller's CPU has VNNI.
     let acc = unsafe { vnni_sums::<BLOCKS, R>(a, row_len, blocks, flip) };
     for b in 0..BLOCKS {
