@@ -1116,65 +1116,104 @@ mod tests {
             } else {
                 Activation::None
             };
-            let options = BuiltinOptions::Conv2D(Conv2DOptions {
-                padding,
-                stride_w: stride,
-                stride_h: stride,
-                activation,
-                dilation_w: dilation,
-                dilation_h: dilation,
-            });
-            let bias_tensor = || {
-                let t = constant(
-                    TensorType::Int32,
-                    &[out_c],
-                    bias.iter().flat_map(|b| b.to_le_bytes()).collect(),
-                );
-                per_channel(t, scales.iter().map(|s| s * 0.05).collect(), 0)
+            let case_data = QuantizedCase {
+                dtype,
+                input_shape: [batches, in_h, in_w, in_c],
+                input_zero,
+                filter_shape: [out_c, kh, kw, in_c],
+                filter: filter_bytes,
+                filter_zero,
+                scales,
+                bias,
+                fed_bias: false,
+                options: Conv2DOptions {
+                    padding,
+                    stride_w: stride,
+                    stride_h: stride,
+                    activation,
+                    dilation_w: dilation,
+                    dilation_h: dilation,
+                },
             };
-            let filter_shape = [out_c, kh, kw, in_c];
-            let input = || {
-                quantized(
-                    tensor(dtype, &[batches, in_h, in_w, in_c]),
-                    0.05,
-                    input_zero,
-                )
-            };
-            let output = || quantized(tensor(dtype, &[1]), 0.1, if signed { -5 } else { 120 });
-            let packed = run(
-                prepare,
-                options.clone(),
-                vec![
-                    Some(input()),
-                    Some(per_channel(
-                        constant(dtype, &filter_shape, filter_bytes.clone()),
-                        scales.clone(),
-                        filter_zero,
-                    )),
-                    Some(bias_tensor()),
-                ],
-                output(),
-                &[&input_bytes],
-            )
-            .unwrap();
-            let direct = run(
-                prepare,
-                options,
-                vec![
-                    Some(input()),
-                    Some(per_channel(
-                        tensor(dtype, &filter_shape),
-                        scales.clone(),
-                        filter_zero,
-                    )),
-                    Some(bias_tensor()),
-                ],
-                output(),
-                &[&input_bytes, &filter_bytes],
-            )
-            .unwrap();
+            let (packed, direct) = case_data.constant_and_fed(&input_bytes);
             assert_eq!(packed.shape, direct.shape, "case {case}");
             assert_eq!(packed.data, direct.data, "case {case}");
+        }
+    }
+
+    /// A quantized convolution for the tests that hold a kernel chosen for a constant filter
+    /// (packed, sparse) to the direct path, which a filter fed at run time takes.
+    pub(super) struct QuantizedCase {
+        pub(super) dtype: kiln_tflite::TensorType,
+        pub(super) input_shape: [usize; 4],
+        pub(super) input_zero: i64,
+        pub(super) filter_shape: [usize; 4],
+        pub(super) filter: Vec<u8>,
+        pub(super) filter_zero: i64,
+        /// Per output channel (the bias's scales follow from them).
+        pub(super) scales: Vec<f32>,
+        pub(super) bias: Vec<i32>,
+        /// The bias fed at run time rather than a constant.
+        pub(super) fed_bias: bool,
+        pub(super) options: Conv2DOptions,
+    }
+
+    impl QuantizedCase {
+        /// The outputs with the filter a constant, then fed at run time.
+        pub(super) fn constant_and_fed(
+            &self,
+            input: &[u8],
+        ) -> (
+            super::super::common::testing::Run,
+            super::super::common::testing::Run,
+        ) {
+            use super::super::common::testing::{constant, per_channel, quantized, run, tensor};
+            use kiln_tflite::{BuiltinOptions, TensorType};
+            let signed = self.dtype == TensorType::Int8;
+            let out_c = self.filter_shape[0];
+            let bias_bytes: Vec<u8> = self.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let bias = || {
+                let t = if self.fed_bias {
+                    tensor(TensorType::Int32, &[out_c])
+                } else {
+                    constant(TensorType::Int32, &[out_c], bias_bytes.clone())
+                };
+                per_channel(t, self.scales.iter().map(|s| s * 0.05).collect(), 0)
+            };
+            let filter = |value: bool| {
+                let t = if value {
+                    constant(self.dtype, &self.filter_shape, self.filter.clone())
+                } else {
+                    tensor(self.dtype, &self.filter_shape)
+                };
+                per_channel(t, self.scales.clone(), self.filter_zero)
+            };
+            let run_with = |constant_filter: bool| {
+                let mut data: Vec<&[u8]> = vec![input];
+                if !constant_filter {
+                    data.push(&self.filter);
+                }
+                if self.fed_bias {
+                    data.push(&bias_bytes);
+                }
+                run(
+                    prepare,
+                    BuiltinOptions::Conv2D(self.options.clone()),
+                    vec![
+                        Some(quantized(
+                            tensor(self.dtype, &self.input_shape),
+                            0.05,
+                            self.input_zero,
+                        )),
+                        Some(filter(constant_filter)),
+                        Some(bias()),
+                    ],
+                    quantized(tensor(self.dtype, &[1]), 0.1, if signed { -5 } else { 120 }),
+                    &data,
+                )
+                .expect("the case prepares")
+            };
+            (run_with(true), run_with(false))
         }
     }
 }

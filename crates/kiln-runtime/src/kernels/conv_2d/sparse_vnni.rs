@@ -626,12 +626,10 @@ fn transpose(rows: &[__m128i; LANES]) -> [__m128i; LANES] {
 
 #[cfg(test)]
 mod tests {
-    use kiln_tflite::{Activation, BuiltinOptions, Conv2DOptions, Padding, TensorType};
+    use kiln_tflite::{Activation, Conv2DOptions, Padding, TensorType};
 
-    use super::super::super::common::testing::{
-        constant, per_channel, quantized, run, seeded, tensor,
-    };
-    use super::super::prepare;
+    use super::super::super::common::testing::seeded;
+    use super::super::tests::QuantizedCase;
     use super::*;
 
     /// Filters pruned in groups of 4 or 16 input channels (85% of them zero), on random
@@ -695,70 +693,31 @@ mod tests {
             let input_bytes: Vec<u8> = (0..batches * in_h * in_w * in_c)
                 .map(|_| next(256) as u8)
                 .collect();
-            let options = BuiltinOptions::Conv2D(Conv2DOptions {
-                padding,
-                stride_w: 1,
-                stride_h,
-                activation: if case % 5 == 0 {
-                    Activation::Relu6
-                } else {
-                    Activation::None
+            let case_data = QuantizedCase {
+                dtype,
+                input_shape: [batches, in_h, in_w, in_c],
+                input_zero,
+                filter_shape: [out_c, kh, kw, in_c],
+                filter: filter_bytes,
+                filter_zero,
+                scales,
+                bias,
+                // Every third case feeds the bias at run time.
+                fed_bias: case % 3 == 1,
+                options: Conv2DOptions {
+                    padding,
+                    stride_w: 1,
+                    stride_h,
+                    activation: if case % 5 == 0 {
+                        Activation::Relu6
+                    } else {
+                        Activation::None
+                    },
+                    dilation_w: dilation,
+                    dilation_h: dilation,
                 },
-                dilation_w: dilation,
-                dilation_h: dilation,
-            });
-            // Every third case feeds the bias at run time.
-            let fed_bias = case % 3 == 1;
-            let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
-            let bias_tensor = || {
-                let t = if fed_bias {
-                    tensor(TensorType::Int32, &[out_c])
-                } else {
-                    constant(TensorType::Int32, &[out_c], bias_bytes.clone())
-                };
-                per_channel(t, scales.iter().map(|s| s * 0.05).collect(), 0)
             };
-            let filter_shape = [out_c, kh, kw, in_c];
-            let input = || {
-                quantized(
-                    tensor(dtype, &[batches, in_h, in_w, in_c]),
-                    0.05,
-                    input_zero,
-                )
-            };
-            let output = || quantized(tensor(dtype, &[1]), 0.1, if signed { -5 } else { 120 });
-            let filter = |value: bool| {
-                let t = if value {
-                    constant(dtype, &filter_shape, filter_bytes.clone())
-                } else {
-                    tensor(dtype, &filter_shape)
-                };
-                per_channel(t, scales.clone(), filter_zero)
-            };
-            let mut data: Vec<&[u8]> = vec![&input_bytes];
-            if fed_bias {
-                data.push(&bias_bytes);
-            }
-            let sparse = run(
-                prepare,
-                options.clone(),
-                vec![Some(input()), Some(filter(true)), Some(bias_tensor())],
-                output(),
-                &data,
-            )
-            .unwrap();
-            let mut data: Vec<&[u8]> = vec![&input_bytes, &filter_bytes];
-            if fed_bias {
-                data.push(&bias_bytes);
-            }
-            let direct = run(
-                prepare,
-                options,
-                vec![Some(input()), Some(filter(false)), Some(bias_tensor())],
-                output(),
-                &data,
-            )
-            .unwrap();
+            let (sparse, direct) = case_data.constant_and_fed(&input_bytes);
             if format!("{:?}", sparse.kernel).contains("Sparse(SparseFilter") {
                 sparse_cases += 1;
             }
