@@ -55,6 +55,8 @@ pub struct SparseFilter {
     offsets: Vec<usize>,
     /// The group's four weights (i8) as one little-endian i32.
     weights: Vec<i32>,
+    /// The largest of `offsets` (bounds a strip's reach).
+    largest_offset: usize,
     /// Per channel: the correction of the shifted inputs and the input zero point, plus the
     /// bias when it is a constant; padded to whole registers.
     offsets_per_channel: Vec<i32>,
@@ -180,6 +182,7 @@ impl SparseFilter {
         let field = (4 * groups * g.filter_h * g.filter_w) as i64;
         let bounded = largest_offset.is_some_and(|o| field * 255 * 128 + o < i64::from(i32::MAX));
         Some(Self {
+            largest_offset: offsets.iter().copied().max().unwrap_or(0),
             starts,
             offsets,
             weights,
@@ -358,18 +361,20 @@ impl SparseFilter {
         let ((window_h, window_w), (pooled_h, pooled_w)) = (pooling.window, pooling.out);
         // Strips over the columns some window covers, a window's rows together.
         let strips_per_row = (pooled_w * window_w).div_ceil(LANES);
-        let strips: Vec<(usize, usize)> = (0..pooled_h)
-            .flat_map(|py| {
-                (0..strips_per_row)
-                    .flat_map(move |s| (0..window_h).map(move |r| (py * window_h + r, s * LANES)))
-            })
-            .collect();
+        // Strip i: (output row, first column), window by window, each window's rows together.
+        let strip = |i: usize| {
+            let (window, r) = (i / window_h, i % window_h);
+            let (py, s) = (window / strips_per_row, window % strips_per_row);
+            (py * window_h + r, s * LANES)
+        };
+        let strips = pooled_h * strips_per_row * window_h;
         let row_cells = self.groups * self.strip_columns;
         // The furthest cell a strip reads: its first cell plus the largest offset plus 15.
-        let last_origin = strips
-            .last()
-            .map_or(0, |&(oy, x0)| oy * g.stride.0 * row_cells + x0);
-        let reach = last_origin + self.offsets.iter().copied().max().unwrap_or(0) + LANES;
+        let last_origin = strips.checked_sub(1).map_or(0, |i| {
+            let (oy, x0) = strip(i);
+            oy * g.stride.0 * row_cells + x0
+        });
+        let reach = last_origin + self.largest_offset + LANES;
         assert!(
             reach <= grouped.len() / 4
                 && offsets.len() >= g.out_c.div_ceil(LANES) * LANES
@@ -386,9 +391,22 @@ impl SparseFilter {
             let constants = WideConstants::new(pooling.range);
             // Up to four strips per block, whole windows' rows.
             let per_block = 4 / window_h * window_h;
-            for block in strips.chunks(per_block) {
-                let args = (g, block, grouped, offsets, wide, &constants, pooling);
-                match block.len() {
+            for first in (0..strips).step_by(per_block) {
+                let len = per_block.min(strips - first);
+                let mut block = [(0, 0); 4];
+                for (k, origin) in block.iter_mut().take(len).enumerate() {
+                    *origin = strip(first + k);
+                }
+                let args = (
+                    g,
+                    &block[..len],
+                    grouped,
+                    offsets,
+                    wide,
+                    &constants,
+                    pooling,
+                );
+                match len {
                     4 => self.block::<4>(args, out),
                     3 => self.block::<3>(args, out),
                     2 => self.block::<2>(args, out),
