@@ -11,7 +11,9 @@
 use kiln_tflite::BuiltinOptions;
 
 use super::common::block_sparse::BlockSparse;
+use super::common::convolution::{Geometry, xor_copy};
 use super::common::dot::{dot, dot_q8};
+use super::common::field_gemm::FieldFilter;
 use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
 use super::common::quant::{load_q, quantize_floats, store_q};
 use super::common::scratch::Scratch;
@@ -49,6 +51,12 @@ enum SparseWeights {
         blocks: BlockSparse<i8>,
         row_sums: Vec<i32>,
     },
+    /// int8 pruned in blocks that span 16 output channels (`block = [16, 16]`): lists of the
+    /// non-zero 16 × 4 panels, a register each (AVX-512 VNNI).
+    Panels {
+        filter: FieldFilter,
+        row_sums: Vec<i32>,
+    },
 }
 
 /// Zero blocks from which the block-sparse product beats the dense kernels, measured with
@@ -58,6 +66,9 @@ enum SparseWeights {
 /// sparse product only pulls ahead at about 80% (1.1× there, 1.4× at 90%).
 const MIN_ZERO_BLOCKS_FLOAT: f64 = 0.5;
 const MIN_ZERO_BLOCKS_INT8: f64 = 0.8;
+
+/// Input rows whose products one call of the panel kernel takes.
+const ROWS_PER_CALL: usize = 64;
 
 /// The block-sparse form of constant `weights` ([rows, cols] bytes), when it pays.
 fn sparse_weights(
@@ -90,13 +101,56 @@ fn sparse_weights(
         Arithmetic::Quantized(q) if q.filter_signed && q.filter_offset == 0 => {
             let bytes: Vec<i8> = weights.iter().map(|&b| b as i8).collect();
             let blocks =
-                BlockSparse::from_dense(&bytes, shape, 16, |w| w == 0, MIN_ZERO_BLOCKS_INT8)?;
-            let row_sums = blocks.row_sums();
-            Some(SparseWeights::Int8 { blocks, row_sums })
+                BlockSparse::from_dense(&bytes, shape, 16, |w| w == 0, MIN_ZERO_BLOCKS_INT8);
+            let panels = panels(&bytes, shape);
+            let row_sums = bytes
+                .chunks_exact(shape.1.max(1))
+                .map(|row| row.iter().map(|&w| i32::from(w)).sum())
+                .collect();
+            // In `vpdpbusd`s per input row: a panel is one; four 1×16 blocks are one, plus
+            // about ten per output for the row's horizontal sum.
+            match (blocks, panels) {
+                (Some(blocks), Some(filter))
+                    if filter.entries() >= blocks.kept() / 4 + 10 * shape.0 =>
+                {
+                    Some(SparseWeights::Int8 { blocks, row_sums })
+                }
+                (_, Some(filter)) => Some(SparseWeights::Panels { filter, row_sums }),
+                (Some(blocks), None) => Some(SparseWeights::Int8 { blocks, row_sums }),
+                (None, None) => None,
+            }
         }
         _ => None,
     }
 }
+
+/// Panels of 16 outputs × 4 inputs, as lists of the non-zero ones, where this CPU runs them
+/// and at most [`MAX_PANEL_DENSITY`] of them are non-zero.
+fn panels(weights: &[i8], (rows, cols): (usize, usize)) -> Option<FieldFilter> {
+    if Isa::detect() != Isa::Vnni || rows == 0 || cols == 0 {
+        return None;
+    }
+    // The layer as a 1×1 convolution of a 1×1 image with `cols` channels.
+    let g = Geometry {
+        batches: 1,
+        in_h: 1,
+        in_w: 1,
+        in_c: cols,
+        out_h: 1,
+        out_w: 1,
+        out_c: rows,
+        filter_h: 1,
+        filter_w: 1,
+        stride: (1, 1),
+        dilation: (1, 1),
+        pad: (0, 0),
+    };
+    FieldFilter::new(&g, 1, true, |o, k| weights[o * cols + k])
+        .filter(|f| f.density() <= MAX_PANEL_DENSITY)
+}
+
+/// The share of non-zero 16 × 4 panels up to which their lists beat the dense GEMV.
+const MAX_PANEL_DENSITY: f64 = 0.5;
 
 pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
     prep.expect_arity(2..=3, 1)?;
@@ -238,6 +292,9 @@ impl OpKernel for FullyConnected {
                 SparseWeights::Int8 { blocks, row_sums } => {
                     blocks.bytes() + row_sums.len() * size_of::<i32>()
                 }
+                SparseWeights::Panels { filter, row_sums } => {
+                    filter.bytes() + row_sums.len() * size_of::<i32>()
+                }
             })
     }
 
@@ -277,6 +334,33 @@ impl OpKernel for FullyConnected {
                         let acc = sum.wrapping_add(share.wrapping_mul(row_sums[o]));
                         store_q(output, i, q.finish(acc, bias.map_or(0, |bias| bias[o]), o));
                     }
+                });
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Arithmetic::Quantized(q), Some(SparseWeights::Panels { filter, row_sums })) => {
+                let bias = bias.map(as_i32);
+                let output = &mut *outputs[0].data;
+                let (flip, shift) = if q.input_signed { (0x80, 128) } else { (0, 0) };
+                let share = q.input_offset.wrapping_sub(shift);
+                let rows = self.batches;
+                // Each row's last group of four may read three bytes past it.
+                u8::with(rows * n_in + 3, |shifted| {
+                    xor_copy(shifted, &input.data[..rows * n_in], flip);
+                    i32::with(rows * n_out, |sums| {
+                        for first in (0..rows).step_by(ROWS_PER_CALL) {
+                            let count = (rows - first).min(ROWS_PER_CALL);
+                            let origins: [usize; ROWS_PER_CALL] =
+                                std::array::from_fn(|i| (first + i) * n_in);
+                            let sums = &mut sums[first * n_out..];
+                            filter.multiply(shifted, &origins[..count], sums);
+                        }
+                        for (i, &sum) in sums.iter().enumerate() {
+                            let o = i % n_out;
+                            let acc = sum.wrapping_add(share.wrapping_mul(row_sums[o]));
+                            store_q(output, i, q.finish(acc, bias.map_or(0, |bias| bias[o]), o));
+                        }
+                    });
                 });
                 return;
             }
@@ -455,20 +539,22 @@ mod tests {
 
     /// The packed GEMM path (constant weights) against the direct one (weights fed at run
     /// time) on random sizes, batches, both 8-bit types and per-channel scales; and, with
-    /// int8 weights pruned in 1×16 blocks, the block-sparse path.
+    /// int8 weights pruned in 1×16 blocks, the block-sparse path, and in 16×16 blocks, the
+    /// panel lists (batches of eight and more take its eight-row tiles).
     #[test]
     fn the_packed_and_block_sparse_int8_paths_equal_the_direct_one() {
         let mut next = seeded(0x2545_f491_4f6c_dd1d);
         for case in 0..40 {
             let signed = case % 3 != 0;
             let pruned = signed && case % 2 == 1;
+            let panels = pruned && case % 4 == 1;
             let dtype = if signed {
                 TensorType::Int8
             } else {
                 TensorType::UInt8
             };
             let (batches, n_in, n_out) = (
-                1 + next(6) as usize,
+                1 + next(if panels { 20 } else { 6 }) as usize,
                 if pruned {
                     16 * (1 + next(18) as usize)
                 } else {
@@ -486,7 +572,19 @@ mod tests {
                     }
                 })
                 .collect();
-            if pruned {
+            if panels {
+                // Blocks of 16 outputs × 16 inputs, nine in ten zero (the last rows' block
+                // may be short).
+                for rows in (0..n_out).step_by(16) {
+                    for columns in (0..n_in).step_by(16) {
+                        if next(10) != 0 {
+                            for row in rows..(rows + 16).min(n_out) {
+                                weights[row * n_in + columns..][..16].fill(0);
+                            }
+                        }
+                    }
+                }
+            } else if pruned {
                 // Nine in ten blocks zero: past the 80% from which the block-sparse path runs.
                 for block in weights.chunks_mut(16) {
                     if next(10) != 0 {

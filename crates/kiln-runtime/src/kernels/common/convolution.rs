@@ -345,13 +345,21 @@ impl Geometry {
         padded: &mut [u8],
     ) {
         let c = self.in_c;
-        padded.fill(outside);
-        // Image columns that some tap reaches (the rest is never read).
+        // Image columns and rows that some tap reaches (the rest is never read).
         let width = self.in_w.min(columns.saturating_sub(self.pad.1));
-        for iy in 0..self.in_h.min(rows.saturating_sub(self.pad.0)) {
-            let src = &image[iy * self.in_w * c..][..width * c];
-            let dst = &mut padded[((iy + self.pad.0) * columns + self.pad.1) * c..][..width * c];
-            xor_copy(dst, src, flip);
+        let height = self.in_h.min(rows.saturating_sub(self.pad.0));
+        let row_len = columns * c;
+        // Only the border takes `outside`: the rows above and below the image, and each image
+        // row's columns left and right of it.
+        padded[..self.pad.0 * row_len].fill(outside);
+        padded[(self.pad.0 + height) * row_len..].fill(outside);
+        for iy in 0..height {
+            let row = &mut padded[(iy + self.pad.0) * row_len..][..row_len];
+            let (left, rest) = row.split_at_mut(self.pad.1 * c);
+            let (inside, right) = rest.split_at_mut(width * c);
+            left.fill(outside);
+            right.fill(outside);
+            xor_copy(inside, &image[iy * self.in_w * c..][..width * c], flip);
         }
     }
 
@@ -543,6 +551,29 @@ impl Iterator for Pixels {
 pub fn xor_copy(dst: &mut [u8], src: &[u8], flip: u8) {
     let n = dst.len().min(src.len());
     let (dst, src) = (&mut dst[..n], &src[..n]);
+    if n < 8 {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s ^ flip;
+        }
+        return;
+    }
+    // Whole 64-byte lines first: fixed-size arrays, which the compiler makes vector XORs.
+    let lines = n / 64 * 64;
+    for (d, s) in dst[..lines]
+        .chunks_exact_mut(64)
+        .zip(src[..lines].chunks_exact(64))
+    {
+        let mut line = [0u8; 64];
+        line.copy_from_slice(s);
+        for b in &mut line {
+            *b ^= flip;
+        }
+        d.copy_from_slice(&line);
+    }
+    let (dst, src, n) = (&mut dst[lines..], &src[lines..], n - lines);
+    if n == 0 {
+        return;
+    }
     if n < 8 {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = s ^ flip;

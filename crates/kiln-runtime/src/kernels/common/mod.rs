@@ -31,6 +31,7 @@ pub mod block_sparse;
 pub mod convolution;
 pub mod dot;
 pub mod exp;
+pub mod field_gemm;
 pub mod fused_activation;
 pub mod igemm;
 pub mod layout;

@@ -12,6 +12,7 @@ use super::common::convolution::{
     Convolution, Geometry, Operands, OperatorOptions, WORD_SLACK, xor_copy,
 };
 use super::common::dot::{dot, dot_i16};
+use super::common::field_gemm::{FieldFilter, MAX_ORIGINS};
 use super::common::fused_activation::FloatClamp;
 use super::common::igemm::{Isa, PackedWeights, QuantizedGemm};
 use super::common::parallel::for_each_chunk;
@@ -70,6 +71,10 @@ struct PackedFilter {
     /// With a constant bias: what each channel's sum gains besides the GEMM (correction and
     /// bias), made once instead of per invoke.
     offsets: Option<ChannelOffsets>,
+    /// The implicit GEMM over the image padded to this size, where the CPU runs it (VNNI and
+    /// the in-register requantization) and the convolution is not a 1×1 one that multiplies
+    /// the image in place.
+    field: Option<(FieldFilter, (usize, usize))>,
 }
 
 impl PackedFilter {
@@ -144,6 +149,12 @@ fn short_run_padding(g: &Geometry) -> Option<(usize, usize)> {
         .flatten()
 }
 
+/// The padded image the implicit GEMM reads ([`FieldFilter`]), within the same bound.
+fn field_padding(g: &Geometry) -> Option<(usize, usize)> {
+    let image_len = g.in_h * g.in_w * g.in_c;
+    g.padded_size(4 * image_len + (64 << 10))
+}
+
 /// Output pixels gathered per GEMM call (a multiple of the microkernel's rows).
 const PIXELS_PER_PASS: usize = 64;
 
@@ -184,9 +195,9 @@ pub fn prepare(prep: &Prep<'_>) -> Result<Kernel, RuntimeError> {
         pack_hybrid_filter(&conv, prep.input_value(1)).map(Packed::Hybrid)
     } else {
         let (filter, bias) = (prep.input_value(1), prep.input_value(2));
-        sparse_filter(&conv, group_c, filter, bias).or_else(|| {
-            pack_filter(&conv, group_c, filter, bias).map(|p| Packed::Quantized(Arc::new(p)))
-        })
+        let packed = pack_filter(&conv, group_c, filter, bias);
+        let sparse = sparse_filter(&conv, group_c, filter, bias);
+        choose_quantized(&conv.geometry, packed, sparse)
     };
     Ok(Box::new(Conv2D {
         conv,
@@ -222,6 +233,36 @@ fn pack_hybrid_filter(conv: &Convolution, filter: Option<&[u8]>) -> Option<Packe
     }))
 }
 
+/// The cheaper of the two kernels that skip a pruned filter's zeros: the implicit GEMM, which
+/// skips a group of four inputs where all 16 channels of a register are zero, and the sparse
+/// kernel with output pixels in the lanes, which skips each channel's own zero groups but
+/// leaves lanes idle past a row's end. Both counted in `vpdpbusd`s.
+fn choose_quantized(
+    g: &Geometry,
+    packed: Option<PackedFilter>,
+    sparse: Option<SparseKernel>,
+) -> Option<Packed> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(sparse) = sparse {
+        let pixels = g.out_h * g.out_w;
+        let field = packed
+            .as_ref()
+            .and_then(|p| p.field.as_ref())
+            .map(|(f, _)| f.entries() * pixels);
+        if field.is_none_or(|field| sparse.multiplies(g) < field) {
+            return Some(Packed::Sparse(Arc::new(sparse)));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (g, sparse);
+    packed.map(|p| Packed::Quantized(Arc::new(p)))
+}
+
+#[cfg(target_arch = "x86_64")]
+type SparseKernel = sparse_vnni::SparseFilter;
+#[cfg(not(target_arch = "x86_64"))]
+type SparseKernel = ();
+
 /// A pruned int8 filter as lists of its non-zero weights, where the sparse kernel runs it.
 #[cfg(target_arch = "x86_64")]
 fn sparse_filter(
@@ -229,7 +270,7 @@ fn sparse_filter(
     group_c: usize,
     filter: Option<&[u8]>,
     bias: Option<&[u8]>,
-) -> Option<Packed> {
+) -> Option<SparseKernel> {
     let Arithmetic::Quantized(q) = &conv.arithmetic else {
         return None;
     };
@@ -240,11 +281,15 @@ fn sparse_filter(
         return None;
     }
     sparse_vnni::SparseFilter::new(q, &conv.geometry, multipliers, filter?, bias)
-        .map(|f| Packed::Sparse(Arc::new(f)))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn sparse_filter(_: &Convolution, _: usize, _: Option<&[u8]>, _: Option<&[u8]>) -> Option<Packed> {
+fn sparse_filter(
+    _: &Convolution,
+    _: usize,
+    _: Option<&[u8]>,
+    _: Option<&[u8]>,
+) -> Option<SparseKernel> {
     None
 }
 
@@ -271,9 +316,19 @@ fn pack_filter(
     if group_c != g.in_c {
         return None;
     }
-    let gemm = QuantizedGemm::new(q, g.out_c, k, filter?)?;
+    let filter = filter?;
+    let gemm = QuantizedGemm::new(q, g.out_c, k, filter)?;
     let outside = u8::try_from(QuantizedGemm::shift(q) - q.input_offset).ok()?;
     let rescale = ChannelRescale::new(multipliers);
+    let in_place = gemm.weights.row_len() == g.in_c && g.pointwise();
+    let field = (Isa::detect() == Isa::Vnni && rescale.wide().is_some() && !in_place)
+        .then(|| field_padding(g))
+        .flatten()
+        .and_then(|size| {
+            // QuantizedGemm::new checked that every value fits i8.
+            let value = |i: usize| (load_q(filter, q.filter_signed, i) + q.filter_offset) as i8;
+            FieldFilter::new(g, size.1, true, |o, kk| value(o * k + kk)).map(|f| (f, size))
+        });
     // A constant bias (every converter file) fixes the offsets now; a file that feeds the
     // bias at run time gets them per invoke.
     let offsets = bias.filter(|b| b.len() == g.out_c * 4).map(|b| {
@@ -290,6 +345,7 @@ fn pack_filter(
         rescale,
         range: OutputRange::of(q),
         offsets,
+        field,
     })
 }
 
@@ -450,6 +506,36 @@ impl Conv2D {
             });
         };
         let work = pixels * g.out_c * row_len;
+        #[cfg(target_arch = "x86_64")]
+        if let (Some((field, size)), Some(q)) = (&p.field, &fused) {
+            let padded_len = size.0 * size.1 * g.in_c + WORD_SLACK;
+            for b in 0..g.batches {
+                let image = &input[b * image_len..][..image_len];
+                let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
+                with_image_bytes(padded_len, |padded| {
+                    g.fill_padded(image, *size, p.outside, p.gemm.flip, padded);
+                    let padded = &*padded;
+                    for_each_chunk(out, MAX_ORIGINS * g.out_c, work, |pass, out| {
+                        let start = pass * MAX_ORIGINS;
+                        let mut origins = [0; MAX_ORIGINS];
+                        let count = out.len() / g.out_c;
+                        let (row_step, column_step) = field.steps(g);
+                        let (mut oy, mut ox) = (start / g.out_w, start % g.out_w);
+                        let mut row_origin = oy * row_step;
+                        for origin in &mut origins[..count] {
+                            *origin = row_origin + ox * column_step;
+                            ox += 1;
+                            if ox == g.out_w {
+                                (oy, ox) = (oy + 1, 0);
+                                row_origin += row_step;
+                            }
+                        }
+                        field.multiply_max_requantized(padded, &origins[..count], 1, q, out);
+                    });
+                });
+            }
+            return;
+        }
         let in_place = row_len == g.in_c && g.pointwise();
         let per_pass = pass_pixels(row_len + g.out_c * size_of::<i32>());
         let padded_size = (!in_place).then(|| short_run_padding(g)).flatten();
@@ -667,6 +753,7 @@ impl OpKernel for Conv2D {
             Some(Packed::Float(weights)) => weights.bytes(),
             Some(Packed::Quantized(p)) => {
                 p.gemm.bytes()
+                    + p.field.as_ref().map_or(0, |(f, _)| f.bytes())
                     + p.offsets.as_ref().map_or(0, |o| {
                         (o.padded.len() + o.periodic.len()) * size_of::<i32>()
                     })

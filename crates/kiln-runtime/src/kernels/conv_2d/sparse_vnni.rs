@@ -200,6 +200,12 @@ impl SparseFilter {
         })
     }
 
+    /// The `vpdpbusd`s of one image: each non-zero group times the strips of 16 columns of
+    /// every output row.
+    pub fn multiplies(&self, g: &Geometry) -> usize {
+        self.weights.len() * g.out_h * g.out_w.div_ceil(LANES)
+    }
+
     /// The bytes the lists and parameters hold.
     pub fn bytes(&self) -> usize {
         self.starts.len() * size_of::<usize>()
