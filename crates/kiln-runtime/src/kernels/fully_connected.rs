@@ -42,20 +42,21 @@ struct FullyConnected {
 }
 
 /// A fully-connected weight's non-zero blocks: float32 in 1×16 or 1×4 blocks, int8 (zero
-/// point 0) in 1×16 — the blocks LiteRT's sparse kernels read — with each row's weight sum
-/// for the input offset.
+/// point 0) in 1×16 — the blocks LiteRT's sparse kernels read — or in 16 × 4 panels, with
+/// each output's correction for the input offset (its weights' sum times the offset less
+/// the 128 that reading int8 inputs unsigned adds).
 #[derive(Debug)]
 enum SparseWeights {
     Float(BlockSparse<f32>),
     Int8 {
         blocks: BlockSparse<i8>,
-        row_sums: Vec<i32>,
+        corrections: Vec<i32>,
     },
     /// int8 pruned in blocks that span 16 output channels (`block = [16, 16]`): lists of the
     /// non-zero 16 × 4 panels, a register each (AVX-512 VNNI).
     Panels {
         filter: FieldFilter,
-        row_sums: Vec<i32>,
+        corrections: Vec<i32>,
     },
 }
 
@@ -103,9 +104,12 @@ fn sparse_weights(
             let blocks =
                 BlockSparse::from_dense(&bytes, shape, 16, |w| w == 0, MIN_ZERO_BLOCKS_INT8);
             let panels = panels(&bytes, shape);
-            let row_sums = bytes
+            // int8 inputs are read unsigned, x + 128: Σ w·(x + offset) is then
+            // Σ w·u + (offset − 128)·Σ w.
+            let share = q.input_offset.wrapping_sub(QuantizedGemm::shift(q));
+            let corrections = bytes
                 .chunks_exact(shape.1.max(1))
-                .map(|row| row.iter().map(|&w| i32::from(w)).sum())
+                .map(|row| share.wrapping_mul(row.iter().map(|&w| i32::from(w)).sum()))
                 .collect();
             // In `vpdpbusd`s per input row: a panel is one; four 1×16 blocks are one, plus
             // about ten per output for the row's horizontal sum.
@@ -113,10 +117,19 @@ fn sparse_weights(
                 (Some(blocks), Some(filter))
                     if filter.entries() >= blocks.kept() / 4 + 10 * shape.0 =>
                 {
-                    Some(SparseWeights::Int8 { blocks, row_sums })
+                    Some(SparseWeights::Int8 {
+                        blocks,
+                        corrections,
+                    })
                 }
-                (_, Some(filter)) => Some(SparseWeights::Panels { filter, row_sums }),
-                (Some(blocks), None) => Some(SparseWeights::Int8 { blocks, row_sums }),
+                (_, Some(filter)) => Some(SparseWeights::Panels {
+                    filter,
+                    corrections,
+                }),
+                (Some(blocks), None) => Some(SparseWeights::Int8 {
+                    blocks,
+                    corrections,
+                }),
                 (None, None) => None,
             }
         }
@@ -289,12 +302,14 @@ impl OpKernel for FullyConnected {
             + self.hybrid.as_ref().map_or(0, PackedWeights::bytes)
             + self.block_sparse.as_ref().map_or(0, |s| match s {
                 SparseWeights::Float(blocks) => blocks.bytes(),
-                SparseWeights::Int8 { blocks, row_sums } => {
-                    blocks.bytes() + row_sums.len() * size_of::<i32>()
-                }
-                SparseWeights::Panels { filter, row_sums } => {
-                    filter.bytes() + row_sums.len() * size_of::<i32>()
-                }
+                SparseWeights::Int8 {
+                    blocks,
+                    corrections,
+                } => blocks.bytes() + corrections.len() * size_of::<i32>(),
+                SparseWeights::Panels {
+                    filter,
+                    corrections,
+                } => filter.bytes() + corrections.len() * size_of::<i32>(),
             })
     }
 
@@ -320,29 +335,33 @@ impl OpKernel for FullyConnected {
                 }
                 return;
             }
-            (Arithmetic::Quantized(q), Some(SparseWeights::Int8 { blocks, row_sums })) => {
+            (
+                Arithmetic::Quantized(q),
+                Some(SparseWeights::Int8 {
+                    blocks,
+                    corrections,
+                }),
+            ) => {
                 let bias = bias.map(as_i32);
-                let output = &mut *outputs[0].data;
-                // int8 inputs are read unsigned, x + 128: Σ w·(x + offset) is then
-                // Σ w·u + (offset − 128)·Σ w.
-                let (flip, shift) = if q.input_signed { (0x80, 128) } else { (0, 0) };
-                let share = q.input_offset.wrapping_sub(shift);
+                let output = &mut outputs[0].data[..self.batches * n_out];
+                let flip = if q.input_signed { 0x80 } else { 0 };
                 i32::with(self.batches * n_out, |sums| {
                     blocks.multiply(input.data, flip, (self.batches, n_in), sums);
-                    for (i, &sum) in sums.iter().enumerate() {
-                        let o = i % n_out;
-                        let acc = sum.wrapping_add(share.wrapping_mul(row_sums[o]));
-                        store_q(output, i, q.finish(acc, bias.map_or(0, |bias| bias[o]), o));
-                    }
+                    q.finish_rows(sums, corrections, bias, n_out, output);
                 });
                 return;
             }
             #[cfg(target_arch = "x86_64")]
-            (Arithmetic::Quantized(q), Some(SparseWeights::Panels { filter, row_sums })) => {
+            (
+                Arithmetic::Quantized(q),
+                Some(SparseWeights::Panels {
+                    filter,
+                    corrections,
+                }),
+            ) => {
                 let bias = bias.map(as_i32);
-                let output = &mut *outputs[0].data;
-                let (flip, shift) = if q.input_signed { (0x80, 128) } else { (0, 0) };
-                let share = q.input_offset.wrapping_sub(shift);
+                let output = &mut outputs[0].data[..self.batches * n_out];
+                let flip = if q.input_signed { 0x80 } else { 0 };
                 let rows = self.batches;
                 // Each row's last group of four may read three bytes past it.
                 u8::with(rows * n_in + 3, |shifted| {
@@ -355,11 +374,7 @@ impl OpKernel for FullyConnected {
                             let sums = &mut sums[first * n_out..];
                             filter.multiply(shifted, &origins[..count], sums);
                         }
-                        for (i, &sum) in sums.iter().enumerate() {
-                            let o = i % n_out;
-                            let acc = sum.wrapping_add(share.wrapping_mul(row_sums[o]));
-                            store_q(output, i, q.finish(acc, bias.map_or(0, |bias| bias[o]), o));
-                        }
+                        q.finish_rows(sums, corrections, bias, n_out, output);
                     });
                 });
                 return;
@@ -399,16 +414,8 @@ impl OpKernel for FullyConnected {
                     }
                     i32::with(rows * n_out, |sums| {
                         p.weights.multiply(shifted, rows, sums);
-                        for b in 0..self.batches {
-                            for o in 0..n_out {
-                                let acc = sums[b * n_out + o].wrapping_add(p.correction[o]);
-                                store_q(
-                                    output,
-                                    b * n_out + o,
-                                    q.finish(acc, bias.map_or(0, |bias| bias[o]), o),
-                                );
-                            }
-                        }
+                        let output = &mut output[..rows * n_out];
+                        q.finish_rows(sums, &p.correction, bias, n_out, output);
                     })
                 });
             }
