@@ -357,8 +357,8 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
     assert_eq!(report["distillation"]["seeds"].as_array().unwrap().len(), 3);
     let pruned = variant(&report, "pruned80_int8");
     assert!(pruned["sparsity"].as_f64().unwrap() >= 0.8);
-    // Pruned in 1×16 blocks, the dense layer is stored sparse: the file is at most half the
-    // size it has with every weight dense.
+    // Pruned in 16×16 blocks (unions of LiteRT's 1×16), the dense layer is stored sparse: the
+    // file is at most half the size it has with every weight dense.
     let (bytes, dense) = (
         pruned["bytes"].as_u64().unwrap(),
         pruned["dense_bytes"].as_u64().expect("stored sparse"),
@@ -372,7 +372,7 @@ fn the_quickstart_recipe_exports_pruned80_int8_and_qat_int8() {
         "{pruned}"
     );
     // The report (and `pipeline compare`) names each compressed variant's pattern and clusters.
-    assert_eq!(pruned["pattern"], "1x16 blocks", "{pruned}");
+    assert_eq!(pruned["pattern"], "16x16 blocks", "{pruned}");
     let clustered = variant(&report, "clustered16_int8");
     assert_eq!(clustered["clusters"], 16, "{clustered}");
     assert!(variant(&report, "qat_int8")["clusters"].is_null());

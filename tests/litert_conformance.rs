@@ -343,9 +343,10 @@ fn exported_metadata_is_readable_with_litert_tools() {
 }
 
 /// Zeroes 80% of every conv and fully-connected weight of a float32 model by magnitude: each
-/// value on its own, or for fully-connected weights whole 1×`block` blocks by their L1 norm
-/// (what `[prune] block` does in training).
-fn prune_weights(model: &mut Model, fc_block: Option<usize>) {
+/// value on its own, or whole `block`s (outputs × inputs of the weight seen as [out, in]) by
+/// their L1 norm, what `[prune] block` does in training — for fully-connected weights only,
+/// or with `conv_too` also for convolutions whose inputs the block divides.
+fn prune_weights(model: &mut Model, block: Option<(usize, usize)>, conv_too: bool) {
     use kiln_tflite::{BuiltinOp, TensorType};
     let graph = &model.subgraphs[0];
     let weights: Vec<(usize, bool)> = graph
@@ -366,17 +367,26 @@ fn prune_weights(model: &mut Model, fc_block: Option<usize>) {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let width = if fc { fc_block.unwrap_or(1) } else { 1 };
-        let norms: Vec<f32> = values
-            .chunks(width)
-            .map(|b| b.iter().map(|v| v.abs()).sum())
-            .collect();
+        let outputs = usize::try_from(tensor.shape[0]).unwrap();
+        let inputs = values.len() / outputs;
+        let (rows, cols) = block
+            .filter(|&(rows, cols)| {
+                (fc || conv_too) && outputs.is_multiple_of(rows) && inputs.is_multiple_of(cols)
+            })
+            .unwrap_or((1, 1));
+        // Block (r, c) holds outputs r·rows.. and inputs c·cols.. .
+        let blocks_per_row = inputs / cols;
+        let block_of = |i: usize| (i / inputs / rows) * blocks_per_row + i % inputs / cols;
+        let mut norms = vec![0.0f32; values.len() / (rows * cols)];
+        for (i, v) in values.iter().enumerate() {
+            norms[block_of(i)] += v.abs();
+        }
         let mut sorted = norms.clone();
         sorted.sort_by(f32::total_cmp);
         let threshold = sorted[sorted.len() * 8 / 10];
-        for (block, norm) in values.chunks_mut(width).zip(&norms) {
-            if *norm < threshold {
-                block.fill(0.0);
+        for (i, v) in values.iter_mut().enumerate() {
+            if norms[block_of(i)] < threshold {
+                *v = 0.0;
             }
         }
         let buffer = model.push_buffer(values.iter().flat_map(|v| v.to_le_bytes()).collect());
@@ -387,27 +397,43 @@ fn prune_weights(model: &mut Model, fc_block: Option<usize>) {
 /// Pruned weights stored sparse (`kiln_export::to_sparse`) run in LiteRT under all three
 /// kernel sets with kiln-runtime's outputs (float32 within 1e-5, int8 bit-exact with the
 /// reference kernels and within a step of the others): unstructured pruning (every weight
-/// CSR behind DENSIFY, float32 and int8) and the dense layer pruned in 1×16 blocks (read by
-/// FULLY_CONNECTED v8 itself: 1×4 blocks for float32, 1×16 for int8). The sparse files are
-/// smaller, and kiln-runtime computes on them exactly what it computes on the dense ones.
+/// CSR behind DENSIFY, float32 and int8), the dense layer pruned in 1×16 blocks (read by
+/// FULLY_CONNECTED v8 itself: 1×4 blocks for float32, 1×16 for int8), and every layer but the
+/// first in 16×16 blocks (the quickstart recipe's: stored the same way, run by kiln-runtime's
+/// panel lists). The sparse files are smaller, and kiln-runtime computes on them exactly what
+/// it computes on the dense ones.
 #[test]
 fn sparse_pruned_files_run_in_litert_under_every_kernel_set() {
     use kiln_export::{SparseLayout, to_sparse};
     let Some(python) = litert() else { return };
     let dir = tiny_quickstart_run(&scratch_dir("litert_sparse"));
     let fp32 = Model::read_file(&dir.join("model_fp32.tflite")).unwrap();
-    for (label, fc_block, float_fc, int8_fc) in [
+    for (label, block, conv_too, float_fc, int8_fc) in [
         // An int8 fully-connected weight stays dense unless pruned in 1×16 blocks.
-        ("unstructured", None, Some(SparseLayout::Densify), None),
+        (
+            "unstructured",
+            None,
+            false,
+            Some(SparseLayout::Densify),
+            None,
+        ),
         (
             "blocks",
-            Some(16),
+            Some((1, 16)),
+            false,
+            Some(SparseLayout::Blocks { width: 4 }),
+            Some(SparseLayout::Blocks { width: 16 }),
+        ),
+        (
+            "panels",
+            Some((16, 16)),
+            true,
             Some(SparseLayout::Blocks { width: 4 }),
             Some(SparseLayout::Blocks { width: 16 }),
         ),
     ] {
         let mut pruned = fp32.clone();
-        prune_weights(&mut pruned, fc_block);
+        prune_weights(&mut pruned, block, conv_too);
         let mut calibrator = Calibrator::new(&pruned).unwrap();
         for row in uniform_inputs(ROWS * 28 * 28, 3).chunks_exact(28 * 28) {
             calibrator.observe(&[row]).unwrap();

@@ -104,9 +104,12 @@ enum Command {
         json: bool,
     },
     /// Time kiln-runtime on a .tflite: p50/p90 latency over repeated invokes, arena bytes;
-    /// --profile adds each operator's share of the time.
+    /// --profile adds each operator's share of the time. Several files are timed in the same
+    /// run, their invokes alternating, and compared with the first (e.g. a pruned variant
+    /// against the dense one).
     Bench {
-        model: PathBuf,
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
         /// Timed invokes (after a warm-up of a tenth as many).
         #[arg(long, default_value_t = 200)]
         runs: usize,
@@ -251,12 +254,15 @@ fn main() -> ExitCode {
             json,
         } => verify_run::run(&run_dir, per_layer, &variants, images, json),
         Command::Bench {
-            model,
+            models,
             runs,
             profile,
             threads,
             json,
-        } => bench::run(&model, runs, profile, threads, json),
+        } => {
+            let paths: Vec<&std::path::Path> = models.iter().map(PathBuf::as_path).collect();
+            bench::run(&paths, runs, profile, threads, json)
+        }
         Command::Compare {
             run_dirs,
             out,

@@ -81,21 +81,69 @@ pub fn measure(
     profile: bool,
     threads: usize,
 ) -> Result<BenchReport> {
-    let bytes = crate::model_file::map(path)?;
-    let file_bytes = bytes.len();
-    let mut interpreter = crate::model_file::interpreter(path)?;
-    interpreter.set_threads(threads)?;
-    fill_inputs(&mut interpreter)?;
-    for _ in 0..warmup {
-        interpreter.invoke()?;
+    let mut reports = measure_together(&[path], runs, warmup, profile, threads)?;
+    Ok(reports.remove(0))
+}
+
+/// Rounds in which [`measure_together`] alternates its models.
+const ROUNDS: usize = 10;
+
+/// [`measure`] for several models in one run: their invokes alternate in [`ROUNDS`] rounds, so
+/// that a change in the machine's speed (another process, the clock) weighs on each alike
+/// and their ratios hold.
+pub fn measure_together(
+    paths: &[&Path],
+    runs: usize,
+    warmup: usize,
+    profile: bool,
+    threads: usize,
+) -> Result<Vec<BenchReport>> {
+    let mut models = Vec::with_capacity(paths.len());
+    for &path in paths {
+        let file_bytes = crate::model_file::map(path)?.len();
+        let mut interpreter = crate::model_file::interpreter(path)?;
+        interpreter.set_threads(threads)?;
+        fill_inputs(&mut interpreter)?;
+        for _ in 0..warmup {
+            interpreter.invoke()?;
+        }
+        models.push((
+            path,
+            file_bytes,
+            interpreter,
+            Vec::with_capacity(runs.max(1)),
+        ));
     }
-    let mut times: Vec<Duration> = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let started = Instant::now();
-        interpreter.invoke()?;
-        times.push(started.elapsed());
+    let runs = runs.max(1);
+    for round in 0..ROUNDS {
+        let count = runs * (round + 1) / ROUNDS - runs * round / ROUNDS;
+        for (_, _, interpreter, times) in &mut models {
+            for _ in 0..count {
+                let started = Instant::now();
+                interpreter.invoke()?;
+                times.push(started.elapsed());
+            }
+        }
     }
-    times.sort();
+    models
+        .into_iter()
+        .map(|(path, file_bytes, mut interpreter, mut times)| {
+            times.sort();
+            report(path, file_bytes, &mut interpreter, &times, runs, profile)
+        })
+        .collect()
+}
+
+/// One model's report from its sorted invoke times; with `profile`, `runs` more invokes time
+/// each operator.
+fn report(
+    path: &Path,
+    file_bytes: usize,
+    interpreter: &mut kiln_runtime::Interpreter,
+    times: &[Duration],
+    runs: usize,
+    profile: bool,
+) -> Result<BenchReport> {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let operators = if profile {
         let mut profile = OpProfile::new();
@@ -138,17 +186,60 @@ pub fn measure(
     })
 }
 
-pub fn run(path: &Path, runs: usize, profile: bool, threads: usize, as_json: bool) -> Result<()> {
-    let report = measure(path, runs, runs.div_ceil(10).max(1), profile, threads)?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+/// Three significant digits of a time in milliseconds (a small model's 0.00652 ms, a large
+/// one's 23.4 ms).
+pub fn milliseconds(ms: f64) -> String {
+    let decimals = if ms > 0.0 && ms.is_finite() {
+        (2 - ms.log10().floor() as i32).clamp(0, 9) as usize
     } else {
+        3
+    };
+    format!("{ms:.decimals$}")
+}
+
+/// `pipeline bench MODEL [MODEL…]`: each model's report; with several, measured together
+/// ([`measure_together`]) and each p50 as a ratio of the first's.
+pub fn run(
+    paths: &[&Path],
+    runs: usize,
+    profile: bool,
+    threads: usize,
+    as_json: bool,
+) -> Result<()> {
+    let reports = measure_together(paths, runs, runs.div_ceil(10).max(1), profile, threads)?;
+    if as_json {
+        match &reports[..] {
+            [report] => println!("{}", serde_json::to_string_pretty(report)?),
+            reports => println!("{}", serde_json::to_string_pretty(reports)?),
+        }
+        return Ok(());
+    }
+    for report in &reports {
+        print_report(report);
+    }
+    if let [first, rest @ ..] = &reports[..]
+        && !rest.is_empty()
+    {
+        println!("p50 relative to {} (same run):", first.model);
+        for report in rest {
+            println!(
+                "  {}: {:.3}×",
+                report.model,
+                report.latency_ms_p50 / first.latency_ms_p50.max(f64::MIN_POSITIVE)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_report(report: &BenchReport) {
+    {
         println!(
-            "{}: p50 {:.3} ms, p90 {:.3} ms, min {:.3} ms over {} runs; arena {} bytes; file {} bytes; {} multiply-accumulates ({:.1} GMAC/s at p50)",
+            "{}: p50 {} ms, p90 {} ms, min {} ms over {} runs; arena {} bytes; file {} bytes; {} multiply-accumulates ({:.1} GMAC/s at p50)",
             report.model,
-            report.latency_ms_p50,
-            report.latency_ms_p90,
-            report.latency_ms_min,
+            milliseconds(report.latency_ms_p50),
+            milliseconds(report.latency_ms_p90),
+            milliseconds(report.latency_ms_min),
             report.runs,
             report.arena_bytes,
             report.file_bytes,
@@ -168,7 +259,6 @@ pub fn run(path: &Path, runs: usize, profile: bool, threads: usize, as_json: boo
             print!("{}", profile_table(operators));
         }
     }
-    Ok(())
 }
 
 /// The operators by share of the time, then the time per operator type.
@@ -238,6 +328,34 @@ mod tests {
         }
         assert!(table.contains("by operator type"), "{table}");
         assert!(measure(&path, 5, 1, false, 1).unwrap().operators.is_none());
+    }
+
+    #[test]
+    fn times_keep_three_significant_digits() {
+        assert_eq!(milliseconds(0.006_524), "0.00652");
+        assert_eq!(milliseconds(0.0125), "0.0125");
+        assert_eq!(milliseconds(1.0), "1.00");
+        assert_eq!(milliseconds(23.44), "23.4");
+        assert_eq!(milliseconds(1234.5), "1234");
+        assert_eq!(milliseconds(0.0), "0.000");
+    }
+
+    /// Models measured together each get their own full report, in the order given.
+    #[test]
+    fn models_measured_together_each_get_a_report() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let (a, b) = (
+            fixtures.join("conv_int8/model.tflite"),
+            fixtures.join("pool_pad_mean_int8/model.tflite"),
+        );
+        let reports = measure_together(&[&a, &b], 7, 1, false, 1).unwrap();
+        assert_eq!(reports.len(), 2);
+        for (report, path) in reports.iter().zip([&a, &b]) {
+            assert_eq!(report.model, path.display().to_string());
+            assert_eq!(report.runs, 7);
+            assert!(report.latency_ms_min <= report.latency_ms_p50);
+        }
+        assert_ne!(reports[0].file_bytes, reports[1].file_bytes);
     }
 
     #[test]

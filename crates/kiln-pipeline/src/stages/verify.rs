@@ -35,13 +35,13 @@ impl Stage for VerifyStage {
                     .with_context(|| format!("verifying {}", exported.path.display()))?;
             let variant = &mut exported.report;
             info!(
-                "{} verified: accuracy {:.2}%, max |{} − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {:.3} ms",
+                "{} verified: accuracy {:.2}%, max |{} − kiln-runtime| {:.3e}, argmax agreement {:.2}%, p50 {} ms",
                 variant.name,
                 100.0 * verified.accuracy,
                 reference.model,
                 verified.max_abs_diff,
                 100.0 * verified.argmax_agreement,
-                verified.latency_ms_p50
+                crate::commands::bench::milliseconds(verified.latency_ms_p50)
             );
             variant.accuracy = Some(verified.accuracy);
             variant.latency_ms_p50 = Some(verified.latency_ms_p50);

@@ -31,6 +31,12 @@ const PIXELS: usize = 8;
 /// Origins per call of [`FieldFilter::multiply_max_requantized`].
 pub const MAX_ORIGINS: usize = 64;
 
+/// Whether [`FieldFilter::multiply_max_requantized`] takes the maxima of groups of `cells`
+/// pixels (1, 2, 4 or 8: the cells of a tile's windows).
+pub fn folds_windows_of(cells: usize) -> bool {
+    cells > 0 && PIXELS.is_multiple_of(cells)
+}
+
 /// Output channels per list (a register's lanes).
 const LANES: usize = 16;
 

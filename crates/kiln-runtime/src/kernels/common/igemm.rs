@@ -186,6 +186,19 @@ impl PackedWeights {
         self.bytes.len() + self.words.len() * size_of::<i16>() + self.sums.len() * size_of::<i32>()
     }
 
+    /// Frees the packed weights, keeping the shape and the sums, for an owner that multiplies
+    /// through another layout of them (the implicit GEMM's lists); a product after this
+    /// panics.
+    pub fn release_weights(&mut self) {
+        self.bytes = Vec::new();
+        self.words = Vec::new();
+    }
+
+    /// Whether [`Self::release_weights`] freed the weights.
+    fn released(&self) -> bool {
+        self.bytes.is_empty() && self.words.is_empty() && self.n > 0 && self.k_padded > 0
+    }
+
     /// The length of one activation row (`k` padded with zeros).
     pub fn row_len(&self) -> usize {
         self.k_padded
@@ -201,6 +214,7 @@ impl PackedWeights {
     /// them: int8 activations read in place (a 1×1 convolution's image, when its channels
     /// fill whole rows) instead of copied with their sign bit flipped.
     pub fn multiply_flipped(&self, a: &[u8], rows: usize, flip: u8, out: &mut [i32]) {
+        assert!(!self.released(), "packed weights released");
         assert!(a.len() >= rows * self.k_padded && out.len() >= rows * self.n);
         let lanes = self.isa.lanes();
         let block_len = self.k_padded * lanes;
@@ -438,6 +452,7 @@ impl PackedWeights {
         out: &mut [u8],
     ) {
         assert!(self.fuses(), "a VNNI packing");
+        assert!(!self.released(), "packed weights released");
         assert!(cells > 0 && ROWS.is_multiple_of(cells) && rows.is_multiple_of(cells));
         assert!(a.len() >= rows * self.k_padded && out.len() >= rows / cells * self.n);
         assert!(

@@ -329,6 +329,12 @@ fn pack_filter(
             let value = |i: usize| (load_q(filter, q.filter_signed, i) + q.filter_offset) as i8;
             FieldFilter::new(g, size.1, true, |o, kk| value(o * k + kk)).map(|f| (f, size))
         });
+    // Every product then goes through the lists (with VNNI and the wide rescale the
+    // requantization is always in registers; a pooling the lists cannot fold is not fused).
+    let mut gemm = gemm;
+    if field.is_some() {
+        gemm.weights.release_weights();
+    }
     // A constant bias (every converter file) fixes the offsets now; a file that feeds the
     // bias at run time gets them per invoke.
     let offsets = bias.filter(|b| b.len() == g.out_c * 4).map(|b| {
