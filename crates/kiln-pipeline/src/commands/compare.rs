@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::commands::bench::milliseconds;
 use crate::report::plots::Plot;
 use crate::report::{VariantPoint, variants_plot};
 use serde_json::{Value, json};
@@ -156,7 +157,8 @@ fn table(rows: &[Row]) -> String {
                     .map_or_else(dash, |a| format!("{:.2}%", 100.0 * a)),
                 r.accuracy_delta
                     .map_or_else(dash, |d| format!("{:+.2}", 100.0 * d)),
-                r.latency_ms_p50.map_or_else(dash, |l| format!("{l:.3} ms")),
+                r.latency_ms_p50
+                    .map_or_else(dash, |l| format!("{} ms", milliseconds(l))),
                 r.sparsity
                     .map_or_else(dash, |s| format!("{:.1}%", 100.0 * s)),
                 r.pattern.clone().unwrap_or_else(dash),

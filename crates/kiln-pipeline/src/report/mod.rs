@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::commands::bench::milliseconds;
 use crate::data::Splits;
 use crate::digest::{FileDigest, gzip_len, sha256_hex};
 
@@ -249,7 +250,7 @@ pub fn variants_plot(
                 x: size(p) as f64,
                 y: p.accuracy,
                 label: match p.latency_ms_p50 {
-                    Some(ms) => format!("{} ({ms:.2} ms)", p.name),
+                    Some(ms) => format!("{} ({} ms)", p.name, milliseconds(ms)),
                     None => p.name.clone(),
                 },
                 group: p.group,
@@ -388,7 +389,7 @@ impl Report {
                 v.accuracy_delta
                     .map_or("—".into(), |d| format!("{:+.2} pt", 100.0 * d)),
                 v.latency_ms_p50
-                    .map_or("—".into(), |l| format!("{l:.3} ms")),
+                    .map_or("—".into(), |l| format!("{} ms", milliseconds(l))),
                 v.speedup_vs_fp32.map_or("—".into(), |s| format!("{s:.2}×")),
                 v.parity
                     .as_ref()
