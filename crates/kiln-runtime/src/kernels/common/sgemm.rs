@@ -14,6 +14,12 @@
 //! Every output is one fused multiply-add chain over `k` in order, then `+ bias`, then the
 //! clamp, so the AVX-512 and AVX2 kernels give the same bits; the portable one rounds each
 //! product (no FMA) and may differ in the last place.
+//!
+//! A filter pruned in blocks that span a panel's 16 channels leaves whole `k` rows of a panel
+//! zero. Where at most [`MAX_SPARSE_DENSITY`] of them are not, AVX-512 keeps each panel as the
+//! list of its non-zero rows and the microkernel's chain runs over those alone (a skipped
+//! term is `x · 0`: the sums are the dense kernel's but where an activation is infinite or
+//! NaN, as in XNNPACK's sparse kernels).
 
 /// Output channels per packed panel (one AVX-512 register, two AVX2 registers).
 pub const PANEL: usize = 16;
@@ -84,8 +90,22 @@ pub struct PackedFloatWeights {
     isa: FloatIsa,
     n: usize,
     k: usize,
+    /// Empty when `sparse` holds the weights.
     panels: Vec<f32>,
+    sparse: Option<SparsePanels>,
 }
+
+/// Each panel's non-zero `k` rows: panel `p`'s are `starts[p]..starts[p + 1]` of `ks` (which
+/// row) and `rows` (its 16 weights).
+#[derive(Debug)]
+struct SparsePanels {
+    starts: Vec<usize>,
+    ks: Vec<u32>,
+    rows: Vec<[f32; PANEL]>,
+}
+
+/// The share of non-zero panel rows up to which the lists run (AVX-512).
+pub const MAX_SPARSE_DENSITY: f64 = 0.5;
 
 impl PackedFloatWeights {
     /// Packs `weight(channel, k)` for this CPU.
@@ -108,12 +128,35 @@ impl PackedFloatWeights {
                 panels[(panel * k + kk) * PANEL + lane] = weight(c, kk);
             }
         }
-        Self { isa, n, k, panels }
+        let sparse = (isa == FloatIsa::Avx512 && k > 0 && count > 0)
+            .then(|| SparsePanels::of(&panels, k))
+            .filter(|s| s.rows.len() as f64 <= MAX_SPARSE_DENSITY * (count * k) as f64);
+        if sparse.is_some() {
+            panels = Vec::new();
+        }
+        Self {
+            isa,
+            n,
+            k,
+            panels,
+            sparse,
+        }
+    }
+
+    /// Whether the weights are kept as the lists of their non-zero panel rows.
+    #[cfg(test)]
+    pub fn is_sparse(&self) -> bool {
+        self.sparse.is_some()
     }
 
     /// The bytes the packed copy holds.
     pub fn bytes(&self) -> usize {
         self.panels.len() * size_of::<f32>()
+            + self.sparse.as_ref().map_or(0, |s| {
+                s.starts.len() * size_of::<usize>()
+                    + s.ks.len() * size_of::<u32>()
+                    + s.rows.len() * size_of::<[f32; PANEL]>()
+            })
     }
 
     /// `c[r * ldc + j] = clamp(Σ_k a[r * lda + k] × weight(j, k) + bias[j])` for `r < rows`,
@@ -148,6 +191,37 @@ impl PackedFloatWeights {
         let panel_len = self.k * PANEL;
         let count = self.n.div_ceil(PANEL);
         let step = self.isa.rows();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(sparse) = &self.sparse {
+            for panel in 0..count {
+                let first = panel * PANEL;
+                let cols = PANEL.min(self.n - first);
+                let mut bias = [0.0f32; 2 * PANEL];
+                if let Some(b) = epilogue.bias {
+                    bias[..cols].copy_from_slice(&b[first..first + cols]);
+                }
+                let list = sparse.starts[panel]..sparse.starts[panel + 1];
+                for r0 in (0..rows).step_by(step) {
+                    let tile = Tile {
+                        a: &a[r0 * lda..],
+                        lda,
+                        rows: step.min(rows - r0),
+                        k: self.k,
+                        weights: &[],
+                        bias: &bias,
+                        min: epilogue.min,
+                        max: epilogue.max,
+                        cols,
+                    };
+                    let out = &mut c[r0 * ldc + first..];
+                    let (ks, weights) = (&sparse.ks[list.clone()], &sparse.rows[list.clone()]);
+                    // SAFETY: sparse panels are made only for AVX-512 (see `pack_for`); the
+                    // rows' indices are below k.
+                    unsafe { tile_avx512_sparse(&tile, ks, weights, out, ldc) };
+                }
+            }
+            return;
+        }
         let mut panel = 0;
         while panel < count {
             // AVX-512 takes two panels at once while two remain: twice the accumulators per
@@ -193,6 +267,24 @@ impl PackedFloatWeights {
             }
             panel += together;
         }
+    }
+}
+
+impl SparsePanels {
+    /// The non-zero rows of `panels` (`[panel][k][PANEL]`).
+    fn of(panels: &[f32], k: usize) -> Self {
+        let mut starts = vec![0];
+        let (mut ks, mut rows) = (Vec::new(), Vec::new());
+        for panel in panels.chunks_exact(k * PANEL) {
+            for (kk, row) in panel.chunks_exact(PANEL).enumerate() {
+                if row.iter().any(|&w| w != 0.0) {
+                    ks.push(kk as u32);
+                    rows.push(std::array::from_fn(|lane| row[lane]));
+                }
+            }
+            starts.push(rows.len());
+        }
+        Self { starts, ks, rows }
     }
 }
 
@@ -314,20 +406,65 @@ unsafe fn tile_avx512<const PANELS: usize>(t: &Tile<'_>, out: &mut [f32], ldc: u
             }
         }
     }
-    let (min, max) = (_mm512_set1_ps(t.min), _mm512_set1_ps(t.max));
-    // SAFETY: the bias holds 32 floats.
-    let bias: [__m512; PANELS] =
-        std::array::from_fn(|p| unsafe { _mm512_loadu_ps(t.bias.as_ptr().add(p * PANEL)) });
-    let masks: [__mmask16; PANELS] = std::array::from_fn(|p| {
-        let valid = t.cols.saturating_sub(p * PANEL).min(PANEL);
-        ((1u32 << valid) - 1) as __mmask16
-    });
-    for (r, acc) in acc.iter().enumerate().take(t.rows) {
-        let row = &mut out[r * ldc..][..t.cols];
-        for p in 0..PANELS {
-            let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[p], bias[p]), min), max);
-            // SAFETY: the mask covers only the row's valid columns.
-            unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(p * PANEL), masks[p], v) };
+    // SAFETY: the caller's CPU has AVX-512F.
+    unsafe { store_avx512(t, &acc, out, ldc) };
+}
+
+/// [`tile_avx512`] over one panel's list of non-zero rows (`ks`, `weights`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512_sparse(
+    t: &Tile<'_>,
+    ks: &[u32],
+    weights: &[[f32; PANEL]],
+    out: &mut [f32],
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    const ROWS: usize = 8;
+    let rows: [&[f32]; ROWS] = std::array::from_fn(|r| t.row(r));
+    let mut acc = [[_mm512_setzero_ps(); 1]; ROWS];
+    for (&kk, w) in ks.iter().zip(weights) {
+        // SAFETY: a row of 16 floats.
+        let w = unsafe { _mm512_loadu_ps(w.as_ptr()) };
+        for (acc, row) in acc.iter_mut().zip(rows) {
+            let x = _mm512_set1_ps(row[kk as usize]);
+            acc[0] = _mm512_fmadd_ps(x, w, acc[0]);
+        }
+    }
+    // SAFETY: the caller's CPU has AVX-512F.
+    unsafe { store_avx512(t, &acc, out, ldc) };
+}
+
+/// A tile's sums plus bias, clamped, stored through lane masks.
+///
+/// # Safety
+/// Called only from functions that enable AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_avx512<const PANELS: usize>(
+    t: &Tile<'_>,
+    acc: &[[std::arch::x86_64::__m512; PANELS]; 8],
+    out: &mut [f32],
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller enables AVX-512F; the bias holds 32 floats; each store's mask covers
+    // only the row's valid columns.
+    unsafe {
+        let (min, max) = (_mm512_set1_ps(t.min), _mm512_set1_ps(t.max));
+        let bias: [__m512; PANELS] =
+            std::array::from_fn(|p| _mm512_loadu_ps(t.bias.as_ptr().add(p * PANEL)));
+        let masks: [__mmask16; PANELS] = std::array::from_fn(|p| {
+            let valid = t.cols.saturating_sub(p * PANEL).min(PANEL);
+            ((1u32 << valid) - 1) as __mmask16
+        });
+        for (r, acc) in acc.iter().enumerate().take(t.rows) {
+            let row = &mut out[r * ldc..][..t.cols];
+            for p in 0..PANELS {
+                let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[p], bias[p]), min), max);
+                _mm512_mask_storeu_ps(row.as_mut_ptr().add(p * PANEL), masks[p], v);
+            }
         }
     }
 }
@@ -395,6 +532,52 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Weights pruned in whole panel rows (16 channels × one k, 80% zero): the AVX-512
+    /// packing keeps only the non-zero rows, and its products equal the AVX2 kernel's dense
+    /// ones bit for bit (the same fused chains; the skipped terms add zeros).
+    #[test]
+    fn sparse_panels_give_the_dense_bits() {
+        if !(FloatIsa::Avx512.available() && FloatIsa::Avx2Fma.available()) {
+            return;
+        }
+        let mut next = seeded(0x5a5a);
+        for (n, k, rows) in [
+            (16usize, 40usize, 8usize),
+            (37, 75, 19),
+            (64, 288, 30),
+            (5, 9, 3),
+        ] {
+            let kept: Vec<bool> = (0..n.div_ceil(PANEL) * k).map(|_| next(5) == 0).collect();
+            let weights: Vec<f32> = (0..n * k)
+                .map(|i| {
+                    let (c, kk) = (i / k, i % k);
+                    if kept[c / PANEL * k + kk] {
+                        next(1000) as f32 * 0.013 - 6.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let a: Vec<f32> = (0..rows * k)
+                .map(|_| next(1000) as f32 * 0.007 - 3.0)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|_| next(1000) as f32 * 0.001).collect();
+            let outputs = [FloatIsa::Avx512, FloatIsa::Avx2Fma].map(|isa| {
+                let packed = PackedFloatWeights::pack_for(isa, n, k, |c, kk| weights[c * k + kk]);
+                assert_eq!(packed.is_sparse(), isa == FloatIsa::Avx512, "n {n} k {k}");
+                let mut c = vec![0.0f32; rows * n];
+                let epilogue = Epilogue {
+                    bias: Some(&bias),
+                    min: -4.0,
+                    max: 5.0,
+                };
+                packed.multiply(&a, k, rows, epilogue, &mut c, n);
+                c
+            });
+            assert_eq!(outputs[0], outputs[1], "n {n} k {k}");
         }
     }
 
