@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use crate::matmul::as_uninit;
 use crate::shape::expect_len;
 use crate::simd::sum;
 use crate::{Conv2dShape, KernelError, depthwise, depthwise_nhwc, gemm_conv};
@@ -27,9 +28,39 @@ pub fn conv2d_forward(
     } else if shape.is_depthwise() {
         depthwise::forward(shape, x, weight, bias, y);
     } else {
-        gemm_conv::forward(shape, x, weight, bias, y);
+        gemm_conv::forward(shape, x, weight, bias, as_uninit(y));
     }
     Ok(())
+}
+
+/// [`conv2d_forward`] into a new vector: a dense or grouped convolution writes every output
+/// itself, so the vector is never zeroed first (a zeroed allocation is a memset of the whole
+/// activation, as long as the kernel's own pass over it).
+pub fn conv2d_forward_vec(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>, KernelError> {
+    shape.validate()?;
+    let len = shape
+        .output_len()
+        .ok_or_else(|| KernelError::Shape("the output's size overflows usize".into()))?;
+    if shape.is_depthwise() {
+        let mut y = vec![0.0f32; len];
+        conv2d_forward(shape, x, weight, bias, &mut y)?;
+        return Ok(y);
+    }
+    expect_len("input", x.len(), shape.input_len())?;
+    expect_len("weight", weight.len(), shape.weight_len())?;
+    if let Some(bias) = bias {
+        expect_len("bias", bias.len(), Some(shape.out_channels))?;
+    }
+    let mut y = Vec::with_capacity(len);
+    gemm_conv::forward(shape, x, weight, bias, &mut y.spare_capacity_mut()[..len]);
+    // SAFETY: `gemm_conv::forward` wrote every one of the `len` outputs.
+    unsafe { y.set_len(len) };
+    Ok(y)
 }
 
 /// `dx`, the gradient of the loss with respect to the input, from the output's gradient `dy`.
@@ -48,9 +79,34 @@ pub fn conv2d_input_grad(
     } else if shape.is_depthwise() {
         depthwise::input_grad(shape, weight, dy, dx);
     } else {
-        gemm_conv::input_grad(shape, weight, dy, dx);
+        gemm_conv::input_grad(shape, weight, dy, as_uninit(dx));
     }
     Ok(())
+}
+
+/// [`conv2d_input_grad`] into a new vector, not zeroed first where the kernel writes every
+/// element itself (dense and grouped convolutions).
+pub fn conv2d_input_grad_vec(
+    shape: &Conv2dShape,
+    weight: &[f32],
+    dy: &[f32],
+) -> Result<Vec<f32>, KernelError> {
+    shape.validate()?;
+    let len = shape
+        .input_len()
+        .ok_or_else(|| KernelError::Shape("the input's size overflows usize".into()))?;
+    if shape.is_depthwise() {
+        let mut dx = vec![0.0f32; len];
+        conv2d_input_grad(shape, weight, dy, &mut dx)?;
+        return Ok(dx);
+    }
+    expect_len("weight", weight.len(), shape.weight_len())?;
+    expect_len("output gradient", dy.len(), shape.output_len())?;
+    let mut dx = Vec::with_capacity(len);
+    gemm_conv::input_grad(shape, weight, dy, &mut dx.spare_capacity_mut()[..len]);
+    // SAFETY: `gemm_conv::input_grad` wrote every one of the `len` values.
+    unsafe { dx.set_len(len) };
+    Ok(dx)
 }
 
 /// `dw`, the gradient with respect to the weight, summed over the batch.

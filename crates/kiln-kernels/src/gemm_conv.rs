@@ -2,17 +2,30 @@
 //! stride-1 convolution multiplies the input itself). Forward: `Y = W · col(X) + b`; input
 //! gradient: `dX = col2im(Wᵀ · dY)`; weight gradient: `dW = Σₙ dYₙ · col(Xₙ)ᵀ`.
 
+use std::mem::MaybeUninit;
+
 use crate::Conv2dShape;
 use crate::im2col::{col2im, im2col};
-use crate::matmul::{MatLayout, matmul};
+use crate::matmul::{MatLayout, matmul, matmul_into};
 use crate::parallel::{for_each_image, sum_over_images};
 
+/// `values` set to zero, as initialized floats.
+fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for v in values.iter_mut() {
+        v.write(0.0);
+    }
+    // SAFETY: every element was just written.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// The forward convolution into `y`, which need not be initialized: every element is written
+/// (the bias, then the product accumulated onto it; or the product alone).
 pub(crate) fn forward(
     s: &Conv2dShape,
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
     let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
@@ -28,7 +41,9 @@ pub(crate) fn forward(
                 let y_g = &mut y_n[g * cout_g * pixels..(g + 1) * cout_g * pixels];
                 if let Some(bias) = bias {
                     for (row, b) in y_g.chunks_exact_mut(pixels).zip(&bias[g * cout_g..]) {
-                        row.fill(*b);
+                        for v in row {
+                            v.write(*b);
+                        }
                     }
                 }
                 let columns: &[f32] = if s.is_pointwise() {
@@ -37,7 +52,7 @@ pub(crate) fn forward(
                     im2col(s, x_g, col);
                     col
                 };
-                matmul(
+                matmul_into(
                     y_g,
                     MatLayout::row_major(cout_g, pixels),
                     bias.is_some(),
@@ -53,7 +68,9 @@ pub(crate) fn forward(
     );
 }
 
-pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [f32]) {
+/// The input gradient into `dx`, which need not be initialized: a 1×1 convolution's product
+/// writes every element, others are zeroed and then receive col2im's sums.
+pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
     let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
     let col_len = if s.is_pointwise() { 0 } else { rows * pixels };
@@ -74,7 +91,7 @@ pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [
                 );
                 let dx_g = &mut dx_n[g * cin_g * in_plane..(g + 1) * cin_g * in_plane];
                 if s.is_pointwise() {
-                    matmul(
+                    matmul_into(
                         dx_g,
                         MatLayout::row_major(rows, pixels),
                         false,
@@ -91,8 +108,7 @@ pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [
                         dy_g,
                         threads,
                     );
-                    dx_g.fill(0.0);
-                    col2im(s, col, dx_g);
+                    col2im(s, col, zeroed(dx_g));
                 }
             }
         },

@@ -36,7 +36,10 @@ pub use batch_norm::{
     BatchNormShape, batch_norm_train_backward, batch_norm_train_forward, channel_affine_backward,
     channel_affine_forward,
 };
-pub use conv2d::{conv2d_bias_grad, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
+pub use conv2d::{
+    conv2d_bias_grad, conv2d_forward, conv2d_forward_vec, conv2d_input_grad, conv2d_input_grad_vec,
+    conv2d_weight_grad,
+};
 pub use error::KernelError;
 pub use max_pool::{Pool2dShape, max_pool2d_backward, max_pool2d_forward};
 pub use shape::Conv2dShape;

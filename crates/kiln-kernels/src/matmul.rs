@@ -2,6 +2,8 @@
 //! CPU has it (the `x86-v4` feature) and AVX2 + FMA otherwise. Strides let the convolution
 //! kernels multiply by a transposed weight or im2col matrix without copying it.
 
+use std::mem::MaybeUninit;
+
 /// Where a row-and-column matrix lies in a slice.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatLayout {
@@ -63,6 +65,27 @@ pub(crate) fn matmul(
     dst: &mut [f32],
     dst_layout: MatLayout,
     accumulate: bool,
+    lhs: (&[f32], MatLayout),
+    rhs: (&[f32], MatLayout),
+    threads: Threads,
+) {
+    matmul_into(as_uninit(dst), dst_layout, accumulate, lhs, rhs, threads);
+}
+
+/// `dst` seen as possibly uninitialized: every write through it is an initialized f32.
+pub(crate) fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the callers only ever write initialized values through it, so
+    // `dst` stays initialized.
+    unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// [`matmul`] into a destination that need not be initialized unless `accumulate` (the
+/// product never reads `dst` otherwise): every element of the `dst_layout` matrix is
+/// initialized afterwards.
+pub(crate) fn matmul_into(
+    dst: &mut [MaybeUninit<f32>],
+    dst_layout: MatLayout,
+    accumulate: bool,
     (lhs, lhs_layout): (&[f32], MatLayout),
     (rhs, rhs_layout): (&[f32], MatLayout),
     threads: Threads,
@@ -85,7 +108,7 @@ pub(crate) fn matmul(
         if !accumulate {
             for r in 0..m {
                 for c in 0..n {
-                    dst[r * dst_layout.row_stride + c * dst_layout.col_stride] = 0.0;
+                    dst[r * dst_layout.row_stride + c * dst_layout.col_stride].write(0.0);
                 }
             }
         }
@@ -96,13 +119,14 @@ pub(crate) fn matmul(
         Threads::Pool => gemm::Parallelism::Rayon(rayon::current_num_threads()),
     };
     // SAFETY: the asserts above keep every index the product touches inside its slice, and
-    // `dst` is borrowed mutably, so it aliases neither input.
+    // `dst` is borrowed mutably, so it aliases neither input; gemm reads `dst` only when
+    // `accumulate` (its `read_dst`), when the caller has initialized it.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             dst_layout.col_stride as isize,
             dst_layout.row_stride as isize,
             accumulate,

@@ -12,11 +12,11 @@ use crate::matmul::Threads;
 /// Runs `work(scratch, n, out_n, threads)` for every image `n`, where `out_n` is image `n`'s
 /// `per_image` floats of `out`. Images run in parallel, each product on one thread; a single
 /// image spreads its products over the pool instead.
-pub(crate) fn for_each_image<S>(
-    out: &mut [f32],
+pub(crate) fn for_each_image<S, T: Send>(
+    out: &mut [T],
     per_image: usize,
     scratch: impl Fn() -> S + Sync + Send,
-    work: impl Fn(&mut S, usize, &mut [f32], Threads) + Sync + Send,
+    work: impl Fn(&mut S, usize, &mut [T], Threads) + Sync + Send,
 ) {
     if per_image == 0 {
         return;

@@ -5,7 +5,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::{
-    Conv2dShape, conv2d_bias_grad, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, reference,
+    Conv2dShape, conv2d_bias_grad, conv2d_forward, conv2d_forward_vec, conv2d_input_grad,
+    conv2d_input_grad_vec, conv2d_weight_grad, reference,
 };
 
 fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
@@ -45,6 +46,14 @@ fn check(shape: &Conv2dShape, rng: &mut StdRng) {
         &reference::forward(shape, &x, &w, None),
     );
 
+    // The allocating forms (never zeroed first) give the slice forms' bits.
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for bias in [None, Some(&b[..])] {
+        conv2d_forward(shape, &x, &w, bias, &mut y).unwrap();
+        let allocated = conv2d_forward_vec(shape, &x, &w, bias).unwrap();
+        assert_eq!(bits(&allocated), bits(&y), "{shape:?} forward_vec");
+    }
+
     let mut dx = vec![f32::NAN; x.len()];
     conv2d_input_grad(shape, &w, &dy, &mut dx).unwrap();
     assert_close(
@@ -53,6 +62,8 @@ fn check(shape: &Conv2dShape, rng: &mut StdRng) {
         &dx,
         &reference::input_grad(shape, &w, &dy),
     );
+    let allocated = conv2d_input_grad_vec(shape, &w, &dy).unwrap();
+    assert_eq!(bits(&allocated), bits(&dx), "{shape:?} input_grad_vec");
 
     let mut dw = vec![f32::NAN; w.len()];
     conv2d_weight_grad(shape, &x, &dy, &mut dw).unwrap();

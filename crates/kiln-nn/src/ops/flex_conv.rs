@@ -19,12 +19,10 @@ pub(super) fn input_grad(
     options: ConvOptions<2>,
 ) -> FlexTensor {
     let kiln = conv_shape(&x, &weight, &options).and_then(|shape| {
-        let mut dx = vec![0.0f32; shape.input_len()?];
-        kiln_kernels::conv2d_input_grad(
+        let dx = kiln_kernels::conv2d_input_grad_vec(
             &shape,
             &f32_values(&weight)?,
             &f32_values(&output_grad)?,
-            &mut dx,
         )
         .ok()?;
         let [h, w] = shape.in_size;
@@ -90,13 +88,11 @@ pub(super) fn forward(
             Some(b) => Some(f32_values(b)?),
             None => None,
         };
-        let mut y = vec![0.0f32; shape.output_len()?];
-        kiln_kernels::conv2d_forward(
+        let y = kiln_kernels::conv2d_forward_vec(
             &shape,
             &f32_values(&x)?,
             &f32_values(&weight)?,
             bias_values.as_deref(),
-            &mut y,
         )
         .ok()?;
         let [h, w] = shape.out_size();
