@@ -3,9 +3,12 @@
 //! channels (for the sums) or planes (for the element-wise parts) in parallel. Burn's generic
 //! version transposes the activation channel-first for every reduction.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::KernelError;
+use crate::matmul::as_uninit;
 use crate::simd::{LANES, Math, multiversion, sum};
 
 /// An `[batch, channels, pixels…]` activation normalized per channel.
@@ -52,6 +55,21 @@ impl BatchNormShape {
     }
 }
 
+/// A vector of `len` floats that `write` fills: it must write every element when it returns
+/// `Ok` (each kernel here writes its whole output once its checks pass; an error leaves the
+/// vector unused).
+fn new_output(
+    len: usize,
+    write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<(), KernelError>,
+) -> Result<Vec<f32>, KernelError> {
+    let mut values = Vec::with_capacity(len);
+    write(&mut values.spare_capacity_mut()[..len])?;
+    // SAFETY: `write` succeeded, so it wrote all `len` values (the private kernels passed here
+    // write every plane of their output after checking its length).
+    unsafe { values.set_len(len) };
+    Ok(values)
+}
+
 /// Per channel: `mean`, the biased `variance`, and `y = (x − mean) / √(variance + ε) · γ + β`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train_forward(
@@ -61,6 +79,33 @@ pub fn batch_norm_train_forward(
     beta: &[f32],
     epsilon: f32,
     y: &mut [f32],
+    mean: &mut [f32],
+    variance: &mut [f32],
+) -> Result<(), KernelError> {
+    forward_into(shape, x, gamma, beta, epsilon, as_uninit(y), mean, variance)
+}
+
+/// [`batch_norm_train_forward`] into a new output, never zeroed first.
+pub fn batch_norm_train_forward_vec(
+    shape: &BatchNormShape,
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    epsilon: f32,
+    (mean, variance): (&mut [f32], &mut [f32]),
+) -> Result<Vec<f32>, KernelError> {
+    new_output(x.len(), |y| {
+        forward_into(shape, x, gamma, beta, epsilon, y, mean, variance)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_into(
+    shape: &BatchNormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f32,
+    y: &mut [MaybeUninit<f32>],
     mean: &mut [f32],
     variance: &mut [f32],
 ) -> Result<(), KernelError> {
@@ -104,10 +149,47 @@ pub fn batch_norm_train_backward(
     shape: &BatchNormShape,
     x: &[f32],
     gamma: &[f32],
-    (mean, variance): (&[f32], &[f32]),
+    statistics: (&[f32], &[f32]),
     epsilon: f32,
     dy: &[f32],
     dx: &mut [f32],
+    gradients: (&mut [f32], &mut [f32]),
+) -> Result<(), KernelError> {
+    backward_into(
+        shape,
+        x,
+        gamma,
+        statistics,
+        epsilon,
+        dy,
+        as_uninit(dx),
+        gradients,
+    )
+}
+
+/// [`batch_norm_train_backward`] with `dx` in a new vector, never zeroed first.
+pub fn batch_norm_train_backward_vec(
+    shape: &BatchNormShape,
+    (x, gamma): (&[f32], &[f32]),
+    statistics: (&[f32], &[f32]),
+    epsilon: f32,
+    dy: &[f32],
+    gradients: (&mut [f32], &mut [f32]),
+) -> Result<Vec<f32>, KernelError> {
+    new_output(x.len(), |dx| {
+        backward_into(shape, x, gamma, statistics, epsilon, dy, dx, gradients)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_into(
+    shape: &BatchNormShape,
+    x: &[f32],
+    gamma: &[f32],
+    (mean, variance): (&[f32], &[f32]),
+    epsilon: f32,
+    dy: &[f32],
+    dx: &mut [MaybeUninit<f32>],
     (dgamma, dbeta): (&mut [f32], &mut [f32]),
 ) -> Result<(), KernelError> {
     shape.check(&[
@@ -163,6 +245,26 @@ pub fn channel_affine_forward(
     shift: &[f32],
     y: &mut [f32],
 ) -> Result<(), KernelError> {
+    affine_forward_into(shape, x, scale, shift, as_uninit(y))
+}
+
+/// [`channel_affine_forward`] into a new output, never zeroed first.
+pub fn channel_affine_forward_vec(
+    shape: &BatchNormShape,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+) -> Result<Vec<f32>, KernelError> {
+    new_output(x.len(), |y| affine_forward_into(shape, x, scale, shift, y))
+}
+
+fn affine_forward_into(
+    shape: &BatchNormShape,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    y: &mut [MaybeUninit<f32>],
+) -> Result<(), KernelError> {
     shape.check(&[
         ("input", x.len(), 0),
         ("output", y.len(), 0),
@@ -187,6 +289,29 @@ pub fn channel_affine_backward(
     scale: &[f32],
     dy: &[f32],
     dx: &mut [f32],
+    gradients: (&mut [f32], &mut [f32]),
+) -> Result<(), KernelError> {
+    affine_backward_into(shape, x, scale, dy, as_uninit(dx), gradients)
+}
+
+/// [`channel_affine_backward`] with `dx` in a new vector, never zeroed first.
+pub fn channel_affine_backward_vec(
+    shape: &BatchNormShape,
+    (x, scale): (&[f32], &[f32]),
+    dy: &[f32],
+    gradients: (&mut [f32], &mut [f32]),
+) -> Result<Vec<f32>, KernelError> {
+    new_output(x.len(), |dx| {
+        affine_backward_into(shape, x, scale, dy, dx, gradients)
+    })
+}
+
+fn affine_backward_into(
+    shape: &BatchNormShape,
+    x: &[f32],
+    scale: &[f32],
+    dy: &[f32],
+    dx: &mut [MaybeUninit<f32>],
     (dscale, dshift): (&mut [f32], &mut [f32]),
 ) -> Result<(), KernelError> {
     shape.check(&[
@@ -272,16 +397,16 @@ fn centered_dot(a: &[f32], x: &[f32], mean: f32) -> f32 {
     total
 }
 
-multiversion!(fn affine(x: &[f32], scale: f32, shift: f32, y: &mut [f32]) => affine_body);
+multiversion!(fn affine(x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<f32>]) => affine_body);
 
 #[inline(always)]
-fn affine_body<M: Math>(x: &[f32], scale: f32, shift: f32, y: &mut [f32]) {
+fn affine_body<M: Math>(x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<f32>]) {
     for (y, x) in y.iter_mut().zip(x) {
-        *y = M::mul_add(*x, scale, shift);
+        y.write(M::mul_add(*x, scale, shift));
     }
 }
 
-multiversion!(fn input_grad_plane(dy: &[f32], x: &[f32], k: f32, slope: f32, offset: f32, dx: &mut [f32]) => input_grad_plane_body);
+multiversion!(fn input_grad_plane(dy: &[f32], x: &[f32], k: f32, slope: f32, offset: f32, dx: &mut [MaybeUninit<f32>]) => input_grad_plane_body);
 
 /// dx = k·dy + slope·x + offset
 #[inline(always)]
@@ -291,10 +416,10 @@ fn input_grad_plane_body<M: Math>(
     k: f32,
     slope: f32,
     offset: f32,
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
 ) {
     for ((dx, dy), x) in dx.iter_mut().zip(dy).zip(x) {
-        *dx = M::mul_add(k, *dy, M::mul_add(slope, *x, offset));
+        dx.write(M::mul_add(k, *dy, M::mul_add(slope, *x, offset)));
     }
 }
 
@@ -390,6 +515,57 @@ mod tests {
                 &mut y[1..],
                 &mut mean,
                 &mut var
+            )
+            .is_err()
+        );
+        // The allocating forms (never zeroed first) give the same bits, and the same errors.
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let (mut mean2, mut var2) = ([0.0; 4], [0.0; 4]);
+        let y2 =
+            batch_norm_train_forward_vec(&shape, &x, (&gamma, &beta), eps, (&mut mean2, &mut var2))
+                .unwrap();
+        assert_eq!((bits(&y2), mean2, var2), (bits(&y), mean, var));
+        let (mut dgamma2, mut dbeta2) = ([0.0; 4], [0.0; 4]);
+        let dx2 = batch_norm_train_backward_vec(
+            &shape,
+            (&x, &gamma),
+            (&mean, &var),
+            eps,
+            &dy,
+            (&mut dgamma2, &mut dbeta2),
+        )
+        .unwrap();
+        assert_eq!((bits(&dx2), dgamma2, dbeta2), (bits(&dx), dgamma, dbeta));
+        let mut affine_y = vec![0.0; len];
+        channel_affine_forward(&shape, &x, &gamma, &beta, &mut affine_y).unwrap();
+        let affine_y2 = channel_affine_forward_vec(&shape, &x, &gamma, &beta).unwrap();
+        assert_eq!(bits(&affine_y2), bits(&affine_y));
+        let (mut affine_dx, mut dscale, mut dshift) = (vec![0.0; len], [0.0; 4], [0.0; 4]);
+        channel_affine_backward(
+            &shape,
+            &x,
+            &gamma,
+            &dy,
+            &mut affine_dx,
+            (&mut dscale, &mut dshift),
+        )
+        .unwrap();
+        let (mut dscale2, mut dshift2) = ([0.0; 4], [0.0; 4]);
+        let affine_dx2 =
+            channel_affine_backward_vec(&shape, (&x, &gamma), &dy, (&mut dscale2, &mut dshift2))
+                .unwrap();
+        assert_eq!(
+            (bits(&affine_dx2), dscale2, dshift2),
+            (bits(&affine_dx), dscale, dshift)
+        );
+        assert!(channel_affine_forward_vec(&shape, &x[1..], &gamma, &beta).is_err());
+        assert!(
+            batch_norm_train_forward_vec(
+                &shape,
+                &x[1..],
+                (&gamma, &beta),
+                eps,
+                (&mut mean2, &mut var2)
             )
             .is_err()
         );

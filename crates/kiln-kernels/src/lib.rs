@@ -33,8 +33,9 @@ pub use activation::{
     clamp_backward, clamp_backward_in_place, clamp_forward, clamp_forward_in_place,
 };
 pub use batch_norm::{
-    BatchNormShape, batch_norm_train_backward, batch_norm_train_forward, channel_affine_backward,
-    channel_affine_forward,
+    BatchNormShape, batch_norm_train_backward, batch_norm_train_backward_vec,
+    batch_norm_train_forward, batch_norm_train_forward_vec, channel_affine_backward,
+    channel_affine_backward_vec, channel_affine_forward, channel_affine_forward_vec,
 };
 pub use conv2d::{
     conv2d_bias_grad, conv2d_forward, conv2d_forward_vec, conv2d_input_grad, conv2d_input_grad_vec,

@@ -33,17 +33,13 @@ pub(super) fn forward(
 ) -> BatchStatistics<Flex> {
     let kiln = shape_of(&x, &gamma).and_then(|shape| {
         let values = f32_values(&x)?;
-        let mut y = vec![0.0f32; values.len()];
         let (mut mean, mut variance) = (vec![0.0f32; shape.channels], vec![0.0f32; shape.channels]);
-        kiln_kernels::batch_norm_train_forward(
+        let y = kiln_kernels::batch_norm_train_forward_vec(
             &shape,
             &values,
-            &f32_values(&gamma)?,
-            &f32_values(&beta)?,
+            (&f32_values(&gamma)?, &f32_values(&beta)?),
             epsilon as f32,
-            &mut y,
-            &mut mean,
-            &mut variance,
+            (&mut mean, &mut variance),
         )
         .ok()?;
         Some(BatchStatistics {
@@ -71,16 +67,13 @@ pub(super) fn backward(
 ) -> [FlexTensor; 3] {
     let kiln = shape_of(&x, &gamma).and_then(|shape| {
         let values = f32_values(&x)?;
-        let mut dx = vec![0.0f32; values.len()];
         let (mut dgamma, mut dbeta) = (vec![0.0f32; shape.channels], vec![0.0f32; shape.channels]);
-        kiln_kernels::batch_norm_train_backward(
+        let dx = kiln_kernels::batch_norm_train_backward_vec(
             &shape,
-            &values,
-            &f32_values(&gamma)?,
+            (&values, &f32_values(&gamma)?),
             (&f32_values(&mean)?, &f32_values(&variance)?),
             epsilon as f32,
             &f32_values(&output_grad)?,
-            &mut dx,
             (&mut dgamma, &mut dbeta),
         )
         .ok()?;
@@ -99,13 +92,11 @@ pub(super) fn backward(
 pub(super) fn channel_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
     let kiln = shape_of(&x, &scale).and_then(|shape| {
         let values = f32_values(&x)?;
-        let mut y = vec![0.0f32; values.len()];
-        kiln_kernels::channel_affine_forward(
+        let y = kiln_kernels::channel_affine_forward_vec(
             &shape,
             &values,
             &f32_values(&scale)?,
             &f32_values(&shift)?,
-            &mut y,
         )
         .ok()?;
         Some(tensor(y, x.shape()))
@@ -120,14 +111,11 @@ pub(super) fn channel_affine_backward(
 ) -> [FlexTensor; 3] {
     let kiln = shape_of(&x, &scale).and_then(|shape| {
         let values = f32_values(&x)?;
-        let mut dx = vec![0.0f32; values.len()];
         let (mut dscale, mut dshift) = (vec![0.0f32; shape.channels], vec![0.0f32; shape.channels]);
-        kiln_kernels::channel_affine_backward(
+        let dx = kiln_kernels::channel_affine_backward_vec(
             &shape,
-            &values,
-            &f32_values(&scale)?,
+            (&values, &f32_values(&scale)?),
             &f32_values(&output_grad)?,
-            &mut dx,
             (&mut dscale, &mut dshift),
         )
         .ok()?;
