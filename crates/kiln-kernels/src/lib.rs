@@ -42,5 +42,8 @@ pub use conv2d::{
     conv2d_weight_grad,
 };
 pub use error::KernelError;
-pub use max_pool::{Pool2dShape, max_pool2d_backward, max_pool2d_forward};
+pub use max_pool::{
+    Pool2dShape, max_pool2d_backward, max_pool2d_backward_vec, max_pool2d_forward,
+    max_pool2d_forward_vec,
+};
 pub use shape::Conv2dShape;

@@ -2,6 +2,8 @@
 //! gradient added to the input pixel that won), planes in parallel. NaN wins a window, as in
 //! PyTorch and Burn, so a diverging model is seen rather than hidden.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::KernelError;
@@ -95,6 +97,43 @@ pub fn max_pool2d_forward(
     y: &mut [f32],
     indices: &mut [u32],
 ) -> Result<(), KernelError> {
+    // SAFETY (both casts): same layouts; only initialized values are written through them.
+    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    let indices = unsafe { &mut *(indices as *mut [u32] as *mut [MaybeUninit<u32>]) };
+    forward_into(shape, x, y, indices)
+}
+
+/// [`max_pool2d_forward`] into new vectors (output, indices), never zeroed first: every window
+/// writes its maximum and its index.
+pub fn max_pool2d_forward_vec(
+    shape: &Pool2dShape,
+    x: &[f32],
+) -> Result<(Vec<f32>, Vec<u32>), KernelError> {
+    shape.validate()?;
+    let len = shape
+        .output_len()
+        .ok_or_else(|| KernelError::Shape("the output's size overflows usize".into()))?;
+    let (mut y, mut indices) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    forward_into(
+        shape,
+        x,
+        &mut y.spare_capacity_mut()[..len],
+        &mut indices.spare_capacity_mut()[..len],
+    )?;
+    // SAFETY: `forward_into` succeeded, so every plane of both wrote all its `len` values.
+    unsafe {
+        y.set_len(len);
+        indices.set_len(len);
+    }
+    Ok((y, indices))
+}
+
+fn forward_into(
+    shape: &Pool2dShape,
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    indices: &mut [MaybeUninit<u32>],
+) -> Result<(), KernelError> {
     shape.validate()?;
     expect_len("input", x.len(), shape.input_len())?;
     expect_len("output", y.len(), shape.output_len())?;
@@ -122,7 +161,12 @@ pub fn max_pool2d_forward(
     Ok(())
 }
 
-fn forward_plane(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32]) {
+fn forward_plane(
+    s: &Pool2dShape,
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    indices: &mut [MaybeUninit<u32>],
+) {
     let [out_h, out_w] = s.out_size();
     let whole_windows = 2 * out_h <= s.in_size[0] && 2 * out_w <= s.in_size[1];
     if s.kernel == [2, 2]
@@ -133,6 +177,16 @@ fn forward_plane(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32])
     {
         return forward_plane_2x2(s, x, y, indices);
     }
+    // Any other window: every output starts at "no tap yet", then the taps compete.
+    for v in y.iter_mut() {
+        v.write(f32::NEG_INFINITY);
+    }
+    for i in indices.iter_mut() {
+        i.write(NO_INDEX);
+    }
+    // SAFETY (both): every element was just written.
+    let y = unsafe { &mut *(y as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    let indices = unsafe { &mut *(indices as *mut [MaybeUninit<u32>] as *mut [u32]) };
     let [in_h, in_w] = s.in_size;
     let columns: Vec<(usize, usize, usize)> = (0..s.kernel[1])
         .map(|j| {
@@ -151,8 +205,6 @@ fn forward_plane(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32])
         .zip(indices.chunks_exact_mut(out_w))
         .enumerate()
     {
-        y_row.fill(f32::NEG_INFINITY);
-        idx_row.fill(NO_INDEX);
         // Taps in the naive order (rows, then columns), so ties go to the first, as in Burn.
         for i in 0..s.kernel[0] {
             let Some(ih) = (oh * s.stride[0] + i * s.dilation[0])
@@ -188,14 +240,19 @@ fn consider(v: f32, at: u32, best: &mut f32, best_index: &mut u32) {
     }
 }
 
-multiversion!(fn forward_plane_2x2(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32]) => forward_plane_2x2_body);
+multiversion!(fn forward_plane_2x2(s: &Pool2dShape, x: &[f32], y: &mut [MaybeUninit<f32>], indices: &mut [MaybeUninit<u32>]) => forward_plane_2x2_body);
 
 /// The CNNs' 2×2, stride-2 pooling of whole windows: per window, the four taps in the naive
 /// order (upper-left, upper-right, lower-left, lower-right) through one branch-free select
 /// chain, so the first of equals wins and NaN wins over numbers; the loop over a row's
 /// windows vectorizes (two interleaved loads per input row), with no buffer per plane.
 #[inline(always)]
-fn forward_plane_2x2_body<M: Math>(s: &Pool2dShape, x: &[f32], y: &mut [f32], indices: &mut [u32]) {
+fn forward_plane_2x2_body<M: Math>(
+    s: &Pool2dShape,
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    indices: &mut [MaybeUninit<u32>],
+) {
     let in_w = s.in_size[1];
     let out_w = s.out_size()[1];
     for (oh, (y_row, idx_row)) in y
@@ -220,8 +277,8 @@ fn forward_plane_2x2_body<M: Math>(s: &Pool2dShape, x: &[f32], y: &mut [f32], in
                 best = if wins { v } else { best };
                 at = if wins { first + offset } else { at };
             }
-            *value = best;
-            *index = at;
+            value.write(best);
+            index.write(at);
         }
     }
 }
@@ -238,6 +295,36 @@ pub fn max_pool2d_backward(
     dy: &[f32],
     indices: &[u32],
     dx: &mut [f32],
+) -> Result<(), KernelError> {
+    // SAFETY: same layout; only initialized values are written through it.
+    let dx = unsafe { &mut *(dx as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    backward_into(shape, dy, indices, dx)
+}
+
+/// [`max_pool2d_backward`] into a new vector, zeroed by the kernel's own pass over each plane
+/// rather than by the allocation as well.
+pub fn max_pool2d_backward_vec(
+    shape: &Pool2dShape,
+    dy: &[f32],
+    indices: &[u32],
+) -> Result<Vec<f32>, KernelError> {
+    shape.validate()?;
+    let len = shape
+        .input_len()
+        .ok_or_else(|| KernelError::Shape("the input's size overflows usize".into()))?;
+    let mut dx = Vec::with_capacity(len);
+    backward_into(shape, dy, indices, &mut dx.spare_capacity_mut()[..len])?;
+    // SAFETY: `backward_into` succeeded: every plane was zeroed, then received its sums (an
+    // empty plane has nothing to write).
+    unsafe { dx.set_len(len) };
+    Ok(dx)
+}
+
+fn backward_into(
+    shape: &Pool2dShape,
+    dy: &[f32],
+    indices: &[u32],
+    dx: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     shape.validate()?;
     expect_len("output gradient", dy.len(), shape.output_len())?;
@@ -258,7 +345,11 @@ pub fn max_pool2d_backward(
         .enumerate()
         .with_min_len(4096usize.div_ceil(in_plane))
         .for_each(|(plane, dx_plane)| {
-            dx_plane.fill(0.0);
+            for v in dx_plane.iter_mut() {
+                v.write(0.0);
+            }
+            // SAFETY: every element was just written.
+            let dx_plane = unsafe { &mut *(dx_plane as *mut [MaybeUninit<f32>] as *mut [f32]) };
             let range = plane * out_plane..(plane + 1) * out_plane;
             for (g, &i) in dy[range.clone()].iter().zip(&indices[range]) {
                 dx_plane[i as usize] += *g;
@@ -366,6 +457,12 @@ mod tests {
                 expected[(o / out_plane) * plane + i as usize] += dy[o];
             }
             assert_eq!(dx, expected);
+            // The allocating forms (never zeroed first) give the same bits.
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let (y2, idx2) = max_pool2d_forward_vec(&shape, &x).unwrap();
+            assert_eq!((bits(&y2), idx2), (bits(&y), idx.clone()), "{shape:?}");
+            let dx2 = max_pool2d_backward_vec(&shape, &dy, &idx).unwrap();
+            assert_eq!(bits(&dx2), bits(&dx), "{shape:?}");
         }
     }
 

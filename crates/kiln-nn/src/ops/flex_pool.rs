@@ -32,9 +32,7 @@ fn pool_shape(x: &FlexTensor, pool: &PoolOptions) -> Option<Pool2dShape> {
 }
 
 fn run(x: &FlexTensor, shape: &Pool2dShape) -> Option<(FlexTensor, Vec<u32>)> {
-    let len = shape.output_len()?;
-    let (mut y, mut indices) = (vec![0.0f32; len], vec![0u32; len]);
-    kiln_kernels::max_pool2d_forward(shape, &f32_values(x)?, &mut y, &mut indices).ok()?;
+    let (y, indices) = kiln_kernels::max_pool2d_forward_vec(shape, &f32_values(x)?).ok()?;
     let [h, w] = shape.out_size();
     Some((tensor(y, [shape.batch, shape.channels, h, w]), indices))
 }
@@ -90,9 +88,9 @@ pub(super) fn max_pool_backward(
             .iter()
             .map(|&i| u32::try_from(i).ok())
             .collect::<Option<_>>()?;
-        let mut dx = vec![0.0f32; shape.input_len()?];
-        kiln_kernels::max_pool2d_backward(&shape, &f32_values(&output_grad)?, &offsets, &mut dx)
-            .ok()?;
+        let dx =
+            kiln_kernels::max_pool2d_backward_vec(&shape, &f32_values(&output_grad)?, &offsets)
+                .ok()?;
         Some(tensor(dx, x.shape().dims::<4>()))
     });
     kiln.unwrap_or_else(|| {
