@@ -196,10 +196,7 @@ impl PackedFloatWeights {
             for panel in 0..count {
                 let first = panel * PANEL;
                 let cols = PANEL.min(self.n - first);
-                let mut bias = [0.0f32; 2 * PANEL];
-                if let Some(b) = epilogue.bias {
-                    bias[..cols].copy_from_slice(&b[first..first + cols]);
-                }
+                let bias = tile_bias(epilogue, first, cols);
                 let list = sparse.starts[panel]..sparse.starts[panel + 1];
                 for r0 in (0..rows).step_by(step) {
                     let tile = Tile {
@@ -233,10 +230,7 @@ impl PackedFloatWeights {
             };
             let first = panel * PANEL;
             let cols = (together * PANEL).min(self.n - first);
-            let mut bias = [0.0f32; 2 * PANEL];
-            if let Some(b) = epilogue.bias {
-                bias[..cols].copy_from_slice(&b[first..first + cols]);
-            }
+            let bias = tile_bias(epilogue, first, cols);
             let weights = &self.panels[panel * panel_len..(panel + together) * panel_len];
             for r0 in (0..rows).step_by(step) {
                 let tile = Tile {
@@ -268,6 +262,15 @@ impl PackedFloatWeights {
             panel += together;
         }
     }
+}
+
+/// The bias of a tile's `cols` channels from `first`, zero past them.
+fn tile_bias(epilogue: Epilogue<'_>, first: usize, cols: usize) -> [f32; 2 * PANEL] {
+    let mut bias = [0.0f32; 2 * PANEL];
+    if let Some(b) = epilogue.bias {
+        bias[..cols].copy_from_slice(&b[first..first + cols]);
+    }
+    bias
 }
 
 impl SparsePanels {
