@@ -46,16 +46,7 @@ impl Builder {
         } else {
             self.model.push_buffer(data)
         };
-        self.tensors.push(Tensor {
-            name: name.into(),
-            shape: shape.iter().map(|&d| d as i32).collect(),
-            shape_signature: None,
-            dtype,
-            buffer,
-            quantization: None,
-            sparsity: None,
-            is_variable: false,
-        });
+        self.tensors.push(Tensor::new(name, shape, dtype, buffer));
         self.tensors.len() as i32 - 1
     }
 

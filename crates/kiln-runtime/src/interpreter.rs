@@ -799,16 +799,7 @@ mod tests {
     use crate::tensor::as_f32;
 
     fn float_tensor(name: &str) -> Tensor {
-        Tensor {
-            name: name.into(),
-            shape: vec![1, 4],
-            shape_signature: None,
-            dtype: TensorType::Float32,
-            buffer: 0,
-            quantization: None,
-            sparsity: None,
-            is_variable: false,
-        }
+        Tensor::new(name, &[1, 4], TensorType::Float32, 0)
     }
 
     /// x → RELU → h → RELU6 → y.
@@ -961,22 +952,15 @@ mod size_limits {
         let taps = 4096;
         let filter = model.push_buffer(vec![0u8; taps * 4]);
         let depthwise = model.intern_opcode(BuiltinOp::DEPTHWISE_CONV_2D, 1);
-        let tensor = |name: &str, shape: Vec<i32>, buffer: u32| Tensor {
-            name: name.into(),
-            shape,
-            shape_signature: None,
-            dtype: TensorType::Float32,
-            buffer,
-            quantization: None,
-            sparsity: None,
-            is_variable: false,
+        let tensor = |name: &str, shape: &[usize], buffer: u32| {
+            Tensor::new(name, shape, TensorType::Float32, buffer)
         };
         model.subgraphs.push(Subgraph {
             name: None,
             tensors: vec![
-                tensor("images", vec![131_072, 4096, 0, 1], 0),
-                tensor("filter", vec![1, taps as i32, 1, 1], filter),
-                tensor("out", vec![131_072, 4096, 0, 1], 0),
+                tensor("images", &[131_072, 4096, 0, 1], 0),
+                tensor("filter", &[1, taps, 1, 1], filter),
+                tensor("out", &[131_072, 4096, 0, 1], 0),
             ],
             inputs: vec![0],
             outputs: vec![2],

@@ -227,6 +227,25 @@ impl Model {
 }
 
 impl Tensor {
+    /// A plain (unquantized, dense, non-variable) tensor of `dtype` with a static `shape`,
+    /// its data in buffer `buffer` (0: none). Dimensions past i32's range saturate, which the
+    /// reader then rejects as too large.
+    pub fn new(name: &str, shape: &[usize], dtype: TensorType, buffer: u32) -> Self {
+        Self {
+            name: name.into(),
+            shape: shape
+                .iter()
+                .map(|&d| i32::try_from(d).unwrap_or(i32::MAX))
+                .collect(),
+            shape_signature: None,
+            dtype,
+            buffer,
+            quantization: None,
+            sparsity: None,
+            is_variable: false,
+        }
+    }
+
     /// Number of elements, or `None` when a dimension is negative (dynamic) or it overflows.
     pub fn num_elements(&self) -> Option<usize> {
         self.shape.iter().try_fold(1usize, |acc, &d| {

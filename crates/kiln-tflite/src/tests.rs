@@ -7,17 +7,10 @@ fn sample_model() -> Model {
     let weights = model.push_buffer((0..36u8).collect());
     let conv = model.intern_opcode(BuiltinOp::CONV_2D, 1);
     let big = model.intern_opcode(BuiltinOp(150), 1);
-    let tensor = |name: &str, shape: Vec<i32>, buffer: u32| Tensor {
-        name: name.into(),
-        shape,
-        shape_signature: None,
-        dtype: TensorType::Float32,
-        buffer,
-        quantization: None,
-        sparsity: None,
-        is_variable: false,
+    let tensor = |name: &str, shape: &[usize], buffer: u32| {
+        Tensor::new(name, shape, TensorType::Float32, buffer)
     };
-    let mut quantized = tensor("q", vec![1, 3], 0);
+    let mut quantized = tensor("q", &[1, 3], 0);
     quantized.dtype = TensorType::Int8;
     quantized.quantization = Some(Quantization {
         scale: vec![0.5, 0.25, 0.125],
@@ -25,7 +18,7 @@ fn sample_model() -> Model {
         quantized_dimension: 1,
         ..Default::default()
     });
-    let mut sparse = tensor("s", vec![2, 2], 0);
+    let mut sparse = tensor("s", &[2, 2], 0);
     sparse.sparsity = Some(Sparsity {
         traversal_order: vec![0, 1],
         block_map: vec![],
@@ -40,9 +33,9 @@ fn sample_model() -> Model {
     model.subgraphs.push(Subgraph {
         name: Some("main".into()),
         tensors: vec![
-            tensor("in", vec![1, 4, 4, 1], 0),
-            tensor("w", vec![1, 3, 3, 1], weights),
-            tensor("out", vec![1, 2, 2, 1], 0),
+            tensor("in", &[1, 4, 4, 1], 0),
+            tensor("w", &[1, 3, 3, 1], weights),
+            tensor("out", &[1, 2, 2, 1], 0),
             quantized,
             sparse,
         ],

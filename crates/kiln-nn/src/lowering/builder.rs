@@ -38,16 +38,8 @@ impl GraphBuilder {
     }
 
     fn push_tensor(&mut self, name: &str, shape: &[usize], buffer: u32) -> TensorId {
-        self.tensors.push(Tensor {
-            name: name.to_owned(),
-            shape: dims(shape),
-            shape_signature: None,
-            dtype: TensorType::Float32,
-            buffer,
-            quantization: None,
-            sparsity: None,
-            is_variable: false,
-        });
+        self.tensors
+            .push(Tensor::new(name, shape, TensorType::Float32, buffer));
         TensorId(self.tensors.len() - 1)
     }
 

@@ -220,16 +220,7 @@ mod tests {
     use crate::Interpreter;
 
     fn tensor(name: &str, shape: &[usize], dtype: TensorType, buffer: u32) -> Tensor {
-        Tensor {
-            name: name.into(),
-            shape: shape.iter().map(|&d| d as i32).collect(),
-            shape_signature: None,
-            dtype,
-            buffer,
-            quantization: None,
-            sparsity: None,
-            is_variable: false,
-        }
+        Tensor::new(name, shape, dtype, buffer)
     }
 
     fn quantized(mut t: Tensor, scale: Vec<f32>, zero_point: i64) -> Tensor {
