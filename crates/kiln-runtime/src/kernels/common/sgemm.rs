@@ -191,47 +191,23 @@ impl PackedFloatWeights {
         let panel_len = self.k * PANEL;
         let count = self.n.div_ceil(PANEL);
         let step = self.isa.rows();
-        #[cfg(target_arch = "x86_64")]
-        if let Some(sparse) = &self.sparse {
-            for panel in 0..count {
-                let first = panel * PANEL;
-                let cols = PANEL.min(self.n - first);
-                let bias = tile_bias(epilogue, first, cols);
-                let list = sparse.starts[panel]..sparse.starts[panel + 1];
-                for r0 in (0..rows).step_by(step) {
-                    let tile = Tile {
-                        a: &a[r0 * lda..],
-                        lda,
-                        rows: step.min(rows - r0),
-                        k: self.k,
-                        weights: &[],
-                        bias: &bias,
-                        min: epilogue.min,
-                        max: epilogue.max,
-                        cols,
-                    };
-                    let out = &mut c[r0 * ldc + first..];
-                    let (ks, weights) = (&sparse.ks[list.clone()], &sparse.rows[list.clone()]);
-                    // SAFETY: sparse panels are made only for AVX-512 (see `pack_for`); the
-                    // rows' indices are below k.
-                    unsafe { tile_avx512_sparse(&tile, ks, weights, out, ldc) };
-                }
-            }
-            return;
-        }
         let mut panel = 0;
         while panel < count {
-            // AVX-512 takes two panels at once while two remain: twice the accumulators per
-            // broadcast activation.
-            let together = if self.isa == FloatIsa::Avx512 && panel + 1 < count {
-                2
-            } else {
-                1
-            };
+            // AVX-512 takes two dense panels at once while two remain: twice the accumulators
+            // per broadcast activation. A sparse panel has its own list.
+            let together =
+                if self.sparse.is_none() && self.isa == FloatIsa::Avx512 && panel + 1 < count {
+                    2
+                } else {
+                    1
+                };
             let first = panel * PANEL;
             let cols = (together * PANEL).min(self.n - first);
             let bias = tile_bias(epilogue, first, cols);
-            let weights = &self.panels[panel * panel_len..(panel + together) * panel_len];
+            let weights = match self.sparse {
+                Some(_) => &[][..],
+                None => &self.panels[panel * panel_len..(panel + together) * panel_len],
+            };
             for r0 in (0..rows).step_by(step) {
                 let tile = Tile {
                     a: &a[r0 * lda..],
@@ -245,17 +221,25 @@ impl PackedFloatWeights {
                     cols,
                 };
                 let out = &mut c[r0 * ldc + first..];
-                match (self.isa, together) {
+                match (&self.sparse, self.isa, together) {
+                    #[cfg(target_arch = "x86_64")]
+                    (Some(sparse), _, _) => {
+                        let list = sparse.starts[panel]..sparse.starts[panel + 1];
+                        let (ks, rows) = (&sparse.ks[list.clone()], &sparse.rows[list]);
+                        // SAFETY: sparse panels are made only for AVX-512 (see `pack_for`);
+                        // the rows' indices are below k.
+                        unsafe { tile_avx512_sparse(&tile, ks, rows, out, ldc) }
+                    }
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `FloatIsa::Avx512` is only packed on a CPU with AVX-512F (or by
                     // a test that checked `available`).
-                    (FloatIsa::Avx512, 2) => unsafe { tile_avx512::<2>(&tile, out, ldc) },
+                    (None, FloatIsa::Avx512, 2) => unsafe { tile_avx512::<2>(&tile, out, ldc) },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above.
-                    (FloatIsa::Avx512, _) => unsafe { tile_avx512::<1>(&tile, out, ldc) },
+                    (None, FloatIsa::Avx512, _) => unsafe { tile_avx512::<1>(&tile, out, ldc) },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above, for AVX2 and FMA.
-                    (FloatIsa::Avx2Fma, _) => unsafe { tile_avx2(&tile, out, ldc) },
+                    (None, FloatIsa::Avx2Fma, _) => unsafe { tile_avx2(&tile, out, ldc) },
                     _ => tile_portable(&tile, out, ldc),
                 }
             }
