@@ -92,6 +92,27 @@ impl PackedFilter {
         }
     }
 
+    /// `f(padded, out)` for each batch: its image padded to `size` (shifted bytes, the byte of
+    /// a zero input around it, [`WORD_SLACK`] past it) and its `out_len` output bytes.
+    fn per_padded_image(
+        &self,
+        g: &Geometry,
+        size: (usize, usize),
+        (input, output): (&[u8], &mut [u8]),
+        out_len: usize,
+        f: impl Fn(&[u8], &mut [u8]),
+    ) {
+        let image_len = g.in_h * g.in_w * g.in_c;
+        for b in 0..g.batches {
+            let image = &input[b * image_len..][..image_len];
+            let out = &mut output[b * out_len..][..out_len];
+            with_image_bytes(size.0 * size.1 * g.in_c + WORD_SLACK, |padded| {
+                g.fill_padded(image, size, self.outside, self.gemm.flip, padded);
+                f(padded, out);
+            });
+        }
+    }
+
     /// With VNNI and AVX-512, the requantization the GEMM runs in its registers.
     #[cfg(target_arch = "x86_64")]
     fn in_register<'a>(
@@ -514,32 +535,26 @@ impl Conv2D {
         let work = pixels * g.out_c * row_len;
         #[cfg(target_arch = "x86_64")]
         if let (Some((field, size)), Some(q)) = (&p.field, &fused) {
-            let padded_len = size.0 * size.1 * g.in_c + WORD_SLACK;
-            for b in 0..g.batches {
-                let image = &input[b * image_len..][..image_len];
-                let out = &mut output[b * pixels * g.out_c..][..pixels * g.out_c];
-                with_image_bytes(padded_len, |padded| {
-                    g.fill_padded(image, *size, p.outside, p.gemm.flip, padded);
-                    let padded = &*padded;
-                    for_each_chunk(out, MAX_ORIGINS * g.out_c, work, |pass, out| {
-                        let start = pass * MAX_ORIGINS;
-                        let mut origins = [0; MAX_ORIGINS];
-                        let count = out.len() / g.out_c;
-                        let (row_step, column_step) = field.steps(g);
-                        let (mut oy, mut ox) = (start / g.out_w, start % g.out_w);
-                        let mut row_origin = oy * row_step;
-                        for origin in &mut origins[..count] {
-                            *origin = row_origin + ox * column_step;
-                            ox += 1;
-                            if ox == g.out_w {
-                                (oy, ox) = (oy + 1, 0);
-                                row_origin += row_step;
-                            }
+            let (row_step, column_step) = field.steps(g);
+            let images = (input, output);
+            p.per_padded_image(g, *size, images, pixels * g.out_c, |padded, out| {
+                for_each_chunk(out, MAX_ORIGINS * g.out_c, work, |pass, out| {
+                    let start = pass * MAX_ORIGINS;
+                    let mut origins = [0; MAX_ORIGINS];
+                    let count = out.len() / g.out_c;
+                    let (mut oy, mut ox) = (start / g.out_w, start % g.out_w);
+                    let mut row_origin = oy * row_step;
+                    for origin in &mut origins[..count] {
+                        *origin = row_origin + ox * column_step;
+                        ox += 1;
+                        if ox == g.out_w {
+                            (oy, ox) = (oy + 1, 0);
+                            row_origin += row_step;
                         }
-                        field.multiply_max_requantized(padded, &origins[..count], 1, q, out);
-                    });
+                    }
+                    field.multiply_max_requantized(padded, &origins[..count], 1, q, out);
                 });
-            }
+            });
             return;
         }
         let in_place = row_len == g.in_c && g.pointwise();

@@ -101,42 +101,36 @@ impl OpKernel for ConvMaxPool {
         if let (Some((field, size)), Some(q)) = (&p.field, &fused)
             && folds_windows_of(cells)
         {
-            let padded_len = size.0 * size.1 * g.in_c + WORD_SLACK;
-            for b in 0..g.batches {
-                let image = &input.data[b * image_len..][..image_len];
-                let out = &mut output[b * pooled_len..][..pooled_len];
-                with_image_bytes(padded_len, |padded| {
-                    g.fill_padded(image, *size, p.outside, p.gemm.flip, padded);
-                    let padded = &*padded;
-                    let (row_step, column_step) = field.steps(g);
-                    // Each cell's origin from its window's first.
-                    let mut pattern = [0; MAX_ORIGINS];
-                    for (j, at) in pattern[..cells].iter_mut().enumerate() {
-                        *at = j / window_w * row_step + j % window_w * column_step;
-                    }
-                    let pattern = &pattern[..cells];
-                    // Windows in the output's order, across its rows: no tile is cut short
-                    // at a row's end.
-                    let windows = MAX_ORIGINS / cells;
-                    for_each_chunk(out, windows * c, work, |call, out| {
-                        let first = call * windows;
-                        let count = out.len() / c * cells;
-                        let mut origins = [0; MAX_ORIGINS];
-                        let (mut py, mut px) = (first / pooled_w, first % pooled_w);
-                        for window in origins[..count].chunks_exact_mut(cells) {
-                            let corner = field.origin(g, (py * window_h, px * window_w));
-                            for (origin, &at) in window.iter_mut().zip(pattern) {
-                                *origin = corner + at;
-                            }
-                            px += 1;
-                            if px == pooled_w {
-                                (py, px) = (py + 1, 0);
-                            }
-                        }
-                        field.multiply_max_requantized(padded, &origins[..count], cells, q, out);
-                    });
-                });
+            let (row_step, column_step) = field.steps(g);
+            // Each cell's origin from its window's first.
+            let mut pattern = [0; MAX_ORIGINS];
+            for (j, at) in pattern[..cells].iter_mut().enumerate() {
+                *at = j / window_w * row_step + j % window_w * column_step;
             }
+            let pattern = &pattern[..cells];
+            // Windows in the output's order, across its rows: no tile is cut short at a row's
+            // end.
+            let windows = MAX_ORIGINS / cells;
+            let images = (input.data, &mut *output);
+            p.per_padded_image(g, *size, images, pooled_len, |padded, out| {
+                for_each_chunk(out, windows * c, work, |call, out| {
+                    let first = call * windows;
+                    let count = out.len() / c * cells;
+                    let mut origins = [0; MAX_ORIGINS];
+                    let (mut py, mut px) = (first / pooled_w, first % pooled_w);
+                    for window in origins[..count].chunks_exact_mut(cells) {
+                        let corner = field.origin(g, (py * window_h, px * window_w));
+                        for (origin, &at) in window.iter_mut().zip(pattern) {
+                            *origin = corner + at;
+                        }
+                        px += 1;
+                        if px == pooled_w {
+                            (py, px) = (py + 1, 0);
+                        }
+                    }
+                    field.multiply_max_requantized(padded, &origins[..count], cells, q, out);
+                });
+            });
             return;
         }
         // `rows` (each window's pixels together) times the filter, pooled and requantized.
