@@ -8,8 +8,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::KernelError;
-use crate::matmul::as_uninit;
 use crate::simd::{LANES, Math, multiversion, sum};
+use crate::uninit::{as_uninit, new_output};
 
 /// An `[batch, channels, pixels…]` activation normalized per channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,21 +55,6 @@ impl BatchNormShape {
     }
 }
 
-/// A vector of `len` floats that `write` fills: it must write every element when it returns
-/// `Ok` (each kernel here writes its whole output once its checks pass; an error leaves the
-/// vector unused).
-fn new_output(
-    len: usize,
-    write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<(), KernelError>,
-) -> Result<Vec<f32>, KernelError> {
-    let mut values = Vec::with_capacity(len);
-    write(&mut values.spare_capacity_mut()[..len])?;
-    // SAFETY: `write` succeeded, so it wrote all `len` values (the private kernels passed here
-    // write every plane of their output after checking its length).
-    unsafe { values.set_len(len) };
-    Ok(values)
-}
-
 /// Per channel: `mean`, the biased `variance`, and `y = (x − mean) / √(variance + ε) · γ + β`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train_forward(
@@ -93,9 +78,12 @@ pub fn batch_norm_train_forward_vec(
     epsilon: f32,
     (mean, variance): (&mut [f32], &mut [f32]),
 ) -> Result<Vec<f32>, KernelError> {
-    new_output(x.len(), |y| {
-        forward_into(shape, x, gamma, beta, epsilon, y, mean, variance)
-    })
+    // SAFETY: `forward_into` writes every plane of `y` once its lengths check.
+    unsafe {
+        new_output(x.len(), |y| {
+            forward_into(shape, x, gamma, beta, epsilon, y, mean, variance)
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -176,9 +164,12 @@ pub fn batch_norm_train_backward_vec(
     dy: &[f32],
     gradients: (&mut [f32], &mut [f32]),
 ) -> Result<Vec<f32>, KernelError> {
-    new_output(x.len(), |dx| {
-        backward_into(shape, x, gamma, statistics, epsilon, dy, dx, gradients)
-    })
+    // SAFETY: `backward_into` writes every plane of `dx` once its lengths check.
+    unsafe {
+        new_output(x.len(), |dx| {
+            backward_into(shape, x, gamma, statistics, epsilon, dy, dx, gradients)
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -255,7 +246,8 @@ pub fn channel_affine_forward_vec(
     scale: &[f32],
     shift: &[f32],
 ) -> Result<Vec<f32>, KernelError> {
-    new_output(x.len(), |y| affine_forward_into(shape, x, scale, shift, y))
+    // SAFETY: `affine_forward_into` writes every plane of `y` once its lengths check.
+    unsafe { new_output(x.len(), |y| affine_forward_into(shape, x, scale, shift, y)) }
 }
 
 fn affine_forward_into(
@@ -301,9 +293,12 @@ pub fn channel_affine_backward_vec(
     dy: &[f32],
     gradients: (&mut [f32], &mut [f32]),
 ) -> Result<Vec<f32>, KernelError> {
-    new_output(x.len(), |dx| {
-        affine_backward_into(shape, x, scale, dy, dx, gradients)
-    })
+    // SAFETY: `affine_backward_into` writes every plane of `dx` once its lengths check.
+    unsafe {
+        new_output(x.len(), |dx| {
+            affine_backward_into(shape, x, scale, dy, dx, gradients)
+        })
+    }
 }
 
 fn affine_backward_into(

@@ -3,9 +3,9 @@
 
 use rayon::prelude::*;
 
-use crate::matmul::as_uninit;
 use crate::shape::expect_len;
 use crate::simd::sum;
+use crate::uninit::{as_uninit, new_output};
 use crate::{Conv2dShape, KernelError, depthwise, depthwise_nhwc, gemm_conv};
 
 /// `y = conv(x, weight) + bias`, all NCHW / OIHW and contiguous; `y` is overwritten.
@@ -16,13 +16,8 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    shape.validate()?;
-    expect_len("input", x.len(), shape.input_len())?;
-    expect_len("weight", weight.len(), shape.weight_len())?;
+    check_forward(shape, x, weight, bias)?;
     expect_len("output", y.len(), shape.output_len())?;
-    if let Some(bias) = bias {
-        expect_len("bias", bias.len(), Some(shape.out_channels))?;
-    }
     if shape.is_depthwise() && channels_last_pays(shape) {
         depthwise_nhwc::forward(shape, x, weight, bias, y);
     } else if shape.is_depthwise() {
@@ -42,25 +37,36 @@ pub fn conv2d_forward_vec(
     weight: &[f32],
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>, KernelError> {
-    shape.validate()?;
-    let len = shape
-        .output_len()
-        .ok_or_else(|| KernelError::Shape("the output's size overflows usize".into()))?;
+    check_forward(shape, x, weight, bias)?;
+    let len = shape.output_len().unwrap_or(0);
     if shape.is_depthwise() {
         let mut y = vec![0.0f32; len];
         conv2d_forward(shape, x, weight, bias, &mut y)?;
         return Ok(y);
     }
+    // SAFETY: `gemm_conv::forward` writes every output.
+    unsafe {
+        new_output(len, |y| {
+            gemm_conv::forward(shape, x, weight, bias, y);
+            Ok(())
+        })
+    }
+}
+
+/// The shape and every forward operand but the output checked.
+fn check_forward(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<(), KernelError> {
+    shape.validate()?;
     expect_len("input", x.len(), shape.input_len())?;
     expect_len("weight", weight.len(), shape.weight_len())?;
     if let Some(bias) = bias {
         expect_len("bias", bias.len(), Some(shape.out_channels))?;
     }
-    let mut y = Vec::with_capacity(len);
-    gemm_conv::forward(shape, x, weight, bias, &mut y.spare_capacity_mut()[..len]);
-    // SAFETY: `gemm_conv::forward` wrote every one of the `len` outputs.
-    unsafe { y.set_len(len) };
-    Ok(y)
+    Ok(())
 }
 
 /// `dx`, the gradient of the loss with respect to the input, from the output's gradient `dy`.
@@ -70,9 +76,7 @@ pub fn conv2d_input_grad(
     dy: &[f32],
     dx: &mut [f32],
 ) -> Result<(), KernelError> {
-    shape.validate()?;
-    expect_len("weight", weight.len(), shape.weight_len())?;
-    expect_len("output gradient", dy.len(), shape.output_len())?;
+    check_input_grad(shape, weight, dy)?;
     expect_len("input gradient", dx.len(), shape.input_len())?;
     if shape.is_depthwise() && channels_last_pays(shape) {
         depthwise_nhwc::input_grad(shape, weight, dy, dx);
@@ -91,22 +95,27 @@ pub fn conv2d_input_grad_vec(
     weight: &[f32],
     dy: &[f32],
 ) -> Result<Vec<f32>, KernelError> {
-    shape.validate()?;
-    let len = shape
-        .input_len()
-        .ok_or_else(|| KernelError::Shape("the input's size overflows usize".into()))?;
+    check_input_grad(shape, weight, dy)?;
+    let len = shape.input_len().unwrap_or(0);
     if shape.is_depthwise() {
         let mut dx = vec![0.0f32; len];
         conv2d_input_grad(shape, weight, dy, &mut dx)?;
         return Ok(dx);
     }
+    // SAFETY: `gemm_conv::input_grad` writes every value.
+    unsafe {
+        new_output(len, |dx| {
+            gemm_conv::input_grad(shape, weight, dy, dx);
+            Ok(())
+        })
+    }
+}
+
+/// The shape and the input gradient's operands checked.
+fn check_input_grad(shape: &Conv2dShape, weight: &[f32], dy: &[f32]) -> Result<(), KernelError> {
+    shape.validate()?;
     expect_len("weight", weight.len(), shape.weight_len())?;
-    expect_len("output gradient", dy.len(), shape.output_len())?;
-    let mut dx = Vec::with_capacity(len);
-    gemm_conv::input_grad(shape, weight, dy, &mut dx.spare_capacity_mut()[..len]);
-    // SAFETY: `gemm_conv::input_grad` wrote every one of the `len` values.
-    unsafe { dx.set_len(len) };
-    Ok(dx)
+    expect_len("output gradient", dy.len(), shape.output_len())
 }
 
 /// `dw`, the gradient with respect to the weight, summed over the batch.

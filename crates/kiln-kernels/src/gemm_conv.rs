@@ -8,15 +8,7 @@ use crate::Conv2dShape;
 use crate::im2col::{col2im, im2col};
 use crate::matmul::{MatLayout, matmul, matmul_into};
 use crate::parallel::{for_each_image, sum_over_images};
-
-/// `values` set to zero, as initialized floats.
-fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    for v in values.iter_mut() {
-        v.write(0.0);
-    }
-    // SAFETY: every element was just written.
-    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
-}
+use crate::uninit::filled;
 
 /// The forward convolution into `y`, which need not be initialized: every element is written
 /// (the bias, then the product accumulated onto it; or the product alone).
@@ -108,7 +100,7 @@ pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [
                         dy_g,
                         threads,
                     );
-                    col2im(s, col, zeroed(dx_g));
+                    col2im(s, col, filled(dx_g, 0.0));
                 }
             }
         },

@@ -28,6 +28,7 @@ mod shape;
 mod simd;
 #[cfg(test)]
 mod tests;
+mod uninit;
 
 pub use activation::{
     clamp_backward, clamp_backward_in_place, clamp_forward, clamp_forward_in_place,

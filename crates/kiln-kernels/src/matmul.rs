@@ -4,6 +4,8 @@
 
 use std::mem::MaybeUninit;
 
+use crate::uninit::as_uninit;
+
 /// Where a row-and-column matrix lies in a slice.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatLayout {
@@ -70,13 +72,6 @@ pub(crate) fn matmul(
     threads: Threads,
 ) {
     matmul_into(as_uninit(dst), dst_layout, accumulate, lhs, rhs, threads);
-}
-
-/// `dst` seen as possibly uninitialized: every write through it is an initialized f32.
-pub(crate) fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: same layout; the callers only ever write initialized values through it, so
-    // `dst` stays initialized.
-    unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// [`matmul`] into a destination that need not be initialized unless `accumulate` (the

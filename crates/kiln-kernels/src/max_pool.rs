@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::KernelError;
 use crate::shape::{expect_len, valid_range};
 use crate::simd::{Math, multiversion};
+use crate::uninit::{as_uninit, filled, new_output};
 
 /// Max pooling of an `[batch, channels, height, width]` input with Burn's parameters
 /// (symmetric padding; `ceil_mode` keeps a last, partial window).
@@ -97,10 +98,7 @@ pub fn max_pool2d_forward(
     y: &mut [f32],
     indices: &mut [u32],
 ) -> Result<(), KernelError> {
-    // SAFETY (both casts): same layouts; only initialized values are written through them.
-    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    let indices = unsafe { &mut *(indices as *mut [u32] as *mut [MaybeUninit<u32>]) };
-    forward_into(shape, x, y, indices)
+    forward_into(shape, x, as_uninit(y), as_uninit(indices))
 }
 
 /// [`max_pool2d_forward`] into new vectors (output, indices), never zeroed first: every window
@@ -183,15 +181,7 @@ fn forward_plane(
         return forward_plane_2x2(s, x, y, indices);
     }
     // Any other window: every output starts at "no tap yet", then the taps compete.
-    for v in y.iter_mut() {
-        v.write(f32::NEG_INFINITY);
-    }
-    for i in indices.iter_mut() {
-        i.write(NO_INDEX);
-    }
-    // SAFETY (both): every element was just written.
-    let y = unsafe { &mut *(y as *mut [MaybeUninit<f32>] as *mut [f32]) };
-    let indices = unsafe { &mut *(indices as *mut [MaybeUninit<u32>] as *mut [u32]) };
+    let (y, indices) = (filled(y, f32::NEG_INFINITY), filled(indices, NO_INDEX));
     let [in_h, in_w] = s.in_size;
     let columns: Vec<(usize, usize, usize)> = (0..s.kernel[1])
         .map(|j| {
@@ -371,9 +361,7 @@ pub fn max_pool2d_backward(
     indices: &[u32],
     dx: &mut [f32],
 ) -> Result<(), KernelError> {
-    // SAFETY: same layout; only initialized values are written through it.
-    let dx = unsafe { &mut *(dx as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    backward_into(shape, dy, indices, dx)
+    backward_into(shape, dy, indices, as_uninit(dx))
 }
 
 /// [`max_pool2d_backward`] into a new vector, zeroed by the kernel's own pass over each plane
@@ -387,12 +375,9 @@ pub fn max_pool2d_backward_vec(
     let len = shape
         .input_len()
         .ok_or_else(|| KernelError::Shape("the input's size overflows usize".into()))?;
-    let mut dx = Vec::with_capacity(len);
-    backward_into(shape, dy, indices, &mut dx.spare_capacity_mut()[..len])?;
-    // SAFETY: `backward_into` succeeded: every plane was zeroed, then received its sums (an
-    // empty plane has nothing to write).
-    unsafe { dx.set_len(len) };
-    Ok(dx)
+    // SAFETY: when `backward_into` succeeds every plane was zeroed, then received its sums
+    // (an empty plane has nothing to write).
+    unsafe { new_output(len, |dx| backward_into(shape, dy, indices, dx)) }
 }
 
 fn backward_into(
@@ -420,11 +405,7 @@ fn backward_into(
         .enumerate()
         .with_min_len(4096usize.div_ceil(in_plane))
         .for_each(|(plane, dx_plane)| {
-            for v in dx_plane.iter_mut() {
-                v.write(0.0);
-            }
-            // SAFETY: every element was just written.
-            let dx_plane = unsafe { &mut *(dx_plane as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            let dx_plane = filled(dx_plane, 0.0);
             let range = plane * out_plane..(plane + 1) * out_plane;
             for (g, &i) in dy[range.clone()].iter().zip(&indices[range]) {
                 dx_plane[i as usize] += *g;
