@@ -233,31 +233,28 @@ pub fn run(
 }
 
 fn print_report(report: &BenchReport) {
-    {
-        println!(
-            "{}: p50 {} ms, p90 {} ms, min {} ms over {} runs; arena {} bytes; file {} bytes; {} multiply-accumulates ({:.1} GMAC/s at p50)",
-            report.model,
-            milliseconds(report.latency_ms_p50),
-            milliseconds(report.latency_ms_p90),
-            milliseconds(report.latency_ms_min),
-            report.runs,
-            report.arena_bytes,
-            report.file_bytes,
-            report.multiply_accumulates,
-            report.multiply_accumulates as f64
-                / (report.latency_ms_p50 * 1e6).max(f64::MIN_POSITIVE)
-        );
-        println!(
-            "peak memory {} bytes (arena + {} bytes of prepared weights); the weights as float32: {} bytes; {} thread(s), {}",
-            report.peak_memory_bytes,
-            report.prepared_weight_bytes,
-            report.float32_weight_bytes,
-            report.threads,
-            report.kernels
-        );
-        if let Some(operators) = &report.operators {
-            print!("{}", profile_table(operators));
-        }
+    println!(
+        "{}: p50 {} ms, p90 {} ms, min {} ms over {} runs; arena {} bytes; file {} bytes; {} multiply-accumulates ({:.1} GMAC/s at p50)",
+        report.model,
+        milliseconds(report.latency_ms_p50),
+        milliseconds(report.latency_ms_p90),
+        milliseconds(report.latency_ms_min),
+        report.runs,
+        report.arena_bytes,
+        report.file_bytes,
+        report.multiply_accumulates,
+        report.multiply_accumulates as f64 / (report.latency_ms_p50 * 1e6).max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "peak memory {} bytes (arena + {} bytes of prepared weights); the weights as float32: {} bytes; {} thread(s), {}",
+        report.peak_memory_bytes,
+        report.prepared_weight_bytes,
+        report.float32_weight_bytes,
+        report.threads,
+        report.kernels
+    );
+    if let Some(operators) = &report.operators {
+        print!("{}", profile_table(operators));
     }
 }
 
