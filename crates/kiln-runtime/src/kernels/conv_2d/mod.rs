@@ -164,14 +164,14 @@ impl ChannelOffsets {
 /// logic than in copying: such images are padded once per invoke (this size), and every run
 /// is then a few whole-word copies.
 fn short_run_padding(g: &Geometry) -> Option<(usize, usize)> {
-    let image_len = g.in_h * g.in_w * g.in_c;
     (g.filter_w * g.in_c < MIN_ROW_RUN)
-        .then(|| g.padded_size(4 * image_len + (64 << 10)))
+        .then(|| padded_image(g))
         .flatten()
 }
 
-/// The padded image the implicit GEMM reads ([`FieldFilter`]), within the same bound.
-fn field_padding(g: &Geometry) -> Option<(usize, usize)> {
+/// The padded image's size, unless it would pass four times the image plus 64 KiB (a
+/// malformed stride or dilation); the implicit GEMM ([`FieldFilter`]) always reads one.
+fn padded_image(g: &Geometry) -> Option<(usize, usize)> {
     let image_len = g.in_h * g.in_w * g.in_c;
     g.padded_size(4 * image_len + (64 << 10))
 }
@@ -343,7 +343,7 @@ fn pack_filter(
     let rescale = ChannelRescale::new(multipliers);
     let in_place = gemm.weights.row_len() == g.in_c && g.pointwise();
     let field = (Isa::detect() == Isa::Vnni && rescale.wide().is_some() && !in_place)
-        .then(|| field_padding(g))
+        .then(|| padded_image(g))
         .flatten()
         .and_then(|size| {
             // QuantizedGemm::new checked that every value fits i8.
