@@ -19,6 +19,10 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::plane_conv::applies(s) {
+        return crate::plane_conv::forward(s, x, weight, bias, y);
+    }
     let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
     let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
     let col_len = if s.is_pointwise() { 0 } else { rows * pixels };
@@ -63,6 +67,10 @@ pub(crate) fn forward(
 /// The input gradient into `dx`, which need not be initialized: a 1×1 convolution's product
 /// writes every element, others are zeroed and then receive col2im's sums.
 pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::plane_conv::input_grad_applies(s) {
+        return crate::plane_conv::input_grad(s, weight, dy, dx);
+    }
     let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
     let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
     let col_len = if s.is_pointwise() { 0 } else { rows * pixels };
@@ -108,6 +116,10 @@ pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [
 }
 
 pub(crate) fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::plane_conv::applies(s) {
+        return crate::plane_conv::weight_grad(s, x, dy, dw);
+    }
     let (in_plane, pixels) = (s.in_pixels(), s.out_pixels());
     let (cin_g, cout_g, rows) = (s.in_per_group(), s.out_per_group(), s.col_rows());
     let col_len = if s.is_pointwise() { 0 } else { rows * pixels };

@@ -3,8 +3,12 @@
 //! with their gradients. Burn-free (slices in, slices out); the Burn backend extension in `kiln-nn` calls
 //! them for the flex backend.
 //!
-//! - dense and grouped convolutions are im2col + GEMM (`gemm`'s AVX-512 microkernels where
-//!   the CPU has them), one image per thread; 1×1 stride-1 convolutions skip im2col;
+//! - stride-1 dense convolutions, on a CPU with AVX-512, read shifted views of a padded
+//!   input plane in place (`plane_conv`, no im2col): their own register-tiled products for
+//!   the forward, the input gradient (the adjoint is the same product) and the weight
+//!   gradient (channels in the lanes);
+//! - other dense and grouped convolutions are im2col + GEMM (`gemm`'s AVX-512 microkernels
+//!   where the CPU has them), one image per thread; 1×1 stride-1 convolutions skip im2col;
 //! - depthwise convolutions are direct loops: per channel plane, vectorized along rows, for
 //!   large stride-1 planes; channels-last (channels in the SIMD lanes) for small planes and
 //!   strides;
@@ -22,9 +26,11 @@ mod im2col;
 mod matmul;
 mod max_pool;
 mod parallel;
+mod plane_conv;
 #[cfg(test)]
 mod reference;
 mod shape;
+mod shifted_gemm;
 mod simd;
 #[cfg(test)]
 mod tests;

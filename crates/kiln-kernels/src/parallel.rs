@@ -44,16 +44,34 @@ pub(crate) fn sum_over_images<S>(
     scratch: impl Fn() -> S + Sync + Send,
     accumulate: impl Fn(&mut S, usize, &mut [f32], Threads) + Sync + Send,
 ) {
+    let threads = if batch.min(BATCH_PARTS) == 1 {
+        Threads::Pool
+    } else {
+        Threads::One
+    };
+    sum_over_image_runs(batch, total, scratch, |s, images, partial| {
+        for n in images {
+            accumulate(s, n, partial, threads);
+        }
+    });
+}
+
+/// [`sum_over_images`] handing each part its whole run of images, for kernels that work on
+/// several images at once: `accumulate(scratch, images, partial)` adds the run's contribution
+/// into `partial`. The runs depend only on `batch`, so the sum's order does too.
+pub(crate) fn sum_over_image_runs<S>(
+    batch: usize,
+    total: &mut [f32],
+    scratch: impl Fn() -> S + Sync + Send,
+    accumulate: impl Fn(&mut S, std::ops::Range<usize>, &mut [f32]) + Sync + Send,
+) {
     total.fill(0.0);
     if batch == 0 {
         return;
     }
     let parts = batch.min(BATCH_PARTS);
     if parts == 1 {
-        let mut s = scratch();
-        for n in 0..batch {
-            accumulate(&mut s, n, total, Threads::Pool);
-        }
+        accumulate(&mut scratch(), 0..batch, total);
         return;
     }
     let run = batch.div_ceil(parts);
@@ -62,9 +80,7 @@ pub(crate) fn sum_over_images<S>(
         .into_par_iter()
         .map_init(scratch, |s, part| {
             let mut partial = vec![0.0; len];
-            for n in part * run..((part + 1) * run).min(batch) {
-                accumulate(s, n, &mut partial, Threads::One);
-            }
+            accumulate(s, part * run..((part + 1) * run).min(batch), &mut partial);
             partial
         })
         .collect();

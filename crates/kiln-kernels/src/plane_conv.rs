@@ -1,0 +1,379 @@
+//! Stride-1 dense convolutions without im2col. Copy an image into a zero-padded plane whose
+//! rows keep the padded width as their pitch, and lay the output out at that same pitch
+//! ("wide" rows: the last `dilation · (kw − 1)` columns of each are computed and discarded).
+//! Then tap `(c, i, j)` of every output position `q` reads `plane[offset(c, i, j) + q]`: the
+//! im2col matrix's row for that tap is the plane itself, shifted, and the products in
+//! [`crate::shifted_gemm`] read it in place.
+//!
+//! - forward: `z = W · views`, then bias added while the wide rows are compacted;
+//! - input gradient: the same product on the output gradient padded by `d·(k − 1) − pad`,
+//!   with the filter flipped and its channel axes swapped (a stride-1 convolution's adjoint);
+//! - weight gradient: the wide output gradient (zero in the discarded columns) correlated
+//!   with the views, several small images per reduction.
+//!
+//! The AVX-512 products are the only implementation: without AVX-512 the convolution takes
+//! the im2col + GEMM path.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::mem::MaybeUninit;
+
+use crate::Conv2dShape;
+use crate::parallel::{for_each_image, sum_over_image_runs};
+use crate::shifted_gemm::{CorrelationLayout, PackedRows, shifted_correlation, shifted_product};
+use crate::simd::{Level, level};
+
+/// Whether [`forward`] and [`weight_grad`] take this convolution (and [`input_grad`] when
+/// [`input_grad_applies`] too): stride 1, one group, not a 1×1 (whose input already is the
+/// im2col matrix), on a CPU with AVX-512. Below 16 taps (a 3×3 filter over one channel) the
+/// output's stores outweigh the products, and im2col + GEMM measured faster.
+pub(crate) fn applies(s: &Conv2dShape) -> bool {
+    s.stride == [1, 1]
+        && s.groups == 1
+        && !s.is_pointwise()
+        && s.col_rows() >= 16
+        && level() == Level::Avx512
+}
+
+/// The input gradient pads the output gradient by `d·(k − 1) − pad` per side, so no side
+/// may be padded by more than the dilated kernel's reach.
+pub(crate) fn input_grad_applies(s: &Conv2dShape) -> bool {
+    applies(s)
+        && (0..2).all(|axis| {
+            let reach = s.dilation[axis] * (s.kernel[axis] - 1);
+            s.padding[axis].0 <= reach && s.padding[axis].1 <= reach
+        })
+}
+
+/// Positions per wide output row set, rounded up to whole 16-lane vectors.
+const LANES: usize = 16;
+
+/// Where one image's channels lie in its padded plane, and each tap's shifted view.
+struct ShiftedPlane {
+    channels: usize,
+    in_size: [usize; 2],
+    /// Padding above and left of the copied image.
+    corner: [usize; 2],
+    /// Padded height and width (the row pitch of the plane and of the wide output).
+    rows: usize,
+    pitch: usize,
+    out_size: [usize; 2],
+    /// View offset of each tap, in im2col row order `(c, i, j)`.
+    offsets: Vec<usize>,
+    /// Wide output positions computed: `out_h · pitch`, rounded up to 16.
+    positions: usize,
+    /// Plane length: the farthest view's end.
+    len: usize,
+}
+
+impl ShiftedPlane {
+    fn new(
+        channels: usize,
+        in_size: [usize; 2],
+        padding: [(usize, usize); 2],
+        kernel: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Self {
+        let rows = in_size[0] + padding[0].0 + padding[0].1;
+        let pitch = in_size[1] + padding[1].0 + padding[1].1;
+        let reach = [0, 1].map(|axis| dilation[axis] * (kernel[axis] - 1));
+        let out_size = [rows - reach[0], pitch - reach[1]];
+        let mut offsets = Vec::with_capacity(channels * kernel[0] * kernel[1]);
+        for c in 0..channels {
+            for i in 0..kernel[0] {
+                for j in 0..kernel[1] {
+                    offsets.push(c * rows * pitch + i * dilation[0] * pitch + j * dilation[1]);
+                }
+            }
+        }
+        let positions = (out_size[0] * pitch).next_multiple_of(LANES);
+        let len = offsets.iter().max().map_or(0, |&o| o + positions);
+        Self {
+            channels,
+            in_size,
+            corner: [padding[0].0, padding[1].0],
+            rows,
+            pitch,
+            out_size,
+            offsets,
+            positions,
+            len: len.max(channels * rows * pitch),
+        }
+    }
+
+    /// Copies `x` (`channels × h × w`) into the interior of `plane`; the padding and the
+    /// slack keep whatever they hold, zero in a buffer from [`Self::zeroed`].
+    fn copy_in(&self, x: &[f32], plane: &mut [f32]) {
+        let [h, w] = self.in_size;
+        for (c, channel) in x.chunks_exact(h * w).take(self.channels).enumerate() {
+            let base = c * self.rows * self.pitch + self.corner[0] * self.pitch + self.corner[1];
+            for (r, row) in channel.chunks_exact(w).enumerate() {
+                plane[base + r * self.pitch..][..w].copy_from_slice(row);
+            }
+        }
+    }
+
+    fn zeroed(&self, images: usize) -> Vec<f32> {
+        vec![0.0; self.len * images]
+    }
+
+    /// `rows` wide rows of `positions` floats each, zeroed.
+    fn zeroed_wide(&self, rows: usize) -> Vec<f32> {
+        vec![0.0; rows * self.positions]
+    }
+}
+
+/// `y` (every element written) = `conv(x, weight) + bias` for a convolution [`applies`]
+/// accepts.
+pub(crate) fn forward(
+    s: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) {
+    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
+    let depth = s.col_rows();
+    let filter = PackedRows::new(s.out_channels, depth, |r, k| weight[r * depth + k]);
+    let per_image_in = s.in_channels * s.in_pixels();
+    for_each_image(
+        y,
+        s.out_channels * s.out_pixels(),
+        || (plane.zeroed(1), plane.zeroed_wide(s.out_channels)),
+        |(buffer, z), n, y_n, _| {
+            plane.copy_in(&x[n * per_image_in..(n + 1) * per_image_in], buffer);
+            // SAFETY: `applies` checked that the CPU has AVX-512.
+            unsafe {
+                shifted_product(
+                    &filter,
+                    buffer,
+                    &plane.offsets,
+                    plane.positions,
+                    z,
+                    plane.positions,
+                );
+                compact(z, &plane, bias, y_n);
+            }
+        },
+    );
+}
+
+/// `dx` (every element written), the input gradient of a convolution
+/// [`input_grad_applies`] accepts.
+pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    let reach = [0, 1].map(|axis| s.dilation[axis] * (s.kernel[axis] - 1));
+    let padding = [0, 1].map(|axis| {
+        (
+            reach[axis] - s.padding[axis].0,
+            reach[axis] - s.padding[axis].1,
+        )
+    });
+    let plane = ShiftedPlane::new(s.out_channels, s.out_size(), padding, s.kernel, s.dilation);
+    debug_assert_eq!(plane.out_size, s.in_size);
+    let [kh, kw] = s.kernel;
+    let (cin, taps) = (s.in_channels, kh * kw);
+    // Row ci, tap (co, i, j) of the adjoint filter: weight[co, ci, kh − 1 − i, kw − 1 − j].
+    let filter = PackedRows::new(cin, s.out_channels * taps, |ci, k| {
+        let (co, tap) = (k / taps, k % taps);
+        let (i, j) = (tap / kw, tap % kw);
+        weight[(co * cin + ci) * taps + (kh - 1 - i) * kw + (kw - 1 - j)]
+    });
+    let per_image_dy = s.out_channels * s.out_pixels();
+    for_each_image(
+        dx,
+        cin * s.in_pixels(),
+        || (plane.zeroed(1), plane.zeroed_wide(cin)),
+        |(buffer, z), n, dx_n, _| {
+            plane.copy_in(&dy[n * per_image_dy..(n + 1) * per_image_dy], buffer);
+            // SAFETY: `input_grad_applies` checked that the CPU has AVX-512.
+            unsafe {
+                shifted_product(
+                    &filter,
+                    buffer,
+                    &plane.offsets,
+                    plane.positions,
+                    z,
+                    plane.positions,
+                );
+                compact(z, &plane, None, dx_n);
+            }
+        },
+    );
+}
+
+/// Images correlated per pass over the filter's tiles: as many as keep the run's transposed
+/// output gradient within about this many bytes (the L2 cache's share of it).
+const CORRELATED_BYTES: usize = 512 << 10;
+
+/// `dw` (overwritten), the weight gradient summed over the batch, of a convolution
+/// [`applies`] accepts.
+pub(crate) fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
+    let cout = s.out_channels;
+    let pixels = s.out_pixels();
+    let channel_pitch = cout.next_multiple_of(LANES);
+    let per_image_in = s.in_channels * s.in_pixels();
+    let per_image_dy = cout * pixels;
+    let transposed_len = pixels * channel_pitch;
+    let group = (CORRELATED_BYTES / (transposed_len * 4).max(1)).max(1);
+    sum_over_image_runs(
+        s.batch,
+        dw,
+        // Channels past `cout` in the pitch stay zero: only real ones are written.
+        || (plane.zeroed(group), vec![0.0f32; group * transposed_len]),
+        |(planes, transposed), images, partial| {
+            for first in images.clone().step_by(group) {
+                let count = group.min(images.end - first);
+                for i in 0..count {
+                    let n = first + i;
+                    plane.copy_in(
+                        &x[n * per_image_in..(n + 1) * per_image_in],
+                        &mut planes[i * plane.len..(i + 1) * plane.len],
+                    );
+                    transpose_into(
+                        &dy[n * per_image_dy..(n + 1) * per_image_dy],
+                        pixels,
+                        channel_pitch,
+                        &mut transposed[i * transposed_len..(i + 1) * transposed_len],
+                    );
+                }
+                let layout = CorrelationLayout {
+                    images: count,
+                    channels: cout,
+                    channel_pitch,
+                    image_stride: transposed_len,
+                    out_size: plane.out_size,
+                    pitch: plane.pitch,
+                    plane_stride: plane.len,
+                };
+                // SAFETY: `applies` checked that the CPU has AVX-512.
+                unsafe { shifted_correlation(transposed, planes, &plane.offsets, layout, partial) };
+            }
+        },
+    );
+}
+
+/// `out[p · pitch + c] = values[c · pixels + p]`: channel-major to position-major, in
+/// 16 × 16 blocks so both sides stay in cache lines.
+fn transpose_into(values: &[f32], pixels: usize, pitch: usize, out: &mut [f32]) {
+    const BLOCK: usize = 16;
+    let channels = values.len() / pixels.max(1);
+    for c0 in (0..channels).step_by(BLOCK) {
+        for p0 in (0..pixels).step_by(BLOCK) {
+            for c in c0..(c0 + BLOCK).min(channels) {
+                let row = &values[c * pixels..(c + 1) * pixels];
+                for p in p0..(p0 + BLOCK).min(pixels) {
+                    out[p * pitch + c] = row[p];
+                }
+            }
+        }
+    }
+}
+
+/// `out[c, r, col] = z[c · positions + r · pitch + col] (+ bias[c])` for the valid columns.
+#[target_feature(enable = "avx512f")]
+unsafe fn compact(
+    z: &[f32],
+    plane: &ShiftedPlane,
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let [out_h, out_w] = plane.out_size;
+    for (c, channel) in out.chunks_exact_mut(out_h * out_w).enumerate() {
+        let b = bias.map_or(0.0, |b| b[c]);
+        let z_c = &z[c * plane.positions..];
+        for (r, row) in channel.chunks_exact_mut(out_w).enumerate() {
+            for (o, v) in row.iter_mut().zip(&z_c[r * plane.pitch..][..out_w]) {
+                o.write(v + b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::reference;
+
+    fn shape(batch: usize, cin: usize, size: [usize; 2], cout: usize) -> Conv2dShape {
+        Conv2dShape {
+            batch,
+            in_channels: cin,
+            in_size: size,
+            out_channels: cout,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [(0, 0), (0, 0)],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+
+    fn close(kind: &str, s: &Conv2dShape, actual: &[f32], expected: &[f32]) {
+        assert_eq!(actual.len(), expected.len());
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                "{kind} [{i}]: {a} vs {e} for {s:?}"
+            );
+        }
+    }
+
+    /// Channel counts off the 4-row and 32-channel tiles, taps off the 12-tap tile, wide rows
+    /// ending mid-vector, asymmetric padding, dilation, and batches that span several
+    /// correlation groups and partial sums.
+    #[test]
+    fn every_pass_matches_the_naive_convolution() {
+        if level() != Level::Avx512 {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut cases = vec![
+            shape(3, 2, [9, 11], 5),
+            shape(2, 7, [6, 20], 17),
+            shape(9, 3, [13, 13], 40),
+            shape(1, 16, [5, 5], 33),
+            shape(19, 4, [8, 7], 64),
+        ];
+        let mut padded = shape(2, 3, [10, 9], 6);
+        padded.padding = [(1, 2), (2, 0)];
+        padded.kernel = [3, 4];
+        cases.push(padded);
+        let mut dilated = shape(2, 5, [12, 12], 9);
+        dilated.dilation = [2, 1];
+        dilated.padding = [(2, 2), (1, 1)];
+        cases.push(dilated);
+        let mut wide_pad = shape(2, 4, [6, 6], 8);
+        wide_pad.padding = [(3, 3), (0, 0)]; // more than the kernel reaches: no input gradient
+        cases.push(wide_pad);
+        let random = |rng: &mut StdRng, len: usize| -> Vec<f32> {
+            (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+        };
+        for s in cases {
+            s.validate().unwrap();
+            assert!(applies(&s), "{s:?}");
+            let x = random(&mut rng, s.input_len().unwrap());
+            let w = random(&mut rng, s.weight_len().unwrap());
+            let b = random(&mut rng, s.out_channels);
+            let dy = random(&mut rng, s.output_len().unwrap());
+            let mut y = vec![MaybeUninit::new(f32::NAN); dy.len()];
+            forward(&s, &x, &w, Some(&b), &mut y);
+            let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+            close("forward", &s, &y, &reference::forward(&s, &x, &w, Some(&b)));
+            if input_grad_applies(&s) {
+                let mut dx = vec![MaybeUninit::new(f32::NAN); x.len()];
+                input_grad(&s, &w, &dy, &mut dx);
+                let dx: Vec<f32> = dx.iter().map(|v| unsafe { v.assume_init() }).collect();
+                close("input grad", &s, &dx, &reference::input_grad(&s, &w, &dy));
+            } else {
+                assert_eq!(s.padding[0], (3, 3));
+            }
+            let mut dw = vec![f32::NAN; w.len()];
+            weight_grad(&s, &x, &dy, &mut dw);
+            close("weight grad", &s, &dw, &reference::weight_grad(&s, &x, &dy));
+        }
+    }
+}
