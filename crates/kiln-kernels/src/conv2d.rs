@@ -54,7 +54,7 @@ pub fn conv2d_forward_vec(
 }
 
 /// The shape and every forward operand but the output checked.
-fn check_forward(
+pub(crate) fn check_forward(
     shape: &Conv2dShape,
     x: &[f32],
     weight: &[f32],

@@ -18,6 +18,7 @@
 mod activation;
 mod batch_norm;
 mod conv2d;
+mod conv_relu_pool;
 mod depthwise;
 mod depthwise_nhwc;
 mod error;
@@ -43,6 +44,9 @@ pub use batch_norm::{
     BatchNormShape, batch_norm_train_backward, batch_norm_train_backward_vec,
     batch_norm_train_forward, batch_norm_train_forward_vec, channel_affine_backward,
     channel_affine_backward_vec, channel_affine_forward, channel_affine_forward_vec,
+};
+pub use conv_relu_pool::{
+    ConvGradients, NOT_ROUTED, conv2d_relu_pool_backward, conv2d_relu_pool_forward, relu_pool_size,
 };
 pub use conv2d::{
     conv2d_bias_grad, conv2d_forward, conv2d_forward_vec, conv2d_input_grad, conv2d_input_grad_vec,

@@ -5,6 +5,8 @@
 //! of threads or on scheduling: the same inputs give the same bits, run after run, which is
 //! what makes Kiln's trained files reproducible.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::matmul::Threads;
@@ -63,7 +65,26 @@ pub(crate) fn sum_over_image_runs<S>(
     batch: usize,
     total: &mut [f32],
     scratch: impl Fn() -> S + Sync + Send,
-    accumulate: impl Fn(&mut S, std::ops::Range<usize>, &mut [f32]) + Sync + Send,
+    accumulate: impl Fn(&mut S, Range<usize>, &mut [f32]) + Sync + Send,
+) {
+    let mut no_output: [f32; 0] = [];
+    sum_over_image_runs_writing(
+        batch,
+        total,
+        (&mut no_output, 0),
+        scratch,
+        |s, images, partial, _| accumulate(s, images, partial),
+    );
+}
+
+/// [`sum_over_image_runs`] that also writes a per-image output: `out` holds `per_image`
+/// values for each image, and each run gets its images' part of it.
+pub(crate) fn sum_over_image_runs_writing<S, T: Send>(
+    batch: usize,
+    total: &mut [f32],
+    (out, per_image): (&mut [T], usize),
+    scratch: impl Fn() -> S + Sync + Send,
+    accumulate: impl Fn(&mut S, Range<usize>, &mut [f32], &mut [T]) + Sync + Send,
 ) {
     total.fill(0.0);
     if batch == 0 {
@@ -71,16 +92,27 @@ pub(crate) fn sum_over_image_runs<S>(
     }
     let parts = batch.min(BATCH_PARTS);
     if parts == 1 {
-        accumulate(&mut scratch(), 0..batch, total);
+        accumulate(&mut scratch(), 0..batch, total, out);
         return;
     }
     let run = batch.div_ceil(parts);
     let len = total.len();
-    let partials: Vec<Vec<f32>> = (0..batch.div_ceil(run))
+    let runs = batch.div_ceil(run);
+    let mut outs: Vec<&mut [T]> = Vec::with_capacity(runs);
+    let mut rest = out;
+    for part in 0..runs {
+        let images = run.min(batch - part * run);
+        let (head, tail) = rest.split_at_mut((images * per_image).min(rest.len()));
+        outs.push(head);
+        rest = tail;
+    }
+    let partials: Vec<Vec<f32>> = outs
         .into_par_iter()
-        .map_init(scratch, |s, part| {
+        .enumerate()
+        .map_init(scratch, |s, (part, out_run)| {
             let mut partial = vec![0.0; len];
-            accumulate(s, part * run..((part + 1) * run).min(batch), &mut partial);
+            let images = part * run..((part + 1) * run).min(batch);
+            accumulate(s, images, &mut partial, out_run);
             partial
         })
         .collect();

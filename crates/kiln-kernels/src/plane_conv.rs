@@ -18,10 +18,14 @@
 
 use std::mem::MaybeUninit;
 
+use rayon::prelude::*;
+
 use crate::Conv2dShape;
-use crate::parallel::{for_each_image, sum_over_image_runs};
+use crate::conv_relu_pool::{ConvGradients, relu_pool_plane, relu_pool_size, routed};
+use crate::parallel::{for_each_image, sum_over_image_runs, sum_over_image_runs_writing};
 use crate::shifted_gemm::{CorrelationLayout, PackedRows, shifted_correlation, shifted_product};
 use crate::simd::{Level, level};
+use crate::uninit::new_output;
 
 /// Whether [`forward`] and [`weight_grad`] take this convolution (and [`input_grad`] when
 /// [`input_grad_applies`] too): stride 1, one group, not a 1×1 (whose input already is the
@@ -106,11 +110,15 @@ impl ShiftedPlane {
     fn copy_in(&self, x: &[f32], plane: &mut [f32]) {
         let [h, w] = self.in_size;
         for (c, channel) in x.chunks_exact(h * w).take(self.channels).enumerate() {
-            let base = c * self.rows * self.pitch + self.corner[0] * self.pitch + self.corner[1];
             for (r, row) in channel.chunks_exact(w).enumerate() {
-                plane[base + r * self.pitch..][..w].copy_from_slice(row);
+                plane[self.index(c, r, 0)..][..w].copy_from_slice(row);
             }
         }
+    }
+
+    /// Where the copied image's value at channel `c`, row `r`, column `col` lies.
+    fn index(&self, c: usize, r: usize, col: usize) -> usize {
+        (c * self.rows + self.corner[0] + r) * self.pitch + self.corner[1] + col
     }
 
     fn zeroed(&self, images: usize) -> Vec<f32> {
@@ -158,45 +166,72 @@ pub(crate) fn forward(
     );
 }
 
+/// The input gradient's product: the output gradient padded by `d·(k − 1) − pad` per side,
+/// and the filter flipped with its channel axes swapped.
+struct Adjoint {
+    plane: ShiftedPlane,
+    filter: PackedRows,
+}
+
+impl Adjoint {
+    fn new(s: &Conv2dShape, weight: &[f32]) -> Self {
+        let reach = [0, 1].map(|axis| s.dilation[axis] * (s.kernel[axis] - 1));
+        let padding = [0, 1].map(|axis| {
+            (
+                reach[axis] - s.padding[axis].0,
+                reach[axis] - s.padding[axis].1,
+            )
+        });
+        let plane = ShiftedPlane::new(s.out_channels, s.out_size(), padding, s.kernel, s.dilation);
+        debug_assert_eq!(plane.out_size, s.in_size);
+        let [kh, kw] = s.kernel;
+        let (cin, taps) = (s.in_channels, kh * kw);
+        // Row ci, tap (co, i, j): weight[co, ci, kh − 1 − i, kw − 1 − j].
+        let filter = PackedRows::new(cin, s.out_channels * taps, |ci, k| {
+            let (co, tap) = (k / taps, k % taps);
+            let (i, j) = (tap / kw, tap % kw);
+            weight[(co * cin + ci) * taps + (kh - 1 - i) * kw + (kw - 1 - j)]
+        });
+        Self { plane, filter }
+    }
+
+    /// Scratch: the padded output gradient and the wide input gradient.
+    fn scratch(&self, in_channels: usize) -> (Vec<f32>, Vec<f32>) {
+        (self.plane.zeroed(1), self.plane.zeroed_wide(in_channels))
+    }
+
+    /// `dx_n` from the padded output gradient already in `buffer`.
+    fn run(&self, (buffer, z): (&[f32], &mut [f32]), dx_n: &mut [MaybeUninit<f32>]) {
+        let positions = self.plane.positions;
+        // SAFETY: `input_grad_applies` checked that the CPU has AVX-512.
+        unsafe {
+            shifted_product(
+                &self.filter,
+                buffer,
+                &self.plane.offsets,
+                positions,
+                z,
+                positions,
+            );
+            compact(z, &self.plane, None, dx_n);
+        }
+    }
+}
+
 /// `dx` (every element written), the input gradient of a convolution
 /// [`input_grad_applies`] accepts.
 pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
-    let reach = [0, 1].map(|axis| s.dilation[axis] * (s.kernel[axis] - 1));
-    let padding = [0, 1].map(|axis| {
-        (
-            reach[axis] - s.padding[axis].0,
-            reach[axis] - s.padding[axis].1,
-        )
-    });
-    let plane = ShiftedPlane::new(s.out_channels, s.out_size(), padding, s.kernel, s.dilation);
-    debug_assert_eq!(plane.out_size, s.in_size);
-    let [kh, kw] = s.kernel;
-    let (cin, taps) = (s.in_channels, kh * kw);
-    // Row ci, tap (co, i, j) of the adjoint filter: weight[co, ci, kh − 1 − i, kw − 1 − j].
-    let filter = PackedRows::new(cin, s.out_channels * taps, |ci, k| {
-        let (co, tap) = (k / taps, k % taps);
-        let (i, j) = (tap / kw, tap % kw);
-        weight[(co * cin + ci) * taps + (kh - 1 - i) * kw + (kw - 1 - j)]
-    });
+    let adjoint = Adjoint::new(s, weight);
     let per_image_dy = s.out_channels * s.out_pixels();
     for_each_image(
         dx,
-        cin * s.in_pixels(),
-        || (plane.zeroed(1), plane.zeroed_wide(cin)),
+        s.in_channels * s.in_pixels(),
+        || adjoint.scratch(s.in_channels),
         |(buffer, z), n, dx_n, _| {
-            plane.copy_in(&dy[n * per_image_dy..(n + 1) * per_image_dy], buffer);
-            // SAFETY: `input_grad_applies` checked that the CPU has AVX-512.
-            unsafe {
-                shifted_product(
-                    &filter,
-                    buffer,
-                    &plane.offsets,
-                    plane.positions,
-                    z,
-                    plane.positions,
-                );
-                compact(z, &plane, None, dx_n);
-            }
+            adjoint
+                .plane
+                .copy_in(&dy[n * per_image_dy..(n + 1) * per_image_dy], buffer);
+            adjoint.run((buffer, z), dx_n);
         },
     );
 }
@@ -267,6 +302,167 @@ fn transpose_into(values: &[f32], pixels: usize, pitch: usize, out: &mut [f32]) 
                 }
             }
         }
+    }
+}
+
+/// [`crate::conv_relu_pool`]'s forward for a convolution [`applies`] accepts: each image's
+/// wide output pooled straight from the product's buffer.
+pub(crate) fn forward_relu_pool(
+    s: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    pooled: &mut [MaybeUninit<f32>],
+    codes: &mut [u8],
+) {
+    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
+    let depth = s.col_rows();
+    let filter = PackedRows::new(s.out_channels, depth, |r, k| weight[r * depth + k]);
+    let [ph, pw] = relu_pool_size(s);
+    let (per_image_in, per_channel) = (s.in_channels * s.in_pixels(), ph * pw);
+    let per_image = s.out_channels * per_channel;
+    if per_image == 0 {
+        return;
+    }
+    pooled
+        .par_chunks_mut(per_image)
+        .zip(codes.par_chunks_mut(per_image))
+        .enumerate()
+        .for_each_init(
+            || (plane.zeroed(1), plane.zeroed_wide(s.out_channels)),
+            |(buffer, z), (n, (pooled_n, codes_n))| {
+                plane.copy_in(&x[n * per_image_in..(n + 1) * per_image_in], buffer);
+                // SAFETY: `applies` checked that the CPU has AVX-512.
+                unsafe {
+                    shifted_product(
+                        &filter,
+                        buffer,
+                        &plane.offsets,
+                        plane.positions,
+                        z,
+                        plane.positions,
+                    );
+                }
+                for (c, (pooled_c, codes_c)) in pooled_n
+                    .chunks_exact_mut(per_channel)
+                    .zip(codes_n.chunks_exact_mut(per_channel))
+                    .enumerate()
+                {
+                    let z_c = &z[c * plane.positions..(c + 1) * plane.positions];
+                    let b = bias.map_or(0.0, |b| b[c]);
+                    relu_pool_plane(z_c, (plane.pitch, pw), b, pooled_c, codes_c);
+                }
+            },
+        );
+}
+
+/// [`crate::conv_relu_pool`]'s backward for a convolution [`applies`] (and, with
+/// `input_grad`, [`input_grad_applies`]) accepts. Per image, the routed gradients are
+/// scattered into the transposed output gradient (the weight gradient's operand) and the
+/// padded one (the input gradient's), used while in cache, and the buffers zeroed again.
+pub(crate) fn relu_pool_backward(
+    s: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    (codes, pooled_grad): (&[u8], &[f32]),
+    input_grad: bool,
+) -> ConvGradients {
+    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
+    let adjoint = input_grad.then(|| Adjoint::new(s, weight));
+    let [_, out_w] = s.out_size();
+    let [ph, pw] = relu_pool_size(s);
+    let cout = s.out_channels;
+    let channel_pitch = cout.next_multiple_of(LANES);
+    let transposed_len = s.out_pixels() * channel_pitch;
+    let group = (CORRELATED_BYTES / (transposed_len * 4).max(1)).max(1);
+    let (per_image_in, per_channel) = (s.in_channels * s.in_pixels(), ph * pw);
+    let per_image_dx = if input_grad { per_image_in } else { 0 };
+    let weight_len = weight.len();
+    let mut sums = vec![0.0f32; weight_len + cout];
+    let windows = |n: usize, c: usize| {
+        let at = (n * cout + c) * per_channel;
+        routed(
+            &codes[at..at + per_channel],
+            &pooled_grad[at..at + per_channel],
+            pw,
+        )
+    };
+    let mut run = |dx: &mut [MaybeUninit<f32>]| {
+        sum_over_image_runs_writing(
+            s.batch,
+            &mut sums,
+            (dx, per_image_dx),
+            || {
+                let adjoint_scratch = adjoint.as_ref().map(|a| a.scratch(s.in_channels));
+                (
+                    plane.zeroed(group),
+                    vec![0.0f32; group * transposed_len],
+                    adjoint_scratch,
+                )
+            },
+            |(planes, transposed, adjoint_scratch), images, partial, dx_run| {
+                let (dw, db) = partial.split_at_mut(weight_len);
+                for first in images.clone().step_by(group) {
+                    let count = group.min(images.end - first);
+                    for i in 0..count {
+                        let n = first + i;
+                        plane.copy_in(
+                            &x[n * per_image_in..(n + 1) * per_image_in],
+                            &mut planes[i * plane.len..(i + 1) * plane.len],
+                        );
+                        let t = &mut transposed[i * transposed_len..(i + 1) * transposed_len];
+                        for (c, db_c) in db.iter_mut().enumerate() {
+                            for ((r, col), value) in windows(n, c) {
+                                t[(r * out_w + col) * channel_pitch + c] = value;
+                                *db_c += value;
+                            }
+                        }
+                        if let (Some(a), Some((buffer, z))) = (&adjoint, adjoint_scratch.as_mut()) {
+                            for c in 0..cout {
+                                for ((r, col), value) in windows(n, c) {
+                                    buffer[a.plane.index(c, r, col)] = value;
+                                }
+                            }
+                            let at = (n - images.start) * per_image_dx;
+                            a.run((buffer, z), &mut dx_run[at..at + per_image_dx]);
+                            // One streaming fill beats clearing the scattered values.
+                            buffer.fill(0.0);
+                        }
+                    }
+                    let layout = CorrelationLayout {
+                        images: count,
+                        channels: cout,
+                        channel_pitch,
+                        image_stride: transposed_len,
+                        out_size: plane.out_size,
+                        pitch: plane.pitch,
+                        plane_stride: plane.len,
+                    };
+                    // SAFETY: `applies` checked that the CPU has AVX-512.
+                    unsafe { shifted_correlation(transposed, planes, &plane.offsets, layout, dw) };
+                    transposed[..count * transposed_len].fill(0.0);
+                }
+            },
+        );
+    };
+    let input = if input_grad {
+        // SAFETY: every image's input gradient is written by `Adjoint::run`.
+        let dx = unsafe {
+            new_output(s.batch * per_image_in, |dx| {
+                run(dx);
+                Ok(())
+            })
+        };
+        Some(dx.unwrap_or_default())
+    } else {
+        run(&mut []);
+        None
+    };
+    let bias = sums.split_off(weight_len);
+    ConvGradients {
+        input,
+        weight: sums,
+        bias,
     }
 }
 

@@ -9,7 +9,7 @@ use burn::tensor::ops::ConvOptions;
 
 use crate::lowering::fold_batch_norm;
 use crate::lowering::padding::burn_pairs;
-use crate::ops::conv2d;
+use crate::ops::{conv2d, conv2d_relu_max_pool};
 use crate::quant_hooks::{BatchNormMode, LayerCall, LayerKind, QuantHooks};
 
 /// `conv.forward(x)` with its weight through `hooks`, quantized per output channel (axis 0
@@ -44,6 +44,19 @@ pub fn conv2d_with_weight(
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<4> {
+    let options = conv_options(conv, &x);
+    conv2d(x, weight, bias, options)
+}
+
+/// `max_pool2d(relu(conv.forward(x)))` with a 2×2 window and stride, as one fused operation
+/// (`crate::ops::conv2d_relu_max_pool`), for a convolution whose bias is `bias`.
+pub fn conv2d_relu_max_pool_layer(conv: &Conv2d, bias: Tensor<1>, x: Tensor<4>) -> Tensor<4> {
+    let options = conv_options(conv, &x);
+    conv2d_relu_max_pool(x, conv.weight.val(), bias, options)
+}
+
+/// `conv`'s stride, padding (resolved for `x`'s size), dilation and groups.
+fn conv_options(conv: &Conv2d, x: &Tensor<4>) -> ConvOptions<2> {
     let [_, _, height, width] = x.dims();
     let [rows, cols] = burn_pairs(
         &conv.padding,
@@ -51,9 +64,7 @@ pub fn conv2d_with_weight(
         conv.kernel_size,
         conv.stride,
     );
-    let options =
-        ConvOptions::new_with_padding(conv.stride, [rows, cols], conv.dilation, conv.groups);
-    conv2d(x, weight, bias, options)
+    ConvOptions::new_with_padding(conv.stride, [rows, cols], conv.dilation, conv.groups)
 }
 
 /// `layer.forward(x)` with its weight through `hooks`, one scale per output channel (the int8

@@ -38,6 +38,12 @@ pub trait QuantHooks {
 
     /// How a convolution followed by BatchNorm runs.
     fn batch_norm(&self) -> BatchNormMode;
+
+    /// Whether every hook is the identity (the float forward pass), so a network may fuse
+    /// operations across hook points (SmallCnn's conv → ReLU → pool blocks).
+    fn is_identity(&self) -> bool {
+        false
+    }
 }
 
 /// A layer call: the lowered graph's name for its output, and its kind.
@@ -83,5 +89,9 @@ impl QuantHooks for FloatForward {
 
     fn batch_norm(&self) -> BatchNormMode {
         BatchNormMode::Separate
+    }
+
+    fn is_identity(&self) -> bool {
+        true
     }
 }

@@ -11,7 +11,7 @@ use crate::ops::relu;
 use kiln_tflite::{Activation, Model};
 
 use crate::architecture::Architecture;
-use crate::hooked_layers::{conv2d_hooked, linear_hooked};
+use crate::hooked_layers::{conv2d_hooked, conv2d_relu_max_pool_layer, linear_hooked};
 use crate::lowering::{
     GraphBuilder, LowerError, lower_conv2d, lower_linear, nchw_flatten_to_nhwc_rows,
 };
@@ -174,12 +174,29 @@ impl Classifier for SmallCnn {
     }
 }
 
+impl SmallCnn {
+    /// Whether the pool is the 2×2, stride-2, unpadded one the fused block computes.
+    fn pools_2x2(&self) -> bool {
+        let pool = &self.pool;
+        pool.kernel_size == [2, 2]
+            && pool.stride == [2, 2]
+            && pool.dilation == [1, 1]
+            && !pool.ceil_mode
+            && matches!(pool.padding, burn::nn::PaddingConfig2d::Valid)
+    }
+}
+
 impl QuantizableClassifier for SmallCnn {
     /// Fake-quant points as `lower` names the tensors: `image`, `conv<n>` (after ReLU; each
     /// pool and the flatten keep their input's int8 parameters), `dense1`, `logits`.
     fn forward_with<H: QuantHooks>(&self, images: Tensor<4>, hooks: &H) -> Tensor<2> {
         let mut x = hooks.activation("image", images);
+        let fuse = hooks.is_identity() && self.pools_2x2();
         for (i, conv) in self.convs.iter().enumerate() {
+            if let (true, Some(bias)) = (fuse, &conv.bias) {
+                x = conv2d_relu_max_pool_layer(conv, bias.val(), x);
+                continue;
+            }
             let name = format!("conv{}", i + 1);
             let y = relu(conv2d_hooked(conv, &name, x, hooks));
             x = crate::ops::max_pool2d_layer(&self.pool, hooks.activation(&name, y));

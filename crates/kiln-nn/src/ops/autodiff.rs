@@ -8,7 +8,7 @@ use burn::tensor::ops::ConvOptions;
 
 use super::{
     BatchStatistics, KilnGradients, KilnOps, PoolOptions, autodiff_batch_norm,
-    autodiff_channel_affine, autodiff_clamp, autodiff_conv, autodiff_pool,
+    autodiff_channel_affine, autodiff_clamp, autodiff_conv, autodiff_conv_pool, autodiff_pool,
 };
 
 impl<B: KilnOps + KilnGradients, C: CheckpointStrategy> KilnOps for Autodiff<B, C> {
@@ -27,6 +27,15 @@ impl<B: KilnOps + KilnGradients, C: CheckpointStrategy> KilnOps for Autodiff<B, 
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         autodiff_conv::conv_no_bias::<B, C>(x, weight, options)
+    }
+
+    fn kiln_conv2d_relu_pool(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        autodiff_conv_pool::conv_relu_pool::<B, C>(x, weight, bias, options)
     }
 
     fn kiln_max_pool2d(x: FloatTensor<Self>, pool: PoolOptions) -> FloatTensor<Self> {

@@ -6,7 +6,7 @@ use burn::tensor::ops::ConvOptions;
 
 use super::{
     BatchStatistics, KilnGradients, KilnOps, PoolOptions, flex_batch_norm, flex_clamp, flex_conv,
-    flex_pool,
+    flex_conv_pool, flex_pool,
 };
 
 impl KilnOps for Flex {
@@ -25,6 +25,15 @@ impl KilnOps for Flex {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         flex_conv::forward(x, weight, None, options)
+    }
+
+    fn kiln_conv2d_relu_pool(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        flex_conv_pool::forward(x, weight, bias, options).0
     }
 
     fn kiln_max_pool2d(x: FloatTensor<Self>, pool: PoolOptions) -> FloatTensor<Self> {
@@ -54,6 +63,29 @@ impl KilnOps for Flex {
 }
 
 impl KilnGradients for Flex {
+    fn kiln_conv2d_relu_pool_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        flex_conv_pool::forward(x, weight, bias, options)
+    }
+
+    fn kiln_conv2d_relu_pool_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        (codes, output_grad): (IntTensor<Self>, FloatTensor<Self>),
+        options: ConvOptions<2>,
+        input_grad: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        flex_conv_pool::backward(x, weight, (codes, output_grad), options, input_grad)
+    }
+
     fn kiln_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -102,7 +102,7 @@ pub(super) fn forward(
 }
 
 /// The kernels' description of the convolution, if both tensors are f32 and 4-D.
-fn conv_shape(
+pub(super) fn conv_shape(
     x: &FlexTensor,
     weight: &FlexTensor,
     options: &ConvOptions<2>,

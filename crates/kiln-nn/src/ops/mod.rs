@@ -15,11 +15,13 @@ mod autodiff_batch_norm;
 mod autodiff_channel_affine;
 mod autodiff_clamp;
 mod autodiff_conv;
+mod autodiff_conv_pool;
 mod autodiff_pool;
 mod flex;
 mod flex_batch_norm;
 mod flex_clamp;
 mod flex_conv;
+mod flex_conv_pool;
 mod flex_pool;
 mod flex_tensor;
 #[cfg(test)]
@@ -52,6 +54,19 @@ pub trait KilnOps: Backend {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         Self::conv2d(x, weight, None, options)
+    }
+
+    /// `max_pool2d(relu(conv2d(x, weight, bias)))` with a 2×2 window, stride 2, no padding:
+    /// the classic CNN block, fused on the CPU (see `kiln_kernels::conv2d_relu_pool_forward`).
+    fn kiln_conv2d_relu_pool(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let y = Self::conv2d(x, weight, Some(bias), options);
+        let y = Self::float_clamp_min(y, 0.0f32.into());
+        Self::max_pool2d(y, [2, 2], [2, 2], [0, 0], [1, 1], false)
     }
 
     fn kiln_max_pool2d(x: FloatTensor<Self>, pool: PoolOptions) -> FloatTensor<Self> {
@@ -113,8 +128,32 @@ pub struct BatchStatistics<B: Backend> {
 }
 
 /// The gradient kernels behind [`KilnOps`]' autodiff implementation, called on the inner
-/// backend; defaults are Burn's own.
+/// backend; defaults are Burn's own, except for the fused block's, which only Kiln's
+/// kernels define.
 pub trait KilnGradients: Backend {
+    /// [`KilnOps::kiln_conv2d_relu_pool`] in training: the pooled output and each pooled
+    /// value's window code (`kiln_kernels::conv2d_relu_pool_forward`'s), as a u8 tensor.
+    fn kiln_conv2d_relu_pool_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, IntTensor<Self>);
+
+    /// The input (when `input_grad`), weight and bias gradients of
+    /// [`Self::kiln_conv2d_relu_pool_train`] from the pooled output's gradient.
+    fn kiln_conv2d_relu_pool_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        codes_and_output_grad: (IntTensor<Self>, FloatTensor<Self>),
+        options: ConvOptions<2>,
+        input_grad: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+
     fn kiln_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -288,6 +327,32 @@ pub fn conv2d(
         Some(bias) => <Dispatch as KilnOps>::kiln_conv2d(x, weight, bias.into_dispatch(), options),
         None => <Dispatch as KilnOps>::kiln_conv2d_no_bias(x, weight, options),
     })
+}
+
+/// `max_pool2d(relu(conv2d(x, weight, bias)), 2×2, stride 2)`: fused through Kiln's kernels
+/// on the flex backend for f32; the three operations apart elsewhere (and with padded or
+/// pooled shapes the fused kernel does not take).
+pub fn conv2d_relu_max_pool(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let fused = runs_kiln_kernels(&x.device())
+        && x.dtype() == burn::tensor::DType::F32
+        && weight.dtype() == burn::tensor::DType::F32
+        && bias.dtype() == burn::tensor::DType::F32
+        && flex_conv_pool::takes(&x.shape(), &weight.shape(), &options);
+    if !fused {
+        let y = relu(conv2d(x, weight, Some(bias), options));
+        return max_pool2d(y, MaxPoolOptions::new([2, 2]).with_stride([2, 2]));
+    }
+    Tensor::from_dispatch(<Dispatch as KilnOps>::kiln_conv2d_relu_pool(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        options,
+    ))
 }
 
 /// The extension is implemented for flex and autodiff-over-flex; any other device keeps

@@ -324,3 +324,63 @@ fn batch_norm_on_running_statistics_equals_burns_with_gradients() {
             burn::tensor::Tolerance::absolute(1e-5),
         );
 }
+
+/// The fused conv → ReLU → pool block against the three operations apart (Kiln's, which the
+/// tests above hold to Burn's), through autodiff: the same pooled output and the same input,
+/// weight and bias gradients; and no input gradient where the input needs none.
+#[test]
+fn fused_conv_relu_pool_equals_the_three_ops() {
+    use super::{conv2d_relu_max_pool, relu};
+    let device = Device::flex().autodiff();
+    let pool = || MaxPoolOptions::new([2, 2]).with_stride([2, 2]);
+    for (seed, (batch, cin, cout, size)) in [(2, 1, 8, [12, 13]), (3, 6, 20, [11, 9])]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = seed as u64 * 10;
+        let x = values([batch, cin, size[0], size[1]], seed, &device).require_grad();
+        let weight = values([cout, cin, 3, 3], seed + 1, &device).require_grad();
+        let bias = values([cout], seed + 2, &device).require_grad();
+        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let head = values(
+            [batch, cout, (size[0] - 2) / 2, (size[1] - 2) / 2],
+            seed + 3,
+            &device,
+        );
+
+        let fused = conv2d_relu_max_pool(x.clone(), weight.clone(), bias.clone(), options.clone());
+        let apart = max_pool2d(
+            relu(conv2d(
+                x.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                options,
+            )),
+            pool(),
+        );
+        assert!(max_error(fused.clone(), apart.clone()) < 1e-6);
+        let grads_fused = (fused * head.clone()).sum().backward();
+        let grads_apart = (apart * head).sum().backward();
+        let grad = |g: &_, t: &Tensor<4>| t.grad(g).unwrap();
+        assert!(max_error(grad(&grads_fused, &x), grad(&grads_apart, &x)) < 1e-5);
+        assert!(max_error(grad(&grads_fused, &weight), grad(&grads_apart, &weight)) < 1e-5);
+        let bias_error = (bias.grad(&grads_fused).unwrap() - bias.grad(&grads_apart).unwrap())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(bias_error < 1e-4, "{bias_error}");
+    }
+    // A first layer: the input needs no gradient, the parameters still get theirs.
+    let x = values([2, 3, 10, 10], 7, &device);
+    let weight = values([16, 3, 3, 3], 8, &device).require_grad();
+    let bias = values([16], 9, &device).require_grad();
+    let y = conv2d_relu_max_pool(
+        x.clone(),
+        weight.clone(),
+        bias,
+        ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+    );
+    let grads = y.sum().backward();
+    assert!(x.grad(&grads).is_none());
+    assert!(weight.grad(&grads).is_some());
+}

@@ -1,0 +1,418 @@
+//! A convolution, ReLU and 2×2 max pooling (stride 2, floor) trained as one operation: the
+//! block every classic CNN stacks (Keras' `Conv2D(activation="relu")` + `MaxPooling2D(2)`).
+//! Apart, the three ops pass the convolution's full-size output through memory five more
+//! times (ReLU in and out, the pool's read, ReLU's and the pool's gradients); together, each
+//! image's output is pooled while it is still in cache, and the backward pass builds each
+//! image's output gradient from the pooled one next to the products that use it.
+//!
+//! The arithmetic is the separate ops': `pooled = max over the window of relu(conv + bias)`,
+//! ties to the first tap in row order, NaN winning; the gradient goes to the winning tap when
+//! the pooled value is positive ([`clamp_backward`](crate::clamp_backward)'s rule). Each
+//! pooled value keeps a one-byte code: its winning tap `2·row + column`, or [`NOT_ROUTED`].
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use crate::conv2d::check_forward;
+use crate::shape::expect_len;
+use crate::uninit::new_output;
+use crate::{
+    Conv2dShape, KernelError, conv2d_bias_grad, conv2d_forward_vec, conv2d_input_grad_vec,
+    conv2d_weight_grad,
+};
+
+/// The code of a window whose pooled value is not positive: no gradient flows back.
+pub const NOT_ROUTED: u8 = 4;
+
+/// `[pooled_h, pooled_w]`: the convolution's output halved, rounded down.
+pub fn relu_pool_size(shape: &Conv2dShape) -> [usize; 2] {
+    shape.out_size().map(|v| v / 2)
+}
+
+fn pooled_len(shape: &Conv2dShape) -> usize {
+    let [h, w] = relu_pool_size(shape);
+    shape.batch * shape.out_channels * h * w
+}
+
+/// The pooled activation `[batch, out_channels, h/2, w/2]` and each value's window code.
+pub fn conv2d_relu_pool_forward(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<(Vec<f32>, Vec<u8>), KernelError> {
+    check_forward(shape, x, weight, bias)?;
+    let [ph, pw] = relu_pool_size(shape);
+    if ph == 0 || pw == 0 {
+        return Err(KernelError::Shape(format!(
+            "the {:?} convolution output is smaller than the 2×2 pool",
+            shape.out_size()
+        )));
+    }
+    let len = pooled_len(shape);
+    let mut codes = vec![NOT_ROUTED; len];
+    // SAFETY: both paths pool every window of every channel of every image.
+    let pooled = unsafe {
+        new_output(len, |pooled| {
+            #[cfg(target_arch = "x86_64")]
+            if crate::plane_conv::applies(shape) {
+                crate::plane_conv::forward_relu_pool(shape, x, weight, bias, pooled, &mut codes);
+                return Ok(());
+            }
+            let y = conv2d_forward_vec(shape, x, weight, bias)?;
+            let [_, out_w] = shape.out_size();
+            let plane = shape.out_pixels();
+            y.par_chunks_exact(plane)
+                .zip(pooled.par_chunks_exact_mut(ph * pw))
+                .zip(codes.par_chunks_exact_mut(ph * pw))
+                .for_each(|((channel, pooled), codes)| {
+                    relu_pool_plane(channel, (out_w, pw), 0.0, pooled, codes);
+                });
+            Ok(())
+        })?
+    };
+    Ok((pooled, codes))
+}
+
+/// The gradients of [`conv2d_relu_pool_forward`]: the input's (when asked for), the
+/// weight's and the bias's, each summed over the batch in a fixed order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvGradients {
+    pub input: Option<Vec<f32>>,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// The backward pass of [`conv2d_relu_pool_forward`] from the pooled output's gradient and
+/// the forward's window codes.
+pub fn conv2d_relu_pool_backward(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    codes: &[u8],
+    pooled_grad: &[f32],
+    input_grad: bool,
+) -> Result<ConvGradients, KernelError> {
+    check_forward(shape, x, weight, None)?;
+    let len = pooled_len(shape);
+    expect_len("window codes", codes.len(), Some(len))?;
+    expect_len("pooled gradient", pooled_grad.len(), Some(len))?;
+    if let Some(bad) = codes.iter().find(|&&c| c > NOT_ROUTED) {
+        return Err(KernelError::Shape(format!(
+            "window code {bad} is not a 2×2 tap (0–3) or {NOT_ROUTED}"
+        )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::plane_conv::applies(shape)
+        && (!input_grad || crate::plane_conv::input_grad_applies(shape))
+    {
+        return Ok(crate::plane_conv::relu_pool_backward(
+            shape,
+            x,
+            weight,
+            (codes, pooled_grad),
+            input_grad,
+        ));
+    }
+    // Any other convolution: the output gradient in full, then the convolution's gradients.
+    let mut dy = vec![0.0f32; shape.output_len().unwrap_or(0)];
+    let [_, out_w] = shape.out_size();
+    let [ph, pw] = relu_pool_size(shape);
+    for ((dy_c, codes), grads) in dy
+        .chunks_exact_mut(shape.out_pixels())
+        .zip(codes.chunks_exact(ph * pw))
+        .zip(pooled_grad.chunks_exact(ph * pw))
+    {
+        for (position, value) in routed(codes, grads, pw) {
+            dy_c[position.0 * out_w + position.1] = value;
+        }
+    }
+    let mut weight_grad = vec![0.0; weight.len()];
+    conv2d_weight_grad(shape, x, &dy, &mut weight_grad)?;
+    let mut bias = vec![0.0; shape.out_channels];
+    conv2d_bias_grad(shape, &dy, &mut bias)?;
+    let input = if input_grad {
+        Some(conv2d_input_grad_vec(shape, weight, &dy)?)
+    } else {
+        None
+    };
+    Ok(ConvGradients {
+        input,
+        weight: weight_grad,
+        bias,
+    })
+}
+
+/// Pools one channel whose convolution output (without `bias`) is `src[r · pitch + col]`
+/// into `pooled` and `codes` (row-major, `pw` windows per row).
+pub(crate) fn relu_pool_plane(
+    src: &[f32],
+    (pitch, pw): (usize, usize),
+    bias: f32,
+    pooled: &mut [MaybeUninit<f32>],
+    codes: &mut [u8],
+) {
+    let ph = pooled.len().checked_div(pw).unwrap_or(0);
+    assert!(
+        codes.len() == pooled.len()
+            && 2 * pw <= pitch
+            && (ph == 0 || (2 * ph - 1) * pitch + 2 * pw <= src.len()),
+        "pooled plane buffers"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx512 {
+        // SAFETY: the CPU has AVX-512F (`level`); the buffers were checked above.
+        return unsafe { relu_pool_plane_avx512(src, (pitch, pw), bias, pooled, codes) };
+    }
+    let relu = |v: f32| {
+        let y = v + bias;
+        if y < 0.0 { 0.0 } else { y }
+    };
+    for (i, (out_row, code_row)) in pooled
+        .chunks_exact_mut(pw)
+        .zip(codes.chunks_exact_mut(pw))
+        .enumerate()
+    {
+        let (upper, lower) = (&src[2 * i * pitch..], &src[(2 * i + 1) * pitch..]);
+        for (j, (out, code)) in out_row.iter_mut().zip(code_row.iter_mut()).enumerate() {
+            let taps = [
+                upper[2 * j],
+                upper[2 * j + 1],
+                lower[2 * j],
+                lower[2 * j + 1],
+            ]
+            .map(relu);
+            let (mut best, mut arg) = (taps[0], 0u8);
+            for (t, &v) in taps.iter().enumerate().skip(1) {
+                if v > best || (v.is_nan() && !best.is_nan()) {
+                    (best, arg) = (v, t as u8);
+                }
+            }
+            out.write(best);
+            *code = if best > 0.0 { arg } else { NOT_ROUTED };
+        }
+    }
+}
+
+/// [`relu_pool_plane`] 16 windows per register: each row's 32 floats deinterleaved into even
+/// and odd columns (`vpermt2ps`), then the same ReLU, select chain (ties to the first tap,
+/// NaN winning) and routing rule; a row's last windows through masks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn relu_pool_plane_avx512(
+    src: &[f32],
+    (pitch, pw): (usize, usize),
+    bias: f32,
+    pooled: &mut [MaybeUninit<f32>],
+    codes: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    let ph = pooled.len() / pw.max(1);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (zero, bias) = (_mm512_setzero_ps(), _mm512_set1_ps(bias));
+    let not_routed = _mm512_set1_epi32(i32::from(NOT_ROUTED));
+    for i in 0..ph {
+        for j in (0..pw).step_by(16) {
+            let windows = (pw - j).min(16);
+            let mask = ((1u32 << windows) - 1) as __mmask16;
+            let halves = [
+                ((1u64 << (2 * windows).min(16)) - 1) as __mmask16,
+                ((1u64 << (2 * windows).saturating_sub(16)) - 1) as __mmask16,
+            ];
+            // SAFETY: the masked loads read only the windows' columns of rows 2i and 2i + 1
+            // (checked inside `src` by the caller); the masked stores only this row's windows.
+            unsafe {
+                let relu = |v: __m512| {
+                    let y = _mm512_add_ps(v, bias);
+                    _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, zero), zero)
+                };
+                let row = |at: usize| {
+                    let p = src.as_ptr().add(at + 2 * j);
+                    let a = _mm512_maskz_loadu_ps(halves[0], p);
+                    let b = _mm512_maskz_loadu_ps(halves[1], p.add(16));
+                    (
+                        relu(_mm512_permutex2var_ps(a, even, b)),
+                        relu(_mm512_permutex2var_ps(a, odd, b)),
+                    )
+                };
+                let ((u0, u1), (l0, l1)) = (row(2 * i * pitch), row((2 * i + 1) * pitch));
+                let (mut best, mut arg) = (u0, _mm512_setzero_si512());
+                for (t, v) in [u1, l0, l1].into_iter().enumerate() {
+                    let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+                    let v_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                    let best_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
+                    let wins = larger | (v_nan & !best_nan);
+                    best = _mm512_mask_mov_ps(best, wins, v);
+                    arg = _mm512_mask_mov_epi32(arg, wins, _mm512_set1_epi32(t as i32 + 1));
+                }
+                let routed = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(best, zero);
+                let code = _mm512_mask_mov_epi32(not_routed, routed, arg);
+                let out = i * pw + j;
+                _mm512_mask_storeu_ps(pooled.as_mut_ptr().add(out).cast(), mask, best);
+                _mm512_mask_cvtepi32_storeu_epi8(codes.as_mut_ptr().add(out).cast(), mask, code);
+            }
+        }
+    }
+}
+
+/// The output positions `(row, col)` that receive a gradient, with the gradient, for one
+/// channel's codes and pooled gradient (`pw` windows per row), in window order.
+pub(crate) fn routed<'a>(
+    codes: &'a [u8],
+    grads: &'a [f32],
+    pw: usize,
+) -> impl Iterator<Item = ((usize, usize), f32)> + 'a {
+    codes
+        .chunks_exact(pw.max(1))
+        .zip(grads.chunks_exact(pw.max(1)))
+        .enumerate()
+        .flat_map(move |(i, (codes, grads))| {
+            codes
+                .iter()
+                .zip(grads)
+                .enumerate()
+                .filter(|(_, (code, _))| **code < NOT_ROUTED)
+                .map(move |(j, (&code, &grad))| {
+                    let tap = usize::from(code);
+                    ((2 * i + tap / 2, 2 * j + tap % 2), grad)
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::{
+        Pool2dShape, clamp_backward, clamp_forward, conv2d_forward, conv2d_input_grad,
+        max_pool2d_backward_vec, max_pool2d_forward_vec,
+    };
+
+    fn conv(batch: usize, cin: usize, size: [usize; 2], cout: usize, k: usize) -> Conv2dShape {
+        Conv2dShape {
+            batch,
+            in_channels: cin,
+            in_size: size,
+            out_channels: cout,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [(0, 0), (0, 0)],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+
+    fn close(kind: &str, s: &Conv2dShape, actual: &[f32], expected: &[f32]) {
+        assert_eq!(actual.len(), expected.len(), "{kind}");
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                "{kind} [{i}]: {a} vs {e} for {s:?}"
+            );
+        }
+    }
+
+    /// The fused op against the three separate ops, forward and backward, on shapes the
+    /// plane kernels take (many taps), shapes they leave to im2col (one input channel, a
+    /// stride), odd outputs (the pool drops the last row and column) and values rounded to
+    /// a few levels (ties inside windows, zeros at ReLU's kink).
+    #[test]
+    fn fused_block_matches_conv_relu_and_pool_apart() {
+        let mut rng = StdRng::seed_from_u64(21);
+        let mut strided = conv(2, 3, [11, 12], 6, 3);
+        strided.stride = [2, 1];
+        let mut padded = conv(3, 4, [8, 9], 10, 3);
+        padded.padding = [(1, 1), (1, 1)];
+        let cases = [
+            conv(3, 1, [12, 12], 8, 3),
+            conv(5, 3, [15, 14], 17, 3),
+            conv(9, 8, [9, 9], 40, 3),
+            conv(2, 16, [7, 10], 33, 2),
+            strided,
+            padded,
+        ];
+        for (case, s) in cases.iter().enumerate() {
+            let ties = case % 2 == 1;
+            let mut random = |len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|_| {
+                        let v: f32 = rng.random_range(-1.0..1.0);
+                        if ties { (v * 2.0).round() / 2.0 } else { v }
+                    })
+                    .collect()
+            };
+            let x = random(s.input_len().unwrap());
+            let w = random(s.weight_len().unwrap());
+            let b = random(s.out_channels);
+            let [oh, ow] = s.out_size();
+            let [ph, pw] = relu_pool_size(s);
+
+            let mut y = vec![0.0; s.output_len().unwrap()];
+            conv2d_forward(s, &x, &w, Some(&b), &mut y).unwrap();
+            let mut r = vec![0.0; y.len()];
+            clamp_forward(&y, 0.0, f32::INFINITY, &mut r).unwrap();
+            let pool = Pool2dShape {
+                batch: s.batch,
+                channels: s.out_channels,
+                in_size: [oh, ow],
+                kernel: [2, 2],
+                stride: [2, 2],
+                padding: [0, 0],
+                dilation: [1, 1],
+                ceil_mode: false,
+            };
+            let (p, indices) = max_pool2d_forward_vec(&pool, &r).unwrap();
+
+            let (pooled, codes) = conv2d_relu_pool_forward(s, &x, &w, Some(&b)).unwrap();
+            assert_eq!(pooled, p, "pooled values for {s:?}");
+            for (window, (&code, &index)) in codes.iter().zip(&indices).enumerate() {
+                if code == NOT_ROUTED {
+                    assert!(p[window] <= 0.0, "{s:?}");
+                    continue;
+                }
+                let (i, j) = ((window / pw) % ph, window % pw);
+                let (row, col) = (2 * i + usize::from(code) / 2, 2 * j + usize::from(code) % 2);
+                assert_eq!(row * ow + col, index as usize, "window {window} of {s:?}");
+            }
+
+            let dp = random(p.len());
+            let dr = max_pool2d_backward_vec(&pool, &dp, &indices).unwrap();
+            let mut dy = vec![0.0; dr.len()];
+            clamp_backward(&r, &dr, 0.0, f32::INFINITY, &mut dy).unwrap();
+            let mut dx = vec![0.0; x.len()];
+            conv2d_input_grad(s, &w, &dy, &mut dx).unwrap();
+            let mut dw = vec![0.0; w.len()];
+            conv2d_weight_grad(s, &x, &dy, &mut dw).unwrap();
+            let mut db = vec![0.0; b.len()];
+            conv2d_bias_grad(s, &dy, &mut db).unwrap();
+
+            let grads = conv2d_relu_pool_backward(s, &x, &w, &codes, &dp, true).unwrap();
+            close("input gradient", s, grads.input.as_deref().unwrap(), &dx);
+            close("weight gradient", s, &grads.weight, &dw);
+            close("bias gradient", s, &grads.bias, &db);
+            let without = conv2d_relu_pool_backward(s, &x, &w, &codes, &dp, false).unwrap();
+            assert_eq!(without.input, None);
+            assert_eq!(without.weight, grads.weight, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn bad_codes_and_lengths_are_errors() {
+        let s = conv(1, 2, [6, 6], 3, 3);
+        let x = vec![0.5; s.input_len().unwrap()];
+        let w = vec![0.1; s.weight_len().unwrap()];
+        let (pooled, mut codes) = conv2d_relu_pool_forward(&s, &x, &w, None).unwrap();
+        codes[0] = 9;
+        let err = conv2d_relu_pool_backward(&s, &x, &w, &codes, &pooled, true).unwrap_err();
+        assert!(err.to_string().contains("window code 9"), "{err}");
+        let err = conv2d_relu_pool_backward(&s, &x, &w, &codes[1..], &pooled, true).unwrap_err();
+        assert!(err.to_string().contains("window codes"), "{err}");
+        let tiny = conv(1, 2, [3, 3], 3, 3);
+        let x = vec![0.5; tiny.input_len().unwrap()];
+        assert!(conv2d_relu_pool_forward(&tiny, &x, &w, None).is_err());
+    }
+}
