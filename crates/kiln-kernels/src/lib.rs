@@ -30,6 +30,7 @@ mod parallel;
 mod plane_conv;
 #[cfg(test)]
 mod reference;
+mod relu_pool;
 mod shape;
 mod shifted_gemm;
 mod simd;

@@ -21,8 +21,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::Conv2dShape;
-use crate::conv_relu_pool::{ConvGradients, relu_pool_plane, relu_pool_size, routed};
 use crate::parallel::{for_each_image, sum_over_image_runs, sum_over_image_runs_writing};
+use crate::relu_pool::{ConvGradients, relu_pool_plane, relu_pool_size, routed};
 use crate::shifted_gemm::{CorrelationLayout, PackedRows, shifted_correlation, shifted_product};
 use crate::simd::{Level, level};
 use crate::uninit::new_output;
@@ -305,7 +305,7 @@ fn transpose_into(values: &[f32], pixels: usize, pitch: usize, out: &mut [f32]) 
     }
 }
 
-/// [`crate::conv_relu_pool`]'s forward for a convolution [`applies`] accepts: each image's
+/// The fused conv → ReLU → pool block's forward for a convolution [`applies`] accepts: each image's
 /// wide output pooled straight from the product's buffer.
 pub(crate) fn forward_relu_pool(
     s: &Conv2dShape,
@@ -356,7 +356,7 @@ pub(crate) fn forward_relu_pool(
         );
 }
 
-/// [`crate::conv_relu_pool`]'s backward for a convolution [`applies`] (and, with
+/// The fused conv → ReLU → pool block's backward for a convolution [`applies`] (and, with
 /// `input_grad`, [`input_grad_applies`]) accepts. Per image, the routed gradients are
 /// scattered into the transposed output gradient (the weight gradient's operand) and the
 /// padded one (the input gradient's), used while in cache, and the buffers zeroed again.
