@@ -48,7 +48,7 @@ pub fn conv2d_relu_pool_forward(
     let pooled = unsafe {
         new_output(len, |pooled| {
             #[cfg(target_arch = "x86_64")]
-            if crate::plane_conv::applies(shape) {
+            if crate::plane_conv::pooled_applies(shape) {
                 crate::plane_conv::forward_relu_pool(shape, x, weight, bias, pooled, &mut codes);
                 return Ok(());
             }
@@ -87,8 +87,8 @@ pub fn conv2d_relu_pool_backward(
         )));
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::plane_conv::applies(shape)
-        && (!input_grad || crate::plane_conv::input_grad_applies(shape))
+    if crate::plane_conv::pooled_applies(shape)
+        && (!input_grad || crate::plane_conv::adjoint_padding_fits(shape))
     {
         return Ok(crate::plane_conv::relu_pool_backward(
             shape,
