@@ -9,6 +9,9 @@
 //!   gradient (channels in the lanes);
 //! - other dense and grouped convolutions are im2col + GEMM (`gemm`'s AVX-512 microkernels
 //!   where the CPU has them), one image per thread; 1×1 stride-1 convolutions skip im2col;
+//! - a convolution followed by ReLU and 2×2 max pooling trains as one block
+//!   (`conv_relu_pool`): each image's output pooled while in cache, one byte per pooled value
+//!   remembering its window's winner for the backward pass;
 //! - depthwise convolutions are direct loops: per channel plane, vectorized along rows, for
 //!   large stride-1 planes; channels-last (channels in the SIMD lanes) for small planes and
 //!   strides;
