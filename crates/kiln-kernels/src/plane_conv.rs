@@ -22,7 +22,10 @@ use rayon::prelude::*;
 
 use crate::Conv2dShape;
 use crate::parallel::{for_each_image, sum_over_image_runs, sum_over_image_runs_writing};
-use crate::relu_pool::{ConvGradients, relu_pool_plane, relu_pool_size, routed};
+use crate::relu_pool::{
+    ConvGradients, PooledLayout, relu_pool_plane, relu_pool_size, transpose_window_taps,
+    write_window_taps,
+};
 use crate::shifted_gemm::{CorrelationLayout, PackedRows, shifted_correlation, shifted_product};
 use crate::simd::{Level, level};
 use crate::uninit::new_output;
@@ -374,9 +377,11 @@ pub(crate) fn forward_relu_pool(
 }
 
 /// The fused conv → ReLU → pool block's backward for a convolution [`pooled_applies`] (and,
-/// with `input_grad`, [`adjoint_padding_fits`]) accepts. Per image, the routed gradients are
-/// scattered into the transposed output gradient (the weight gradient's operand) and the
-/// padded one (the input gradient's), used while in cache, and the buffers zeroed again.
+/// with `input_grad`, [`adjoint_padding_fits`]) accepts. Per image, every pooled window
+/// writes its four taps' gradients (the routed one, zeros) into the transposed output
+/// gradient (the weight gradient's operand, 16 channels × 16 windows transposed in
+/// registers) and into the padded one (the input gradient's), which are used while in cache;
+/// every covered value being rewritten each time, the buffers are never cleared.
 pub(crate) fn relu_pool_backward(
     s: &Conv2dShape,
     x: &[f32],
@@ -396,14 +401,6 @@ pub(crate) fn relu_pool_backward(
     let per_image_dx = if input_grad { per_image_in } else { 0 };
     let weight_len = weight.len();
     let mut sums = vec![0.0f32; weight_len + cout];
-    let windows = |n: usize, c: usize| {
-        let at = (n * cout + c) * per_channel;
-        routed(
-            &codes[at..at + per_channel],
-            &pooled_grad[at..at + per_channel],
-            pw,
-        )
-    };
     let mut run = |dx: &mut [MaybeUninit<f32>]| {
         sum_over_image_runs_writing(
             s.batch,
@@ -427,23 +424,40 @@ pub(crate) fn relu_pool_backward(
                             &x[n * per_image_in..(n + 1) * per_image_in],
                             &mut planes[i * plane.len..(i + 1) * plane.len],
                         );
-                        let t = &mut transposed[i * transposed_len..(i + 1) * transposed_len];
-                        for (c, db_c) in db.iter_mut().enumerate() {
-                            for ((r, col), value) in windows(n, c) {
-                                t[(r * out_w + col) * channel_pitch + c] = value;
-                                *db_c += value;
-                            }
+                        let image = n * cout * per_channel..(n + 1) * cout * per_channel;
+                        let (codes_n, grads_n) = (&codes[image.clone()], &pooled_grad[image]);
+                        let layout = PooledLayout {
+                            channels: cout,
+                            pooled: [ph, pw],
+                            out_w,
+                            pitch: channel_pitch,
+                        };
+                        // SAFETY: every caller checked `takes` first, which requires AVX-512.
+                        unsafe {
+                            transpose_window_taps(
+                                (codes_n, grads_n),
+                                layout,
+                                &mut transposed[i * transposed_len..(i + 1) * transposed_len],
+                                db,
+                            );
                         }
                         if let (Some(a), Some((buffer, z))) = (&adjoint, adjoint_scratch.as_mut()) {
                             for c in 0..cout {
-                                for ((r, col), value) in windows(n, c) {
-                                    buffer[a.plane.index(c, r, col)] = value;
+                                let rows = |wi: usize| {
+                                    [a.plane.index(c, 2 * wi, 0), a.plane.index(c, 2 * wi + 1, 0)]
+                                };
+                                // SAFETY: every caller checked `takes` first (AVX-512).
+                                unsafe {
+                                    write_window_taps(
+                                        (codes_n, grads_n),
+                                        (c * per_channel, [ph, pw]),
+                                        rows,
+                                        buffer,
+                                    );
                                 }
                             }
                             let at = (n - images.start) * per_image_dx;
                             a.run((buffer, z), &mut dx_run[at..at + per_image_dx]);
-                            // One streaming fill beats clearing the scattered values.
-                            buffer.fill(0.0);
                         }
                     }
                     let layout = CorrelationLayout {
@@ -457,7 +471,6 @@ pub(crate) fn relu_pool_backward(
                     };
                     // SAFETY: every caller checked `takes` first, which requires AVX-512.
                     unsafe { shifted_correlation(transposed, planes, &plane.offsets, layout, dw) };
-                    transposed[..count * transposed_len].fill(0.0);
                 }
             },
         );
