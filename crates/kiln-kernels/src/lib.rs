@@ -22,6 +22,7 @@ mod activation;
 mod batch_norm;
 mod conv2d;
 mod conv_relu_pool;
+mod denormals;
 mod depthwise;
 mod depthwise_nhwc;
 mod error;
@@ -56,6 +57,7 @@ pub use conv2d::{
     conv2d_bias_grad, conv2d_forward, conv2d_forward_vec, conv2d_input_grad, conv2d_input_grad_vec,
     conv2d_weight_grad,
 };
+pub use denormals::FlushToZero;
 pub use error::KernelError;
 pub use max_pool::{
     Pool2dShape, max_pool2d_backward, max_pool2d_backward_vec, max_pool2d_forward,

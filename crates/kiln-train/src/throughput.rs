@@ -48,6 +48,8 @@ pub fn measure_throughput<M: Classifier>(
         Tensor::<4>::from_data(TensorData::new(pixels.clone(), [batch_size, c, h, w]), d)
     };
     let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch_size]), device);
+    // As in training (and in TensorFlow's CPU threads): denormal results flushed to zero.
+    let _flush_to_zero = kiln_kernels::FlushToZero::new();
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let train_batch = images(device);
