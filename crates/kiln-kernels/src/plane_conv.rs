@@ -150,6 +150,49 @@ impl ShiftedPlane {
     }
 }
 
+/// The forward product: the input's padded plane and the packed filter.
+struct Forward {
+    plane: ShiftedPlane,
+    filter: PackedRows,
+    per_image_in: usize,
+}
+
+impl Forward {
+    fn new(s: &Conv2dShape, weight: &[f32]) -> Self {
+        let depth = s.col_rows();
+        Self {
+            plane: ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation),
+            filter: PackedRows::new(s.out_channels, depth, |r, k| weight[r * depth + k]),
+            per_image_in: s.in_channels * s.in_pixels(),
+        }
+    }
+
+    /// Scratch: the padded input and the wide output.
+    fn scratch(&self, out_channels: usize) -> (Vec<f32>, Vec<f32>) {
+        (self.plane.zeroed(1), self.plane.zeroed_wide(out_channels))
+    }
+
+    /// Image `n`'s wide output (without bias) into `z`.
+    fn run(&self, x: &[f32], n: usize, (buffer, z): (&mut [f32], &mut [f32])) {
+        let plane = &self.plane;
+        plane.copy_in(
+            &x[n * self.per_image_in..(n + 1) * self.per_image_in],
+            buffer,
+        );
+        // SAFETY: every caller checked `takes` first, which requires AVX-512.
+        unsafe {
+            shifted_product(
+                &self.filter,
+                buffer,
+                &plane.offsets,
+                plane.positions,
+                z,
+                plane.positions,
+            );
+        }
+    }
+}
+
 /// `y` (every element written) = `conv(x, weight) + bias` for a convolution [`applies`]
 /// accepts.
 pub(crate) fn forward(
@@ -159,28 +202,15 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
 ) {
-    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
-    let depth = s.col_rows();
-    let filter = PackedRows::new(s.out_channels, depth, |r, k| weight[r * depth + k]);
-    let per_image_in = s.in_channels * s.in_pixels();
+    let product = Forward::new(s, weight);
     for_each_image(
         y,
         s.out_channels * s.out_pixels(),
-        || (plane.zeroed(1), plane.zeroed_wide(s.out_channels)),
+        || product.scratch(s.out_channels),
         |(buffer, z), n, y_n, _| {
-            plane.copy_in(&x[n * per_image_in..(n + 1) * per_image_in], buffer);
+            product.run(x, n, (buffer, z));
             // SAFETY: every caller checked `takes` first, which requires AVX-512.
-            unsafe {
-                shifted_product(
-                    &filter,
-                    buffer,
-                    &plane.offsets,
-                    plane.positions,
-                    z,
-                    plane.positions,
-                );
-                compact(z, &plane, bias, y_n);
-            }
+            unsafe { compact(z, &product.plane, bias, y_n) };
         },
     );
 }
@@ -335,11 +365,9 @@ pub(crate) fn forward_relu_pool(
     pooled: &mut [MaybeUninit<f32>],
     codes: &mut [u8],
 ) {
-    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
-    let depth = s.col_rows();
-    let filter = PackedRows::new(s.out_channels, depth, |r, k| weight[r * depth + k]);
+    let product = Forward::new(s, weight);
     let [ph, pw] = relu_pool_size(s);
-    let (per_image_in, per_channel) = (s.in_channels * s.in_pixels(), ph * pw);
+    let per_channel = ph * pw;
     let per_image = s.out_channels * per_channel;
     if per_image == 0 {
         return;
@@ -349,25 +377,15 @@ pub(crate) fn forward_relu_pool(
         .zip(codes.par_chunks_mut(per_image))
         .enumerate()
         .for_each_init(
-            || (plane.zeroed(1), plane.zeroed_wide(s.out_channels)),
+            || product.scratch(s.out_channels),
             |(buffer, z), (n, (pooled_n, codes_n))| {
-                plane.copy_in(&x[n * per_image_in..(n + 1) * per_image_in], buffer);
-                // SAFETY: every caller checked `takes` first, which requires AVX-512.
-                unsafe {
-                    shifted_product(
-                        &filter,
-                        buffer,
-                        &plane.offsets,
-                        plane.positions,
-                        z,
-                        plane.positions,
-                    );
-                }
+                product.run(x, n, (buffer, z));
                 for (c, (pooled_c, codes_c)) in pooled_n
                     .chunks_exact_mut(per_channel)
                     .zip(codes_n.chunks_exact_mut(per_channel))
                     .enumerate()
                 {
+                    let plane = &product.plane;
                     let z_c = &z[c * plane.positions..(c + 1) * plane.positions];
                     let b = bias.map_or(0.0, |b| b[c]);
                     relu_pool_plane(z_c, (plane.pitch, pw), b, pooled_c, codes_c);

@@ -6,8 +6,8 @@ use burn::backend::Flex;
 use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
-use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Shape};
 use kiln_kernels::Conv2dShape;
 
 use super::flex_tensor::{f32_values, tensor};
@@ -110,7 +110,16 @@ pub(super) fn conv_shape(
     if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
         return None;
     }
-    let (x_shape, w_shape) = (x.shape(), weight.shape());
+    shape_of(&x.shape(), &weight.shape(), options)
+}
+
+/// The convolution of an input and a weight of these shapes, if both are 4-D and it is well
+/// formed.
+pub(super) fn shape_of(
+    x_shape: &Shape,
+    w_shape: &Shape,
+    options: &ConvOptions<2>,
+) -> Option<Conv2dShape> {
     if x_shape.num_dims() != 4 || w_shape.num_dims() != 4 {
         return None;
     }

@@ -4,36 +4,17 @@
 
 use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
-
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, TensorData};
-use kiln_kernels::{Conv2dShape, relu_pool_size};
+use kiln_kernels::relu_pool_size;
 
-use super::flex_conv::conv_shape;
+use super::flex_conv::{conv_shape, shape_of};
 use super::flex_tensor::{f32_values, tensor};
 
 /// Whether the fused kernels take this convolution: 4-D, well formed, and an output of at
 /// least 2×2 to pool.
 pub(super) fn takes(x: &Shape, weight: &Shape, options: &ConvOptions<2>) -> bool {
-    if x.num_dims() != 4 || weight.num_dims() != 4 {
-        return false;
-    }
-    let [batch, in_channels, h, w] = x.dims::<4>();
-    let [out_channels, _, kh, kw] = weight.dims::<4>();
-    let shape = Conv2dShape {
-        batch,
-        in_channels,
-        in_size: [h, w],
-        out_channels,
-        kernel: [kh, kw],
-        stride: options.stride,
-        padding: options.padding,
-        dilation: options.dilation,
-        groups: options.groups,
-    };
-    shape.validate().is_ok()
-        && shape.weight_len() == Some(weight.num_elements())
-        && !relu_pool_size(&shape).contains(&0)
+    shape_of(x, weight, options).is_some_and(|shape| !relu_pool_size(&shape).contains(&0))
 }
 
 const INVARIANT: &str = "the fused conv-relu-pool block takes f32 tensors of a convolution \
