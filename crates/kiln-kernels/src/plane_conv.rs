@@ -289,49 +289,95 @@ pub(crate) fn input_grad(s: &Conv2dShape, weight: &[f32], dy: &[f32], dx: &mut [
 /// output gradient within about this many bytes (the L2 cache's share of it).
 const CORRELATED_BYTES: usize = 512 << 10;
 
+/// The weight gradient's correlation: a group of images' padded input planes and output
+/// gradients transposed (channels in the lanes), correlated together.
+struct WeightGradient {
+    plane: ShiftedPlane,
+    channels: usize,
+    channel_pitch: usize,
+    /// Floats of one image's transposed output gradient.
+    transposed_len: usize,
+    /// Images per correlation.
+    group: usize,
+    per_image_in: usize,
+}
+
+impl WeightGradient {
+    fn new(s: &Conv2dShape) -> Self {
+        let channel_pitch = s.out_channels.next_multiple_of(LANES);
+        let transposed_len = s.out_pixels() * channel_pitch;
+        Self {
+            plane: ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation),
+            channels: s.out_channels,
+            channel_pitch,
+            transposed_len,
+            group: (CORRELATED_BYTES / (transposed_len * 4).max(1)).max(1),
+            per_image_in: s.in_channels * s.in_pixels(),
+        }
+    }
+
+    /// Scratch: a group's planes and transposed gradients (channels past the real ones in
+    /// the pitch stay zero: only real ones are ever written).
+    fn scratch(&self) -> (Vec<f32>, Vec<f32>) {
+        (
+            self.plane.zeroed(self.group),
+            vec![0.0f32; self.group * self.transposed_len],
+        )
+    }
+
+    /// Image `n`'s input into slot `slot` of the group's planes.
+    fn copy_input(&self, x: &[f32], n: usize, slot: usize, planes: &mut [f32]) {
+        let len = self.plane.len;
+        self.plane.copy_in(
+            &x[n * self.per_image_in..(n + 1) * self.per_image_in],
+            &mut planes[slot * len..(slot + 1) * len],
+        );
+    }
+
+    /// Slot `slot` of the group's transposed gradients.
+    fn transposed<'a>(&self, transposed: &'a mut [f32], slot: usize) -> &'a mut [f32] {
+        &mut transposed[slot * self.transposed_len..(slot + 1) * self.transposed_len]
+    }
+
+    /// `dw += ` the correlation of the group's first `count` images.
+    fn correlate(&self, (planes, transposed): (&[f32], &[f32]), count: usize, dw: &mut [f32]) {
+        let layout = CorrelationLayout {
+            images: count,
+            channels: self.channels,
+            channel_pitch: self.channel_pitch,
+            image_stride: self.transposed_len,
+            out_size: self.plane.out_size,
+            pitch: self.plane.pitch,
+            plane_stride: self.plane.len,
+        };
+        // SAFETY: every caller checked `takes` first, which requires AVX-512.
+        unsafe { shifted_correlation(transposed, planes, &self.plane.offsets, layout, dw) };
+    }
+}
+
 /// `dw` (overwritten), the weight gradient summed over the batch, of a convolution
 /// [`applies`] accepts.
 pub(crate) fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
-    let cout = s.out_channels;
+    let grad = WeightGradient::new(s);
     let pixels = s.out_pixels();
-    let channel_pitch = cout.next_multiple_of(LANES);
-    let per_image_in = s.in_channels * s.in_pixels();
-    let per_image_dy = cout * pixels;
-    let transposed_len = pixels * channel_pitch;
-    let group = (CORRELATED_BYTES / (transposed_len * 4).max(1)).max(1);
+    let per_image_dy = s.out_channels * pixels;
     sum_over_image_runs(
         s.batch,
         dw,
-        // Channels past `cout` in the pitch stay zero: only real ones are written.
-        || (plane.zeroed(group), vec![0.0f32; group * transposed_len]),
+        || grad.scratch(),
         |(planes, transposed), images, partial| {
-            for first in images.clone().step_by(group) {
-                let count = group.min(images.end - first);
-                for i in 0..count {
-                    let n = first + i;
-                    plane.copy_in(
-                        &x[n * per_image_in..(n + 1) * per_image_in],
-                        &mut planes[i * plane.len..(i + 1) * plane.len],
-                    );
+            for first in images.clone().step_by(grad.group) {
+                let count = grad.group.min(images.end - first);
+                for (slot, n) in (first..first + count).enumerate() {
+                    grad.copy_input(x, n, slot, planes);
                     transpose_into(
                         &dy[n * per_image_dy..(n + 1) * per_image_dy],
                         pixels,
-                        channel_pitch,
-                        &mut transposed[i * transposed_len..(i + 1) * transposed_len],
+                        grad.channel_pitch,
+                        grad.transposed(transposed, slot),
                     );
                 }
-                let layout = CorrelationLayout {
-                    images: count,
-                    channels: cout,
-                    channel_pitch,
-                    image_stride: transposed_len,
-                    out_size: plane.out_size,
-                    pitch: plane.pitch,
-                    plane_stride: plane.len,
-                };
-                // SAFETY: every caller checked `takes` first, which requires AVX-512.
-                unsafe { shifted_correlation(transposed, planes, &plane.offsets, layout, partial) };
+                grad.correlate((planes, transposed), count, partial);
             }
         },
     );
@@ -407,16 +453,13 @@ pub(crate) fn relu_pool_backward(
     (codes, pooled_grad): (&[u8], &[f32]),
     input_grad: bool,
 ) -> ConvGradients {
-    let plane = ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation);
+    let grad = WeightGradient::new(s);
     let adjoint = input_grad.then(|| Adjoint::new(s, weight));
     let [_, out_w] = s.out_size();
     let [ph, pw] = relu_pool_size(s);
     let cout = s.out_channels;
-    let channel_pitch = cout.next_multiple_of(LANES);
-    let transposed_len = s.out_pixels() * channel_pitch;
-    let group = (CORRELATED_BYTES / (transposed_len * 4).max(1)).max(1);
-    let (per_image_in, per_channel) = (s.in_channels * s.in_pixels(), ph * pw);
-    let per_image_dx = if input_grad { per_image_in } else { 0 };
+    let per_channel = ph * pw;
+    let per_image_dx = if input_grad { grad.per_image_in } else { 0 };
     let weight_len = weight.len();
     let mut sums = vec![0.0f32; weight_len + cout];
     let mut run = |dx: &mut [MaybeUninit<f32>]| {
@@ -425,37 +468,30 @@ pub(crate) fn relu_pool_backward(
             &mut sums,
             (dx, per_image_dx),
             || {
+                let (planes, transposed) = grad.scratch();
                 let adjoint_scratch = adjoint.as_ref().map(|a| a.scratch(s.in_channels));
-                (
-                    plane.zeroed(group),
-                    vec![0.0f32; group * transposed_len],
-                    adjoint_scratch,
-                )
+                (planes, transposed, adjoint_scratch)
             },
             |(planes, transposed, adjoint_scratch), images, partial, dx_run| {
                 let (dw, db) = partial.split_at_mut(weight_len);
-                for first in images.clone().step_by(group) {
-                    let count = group.min(images.end - first);
-                    for i in 0..count {
-                        let n = first + i;
-                        plane.copy_in(
-                            &x[n * per_image_in..(n + 1) * per_image_in],
-                            &mut planes[i * plane.len..(i + 1) * plane.len],
-                        );
+                for first in images.clone().step_by(grad.group) {
+                    let count = grad.group.min(images.end - first);
+                    for (slot, n) in (first..first + count).enumerate() {
+                        grad.copy_input(x, n, slot, planes);
                         let image = n * cout * per_channel..(n + 1) * cout * per_channel;
                         let (codes_n, grads_n) = (&codes[image.clone()], &pooled_grad[image]);
                         let layout = PooledLayout {
                             channels: cout,
                             pooled: [ph, pw],
                             out_w,
-                            pitch: channel_pitch,
+                            pitch: grad.channel_pitch,
                         };
                         // SAFETY: every caller checked `takes` first, which requires AVX-512.
                         unsafe {
                             transpose_window_taps(
                                 (codes_n, grads_n),
                                 layout,
-                                &mut transposed[i * transposed_len..(i + 1) * transposed_len],
+                                grad.transposed(transposed, slot),
                                 db,
                             );
                         }
@@ -478,17 +514,7 @@ pub(crate) fn relu_pool_backward(
                             a.run((buffer, z), &mut dx_run[at..at + per_image_dx]);
                         }
                     }
-                    let layout = CorrelationLayout {
-                        images: count,
-                        channels: cout,
-                        channel_pitch,
-                        image_stride: transposed_len,
-                        out_size: plane.out_size,
-                        pitch: plane.pitch,
-                        plane_stride: plane.len,
-                    };
-                    // SAFETY: every caller checked `takes` first, which requires AVX-512.
-                    unsafe { shifted_correlation(transposed, planes, &plane.offsets, layout, dw) };
+                    grad.correlate((planes, transposed), count, dw);
                 }
             },
         );
@@ -496,7 +522,7 @@ pub(crate) fn relu_pool_backward(
     let input = if input_grad {
         // SAFETY: every image's input gradient is written by `Adjoint::run`.
         let dx = unsafe {
-            new_output(s.batch * per_image_in, |dx| {
+            new_output(s.batch * grad.per_image_in, |dx| {
                 run(dx);
                 Ok(())
             })
