@@ -37,12 +37,15 @@ done
 python3 - "$out" "${#cases[@]}" <<'PY'
 import json, sys
 out, n = sys.argv[1], int(sys.argv[2])
-print(f"{'model':<34} {'kiln train':>11} {'Keras train':>12} {'ratio':>6}   {'kiln infer':>11} {'Keras infer':>12} {'ratio':>6}")
+print(f"{'model':<34} {'kiln train':>11} {'Keras train':>12} {'ratio':>6}   {'kiln infer':>11} {'Keras infer':>12} {'ratio':>6}   {'kiln busy':>9}")
 for i in range(n):
     k = json.load(open(f"{out}/kiln{i}.json")); t = json.load(open(f"{out}/keras{i}.json"))
     name = f"{k['model']} {'x'.join(map(str, k['input']))}"
     kt, tt = k["train_images_per_second"], t["train_images_per_second"]
     ki, ti = k["infer_images_per_second"], t["infer_images_per_second"]
-    print(f"{name:<34} {kt:>9.0f}/s {tt:>10.0f}/s {kt/tt:>5.2f}x   {ki:>9.0f}/s {ti:>10.0f}/s {ki/ti:>5.2f}x")
-print(f"(images/s, batch 64, {k['cores']} cores; TensorFlow {t['tensorflow']})")
+    busy = k.get("train_cores_busy")
+    busy = f"{busy:.2f}/{k['cores']}" if busy is not None else "-"
+    print(f"{name:<34} {kt:>9.0f}/s {tt:>10.0f}/s {kt/tt:>5.2f}x   {ki:>9.0f}/s {ti:>10.0f}/s {ki/ti:>5.2f}x   {busy:>9}")
+print(f"(images/s, batch 64, {k['cores']} cores; TensorFlow {t['tensorflow']}; kiln busy: cores busy while")
+print(" training, user + system CPU time over wall time)")
 PY

@@ -17,6 +17,10 @@ use crate::TrainError;
 pub struct Throughput {
     pub train_images_per_second: f64,
     pub infer_images_per_second: f64,
+    /// Cores busy while training: the process's user + system CPU time over the wall time
+    /// of the timed steps (2.0 = both of 2 cores all the time); `None` where the platform
+    /// does not report CPU time.
+    pub train_cores_busy: Option<f64>,
     pub batch_size: usize,
     pub timed_steps: usize,
 }
@@ -67,11 +71,14 @@ pub fn measure_throughput<M: Classifier>(
     for _ in 0..warmup {
         model = train_step(model)?;
     }
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), cpu_seconds());
     for _ in 0..steps {
         model = train_step(model)?;
     }
     let train_seconds = started.elapsed().as_secs_f64();
+    let train_cores_busy = cpu_seconds()
+        .zip(cpu_started)
+        .map(|(end, start)| (end - start) / train_seconds.max(1e-9));
 
     let model = model.valid();
     let eval_batch = images(eval_device);
@@ -95,7 +102,28 @@ pub fn measure_throughput<M: Classifier>(
     Ok(Throughput {
         train_images_per_second: images / train_seconds.max(1e-9),
         infer_images_per_second: images / infer_seconds.max(1e-9),
+        train_cores_busy,
         batch_size,
         timed_steps: steps,
     })
+}
+
+/// The process's user + system CPU time so far, in seconds.
+#[cfg(unix)]
+fn cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes the struct it is given; it is read only on success.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
+#[cfg(not(unix))]
+fn cpu_seconds() -> Option<f64> {
+    None
 }

@@ -71,12 +71,17 @@ pub fn run(bench: &TrainBench) -> Result<()> {
         "timed_steps": measured.timed_steps,
         "train_images_per_second": measured.train_images_per_second,
         "infer_images_per_second": measured.infer_images_per_second,
+        "train_cores_busy": measured.train_cores_busy,
     });
     if bench.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let busy = measured
+            .train_cores_busy
+            .map(|busy| format!(" ({busy:.2} of {cores} cores busy)"))
+            .unwrap_or_default();
         println!(
-            "{} on {h}×{w}×{c}, batch {}, backend {} ({cores} cores): train {:.1} images/s, inference {:.1} images/s",
+            "{} on {h}×{w}×{c}, batch {}, backend {} ({cores} cores): train {:.1} images/s{busy}, inference {:.1} images/s",
             report["model"].as_str().unwrap_or_default(),
             measured.batch_size,
             bench.backend.name(),
