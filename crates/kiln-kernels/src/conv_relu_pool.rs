@@ -43,13 +43,15 @@ pub fn conv2d_relu_pool_forward(
         )));
     }
     let len = pooled_len(shape);
-    let mut codes = vec![NOT_ROUTED; len];
+    // Neither output is zeroed first: both paths write every window's value and code.
+    let mut codes: Vec<u8> = Vec::with_capacity(len);
+    let codes_out = &mut codes.spare_capacity_mut()[..len];
     // SAFETY: both paths pool every window of every channel of every image.
     let pooled = unsafe {
         new_output(len, |pooled| {
             #[cfg(target_arch = "x86_64")]
             if crate::plane_conv::pooled_applies(shape) {
-                crate::plane_conv::forward_relu_pool(shape, x, weight, bias, pooled, &mut codes);
+                crate::plane_conv::forward_relu_pool(shape, x, weight, bias, pooled, codes_out);
                 return Ok(());
             }
             let y = conv2d_forward_vec(shape, x, weight, bias)?;
@@ -57,13 +59,15 @@ pub fn conv2d_relu_pool_forward(
             let plane = shape.out_pixels();
             y.par_chunks_exact(plane)
                 .zip(pooled.par_chunks_exact_mut(ph * pw))
-                .zip(codes.par_chunks_exact_mut(ph * pw))
+                .zip(codes_out.par_chunks_exact_mut(ph * pw))
                 .for_each(|((channel, pooled), codes)| {
                     relu_pool_plane(channel, (out_w, pw), 0.0, pooled, codes);
                 });
             Ok(())
         })?
     };
+    // SAFETY: the pooling that wrote every pooled value wrote its code too.
+    unsafe { codes.set_len(len) };
     Ok((pooled, codes))
 }
 

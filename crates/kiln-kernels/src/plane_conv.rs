@@ -409,7 +409,7 @@ pub(crate) fn forward_relu_pool(
     weight: &[f32],
     bias: Option<&[f32]>,
     pooled: &mut [MaybeUninit<f32>],
-    codes: &mut [u8],
+    codes: &mut [MaybeUninit<u8>],
 ) {
     let product = Forward::new(s, weight);
     let [ph, pw] = relu_pool_size(s);

@@ -31,7 +31,7 @@ pub(crate) fn relu_pool_plane(
     (pitch, pw): (usize, usize),
     bias: f32,
     pooled: &mut [MaybeUninit<f32>],
-    codes: &mut [u8],
+    codes: &mut [MaybeUninit<u8>],
 ) {
     let ph = pooled.len().checked_div(pw).unwrap_or(0);
     assert!(
@@ -70,7 +70,7 @@ pub(crate) fn relu_pool_plane(
                 }
             }
             out.write(best);
-            *code = if best > 0.0 { arg } else { NOT_ROUTED };
+            code.write(if best > 0.0 { arg } else { NOT_ROUTED });
         }
     }
 }
@@ -85,7 +85,7 @@ unsafe fn relu_pool_plane_avx512(
     (pitch, pw): (usize, usize),
     bias: f32,
     pooled: &mut [MaybeUninit<f32>],
-    codes: &mut [u8],
+    codes: &mut [MaybeUninit<u8>],
 ) {
     use std::arch::x86_64::*;
     let ph = pooled.len() / pw.max(1);
