@@ -10,6 +10,7 @@ mod distillation;
 mod epoch_stats;
 mod error;
 mod evaluate;
+mod fused_adam;
 mod hooks;
 mod optimizer;
 mod pruning;

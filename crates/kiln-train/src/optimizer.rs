@@ -3,10 +3,11 @@
 
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::fused_adam::FusedAdam;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,7 +57,10 @@ impl OptimizerSettings {
         let decay =
             (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
         Ok(match self.kind {
-            OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+            // Burn's Adam, bit for bit, in one parallel pass per parameter.
+            OptimizerKind::Adam => ModuleOptimizer::from(FusedAdam::new(
+                (self.weight_decay > 0.0).then_some(self.weight_decay as f32),
+            )),
             OptimizerKind::AdamW => AdamWConfig::new()
                 .with_weight_decay(self.weight_decay as f32)
                 .init(),

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use kiln_nn::Classifier;
 use rand::rngs::StdRng;
@@ -54,7 +54,7 @@ pub fn measure_throughput<M: Classifier>(
     let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch_size]), device);
     // As in training (and in TensorFlow's CPU threads): denormal results flushed to zero.
     let _flush_to_zero = kiln_kernels::FlushToZero::new();
-    let mut optimizer = AdamConfig::new().init();
+    let mut optimizer = crate::optimizer::OptimizerSettings::default().build()?;
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let train_batch = images(device);
 
