@@ -302,41 +302,22 @@ unsafe fn forward_plane_2x2_avx512(
             && u32::try_from(x.len()).is_ok(),
         "2×2 pooling buffers"
     );
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let lane_offsets = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let taps = [1, in_w as i32, in_w as i32 + 1].map(|tap| _mm512_set1_epi32(tap));
     for oh in 0..out_h {
         let top = 2 * oh * in_w;
         for ow in (0..out_w).step_by(16) {
-            let windows = (out_w - ow).min(16);
-            let mask = ((1u32 << windows) - 1) as __mmask16;
-            // The first 16 and the second 16 of the windows' 2·windows floats.
-            let halves = [
-                ((1u64 << (2 * windows).min(16)) - 1) as __mmask16,
-                ((1u64 << (2 * windows).saturating_sub(16)) - 1) as __mmask16,
-            ];
+            let (mask, halves) = window_masks((out_w - ow).min(16));
             // SAFETY: the masked loads read only the windows' columns of rows 2·oh and
             // 2·oh + 1 (asserted inside the plane); the masked stores only this row's outputs.
             unsafe {
-                let row = |at: usize| {
-                    let p = x.as_ptr().add(at + 2 * ow);
-                    let a = _mm512_maskz_loadu_ps(halves[0], p);
-                    let b = _mm512_maskz_loadu_ps(halves[1], p.add(16));
-                    (
-                        _mm512_permutex2var_ps(a, even, b),
-                        _mm512_permutex2var_ps(a, odd, b),
-                    )
-                };
+                let row = |at: usize| even_odd_columns(x.as_ptr().add(at + 2 * ow), halves);
                 let ((u0, u1), (l0, l1)) = (row(top), row(top + in_w));
                 let first =
                     _mm512_add_epi32(_mm512_set1_epi32((top + 2 * ow) as i32), lane_offsets);
                 let (mut best, mut at) = (u0, first);
                 for (v, tap) in [u1, l0, l1].into_iter().zip(taps) {
-                    let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
-                    let v_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                    let best_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
-                    let wins = larger | (v_nan & !best_nan);
+                    let wins = replaces(v, best);
                     best = _mm512_mask_mov_ps(best, wins, v);
                     at = _mm512_mask_mov_epi32(at, wins, _mm512_add_epi32(first, tap));
                 }
@@ -348,9 +329,72 @@ unsafe fn forward_plane_2x2_avx512(
     }
 }
 
+/// The masks of a row's next `windows` (1–16) 2×2 windows: the windows' own, and the first
+/// and second 16 of the `2 · windows` input columns they cover.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn window_masks(
+    windows: usize,
+) -> (
+    std::arch::x86_64::__mmask16,
+    [std::arch::x86_64::__mmask16; 2],
+) {
+    (
+        ((1u32 << windows) - 1) as u16,
+        [
+            ((1u64 << (2 * windows).min(16)) - 1) as u16,
+            ((1u64 << (2 * windows).saturating_sub(16)) - 1) as u16,
+        ],
+    )
+}
+
+/// The even and odd columns of the `2 · windows` floats at `p` (read through `halves`, from
+/// [`window_masks`]): each window's left and right taps, 16 windows a register.
+///
+/// # Safety
+/// The masked reads must lie inside one buffer; only called from AVX-512F functions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn even_odd_columns(
+    p: *const f32,
+    halves: [std::arch::x86_64::__mmask16; 2],
+) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let a = _mm512_maskz_loadu_ps(halves[0], p);
+        let b = _mm512_maskz_loadu_ps(halves[1], p.add(16));
+        (
+            _mm512_permutex2var_ps(a, even, b),
+            _mm512_permutex2var_ps(a, odd, b),
+        )
+    }
+}
+
+/// The lanes where a later tap `v` replaces the maximum `best`: [`better`], 16 at once.
+///
+/// # Safety
+/// Only called from AVX-512F functions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn replaces(
+    v: std::arch::x86_64::__m512,
+    best: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__mmask16 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller enables AVX-512F.
+    unsafe {
+        let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+        let v_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        let best_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
+        larger | (v_nan & !best_nan)
+    }
+}
+
 /// Whether a later tap `v` replaces the current maximum: larger, or NaN over a number.
 #[inline(always)]
-fn better(v: f32, best: f32) -> bool {
+pub(crate) fn better(v: f32, best: f32) -> bool {
     (v > best) | (v.is_nan() & !best.is_nan())
 }
 

@@ -1,11 +1,15 @@
 //! The window arithmetic of the fused convolution → ReLU → 2×2 max-pool block
-//! ([`crate::conv_relu_pool`]), shared by its im2col and plane-kernel paths: pooling one
-//! channel with its window codes, and walking the codes back to the positions that receive a
-//! gradient.
+//! ([`crate::conv_relu_pool`]): pooling one channel with its window codes (on max pooling's
+//! 2×2 primitives, the same tie and NaN rules), and turning codes and pooled gradients back
+//! into output gradients — listed for the im2col path, transposed or written whole into a
+//! padded plane for the plane kernels.
 
 use std::mem::MaybeUninit;
 
 use crate::Conv2dShape;
+use crate::max_pool::better;
+#[cfg(target_arch = "x86_64")]
+use crate::max_pool::{even_odd_columns, replaces, window_masks};
 
 /// The code of a window whose pooled value is not positive: no gradient flows back.
 pub const NOT_ROUTED: u8 = 4;
@@ -65,7 +69,7 @@ pub(crate) fn relu_pool_plane(
             .map(relu);
             let (mut best, mut arg) = (taps[0], 0u8);
             for (t, &v) in taps.iter().enumerate().skip(1) {
-                if v > best || (v.is_nan() && !best.is_nan()) {
+                if better(v, best) {
                     (best, arg) = (v, t as u8);
                 }
             }
@@ -89,18 +93,11 @@ unsafe fn relu_pool_plane_avx512(
 ) {
     use std::arch::x86_64::*;
     let ph = pooled.len() / pw.max(1);
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let (zero, bias) = (_mm512_setzero_ps(), _mm512_set1_ps(bias));
     let not_routed = _mm512_set1_epi32(i32::from(NOT_ROUTED));
     for i in 0..ph {
         for j in (0..pw).step_by(16) {
-            let windows = (pw - j).min(16);
-            let mask = ((1u32 << windows) - 1) as __mmask16;
-            let halves = [
-                ((1u64 << (2 * windows).min(16)) - 1) as __mmask16,
-                ((1u64 << (2 * windows).saturating_sub(16)) - 1) as __mmask16,
-            ];
+            let (mask, halves) = window_masks((pw - j).min(16));
             // SAFETY: the masked loads read only the windows' columns of rows 2i and 2i + 1
             // (checked inside `src` by the caller); the masked stores only this row's windows.
             unsafe {
@@ -109,21 +106,13 @@ unsafe fn relu_pool_plane_avx512(
                     _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, zero), zero)
                 };
                 let row = |at: usize| {
-                    let p = src.as_ptr().add(at + 2 * j);
-                    let a = _mm512_maskz_loadu_ps(halves[0], p);
-                    let b = _mm512_maskz_loadu_ps(halves[1], p.add(16));
-                    (
-                        relu(_mm512_permutex2var_ps(a, even, b)),
-                        relu(_mm512_permutex2var_ps(a, odd, b)),
-                    )
+                    let (left, right) = even_odd_columns(src.as_ptr().add(at + 2 * j), halves);
+                    (relu(left), relu(right))
                 };
                 let ((u0, u1), (l0, l1)) = (row(2 * i * pitch), row((2 * i + 1) * pitch));
                 let (mut best, mut arg) = (u0, _mm512_setzero_si512());
                 for (t, v) in [u1, l0, l1].into_iter().enumerate() {
-                    let larger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
-                    let v_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                    let best_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
-                    let wins = larger | (v_nan & !best_nan);
+                    let wins = replaces(v, best);
                     best = _mm512_mask_mov_ps(best, wins, v);
                     arg = _mm512_mask_mov_epi32(arg, wins, _mm512_set1_epi32(t as i32 + 1));
                 }
@@ -223,7 +212,7 @@ pub(crate) unsafe fn transpose_window_taps(
     for i in 0..ph {
         for j0 in (0..pw).step_by(16) {
             let count = (pw - j0).min(16);
-            let mask = ((1u32 << count) - 1) as __mmask16;
+            let (mask, _) = window_masks(count);
             // Channel blocks innermost: each position's whole run of channels is written
             // before the next position's, so every cache line is filled in one go.
             for c0 in (0..pitch).step_by(16) {
@@ -363,11 +352,7 @@ pub(crate) unsafe fn write_window_taps(
         }
         for j0 in (0..pw).step_by(16) {
             let count = (pw - j0).min(16);
-            let mask = ((1u32 << count) - 1) as __mmask16;
-            let halves = [
-                ((1u64 << (2 * count).min(16)) - 1) as __mmask16,
-                ((1u64 << (2 * count).saturating_sub(16)) - 1) as __mmask16,
-            ];
+            let (mask, halves) = window_masks(count);
             let at = first + i * pw + j0;
             // SAFETY: the masked loads and stores stay inside this row of windows and of
             // the plane (asserted above).
