@@ -22,6 +22,18 @@ use crate::{
     conv2d_weight_grad,
 };
 
+/// The pooled size, or an error when the convolution's output has no whole 2×2 window.
+fn pooled_size(shape: &Conv2dShape) -> Result<[usize; 2], KernelError> {
+    let pooled = relu_pool_size(shape);
+    if pooled.contains(&0) {
+        return Err(KernelError::Shape(format!(
+            "the {:?} convolution output is smaller than the 2×2 pool",
+            shape.out_size()
+        )));
+    }
+    Ok(pooled)
+}
+
 fn pooled_len(shape: &Conv2dShape) -> usize {
     let [h, w] = relu_pool_size(shape);
     shape.batch * shape.out_channels * h * w
@@ -35,13 +47,7 @@ pub fn conv2d_relu_pool_forward(
     bias: Option<&[f32]>,
 ) -> Result<(Vec<f32>, Vec<u8>), KernelError> {
     check_forward(shape, x, weight, bias)?;
-    let [ph, pw] = relu_pool_size(shape);
-    if ph == 0 || pw == 0 {
-        return Err(KernelError::Shape(format!(
-            "the {:?} convolution output is smaller than the 2×2 pool",
-            shape.out_size()
-        )));
-    }
+    let [ph, pw] = pooled_size(shape)?;
     let len = pooled_len(shape);
     // Neither output is zeroed first: both paths write every window's value and code.
     let mut codes: Vec<u8> = Vec::with_capacity(len);
@@ -82,6 +88,7 @@ pub fn conv2d_relu_pool_backward(
     input_grad: bool,
 ) -> Result<ConvGradients, KernelError> {
     check_forward(shape, x, weight, None)?;
+    let [ph, pw] = pooled_size(shape)?;
     let len = pooled_len(shape);
     expect_len("window codes", codes.len(), Some(len))?;
     expect_len("pooled gradient", pooled_grad.len(), Some(len))?;
@@ -107,7 +114,6 @@ pub fn conv2d_relu_pool_backward(
     // Any other convolution: the output gradient in full, then the convolution's gradients.
     let mut dy = vec![0.0f32; shape.output_len().unwrap_or(0)];
     let [_, out_w] = shape.out_size();
-    let [ph, pw] = relu_pool_size(shape);
     for ((dy_c, codes), grads) in dy
         .chunks_exact_mut(shape.out_pixels())
         .zip(codes.chunks_exact(ph * pw))
@@ -263,8 +269,17 @@ mod tests {
         assert!(err.to_string().contains("window code 9"), "{err}");
         let err = conv2d_relu_pool_backward(&s, &x, &w, &codes[1..], &pooled, true).unwrap_err();
         assert!(err.to_string().contains("window codes"), "{err}");
-        let tiny = conv(1, 2, [3, 3], 3, 3);
-        let x = vec![0.5; tiny.input_len().unwrap()];
-        assert!(conv2d_relu_pool_forward(&tiny, &x, &w, None).is_err());
+        // A 1×1 output has no 2×2 window: an error both ways, on both kernel paths.
+        for stride in [1, 2] {
+            let mut tiny = conv(1, 2, [3, 3], 3, 3);
+            tiny.stride = [stride, stride];
+            let x = vec![0.5; tiny.input_len().unwrap()];
+            assert!(conv2d_relu_pool_forward(&tiny, &x, &w, None).is_err());
+            let err = conv2d_relu_pool_backward(&tiny, &x, &w, &[], &[], true).unwrap_err();
+            assert!(
+                err.to_string().contains("smaller than the 2×2 pool"),
+                "{err}"
+            );
+        }
     }
 }
