@@ -145,6 +145,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use crate::tests::assert_close;
     use crate::{
         Pool2dShape, clamp_backward, clamp_forward, conv2d_forward, conv2d_input_grad,
         max_pool2d_backward_vec, max_pool2d_forward_vec,
@@ -161,16 +162,6 @@ mod tests {
             padding: [(0, 0), (0, 0)],
             dilation: [1, 1],
             groups: 1,
-        }
-    }
-
-    fn close(kind: &str, s: &Conv2dShape, actual: &[f32], expected: &[f32]) {
-        assert_eq!(actual.len(), expected.len(), "{kind}");
-        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-            assert!(
-                (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                "{kind} [{i}]: {a} vs {e} for {s:?}"
-            );
         }
     }
 
@@ -249,9 +240,9 @@ mod tests {
             conv2d_bias_grad(s, &dy, &mut db).unwrap();
 
             let grads = conv2d_relu_pool_backward(s, &x, &w, &codes, &dp, true).unwrap();
-            close("input gradient", s, grads.input.as_deref().unwrap(), &dx);
-            close("weight gradient", s, &grads.weight, &dw);
-            close("bias gradient", s, &grads.bias, &db);
+            assert_close("input gradient", s, grads.input.as_deref().unwrap(), &dx);
+            assert_close("weight gradient", s, &grads.weight, &dw);
+            assert_close("bias gradient", s, &grads.bias, &db);
             let without = conv2d_relu_pool_backward(s, &x, &w, &codes, &dp, false).unwrap();
             assert_eq!(without.input, None);
             assert_eq!(without.weight, grads.weight, "{s:?}");

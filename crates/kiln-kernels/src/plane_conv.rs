@@ -8,8 +8,9 @@
 //! - forward: `z = W · views`, then bias added while the wide rows are compacted;
 //! - input gradient: the same product on the output gradient padded by `d·(k − 1) − pad`,
 //!   with the filter flipped and its channel axes swapped (a stride-1 convolution's adjoint);
-//! - weight gradient: the wide output gradient (zero in the discarded columns) correlated
-//!   with the views, several small images per reduction.
+//! - weight gradient: the output gradient transposed (channels in the lanes) correlated with
+//!   the views over the valid positions only, several small images per pass;
+//! - the fused conv → ReLU → 2×2 pool block's forward and backward on the same products.
 //!
 //! The AVX-512 products are the only implementation: without AVX-512 the convolution takes
 //! the im2col + GEMM path.
@@ -68,7 +69,7 @@ pub(crate) fn adjoint_padding_fits(s: &Conv2dShape) -> bool {
     })
 }
 
-/// Positions per wide output row set, rounded up to whole 16-lane vectors.
+/// Floats per AVX-512 vector: wide outputs and channel pitches are rounded up to it.
 const LANES: usize = 16;
 
 /// Where one image's channels lie in its padded plane, and each tap's shifted view.
@@ -90,6 +91,11 @@ struct ShiftedPlane {
 }
 
 impl ShiftedPlane {
+    /// The plane of a convolution's input (for the forward product and the weight gradient).
+    fn of_input(s: &Conv2dShape) -> Self {
+        Self::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation)
+    }
+
     fn new(
         channels: usize,
         in_size: [usize; 2],
@@ -161,7 +167,7 @@ impl Forward {
     fn new(s: &Conv2dShape, weight: &[f32]) -> Self {
         let depth = s.col_rows();
         Self {
-            plane: ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation),
+            plane: ShiftedPlane::of_input(s),
             filter: PackedRows::new(s.out_channels, depth, |r, k| weight[r * depth + k]),
             per_image_in: s.in_channels * s.in_pixels(),
         }
@@ -307,7 +313,7 @@ impl WeightGradient {
         let channel_pitch = s.out_channels.next_multiple_of(LANES);
         let transposed_len = s.out_pixels() * channel_pitch;
         Self {
-            plane: ShiftedPlane::new(s.in_channels, s.in_size, s.padding, s.kernel, s.dilation),
+            plane: ShiftedPlane::of_input(s),
             channels: s.out_channels,
             channel_pitch,
             transposed_len,
@@ -401,8 +407,7 @@ fn transpose_into(values: &[f32], pixels: usize, pitch: usize, out: &mut [f32]) 
 }
 
 /// The fused conv → ReLU → pool block's forward for a convolution [`pooled_applies`]
-/// accepts: each image's
-/// wide output pooled straight from the product's buffer.
+/// accepts: each image's wide output pooled straight from the product's buffer.
 pub(crate) fn forward_relu_pool(
     s: &Conv2dShape,
     x: &[f32],
@@ -462,6 +467,12 @@ pub(crate) fn relu_pool_backward(
     let per_image_dx = if input_grad { grad.per_image_in } else { 0 };
     let weight_len = weight.len();
     let mut sums = vec![0.0f32; weight_len + cout];
+    let layout = PooledLayout {
+        channels: cout,
+        pooled: [ph, pw],
+        out_w,
+        pitch: grad.channel_pitch,
+    };
     let mut run = |dx: &mut [MaybeUninit<f32>]| {
         sum_over_image_runs_writing(
             s.batch,
@@ -480,12 +491,6 @@ pub(crate) fn relu_pool_backward(
                         grad.copy_input(x, n, slot, planes);
                         let image = n * cout * per_channel..(n + 1) * cout * per_channel;
                         let (codes_n, grads_n) = (&codes[image.clone()], &pooled_grad[image]);
-                        let layout = PooledLayout {
-                            channels: cout,
-                            pooled: [ph, pw],
-                            out_w,
-                            pitch: grad.channel_pitch,
-                        };
                         // SAFETY: every caller checked `takes` first, which requires AVX-512.
                         unsafe {
                             transpose_window_taps(
@@ -567,6 +572,7 @@ mod tests {
 
     use super::*;
     use crate::reference;
+    use crate::tests::assert_close;
 
     fn shape(batch: usize, cin: usize, size: [usize; 2], cout: usize) -> Conv2dShape {
         Conv2dShape {
@@ -579,16 +585,6 @@ mod tests {
             padding: [(0, 0), (0, 0)],
             dilation: [1, 1],
             groups: 1,
-        }
-    }
-
-    fn close(kind: &str, s: &Conv2dShape, actual: &[f32], expected: &[f32]) {
-        assert_eq!(actual.len(), expected.len());
-        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-            assert!(
-                (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                "{kind} [{i}]: {a} vs {e} for {s:?}"
-            );
         }
     }
 
@@ -632,18 +628,18 @@ mod tests {
             let mut y = vec![MaybeUninit::new(f32::NAN); dy.len()];
             forward(&s, &x, &w, Some(&b), &mut y);
             let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
-            close("forward", &s, &y, &reference::forward(&s, &x, &w, Some(&b)));
+            assert_close("forward", &s, &y, &reference::forward(&s, &x, &w, Some(&b)));
             if input_grad_applies(&s) {
                 let mut dx = vec![MaybeUninit::new(f32::NAN); x.len()];
                 input_grad(&s, &w, &dy, &mut dx);
                 let dx: Vec<f32> = dx.iter().map(|v| unsafe { v.assume_init() }).collect();
-                close("input grad", &s, &dx, &reference::input_grad(&s, &w, &dy));
+                assert_close("input grad", &s, &dx, &reference::input_grad(&s, &w, &dy));
             } else {
                 assert_eq!(s.padding[0], (3, 3));
             }
             let mut dw = vec![f32::NAN; w.len()];
             weight_grad(&s, &x, &dy, &mut dw);
-            close("weight grad", &s, &dw, &reference::weight_grad(&s, &x, &dy));
+            assert_close("weight grad", &s, &dw, &reference::weight_grad(&s, &x, &dy));
         }
     }
 }

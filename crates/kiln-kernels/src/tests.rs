@@ -13,7 +13,8 @@ fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
-fn assert_close(kind: &str, shape: &Conv2dShape, actual: &[f32], expected: &[f32]) {
+/// Every value within 1e-4, relative, of the f64 reference's.
+pub(crate) fn assert_close(kind: &str, shape: &Conv2dShape, actual: &[f32], expected: &[f32]) {
     assert_eq!(actual.len(), expected.len());
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert!(
