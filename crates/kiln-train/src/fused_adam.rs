@@ -3,13 +3,13 @@
 //! single-threaded pass over it on the flex backend: 1.9 ms of every 64×64-CNN step, with the
 //! other core idle. This computes the same f32 arithmetic in the same order — so the same
 //! bits — in one pass split over rayon's pool, and keeps Burn's `AdamState`, so checkpoints
-//! and `--resume` are unchanged. Tensors it does not take (not f32, or an AMSGrad state) go to
-//! Burn's `Adam`.
+//! and `--resume` are unchanged. What it does not take (storage not readable as f32, an
+//! AMSGrad state) goes to Burn's `Adam`.
 
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 /// Burn's `AdamConfig` defaults, which Kiln's configs train with.
@@ -47,77 +47,42 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let fused = tensor.dtype() == DType::F32
-            && grad.dtype() == DType::F32
-            && state.as_ref().is_none_or(|s| {
-                let m = &s.momentum;
-                m.max_moment_2.is_none()
-                    && m.moment_1.dtype() == DType::F32
-                    && m.moment_2.dtype() == DType::F32
-            });
-        if !fused {
+        // AMSGrad's running maximum is Burn's to carry.
+        if state
+            .as_ref()
+            .is_some_and(|s| s.momentum.max_moment_2.is_some())
+        {
             return self.reference.step(lr, tensor, grad, state);
         }
         let (device, shape) = (tensor.device(), tensor.shape());
-        let moments = state.map(|s| (s.momentum.time, s.momentum.moment_1, s.momentum.moment_2));
-        let (Some(mut values), Some(grad)) = (f32s(tensor.clone()), f32s(grad.clone())) else {
-            return self.reference.step(lr, tensor, grad, moments.map(rebuild));
+        let (mut values, grad) = (tensor.into_data(), grad.into_data());
+        let (time, first, mut m1, mut m2) = match state {
+            Some(s) => (
+                s.momentum.time + 1,
+                false,
+                s.momentum.moment_1.into_data(),
+                s.momentum.moment_2.into_data(),
+            ),
+            None => {
+                let zeros = || TensorData::new(vec![0.0f32; shape.num_elements()], shape.clone());
+                (1, true, zeros(), zeros())
+            }
         };
-        let time = moments.as_ref().map_or(1, |(time, _, _)| time + 1);
-        let previous = match moments {
-            Some((_, m1, m2)) => match (f32s(m1), f32s(m2)) {
-                (Some(m1), Some(m2)) => Some((m1, m2)),
-                _ => None,
-            },
-            None => None,
-        };
-        // Burn's scalars, in f32 and in its order.
-        let bias_correction2_sqrt = (1.0 - BETA_2.powi(time as i32)).sqrt();
-        let combined_factor = bias_correction2_sqrt / (1.0 - BETA_1.powi(time as i32));
-        let epsilon = EPSILON * bias_correction2_sqrt;
-        let rate = lr as f32;
-        let (factor_1, factor_2) = (1.0 - BETA_1, 1.0 - BETA_2);
-        let len = values.len();
-        let mut moment_1 = vec![0.0f32; len];
-        let mut moment_2 = vec![0.0f32; len];
-        let penalty = self.weight_decay;
-        values
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .zip(
-                moment_1
-                    .par_chunks_mut(CHUNK)
-                    .zip(moment_2.par_chunks_mut(CHUNK)),
-            )
-            .enumerate()
-            .for_each(|(chunk, ((values, grad), (m1, m2)))| {
-                let at = chunk * CHUNK;
-                for i in 0..values.len() {
-                    let g = match penalty {
-                        Some(p) => values[i] * p + grad[i],
-                        None => grad[i],
-                    };
-                    let (new_1, new_2) = match &previous {
-                        Some((p1, p2)) => (
-                            p1[at + i] * BETA_1 + g * factor_1,
-                            p2[at + i] * BETA_2 + (g * g) * factor_2,
-                        ),
-                        None => (g * factor_1, (g * g) * factor_2),
-                    };
-                    m1[i] = new_1;
-                    m2[i] = new_2;
-                    let update = (new_1 * combined_factor) / (new_2.sqrt() + epsilon);
-                    values[i] -= update * rate;
-                }
-            });
-        let tensor =
-            |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
-        let state = AdamState::new(AdaptiveMomentumState::new(
-            time,
-            tensor(moment_1),
-            tensor(moment_2),
-        ));
-        (tensor(values), Some(state))
+        let tensor = |data: TensorData| Tensor::<D>::from_data(data, &device);
+        let step = (lr, time, first);
+        if update(
+            self.weight_decay,
+            step,
+            (&mut values, &grad),
+            (&mut m1, &mut m2),
+        ) {
+            let momentum = AdaptiveMomentumState::new(time, tensor(m1), tensor(m2));
+            return (tensor(values), Some(AdamState::new(momentum)));
+        }
+        // Storage the pass cannot borrow as f32 (nothing was changed): Burn's Adam.
+        let state = (!first)
+            .then(|| AdamState::new(AdaptiveMomentumState::new(time - 1, tensor(m1), tensor(m2))));
+        self.reference.step(lr, tensor(values), tensor(grad), state)
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -125,13 +90,53 @@ impl Optimizer for FusedAdam {
     }
 }
 
-/// The tensor's f32 values, without a copy when it holds them alone.
-fn f32s<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
-    t.into_data().try_into_vec::<f32>().ok()
-}
-
-fn rebuild<const D: usize>((time, m1, m2): (usize, Tensor<D>, Tensor<D>)) -> AdamState<D> {
-    AdamState::new(AdaptiveMomentumState::new(time, m1, m2))
+/// One Adam step over f32 buffers, in Burn's arithmetic and order: the parameter and the
+/// moments updated in place (the moments' old values ignored on the `first` step). `false`,
+/// with nothing changed, when a buffer is not readable as f32 or the lengths differ.
+fn update(
+    weight_decay: Option<f32>,
+    (lr, time, first): (LearningRate, usize, bool),
+    (values, grad): (&mut TensorData, &TensorData),
+    (m1, m2): (&mut TensorData, &mut TensorData),
+) -> bool {
+    let (Ok(values), Ok(grad), Ok(m1), Ok(m2)) = (
+        values.as_mut_slice::<f32>(),
+        grad.as_slice::<f32>(),
+        m1.as_mut_slice::<f32>(),
+        m2.as_mut_slice::<f32>(),
+    ) else {
+        return false;
+    };
+    if [values.len(), m1.len(), m2.len()] != [grad.len(); 3] {
+        return false;
+    }
+    // Burn's scalars, in f32 and in its order.
+    let bias_correction2_sqrt = (1.0 - BETA_2.powi(time as i32)).sqrt();
+    let combined_factor = bias_correction2_sqrt / (1.0 - BETA_1.powi(time as i32));
+    let epsilon = EPSILON * bias_correction2_sqrt;
+    let rate = lr as f32;
+    let (factor_1, factor_2) = (1.0 - BETA_1, 1.0 - BETA_2);
+    values
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(m1.par_chunks_mut(CHUNK).zip(m2.par_chunks_mut(CHUNK)))
+        .for_each(|((values, grad), (m1, m2))| {
+            for (((value, &grad), m1), m2) in values.iter_mut().zip(grad).zip(m1).zip(m2) {
+                let g = match weight_decay {
+                    Some(penalty) => *value * penalty + grad,
+                    None => grad,
+                };
+                if first {
+                    (*m1, *m2) = (g * factor_1, (g * g) * factor_2);
+                } else {
+                    *m1 = *m1 * BETA_1 + g * factor_1;
+                    *m2 = *m2 * BETA_2 + (g * g) * factor_2;
+                }
+                let update = (*m1 * combined_factor) / (m2.sqrt() + epsilon);
+                *value -= update * rate;
+            }
+        });
+    true
 }
 
 #[cfg(test)]
